@@ -1,0 +1,877 @@
+use super::resources::{self, RESOURCES, Resource};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::store::{ApiError, ApiResult, Change, EventType, Mutation, Store};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::time::Instant;
+
+/// How to start a [`FakeApiServer`].
+#[derive(Debug, Clone)]
+pub struct ApiServerOptions {
+    /// How many changes the watch history keeps; a watch or list from an older
+    /// resourceVersion gets 410 Gone.
+    pub history_window: usize,
+    /// How often an open watch that asked for them gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl Default for ApiServerOptions {
+    fn default() -> Self {
+        Self {
+            history_window: 10_000,
+            bookmark_interval: Duration::from_secs(5),
+            token: Some("testkit-admin-token".into()),
+        }
+    }
+}
+
+/// Requests and response bytes for one verb on one resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestStats {
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+/// Faults the tests inject into the fake apiserver.
+#[derive(Default)]
+pub struct Faults {
+    latency_ms: AtomicU64,
+    error_rates: Mutex<HashMap<String, f64>>,
+    outage_until: Mutex<Option<Instant>>,
+    outage_changed: Notify,
+    kill_watches: Option<broadcast::Sender<()>>,
+}
+
+impl Faults {
+    /// Adds this much latency to every request.
+    pub fn set_latency(&self, d: Duration) {
+        self.latency_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Fails this share (0.0–1.0) of requests of `verb` (`get`, `list`, `watch`,
+    /// `create`, `update`, `patch`, `delete`) with a 500.
+    pub fn set_error_rate(&self, verb: &str, rate: f64) {
+        lock(&self.error_rates).insert(verb.to_string(), rate);
+    }
+
+    /// Ends every open watch now, as an apiserver restart or a load balancer does.
+    pub fn drop_watches(&self) {
+        if let Some(tx) = &self.kill_watches {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Refuses connections for `d`: the listening socket is closed, open watches end
+    /// and requests on kept-alive connections are answered 503 with `Connection: close`.
+    pub fn outage(&self, d: Duration) {
+        *lock(&self.outage_until) = Some(Instant::now() + d);
+        self.drop_watches();
+        self.outage_changed.notify_waiters();
+    }
+
+    fn in_outage(&self) -> bool {
+        lock(&self.outage_until).is_some_and(|u| Instant::now() < u)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Shared {
+    store: Store,
+    opts: ApiServerOptions,
+    faults: Faults,
+    stats: Mutex<BTreeMap<(String, String), RequestStats>>,
+    addr: SocketAddr,
+}
+
+impl Shared {
+    fn count(&self, verb: &str, resource: &str, bytes: u64, new_request: bool) {
+        let mut s = lock(&self.stats);
+        let e = s
+            .entry((verb.to_string(), resource.to_string()))
+            .or_default();
+        if new_request {
+            e.requests += 1;
+        }
+        e.bytes += bytes;
+    }
+}
+
+/// A running fake apiserver; it stops when dropped.
+pub struct FakeApiServer {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.shared.faults.drop_watches();
+    }
+}
+
+impl FakeApiServer {
+    pub async fn start(opts: ApiServerOptions) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (kill_tx, _) = broadcast::channel(4);
+        let shared = Arc::new(Shared {
+            store: Store::new(opts.history_window),
+            opts,
+            faults: Faults {
+                kill_watches: Some(kill_tx),
+                ..Default::default()
+            },
+            stats: Mutex::new(BTreeMap::new()),
+            addr,
+        });
+        let s2 = shared.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let s = s2.clone();
+                async move { handle(s, method, uri, headers, body).await }
+            },
+        );
+        let listener = OutageListener {
+            inner: Some(listener),
+            addr,
+            shared: shared.clone(),
+        };
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { shared, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// A kubeconfig that `kube::Config` loads as-is.
+    pub fn kubeconfig_yaml(&self) -> String {
+        let user = match &self.shared.opts.token {
+            Some(t) => format!("{{token: {t}}}"),
+            None => "{}".to_string(),
+        };
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: testkit\n  cluster: {{server: \"{}\"}}\nusers:\n- name: testkit\n  user: {user}\ncontexts:\n- name: testkit\n  context: {{cluster: testkit, user: testkit}}\ncurrent-context: testkit\n",
+            self.url()
+        )
+    }
+
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml())
+    }
+
+    /// The client config a kubeconfig for this server gives, to adjust before use.
+    pub async fn client_config(&self) -> anyhow::Result<kube::Config> {
+        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml())?;
+        Ok(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)
+    }
+
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        Ok(kube::Client::try_from(self.client_config().await?)?)
+    }
+
+    /// Request counts and bytes by (verb, resource).
+    pub fn stats(&self) -> BTreeMap<(String, String), RequestStats> {
+        lock(&self.shared.stats).clone()
+    }
+
+    pub fn reset_stats(&self) {
+        lock(&self.shared.stats).clear();
+    }
+
+    /// Requests of `verb` on `resource` (e.g. `("patch", "nodes")`) so far.
+    pub fn requests(&self, verb: &str, resource: &str) -> u64 {
+        lock(&self.shared.stats)
+            .get(&(verb.to_string(), resource.to_string()))
+            .map_or(0, |s| s.requests)
+    }
+}
+
+struct OutageListener {
+    inner: Option<TcpListener>,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl axum::serve::Listener for OutageListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            let until = *lock(&self.shared.faults.outage_until);
+            if let Some(u) = until.filter(|u| Instant::now() < *u) {
+                self.inner = None;
+                tokio::time::sleep_until(u).await;
+                continue;
+            }
+            let listener = match &self.inner {
+                Some(l) => l,
+                None => match TcpListener::bind(self.addr).await {
+                    Ok(l) => self.inner.insert(l),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((s, a)) => return (s, a),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                },
+                _ = self.shared.faults.outage_changed.notified() => {}
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
+fn json_response(
+    shared: &Shared,
+    verb: &str,
+    resource: &str,
+    code: StatusCode,
+    v: &Value,
+) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    shared.count(verb, resource, body.len() as u64, true);
+    (
+        code,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn error_response(shared: &Shared, verb: &str, resource: &str, e: &ApiError) -> Response {
+    let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(shared, verb, resource, code, &e.to_status())
+}
+
+/// The parsed path of a resource request.
+struct Target {
+    res: &'static Resource,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_target(path: &str) -> Option<Result<Target, ()>> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
+        _ => return None,
+    };
+    let ns_scoped = rest.len() >= 3
+        && rest[0] == "namespaces"
+        && resources::find(group, version, rest[2]).is_some_and(|r| r.namespaced);
+    let (ns, rest) = if ns_scoped {
+        (Some(rest[1].to_string()), &rest[2..])
+    } else {
+        (None, rest)
+    };
+    let Some(res) = resources::find(group, version, rest[0]) else {
+        return Some(Err(()));
+    };
+    if res.namespaced != ns.is_some() && rest.len() > 1 {
+        return Some(Err(()));
+    }
+    Some(Ok(Target {
+        res,
+        ns,
+        name: rest.get(1).map(|s| s.to_string()),
+        sub: rest.get(2).map(|s| s.to_string()),
+    }))
+}
+
+fn query_map(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    Some((pct_decode(k)?, pct_decode(v)?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pct_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let h = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let latency = shared.faults.latency_ms.load(Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if shared.faults.in_outage() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONNECTION, "close")],
+            "apiserver outage",
+        )
+            .into_response();
+    }
+    if let Some(token) = &shared.opts.token {
+        let ok = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            == Some(&format!("Bearer {token}"));
+        if !ok {
+            return error_response(
+                &shared,
+                "unauthorized",
+                "",
+                &ApiError::new(401, "Unauthorized", "Unauthorized"),
+            );
+        }
+    }
+    let path = uri.path().to_string();
+    if method == Method::GET
+        && let Some(v) = discovery(&shared, &path)
+    {
+        return json_response(&shared, "get", "discovery", StatusCode::OK, &v);
+    }
+    let target = match parse_target(&path) {
+        Some(Ok(t)) => t,
+        Some(Err(())) | None => {
+            return error_response(
+                &shared,
+                "get",
+                "unknown",
+                &ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+            );
+        }
+    };
+    let q = query_map(&uri);
+    let is_watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let verb = match (&method, &target.name, &target.sub) {
+        (&Method::GET, None, _) if is_watch => "watch",
+        (&Method::GET, None, _) => "list",
+        (&Method::GET, Some(_), _) => "get",
+        (&Method::POST, _, _) => "create",
+        (&Method::PUT, _, _) => "update",
+        (&Method::PATCH, _, _) => "patch",
+        (&Method::DELETE, None, _) => "deletecollection",
+        (&Method::DELETE, Some(_), _) => "delete",
+        _ => "unknown",
+    };
+    let resource = match &target.sub {
+        Some(sub) => format!("{}/{sub}", target.res.key()),
+        None => target.res.key(),
+    };
+    let rate = lock(&shared.faults.error_rates)
+        .get(verb)
+        .copied()
+        .unwrap_or(0.0);
+    if rate > 0.0 && rand::random::<f64>() < rate {
+        return error_response(
+            &shared,
+            verb,
+            &resource,
+            &ApiError::new(
+                500,
+                "InternalError",
+                "Internal error occurred: injected by the testkit",
+            ),
+        );
+    }
+    if verb == "watch" {
+        return watch(shared, target, &q, &resource);
+    }
+    match serve(&shared, &method, &target, &q, &headers, &body, verb) {
+        Ok((code, v)) => json_response(&shared, verb, &resource, code, &v),
+        Err(e) => error_response(&shared, verb, &resource, &e),
+    }
+}
+
+fn discovery(shared: &Shared, path: &str) -> Option<Value> {
+    let path = path.trim_end_matches('/');
+    let resource_list = |group: &str, version: &str| {
+        let list: Vec<Value> = RESOURCES
+            .iter()
+            .filter(|r| r.group == group && r.version == version)
+            .flat_map(|r| {
+                let mut v = vec![json!({"name": r.plural, "singularName": r.kind.to_lowercase(), "namespaced": r.namespaced, "kind": r.kind,
+                    "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]})];
+                if r.status_subresource {
+                    v.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+                }
+                if r.plural == "pods" && r.group.is_empty() {
+                    v.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
+                }
+                v
+            })
+            .collect();
+        let gv = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
+    };
+    match path {
+        "/version" => Some(
+            json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-autohealer-testkit", "gitCommit": "testkit", "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}),
+        ),
+        "/api" => Some(
+            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.to_string()}]}),
+        ),
+        "/apis" => {
+            let mut groups: Vec<(&str, &str)> = RESOURCES
+                .iter()
+                .filter(|r| !r.group.is_empty())
+                .map(|r| r.group_version())
+                .collect();
+            groups.dedup();
+            let list: Vec<Value> = groups
+                .iter()
+                .map(|(g, v)| {
+                    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+                    json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                })
+                .collect();
+            Some(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list}))
+        }
+        "/api/v1" => Some(resource_list("", "v1")),
+        _ => {
+            let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+            match segs.as_slice() {
+                ["apis", g, v] if RESOURCES.iter().any(|r| r.group == *g && r.version == *v) => {
+                    Some(resource_list(g, v))
+                }
+                ["apis", g] if RESOURCES.iter().any(|r| r.group == *g) => {
+                    let r = RESOURCES.iter().find(|r| r.group == *g)?;
+                    let gv = json!({"groupVersion": r.api_version(), "version": r.version});
+                    Some(
+                        json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}),
+                    )
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("application/json");
+    if ct.contains("yaml") && !body.first().is_some_and(|b| *b == b'{') {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the testkit accepts apply patches as JSON only",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request was in an unknown format: {e}"
+        ))
+    })
+}
+
+fn field_manager(q: &HashMap<String, String>, headers: &HeaderMap) -> String {
+    q.get("fieldManager").cloned().unwrap_or_else(|| {
+        let ua = headers
+            .get(header::USER_AGENT)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("unknown");
+        ua.split('/').next().unwrap_or("unknown").to_string()
+    })
+}
+
+fn serve(
+    shared: &Shared,
+    method: &Method,
+    t: &Target,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+    verb: &str,
+) -> ApiResult<(StatusCode, Value)> {
+    let store = &shared.store;
+    let ns = t.ns.as_deref().unwrap_or("");
+    let status = match t.sub.as_deref() {
+        None => false,
+        Some("status") if t.res.status_subresource => true,
+        Some("eviction") if t.res.plural == "pods" && *method == Method::POST => {
+            let name = t.name.as_deref().unwrap_or_default();
+            return evict(store, ns, name).map(|v| (StatusCode::CREATED, v));
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
+    };
+    let dry_run = q.contains_key("dryRun");
+    let manager = field_manager(q, headers);
+    match (verb, t.name.as_deref()) {
+        ("list", None) => {
+            let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+                .map_err(ApiError::bad_request)?;
+            let fields = FieldSelector::parse(
+                q.get("fieldSelector").map_or("", String::as_str),
+                t.res.fields,
+            )
+            .map_err(ApiError::bad_request)?;
+            let limit = q.get("limit").and_then(|l| l.parse().ok());
+            let r = store.list(
+                t.res,
+                t.ns.as_deref(),
+                &labels,
+                &fields,
+                limit,
+                q.get("continue").map(String::as_str),
+                q.get("resourceVersion").map(String::as_str),
+            )?;
+            let mut meta = json!({"resourceVersion": r.rv.to_string()});
+            if let Some(c) = r.cont {
+                meta["continue"] = json!(c);
+                meta["remainingItemCount"] = json!(r.remaining.unwrap_or(0));
+            }
+            let items: Vec<&Value> = r.items.iter().map(|a| a.as_ref()).collect();
+            Ok((
+                StatusCode::OK,
+                json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": meta, "items": items}),
+            ))
+        }
+        ("get", Some(name)) => Ok((StatusCode::OK, (*store.get(t.res, ns, name)?).clone())),
+        ("create", None) => {
+            let obj = parse_body(headers, body)?;
+            if dry_run {
+                return Ok((StatusCode::CREATED, obj));
+            }
+            Ok((
+                StatusCode::CREATED,
+                (*store.create(t.res, ns, obj, &manager)?).clone(),
+            ))
+        }
+        ("update", Some(name)) => {
+            let obj = parse_body(headers, body)?;
+            Ok((
+                StatusCode::OK,
+                (*store.mutate(t.res, ns, name, status, Mutation::Replace(obj), &manager)?).clone(),
+            ))
+        }
+        ("patch", Some(name)) => {
+            let p = parse_body(headers, body)?;
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let m = match ct.split(';').next().unwrap_or("").trim() {
+                "application/merge-patch+json" => Mutation::MergePatch(p),
+                "application/json-patch+json" => Mutation::JsonPatch(p),
+                "application/strategic-merge-patch+json" => Mutation::StrategicPatch(p),
+                "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
+                    if !q.contains_key("fieldManager") {
+                        return Err(ApiError::bad_request(
+                            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                        ));
+                    }
+                    Mutation::Apply {
+                        body: p,
+                        force: q.get("force").is_some_and(|f| f == "true"),
+                    }
+                }
+                other => {
+                    return Err(ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
+                        ),
+                    ));
+                }
+            };
+            Ok((
+                StatusCode::OK,
+                (*store.mutate(t.res, ns, name, status, m, &manager)?).clone(),
+            ))
+        }
+        ("delete", Some(name)) => {
+            let opts: Value = if body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(body).unwrap_or(Value::Null)
+            };
+            Ok((
+                StatusCode::OK,
+                (*store.delete(t.res, ns, name, opts.get("preconditions"))?).clone(),
+            ))
+        }
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!(
+                "the server does not allow this method on the requested resource ({method} {})",
+                t.res.key()
+            ),
+        )),
+    }
+}
+
+/// `policy/v1` Eviction: allowed unless a PodDisruptionBudget forbids it (429).
+fn evict(store: &Store, ns: &str, name: &str) -> ApiResult<Value> {
+    let pods_res = resources::find("", "v1", "pods").expect("pods are served");
+    let pdb_res = resources::find("policy", "v1", "poddisruptionbudgets").expect("pdbs are served");
+    let pod = store.get(pods_res, ns, name)?;
+    let labels = pod.pointer("/metadata/labels").and_then(Value::as_object);
+    let ready = |p: &Value| {
+        p.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            && p.pointer("/metadata/deletionTimestamp").is_none()
+    };
+    let pdbs: Vec<_> = store
+        .all(pdb_res)
+        .into_iter()
+        .filter(|p| p.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
+        .filter(|p| {
+            p.pointer("/spec/selector")
+                .is_some_and(|s| LabelSelector::from_object(s).matches(labels))
+        })
+        .collect();
+    if pdbs.len() > 1 {
+        return Err(ApiError::new(
+            500,
+            "InternalError",
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+        ));
+    }
+    if let Some(pdb) = pdbs.first()
+        && ready(&pod)
+    {
+        let sel = LabelSelector::from_object(&pdb["spec"]["selector"]);
+        let matching: Vec<_> = store
+            .all(pods_res)
+            .into_iter()
+            .filter(|p| p.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
+            .filter(|p| sel.matches(p.pointer("/metadata/labels").and_then(Value::as_object)))
+            .collect();
+        let expected = matching.len() as i64;
+        let healthy = matching.iter().filter(|p| ready(p)).count() as i64;
+        let scaled = |v: &Value| match v {
+            Value::Number(n) => n.as_i64().unwrap_or(0),
+            Value::String(s) => s
+                .trim_end_matches('%')
+                .parse::<i64>()
+                .map(|p| (p * expected + 99) / 100)
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let desired = match (
+            pdb["spec"].get("minAvailable"),
+            pdb["spec"].get("maxUnavailable"),
+        ) {
+            (Some(min), _) => scaled(min),
+            (None, Some(max)) => expected - scaled(max),
+            _ => expected,
+        };
+        if healthy - desired <= 0 {
+            let pdb_name = pdb
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Err(ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.").with_details(json!({
+                "causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently")}]
+            })));
+        }
+    }
+    store.delete(pods_res, ns, name, None)?;
+    Ok(
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
+}
+
+fn watch(shared: Arc<Shared>, t: Target, q: &HashMap<String, String>, resource: &str) -> Response {
+    let labels = match LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)) {
+        Ok(l) => l,
+        Err(e) => return error_response(&shared, "watch", resource, &ApiError::bad_request(e)),
+    };
+    let fields = match FieldSelector::parse(
+        q.get("fieldSelector").map_or("", String::as_str),
+        t.res.fields,
+    ) {
+        Ok(f) => f,
+        Err(e) => return error_response(&shared, "watch", resource, &ApiError::bad_request(e)),
+    };
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let from = q.get("resourceVersion").cloned();
+    shared.count("watch", resource, 0, true);
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let resource = resource.to_string();
+    let mut kill = shared.faults.kill_watches.as_ref().map(|k| k.subscribe());
+    let start_rv = from
+        .as_deref()
+        .and_then(|r| r.parse::<u64>().ok())
+        .filter(|r| *r > 0);
+    match shared.store.watch(t.res, t.ns.as_deref(), from.as_deref()) {
+        Err(e) => {
+            let line = json!({"type": "ERROR", "object": e.to_status()});
+            let mut b = serde_json::to_vec(&line).unwrap_or_default();
+            b.push(b'\n');
+            shared.count("watch", &resource, b.len() as u64, false);
+            let _ = tx.try_send(Bytes::from(b));
+        }
+        Ok((backlog, mut live)) => {
+            let shared = shared.clone();
+            let res = t.res;
+            let ns = t.ns.clone();
+            tokio::spawn(async move {
+                let selected = |v: &Value| {
+                    labels.matches(v.pointer("/metadata/labels").and_then(Value::as_object))
+                        && fields.matches(v)
+                };
+                let mut last_rv = start_rv.unwrap_or_else(|| shared.store.current_rv());
+                let send = |tx: &mpsc::Sender<Bytes>, line: Value| {
+                    let mut b = serde_json::to_vec(&line).unwrap_or_default();
+                    b.push(b'\n');
+                    shared.count("watch", &resource, b.len() as u64, false);
+                    let tx = tx.clone();
+                    async move { tx.send(Bytes::from(b)).await.is_ok() }
+                };
+                let event_line = |c: &Change| -> Option<Value> {
+                    if c.resource != res || ns.as_deref().is_some_and(|n| n != c.namespace) {
+                        return None;
+                    }
+                    let now = selected(&c.object);
+                    let before = c.prev.as_deref().is_some_and(&selected);
+                    let kind = match (c.kind, before, now) {
+                        (EventType::Deleted, _, true) => EventType::Deleted,
+                        (EventType::Deleted, _, false) => return None,
+                        (EventType::Added, _, true) => EventType::Added,
+                        (EventType::Modified, true, true) => EventType::Modified,
+                        (EventType::Modified, false, true) => EventType::Added,
+                        (EventType::Modified, true, false) => EventType::Deleted,
+                        _ => return None,
+                    };
+                    Some(json!({"type": kind.as_str(), "object": c.object.as_ref()}))
+                };
+                for c in &backlog {
+                    last_rv = last_rv.max(c.rv);
+                    if let Some(line) = event_line(c)
+                        && !send(&tx, line).await
+                    {
+                        return;
+                    }
+                }
+                let deadline = timeout.map(|d| Instant::now() + d);
+                let mut tick = tokio::time::interval(shared.opts.bookmark_interval);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => return,
+                        _ = async { match kill.as_mut() { Some(k) => { let _ = k.recv().await; } None => std::future::pending().await } } => return,
+                        _ = tick.tick(), if bookmarks => {
+                            let line = json!({"type": "BOOKMARK", "object": {"kind": res.kind, "apiVersion": res.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}}});
+                            if !send(&tx, line).await { return; }
+                        }
+                        r = live.recv() => match r {
+                            Ok(c) => {
+                                if start_rv.is_some_and(|s| c.rv <= s) || backlog.last().is_some_and(|b| c.rv <= b.rv) {
+                                    continue;
+                                }
+                                last_rv = c.rv;
+                                if let Some(line) = event_line(&c)
+                                    && !send(&tx, line).await
+                                {
+                                    return;
+                                }
+                            }
+                            Err(_) => return,
+                        },
+                        _ = tx.closed() => return,
+                    }
+                }
+            });
+        }
+    }
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}

@@ -1,0 +1,13 @@
+//! A fake kube-apiserver: a real HTTP server on 127.0.0.1 that serves the subset of
+//! the Kubernetes API the healer and its simulation use, with the semantics a client
+//! can observe (resourceVersions, conflicts, watches with bookmarks and 410 Gone,
+//! patches, status subresources, server-side apply, evictions with PDBs).
+
+mod http;
+pub mod patch;
+pub mod resources;
+pub mod selectors;
+pub mod store;
+
+pub use http::{ApiServerOptions, FakeApiServer, Faults, RequestStats};
+pub use store::{ApiError, Store};

@@ -1,0 +1,820 @@
+//! The object store behind the fake apiserver: one global increasing
+//! resourceVersion, a bounded history of changes for watches, and the write rules
+//! (preconditions, status subresource, field ownership) of the real apiserver.
+
+use super::patch;
+use super::resources::{RESOURCES, Resource};
+use super::selectors::{FieldSelector, LabelSelector};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::broadcast;
+
+/// An error answered as a `kind: Status` object.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Value,
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn not_found(res: &Resource, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", res.key()),
+        )
+        .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
+    }
+
+    pub fn conflict(res: &Resource, name: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                res.key()
+            ),
+        )
+        .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    pub fn expired(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+
+    pub fn to_status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if !self.details.is_null() {
+            s["details"] = self.details.clone();
+        }
+        s
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change, as watches see it.
+#[derive(Debug)]
+pub struct Change {
+    pub rv: u64,
+    pub resource: &'static Resource,
+    pub namespace: String,
+    pub kind: EventType,
+    pub object: Arc<Value>,
+    /// The object before the change, so a selector-filtered watch can turn a change
+    /// that leaves its selection into DELETED, as the real apiserver does.
+    pub prev: Option<Arc<Value>>,
+}
+
+type Key = (String, String);
+
+struct Inner {
+    rv: u64,
+    objects: HashMap<usize, BTreeMap<Key, Arc<Value>>>,
+    history: VecDeque<Arc<Change>>,
+    window: usize,
+    /// Changes at or below this resourceVersion are no longer in the history.
+    compacted: u64,
+}
+
+pub struct Store {
+    inner: Mutex<Inner>,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+/// How a caller wants an existing object changed.
+pub enum Mutation {
+    Replace(Value),
+    MergePatch(Value),
+    JsonPatch(Value),
+    StrategicPatch(Value),
+    Apply { body: Value, force: bool },
+}
+
+pub struct ListResult {
+    pub items: Vec<Arc<Value>>,
+    pub rv: u64,
+    pub cont: Option<String>,
+    pub remaining: Option<usize>,
+}
+
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The object without the fields the server maintains, to tell a no-op write.
+fn content(v: &Value) -> Value {
+    let mut c = v.clone();
+    if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+        m.remove("resourceVersion");
+    }
+    c
+}
+
+impl Store {
+    pub fn new(window: usize) -> Self {
+        let (tx, _) = broadcast::channel(65536);
+        let store = Self {
+            inner: Mutex::new(Inner {
+                rv: 1,
+                objects: HashMap::new(),
+                history: VecDeque::new(),
+                window,
+                compacted: 0,
+            }),
+            tx,
+        };
+        let ns = RESOURCES
+            .iter()
+            .find(|r| r.plural == "namespaces")
+            .expect("namespaces is served");
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "status": {"phase": "Active"}});
+            store
+                .create(ns, "", obj, "kube-apiserver")
+                .expect("fresh store accepts the system namespaces");
+        }
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn current_rv(&self) -> u64 {
+        self.lock().rv
+    }
+
+    pub fn set_window(&self, window: usize) {
+        let mut g = self.lock();
+        g.window = window;
+        Self::trim(&mut g);
+    }
+
+    /// Forgets the whole change history, as an etcd compaction does: every watch or
+    /// list from an older resourceVersion now gets 410 Gone.
+    pub fn compact(&self) {
+        let mut g = self.lock();
+        g.history.clear();
+        g.compacted = g.rv;
+    }
+
+    fn trim(g: &mut Inner) {
+        while g.history.len() > g.window {
+            if let Some(c) = g.history.pop_front() {
+                g.compacted = c.rv;
+            }
+        }
+    }
+
+    fn commit(
+        &self,
+        g: &mut Inner,
+        res: &'static Resource,
+        key: Key,
+        new: Option<Value>,
+        prev: Option<Arc<Value>>,
+    ) -> Arc<Value> {
+        g.rv += 1;
+        let rv = g.rv;
+        let (kind, obj) = match new {
+            Some(mut v) => {
+                v["metadata"]["resourceVersion"] = json!(rv.to_string());
+                let kind = if prev.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                let v = Arc::new(v);
+                g.objects
+                    .entry(slot(res))
+                    .or_default()
+                    .insert(key.clone(), v.clone());
+                (kind, v)
+            }
+            None => {
+                g.objects.entry(slot(res)).or_default().remove(&key);
+                let mut last = prev.as_deref().cloned().unwrap_or(Value::Null);
+                last["metadata"]["resourceVersion"] = json!(rv.to_string());
+                (EventType::Deleted, Arc::new(last))
+            }
+        };
+        let change = Arc::new(Change {
+            rv,
+            resource: res,
+            namespace: key.0,
+            kind,
+            object: obj.clone(),
+            prev,
+        });
+        g.history.push_back(change.clone());
+        Self::trim(g);
+        let _ = self.tx.send(change);
+        obj
+    }
+
+    pub fn get(&self, res: &'static Resource, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+        let g = self.lock();
+        g.objects
+            .get(&slot(res))
+            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(res, name))
+    }
+
+    fn check_rv(g: &Inner, rv: Option<&str>) -> ApiResult<()> {
+        if let Some(rv) = rv.filter(|r| !r.is_empty() && *r != "0") {
+            let n: u64 = rv
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+            if n < g.compacted {
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {n} ({})",
+                    g.compacted + 1
+                )));
+            }
+            if n > g.rv {
+                return Err(ApiError::new(504, "Timeout", format!("Too large resource version: {n}, current: {}", g.rv))
+                    .with_details(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1})));
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn list(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        limit: Option<usize>,
+        cont: Option<&str>,
+        rv: Option<&str>,
+    ) -> ApiResult<ListResult> {
+        let g = self.lock();
+        let (start_after, list_rv) = match cont {
+            Some(c) if !c.is_empty() => {
+                let (rv_s, key) = decode_continue(c)
+                    .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
+                if rv_s < g.compacted {
+                    return Err(ApiError::expired(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ));
+                }
+                (Some(key), rv_s)
+            }
+            _ => {
+                Self::check_rv(&g, rv)?;
+                (None, g.rv)
+            }
+        };
+        let empty = BTreeMap::new();
+        let all = g.objects.get(&slot(res)).unwrap_or(&empty);
+        let mut items = Vec::new();
+        let mut cont_out = None;
+        let mut remaining = None;
+        let mut iter = all
+            .iter()
+            .filter(|((o_ns, _), _)| ns.is_none_or(|n| n == o_ns))
+            .filter(|(k, _)| start_after.as_ref().is_none_or(|s| *k > s))
+            .filter(|(_, v)| {
+                labels.matches(v.pointer("/metadata/labels").and_then(Value::as_object))
+                    && fields.matches(v)
+            })
+            .peekable();
+        while let Some((k, v)) = iter.next() {
+            items.push(v.clone());
+            if limit.is_some_and(|l| l > 0 && items.len() >= l) && iter.peek().is_some() {
+                cont_out = Some(encode_continue(list_rv, k));
+                remaining = Some(iter.count());
+                break;
+            }
+        }
+        Ok(ListResult {
+            items,
+            rv: list_rv,
+            cont: cont_out,
+            remaining,
+        })
+    }
+
+    /// Subscribes to changes of `res` after `from`; the backlog and the live receiver
+    /// are taken under one lock so no change falls between them.
+    pub fn watch(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        from: Option<&str>,
+    ) -> ApiResult<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>)> {
+        let g = self.lock();
+        let rx = self.tx.subscribe();
+        let mut backlog = Vec::new();
+        match from.filter(|r| !r.is_empty() && *r != "0") {
+            Some(rv) => {
+                let n: u64 = rv.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version: {rv}"))
+                })?;
+                if n < g.compacted {
+                    return Err(ApiError::expired(format!(
+                        "too old resource version: {n} ({})",
+                        g.compacted + 1
+                    )));
+                }
+                backlog.extend(
+                    g.history
+                        .iter()
+                        .filter(|c| c.rv > n && c.resource == res)
+                        .filter(|c| ns.is_none_or(|x| x == c.namespace))
+                        .cloned(),
+                );
+            }
+            None => {
+                if let Some(all) = g.objects.get(&slot(res)) {
+                    for ((o_ns, _), v) in all {
+                        if ns.is_none_or(|x| x == o_ns) {
+                            backlog.push(Arc::new(Change {
+                                rv: g.rv,
+                                resource: res,
+                                namespace: o_ns.clone(),
+                                kind: EventType::Added,
+                                object: v.clone(),
+                                prev: None,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        Ok((backlog, rx))
+    }
+
+    pub fn namespace_exists(&self, ns: &str) -> bool {
+        let nsr = RESOURCES
+            .iter()
+            .find(|r| r.plural == "namespaces")
+            .expect("namespaces is served");
+        self.get(nsr, "", ns).is_ok()
+    }
+
+    pub fn create(
+        &self,
+        res: &'static Resource,
+        ns: &str,
+        obj: Value,
+        manager: &str,
+    ) -> ApiResult<Arc<Value>> {
+        self.create_owned(res, ns, obj, manager, None)
+    }
+
+    /// Creates with the given `managedFields` (server-side apply) or, without them,
+    /// records the creator as the owner of every field (an Update operation).
+    fn create_owned(
+        &self,
+        res: &'static Resource,
+        ns: &str,
+        mut obj: Value,
+        manager: &str,
+        managed: Option<Value>,
+    ) -> ApiResult<Arc<Value>> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request was in an unknown format",
+            ));
+        }
+        if let Some(kind) = obj.get("kind").and_then(Value::as_str)
+            && kind != res.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the kind {kind:?} does not match the resource {}",
+                res.key()
+            )));
+        }
+        obj["apiVersion"] = json!(res.api_version());
+        obj["kind"] = json!(res.kind);
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        let mut name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        if name.is_empty()
+            && let Some(prefix) = meta_str(&obj, "generateName")
+        {
+            name = format!(
+                "{prefix}{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..5]
+            );
+        }
+        if !valid_name(&name) {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                format!(
+                    "{} {name:?} is invalid: metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
+                    res.kind
+                ),
+            ));
+        }
+        if res.namespaced {
+            if let Some(body_ns) = meta_str(&obj, "namespace").filter(|b| *b != ns) {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the provided object ({body_ns}) does not match the namespace sent on the request ({ns})"
+                )));
+            }
+            if !self.namespace_exists(ns) {
+                return Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("namespaces \"{ns}\" not found"),
+                ));
+            }
+        }
+        let now = now_rfc3339();
+        {
+            let m = obj["metadata"]
+                .as_object_mut()
+                .expect("metadata is an object");
+            m.insert("name".into(), json!(name));
+            if res.namespaced {
+                m.insert("namespace".into(), json!(ns));
+            } else {
+                m.remove("namespace");
+            }
+            m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            m.insert("creationTimestamp".into(), json!(now));
+            m.insert("generation".into(), json!(1));
+            m.remove("resourceVersion");
+            m.remove("deletionTimestamp");
+            m.remove("managedFields");
+        }
+        if res.plural == "pods" && res.group.is_empty() {
+            obj["status"] = json!({"phase": "Pending"});
+        }
+        match managed {
+            Some(m) => obj["metadata"]["managedFields"] = m,
+            None => patch::record_update(
+                &json!({"metadata": {}}),
+                &mut obj,
+                manager,
+                &res.api_version(),
+                &now,
+            ),
+        }
+        let mut g = self.lock();
+        let key = (
+            if res.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name.clone(),
+        );
+        if g.objects
+            .get(&slot(res))
+            .is_some_and(|m| m.contains_key(&key))
+        {
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", res.key()),
+            )
+            .with_details(json!({"name": name, "group": res.group, "kind": res.plural})));
+        }
+        Ok(self.commit(&mut g, res, key, Some(obj), None))
+    }
+
+    /// Changes an existing object (or creates one, for server-side apply).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mutate(
+        &self,
+        res: &'static Resource,
+        ns: &str,
+        name: &str,
+        status: bool,
+        mutation: Mutation,
+        manager: &str,
+    ) -> ApiResult<Arc<Value>> {
+        let now = now_rfc3339();
+        let ns_key = if res.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
+        let key = (ns_key.clone(), name.to_string());
+        let mut g = self.lock();
+        let old = g.objects.get(&slot(res)).and_then(|m| m.get(&key)).cloned();
+        let Some(old) = old else {
+            if let Mutation::Apply { body, force } = mutation {
+                drop(g);
+                if res.namespaced && !self.namespace_exists(ns) {
+                    return Err(ApiError::new(
+                        404,
+                        "NotFound",
+                        format!("namespaces \"{ns}\" not found"),
+                    ));
+                }
+                let mut fresh = patch::apply(None, &body, manager, force, &now)
+                    .map_err(|c| apply_conflict(res, name, c))?;
+                fresh["metadata"]["name"] = json!(name);
+                let managed = fresh.pointer("/metadata/managedFields").cloned();
+                return self.create_owned(res, ns, fresh, manager, managed);
+            }
+            return Err(ApiError::not_found(res, name));
+        };
+        let api_version = res.api_version();
+        let is_apply = matches!(mutation, Mutation::Apply { .. });
+        let mut new = match mutation {
+            Mutation::Replace(v) => {
+                let mut v = v;
+                if v.pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                    && let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut)
+                {
+                    m.insert(
+                        "resourceVersion".into(),
+                        old["metadata"]["resourceVersion"].clone(),
+                    );
+                }
+                v
+            }
+            Mutation::MergePatch(p) => {
+                let mut v = (*old).clone();
+                json_patch::merge(&mut v, &p);
+                v
+            }
+            Mutation::StrategicPatch(p) => {
+                let mut v = (*old).clone();
+                patch::strategic_merge(&mut v, &p).map_err(ApiError::bad_request)?;
+                v
+            }
+            Mutation::JsonPatch(p) => {
+                let ops: json_patch::Patch = serde_json::from_value(p).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "the server rejected our request due to an error in our request: {e}"
+                    ))
+                })?;
+                let mut v = (*old).clone();
+                json_patch::patch(&mut v, &ops).map_err(|e| {
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ),
+                    )
+                })?;
+                v
+            }
+            Mutation::Apply { body, force } => {
+                if let Some(rv) = body
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    && Some(rv) != meta_str(&old, "resourceVersion")
+                {
+                    return Err(ApiError::conflict(res, name));
+                }
+                patch::apply(Some(&old), &body, manager, force, &now)
+                    .map_err(|c| apply_conflict(res, name, c))?
+            }
+        };
+        if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
+            return Err(ApiError::bad_request("the object has no metadata"));
+        }
+        if meta_str(&new, "resourceVersion")
+            .is_some_and(|rv| Some(rv) != meta_str(&old, "resourceVersion"))
+        {
+            return Err(ApiError::conflict(res, name));
+        }
+        if meta_str(&new, "name").is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                meta_str(&new, "name").unwrap_or_default()
+            )));
+        }
+        // Fields the server owns survive any write.
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "generation",
+        ] {
+            match old["metadata"].get(f) {
+                Some(v) => new["metadata"][f] = v.clone(),
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove(f);
+                    }
+                }
+            }
+        }
+        new["apiVersion"] = json!(api_version);
+        new["kind"] = json!(res.kind);
+        if res.status_subresource {
+            if status {
+                let st = new.get("status").cloned();
+                let mut keep = (*old).clone();
+                match st {
+                    Some(s) => keep["status"] = s,
+                    None => {
+                        keep.as_object_mut().map(|m| m.remove("status"));
+                    }
+                }
+                keep["metadata"]["managedFields"] = new["metadata"]
+                    .get("managedFields")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                new = keep;
+            } else {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        new.as_object_mut().map(|m| m.remove("status"));
+                    }
+                }
+            }
+        }
+        if new.get("spec") != old.get("spec") {
+            let gen_ = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            new["metadata"]["generation"] = json!(gen_);
+        }
+        if content(&new) == content(&old) {
+            return Ok(old);
+        }
+        if !is_apply {
+            new["metadata"]["managedFields"] = old["metadata"]
+                .get("managedFields")
+                .cloned()
+                .unwrap_or(Value::Null);
+            patch::record_update(&old, &mut new, manager, &api_version, &now);
+        }
+        let finalizing = meta_str(&new, "deletionTimestamp").is_some()
+            && new
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
+        if finalizing {
+            return Ok(self.commit(&mut g, res, key, None, Some(old)));
+        }
+        Ok(self.commit(&mut g, res, key, Some(new), Some(old)))
+    }
+
+    pub fn delete(
+        &self,
+        res: &'static Resource,
+        ns: &str,
+        name: &str,
+        preconditions: Option<&Value>,
+    ) -> ApiResult<Arc<Value>> {
+        let key = (
+            if res.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name.to_string(),
+        );
+        let mut g = self.lock();
+        let old = g
+            .objects
+            .get(&slot(res))
+            .and_then(|m| m.get(&key))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(res, name))?;
+        if let Some(p) = preconditions {
+            let mismatch = |field: &str, have: Option<&str>| {
+                p.get(field)
+                    .and_then(Value::as_str)
+                    .is_some_and(|want| Some(want) != have)
+            };
+            if mismatch("resourceVersion", meta_str(&old, "resourceVersion"))
+                || mismatch("uid", meta_str(&old, "uid"))
+            {
+                return Err(ApiError::conflict(res, name));
+            }
+        }
+        let has_finalizers = old
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if meta_str(&old, "deletionTimestamp").is_some() {
+                return Ok(old);
+            }
+            let mut marked = (*old).clone();
+            marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            return Ok(self.commit(&mut g, res, key, Some(marked), Some(old)));
+        }
+        Ok(self.commit(&mut g, res, key, None, Some(old)))
+    }
+
+    /// Every object of a type, for the tests and the simulation to inspect.
+    pub fn all(&self, res: &'static Resource) -> Vec<Arc<Value>> {
+        self.lock()
+            .objects
+            .get(&slot(res))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn apply_conflict(res: &Resource, name: &str, c: patch::ApplyConflict) -> ApiError {
+    let causes: Vec<Value> = c.0.iter().map(|(m, f)| json!({"type": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": f})).collect();
+    ApiError::new(409, "Conflict", c.message()).with_details(
+        json!({"name": name, "group": res.group, "kind": res.plural, "causes": causes}),
+    )
+}
+
+fn encode_continue(rv: u64, key: &Key) -> String {
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": rv, "ns": key.0, "name": key.1}).to_string();
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(s: &str) -> Option<(u64, Key)> {
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    let v: Value = serde_json::from_slice(&bytes?).ok()?;
+    Some((
+        v["rv"].as_u64()?,
+        (
+            v["ns"].as_str()?.to_string(),
+            v["name"].as_str()?.to_string(),
+        ),
+    ))
+}
+
+/// The store's slot for a type: its place in [`RESOURCES`].
+fn slot(res: &Resource) -> usize {
+    RESOURCES
+        .iter()
+        .position(|r| r == res)
+        .unwrap_or(usize::MAX)
+}
