@@ -1,1 +1,163 @@
+//! Health checks: the [`HealthCheck`] trait, the [`Registry`] that builds checks from
+//! the YAML `type:` and `params:`, and the built-in checks.
+//!
+//! A check either judges a node from its Kubernetes object alone (pure, e.g.
+//! [`NodeCondition`]) or probes it over the network on the healer's schedule (e.g.
+//! [`Endpoint`]). Either way it answers healthy, or unhealthy since an instant for a
+//! reason; the healer decides when that becomes a repair.
 
+mod endpoint;
+mod node_condition;
+mod params;
+
+pub use endpoint::Endpoint;
+pub use k8s_openapi::jiff::Timestamp;
+pub use node_condition::NodeCondition;
+pub use params::{ParamError, parse_params};
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Node;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a check says about one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    /// `since` is when the problem started, when the check can tell (a condition's
+    /// `lastTransitionTime`); probing checks leave it to the healer, which remembers
+    /// the first failed probe.
+    Unhealthy {
+        since: Option<Timestamp>,
+        reason: String,
+    },
+}
+
+impl Health {
+    pub fn unhealthy(reason: impl Into<String>) -> Self {
+        Health::Unhealthy {
+            since: None,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, Health::Healthy)
+    }
+}
+
+/// How a check gets its evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Judged from the Node object alone, on every change of it; no I/O.
+    Pure,
+    /// Probed over the network on `monitor-interval`, concurrently and off the
+    /// planner's path.
+    Probe,
+}
+
+#[async_trait]
+pub trait HealthCheck: Send + Sync + fmt::Debug {
+    /// The `type:` this check was built from.
+    fn type_name(&self) -> &str;
+
+    /// How long the node must stay unhealthy before it is repaired.
+    fn unhealthy_duration(&self) -> Duration;
+
+    fn kind(&self) -> CheckKind {
+        CheckKind::Pure
+    }
+
+    /// For [`CheckKind::Pure`] checks.
+    fn judge(&self, _node: &Node) -> Health {
+        Health::Healthy
+    }
+
+    /// For [`CheckKind::Probe`] checks. Must not fail: an error of the probe itself
+    /// (no address to probe, no token) is reported as healthy with a log line, since
+    /// the healer never repairs when unsure.
+    async fn probe(&self, _node: &Node) -> Health {
+        Health::Healthy
+    }
+
+    /// The node annotation in which a probing check's first failure is persisted, so
+    /// that a new leader (or a replaced upstream deployment) continues the count.
+    fn unhealthy_annotation(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Builds a check from its `params:` value; `path` is the key path of those params
+/// in the config, for error messages.
+pub type Factory = fn(&serde_json::Value, &str) -> Result<Arc<dyn HealthCheck>, ParamError>;
+
+/// Checks by `type` name. A plugin crate registers its own with [`Registry::register`].
+#[derive(Clone)]
+pub struct Registry {
+    factories: BTreeMap<String, Factory>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::with_builtins()
+    }
+}
+
+impl Registry {
+    pub fn empty() -> Self {
+        Self {
+            factories: BTreeMap::new(),
+        }
+    }
+
+    pub fn with_builtins() -> Self {
+        let mut r = Self::empty();
+        r.register("NodeCondition", |p, path| {
+            Ok(Arc::new(NodeCondition::from_params(p, path)?))
+        });
+        r.register("Endpoint", |p, path| {
+            Ok(Arc::new(Endpoint::from_params(p, path)?))
+        });
+        r
+    }
+
+    pub fn register(&mut self, type_name: &str, factory: Factory) {
+        self.factories.insert(type_name.to_string(), factory);
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.factories.keys().map(String::as_str)
+    }
+
+    /// Builds a check; `path` is where its entry sits in the config (e.g.
+    /// `healthcheck.worker[0]`).
+    pub fn build(
+        &self,
+        type_name: &str,
+        params: &serde_json::Value,
+        path: &str,
+    ) -> Result<Arc<dyn HealthCheck>, ParamError> {
+        match self.factories.get(type_name) {
+            Some(f) => f(params, &format!("{path}.params")),
+            None => {
+                let names: Vec<&str> = self.names().collect();
+                Err(ParamError::new(
+                    format!("{path}.type"),
+                    format!(
+                        "unknown health check type {type_name:?}{}; known types: {}",
+                        params::did_you_mean(type_name, &names),
+                        names.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Installs the ring crypto provider for rustls unless one is installed; reqwest is
+/// built without a provider of its own so that no second TLS stack is linked.
+pub fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
