@@ -1,1 +1,17 @@
+//! The healer: it observes Nodes through a watch, judges them with health checks,
+//! decides with a pure planner, and acts through a cloud provider, writing every step
+//! to the node's repair ledger before the cloud call.
 
+pub mod actor;
+pub mod healer;
+pub mod leader;
+pub mod ledger;
+pub mod metrics;
+pub mod node;
+pub mod observe;
+pub mod planner;
+
+pub use healer::{Checks, Healer, HealerSettings, Status};
+pub use leader::{AlwaysLeader, LeaderElector, LeaseElector, LeaseSettings};
+pub use metrics::Metrics;
+pub use planner::{Decision, Plan, Policy};

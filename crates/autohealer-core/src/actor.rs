@@ -1,0 +1,309 @@
+//! Carrying out the planner's decisions: ledger writes with a resourceVersion
+//! precondition before every cloud call, cordon and uncordon, cloud calls, Events.
+
+use crate::leader::LeaderElector;
+use crate::ledger::{Ledger, REPAIR_ANNOTATION, RepairRecord};
+use crate::metrics::{ActionLabels, Metrics};
+use crate::node;
+use autohealer_cloud::{Action, CloudProvider};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub const FIELD_MANAGER: &str = "autohealer";
+
+pub struct Actor {
+    pub nodes: Api<Node>,
+    pub recorder: Recorder,
+    pub provider: Arc<dyn CloudProvider>,
+    pub leader: Arc<dyn LeaderElector>,
+    pub metrics: Arc<Metrics>,
+    pub identity: String,
+}
+
+/// Why a step was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error("leadership was lost before the write")]
+    NotLeader,
+    #[error(
+        "node {0} changed since it was read (409 Conflict on patch nodes/{0}); the next evaluation decides again"
+    )]
+    Conflict(String),
+    #[error("patch nodes/{node} failed: {source}")]
+    Kube { node: String, source: kube::Error },
+}
+
+impl Actor {
+    pub fn new(
+        client: kube::Client,
+        provider: Arc<dyn CloudProvider>,
+        leader: Arc<dyn LeaderElector>,
+        metrics: Arc<Metrics>,
+        identity: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "autohealer".into(),
+            instance: Some(identity.clone()),
+        };
+        Self {
+            nodes: Api::all(client.clone()),
+            recorder: Recorder::new(client, reporter),
+            provider,
+            leader,
+            metrics,
+            identity,
+        }
+    }
+
+    pub async fn event(&self, n: &Node, warning: bool, reason: &str, action: &str, note: String) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &n.object_ref(&())).await {
+            tracing::warn!(node = %n.name_any(), reason, error = %e, "cannot publish an Event");
+        }
+    }
+
+    /// A merge patch of the node that only succeeds if the node is unchanged since
+    /// `n` was read: the fence that makes a step start exactly once.
+    async fn fenced_patch(&self, n: &Node, mut patch: Value) -> Result<Node, ActError> {
+        if !self.leader.is_leader() {
+            return Err(ActError::NotLeader);
+        }
+        let name = n.name_any();
+        patch["metadata"]["resourceVersion"] = json!(n.resource_version());
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match self.nodes.patch(&name, &pp, &Patch::Merge(&patch)).await {
+            Ok(n) => Ok(n),
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(ActError::Conflict(name)),
+            Err(source) => Err(ActError::Kube { node: name, source }),
+        }
+    }
+
+    /// Starts a repair step: ledger (and cordon) first, then the cloud call.
+    pub async fn start_step(
+        &self,
+        n: &Node,
+        action: Action,
+        attempt: u32,
+        reason: &str,
+        actionable_since: Timestamp,
+        cordon: bool,
+    ) -> Result<(), ActError> {
+        let now = Timestamp::now();
+        let previous = match Ledger::parse(node::annotation(n, REPAIR_ANNOTATION)) {
+            Ledger::Record(r) => Some(r),
+            _ => None,
+        };
+        let cordon_now = cordon && !node::unschedulable(n);
+        let record = RepairRecord {
+            action,
+            attempt,
+            started: now,
+            first_started: previous.as_ref().map_or(now, |p| p.first_started),
+            reason: reason.to_string(),
+            boot_id: node::boot_id(n).map(String::from),
+            server_id: previous.as_ref().and_then(|p| p.server_id.clone()),
+            cordoned: cordon_now || previous.as_ref().is_some_and(|p| p.cordoned),
+            failed: None,
+            by: self.identity.clone(),
+        };
+        let mut patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: record.to_json(), node::REMEDIATE_ANNOTATION: null}}});
+        if cordon_now {
+            patch["spec"] = json!({"unschedulable": true});
+        }
+        let written = self.fenced_patch(n, patch).await?;
+        let role = node::role(n);
+        let lag = now.duration_since(actionable_since).as_secs_f64().max(0.0);
+        if attempt == 1 {
+            self.metrics.detection_lag.observe(lag);
+        }
+        self.metrics
+            .repair(role.as_str(), action.as_str(), "started");
+        tracing::info!(node = %n.name_any(), %role, %action, attempt, reason, cordoned = cordon_now, "repair step started");
+        let verb = if action == Action::Reboot {
+            "Rebooting"
+        } else {
+            "Replacing"
+        };
+        let cordoned = if cordon_now { " Cordoned." } else { "" };
+        self.event(
+            n,
+            false,
+            "RepairStarted",
+            action_name(action),
+            format!("{verb} node (attempt {attempt}): {reason}.{cordoned}"),
+        )
+        .await;
+
+        if !self.leader.is_leader() {
+            return Err(ActError::NotLeader);
+        }
+        let info = node::info(n);
+        let result = match action {
+            Action::Reboot => self.provider.reboot(&info).await,
+            Action::Replace => self
+                .provider
+                .replace(std::slice::from_ref(&info))
+                .await
+                .map(|mut v| {
+                    v.pop().unwrap_or_else(|| autohealer_cloud::ActionOutcome {
+                        server_id: None,
+                        detail: "replace accepted".into(),
+                        already_in_progress: false,
+                    })
+                }),
+        };
+        match result {
+            Ok(outcome) => {
+                tracing::info!(node = %n.name_any(), %action, detail = %outcome.detail, "cloud accepted the step");
+                self.event(
+                    n,
+                    false,
+                    "RepairIssued",
+                    action_name(action),
+                    outcome.detail.clone(),
+                )
+                .await;
+                if outcome.server_id.is_some() && outcome.server_id != record.server_id {
+                    let mut r = record.clone();
+                    r.server_id = outcome.server_id;
+                    let _ = self
+                        .fenced_patch(
+                            &written,
+                            json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}}),
+                        )
+                        .await;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(node = %n.name_any(), %action, error = %e, "repair step failed");
+                self.metrics
+                    .repair(role.as_str(), action.as_str(), "failed");
+                let mut r = record;
+                r.failed = Some(e.to_string());
+                let _ = self
+                    .fenced_patch(
+                        &written,
+                        json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}}),
+                    )
+                    .await;
+                self.event(n, true, "RepairFailed", action_name(action), format!("{action} failed: {e}. The node is left alone until the annotation {REPAIR_ANNOTATION} is removed.")).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// The node is healthy again: clear the ledger and uncordon what the healer cordoned.
+    pub async fn recovered(&self, n: &Node, record: &RepairRecord) -> Result<(), ActError> {
+        let mut patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: null}}});
+        if record.cordoned {
+            patch["spec"] = json!({"unschedulable": null});
+        }
+        self.fenced_patch(n, patch).await?;
+        let role = node::role(n);
+        let took = Timestamp::now()
+            .duration_since(record.first_started)
+            .as_secs_f64()
+            .max(0.0);
+        self.metrics
+            .repair(role.as_str(), record.action.as_str(), "succeeded");
+        self.metrics
+            .repair_duration
+            .get_or_create(&ActionLabels {
+                role: role.as_str().into(),
+                action: record.action.as_str().into(),
+            })
+            .observe(took);
+        let how = match (&record.boot_id, node::boot_id(n)) {
+            (Some(a), Some(b)) if a != b => " (boot ID changed)",
+            _ => "",
+        };
+        let uncordon = if record.cordoned { " Uncordoned." } else { "" };
+        tracing::info!(node = %n.name_any(), action = %record.action, seconds = took, "node recovered");
+        self.event(
+            n,
+            false,
+            "Recovered",
+            "Verify",
+            format!(
+                "Node is healthy again after {}{how}, {:.0}s after the repair began.{uncordon}",
+                record.action, took
+            ),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// The step did not bring the node back in time: record the failure.
+    pub async fn failed(&self, n: &Node, record: &RepairRecord, why: &str) -> Result<(), ActError> {
+        let mut r = record.clone();
+        r.failed = Some(why.to_string());
+        self.fenced_patch(
+            n,
+            json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}}),
+        )
+        .await?;
+        self.metrics
+            .repair(node::role(n).as_str(), record.action.as_str(), "failed");
+        tracing::warn!(node = %n.name_any(), why, "repair failed");
+        self.event(
+            n,
+            true,
+            "RepairFailed",
+            "Verify",
+            format!(
+                "{why}. The node is left alone until the annotation {REPAIR_ANNOTATION} is removed."
+            ),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Persists (or clears) a probing check's first-failure time, as upstream does.
+    pub async fn mark_probe(
+        &self,
+        n: &Node,
+        annotation: &str,
+        value: Option<String>,
+    ) -> Result<(), ActError> {
+        self.fenced_patch(n, json!({"metadata": {"annotations": {annotation: value}}}))
+            .await
+            .map(|_| ())
+    }
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Reboot => "Reboot",
+        Action::Replace => "Replace",
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}

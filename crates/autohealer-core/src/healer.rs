@@ -1,0 +1,570 @@
+//! The loop that runs the healer: a reflector keeps the Node cache current, a prober
+//! runs network checks on `monitor-interval`, and the planner is evaluated whenever a
+//! node changes, a probe result changes, leadership changes, a step finishes, or the
+//! planner's own wake-up instant arrives — never on a fixed tick.
+
+use crate::actor::Actor;
+use crate::leader::LeaderElector;
+use crate::metrics::{CheckLabels, HeldLabels, Metrics, RoleLabels};
+use crate::node;
+pub use crate::observe::Checks;
+use crate::observe::{self, CheckVerdict, Observations};
+use crate::planner::{self, Decision, Input, NodeState, Plan, Policy};
+use autohealer_cloud::{Action, CloudProvider, RepairGate, Role};
+use autohealer_healthcheck::{CheckKind, Health, HealthCheck};
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::ResourceExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct HealerSettings {
+    pub policy: Policy,
+    pub checks: Checks,
+    pub monitor_interval: Duration,
+    pub identity: String,
+    /// Probes in flight at once.
+    pub probe_concurrency: usize,
+    /// Node changes arriving within this window are judged together.
+    pub debounce: Duration,
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub synced: AtomicBool,
+}
+
+pub struct Healer {
+    client: kube::Client,
+    provider: Arc<dyn CloudProvider>,
+    leader: Arc<dyn LeaderElector>,
+    settings: HealerSettings,
+    metrics: Arc<Metrics>,
+    status: Arc<Status>,
+}
+
+/// One node's row of an evaluation, for `autohealer plan`.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub role: Role,
+    pub verdicts: Vec<CheckVerdict>,
+    pub decision: Decision,
+}
+
+struct Gate {
+    value: RepairGate,
+    at: tokio::time::Instant,
+}
+
+impl Healer {
+    pub fn new(
+        client: kube::Client,
+        provider: Arc<dyn CloudProvider>,
+        leader: Arc<dyn LeaderElector>,
+        settings: HealerSettings,
+        metrics: Arc<Metrics>,
+        status: Arc<Status>,
+    ) -> Self {
+        Self {
+            client,
+            provider,
+            leader,
+            settings,
+            metrics,
+            status,
+        }
+    }
+
+    fn supported(&self) -> BTreeSet<(Role, Action)> {
+        [Role::Master, Role::Worker]
+            .into_iter()
+            .flat_map(|r| {
+                [Action::Reboot, Action::Replace]
+                    .into_iter()
+                    .map(move |a| (r, a))
+            })
+            .filter(|(r, a)| self.provider.supports(*a, *r))
+            .collect()
+    }
+
+    /// Runs until `shutdown` is cancelled. Returns an error only when the healer
+    /// cannot start (e.g. the node watch never syncs before shutdown).
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let (reader, writer) = reflector::store();
+        let changed = Arc::new(Notify::new());
+        let stream = watcher(nodes, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(node::trim)
+            .reflect(writer)
+            .touched_objects();
+        let notify = changed.clone();
+        let watch_task = tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(_)) => notify.notify_one(),
+                    Ok(None) => break,
+                    Err(e) => tracing::warn!(error = %e, "node watch error; retrying with backoff"),
+                }
+            }
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => { watch_task.abort(); return Ok(()); }
+            r = reader.wait_until_ready() => r.map_err(|e| anyhow::anyhow!("the node watch ended before it synced: {e}"))?,
+        }
+        self.status.synced.store(true, Ordering::Relaxed);
+        tracing::info!(nodes = reader.state().len(), "node cache synced");
+
+        let obs = Arc::new(Mutex::new(Observations::default()));
+        let probe_task = tokio::spawn(prober(
+            reader.clone(),
+            self.settings.clone(),
+            obs.clone(),
+            changed.clone(),
+            shutdown.clone(),
+        ));
+        let actor = Arc::new(Actor::new(
+            self.client.clone(),
+            self.provider.clone(),
+            self.leader.clone(),
+            self.metrics.clone(),
+            self.settings.identity.clone(),
+        ));
+        let mut leader_rx = self.leader.subscribe();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        let mut in_flight: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        let mut announced: HashSet<(String, String)> = HashSet::new();
+        let mut term = CancellationToken::new();
+        let mut gate: Option<Gate> = None;
+        let supported = self.supported();
+
+        loop {
+            let leader = self.leader.is_leader();
+            self.metrics.leader.set(i64::from(leader));
+            let snapshot = reader.state();
+            let now = Timestamp::now();
+            let (states, _) = self.evaluate(&snapshot, &obs, now);
+            let mut p = planner::plan(&Input {
+                nodes: &states,
+                leader,
+                gate: &RepairGate::Allowed,
+                supported: &supported,
+                policy: &self.settings.policy,
+                now,
+            });
+            let wants_new_step = p
+                .nodes
+                .iter()
+                .any(|n| matches!(n.decision, Decision::Repair { .. }));
+            if wants_new_step {
+                let fresh = gate
+                    .as_ref()
+                    .is_some_and(|g| g.at.elapsed() < self.settings.monitor_interval);
+                if !fresh {
+                    let value = match self.provider.repair_allowed().await {
+                        Ok(v) => v,
+                        Err(e) => RepairGate::Denied(format!("cannot ask the cloud: {e}")),
+                    };
+                    gate = Some(Gate {
+                        value,
+                        at: tokio::time::Instant::now(),
+                    });
+                }
+                let g = gate
+                    .as_ref()
+                    .map_or(RepairGate::Allowed, |g| g.value.clone());
+                p = planner::plan(&Input {
+                    nodes: &states,
+                    leader,
+                    gate: &g,
+                    supported: &supported,
+                    policy: &self.settings.policy,
+                    now,
+                });
+            }
+            self.publish_metrics(&states, &p);
+            let wake = p.wake_at.map(|w| {
+                tokio::time::Instant::now()
+                    + Duration::try_from(w.duration_since(now)).unwrap_or(Duration::ZERO)
+            });
+            if leader {
+                self.act(
+                    &p,
+                    &snapshot,
+                    &actor,
+                    &mut in_flight,
+                    &mut announced,
+                    &done_tx,
+                    &term,
+                    &obs,
+                );
+            }
+
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = changed.notified() => tokio::time::sleep(self.settings.debounce).await,
+                _ = leader_rx.changed() => {
+                    let leads = *leader_rx.borrow_and_update();
+                    tracing::info!(leader = leads, identity = %self.settings.identity, "leadership changed");
+                    if !leads {
+                        term.cancel();
+                        term = CancellationToken::new();
+                        in_flight.clear();
+                        announced.clear();
+                    }
+                }
+                Some(uid) = done_rx.recv() => { in_flight.remove(&uid); }
+                _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
+            }
+        }
+        term.cancel();
+        watch_task.abort();
+        probe_task.abort();
+        self.metrics.leader.set(0);
+        Ok(())
+    }
+
+    fn evaluate(
+        &self,
+        snapshot: &[Arc<Node>],
+        obs: &Mutex<Observations>,
+        now: Timestamp,
+    ) -> (Vec<NodeState>, Vec<Vec<CheckVerdict>>) {
+        let mut obs = obs.lock().unwrap_or_else(|p| p.into_inner());
+        let uids: HashSet<String> = snapshot
+            .iter()
+            .filter_map(|n| n.metadata.uid.clone())
+            .collect();
+        obs.probes.retain(|(uid, _), _| uids.contains(uid));
+        obs.first_seen.retain(|(uid, _), _| uids.contains(uid));
+        snapshot
+            .iter()
+            .map(|n| observe::evaluate(n, &self.settings.checks, &mut obs, now))
+            .unzip()
+    }
+
+    /// One evaluation without acting: what `autohealer plan` prints.
+    pub async fn plan_once(&self) -> anyhow::Result<(Vec<Row>, Plan)> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let list = nodes
+            .list(&Default::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("list nodes failed: {e}"))?;
+        let snapshot: Vec<Arc<Node>> = list
+            .items
+            .into_iter()
+            .map(|mut n| {
+                node::trim(&mut n);
+                Arc::new(n)
+            })
+            .collect();
+        let obs = Mutex::new(Observations::default());
+        probe_all(&snapshot, &self.settings, &obs).await;
+        let now = Timestamp::now();
+        let (states, verdicts) = self.evaluate(&snapshot, &obs, now);
+        let gate = self
+            .provider
+            .repair_allowed()
+            .await
+            .unwrap_or_else(|e| RepairGate::Denied(format!("cannot ask the cloud: {e}")));
+        let supported = self.supported();
+        let p = planner::plan(&Input {
+            nodes: &states,
+            leader: true,
+            gate: &gate,
+            supported: &supported,
+            policy: &self.settings.policy,
+            now,
+        });
+        let rows = p
+            .nodes
+            .iter()
+            .zip(verdicts)
+            .map(|(np, v)| Row {
+                name: np.name.clone(),
+                role: np.role,
+                verdicts: v,
+                decision: np.decision.clone(),
+            })
+            .collect();
+        Ok((rows, p))
+    }
+
+    fn publish_metrics(&self, states: &[NodeState], p: &Plan) {
+        for role in [Role::Master, Role::Worker] {
+            let count = states.iter().filter(|s| s.role == role).count();
+            self.metrics
+                .nodes
+                .get_or_create(&RoleLabels {
+                    role: role.as_str().into(),
+                })
+                .set(count as i64);
+            let held = p
+                .nodes
+                .iter()
+                .filter(|n| n.role == role && matches!(n.decision, Decision::Held { .. }))
+                .count();
+            self.metrics
+                .held
+                .get_or_create(&HeldLabels {
+                    role: role.as_str().into(),
+                    gate: "any".into(),
+                })
+                .set(held as i64);
+            let mut per_check: HashMap<&str, i64> = HashMap::new();
+            for check in self.settings.checks.for_role(role) {
+                per_check.insert(check.type_name(), 0);
+            }
+            for s in states.iter().filter(|s| s.role == role) {
+                let names: BTreeSet<&str> = s.findings.iter().map(|f| f.check.as_str()).collect();
+                for name in names {
+                    *per_check.entry(name).or_default() += 1;
+                }
+            }
+            for (check, n) in per_check {
+                self.metrics
+                    .unhealthy_nodes
+                    .get_or_create(&CheckLabels {
+                        role: role.as_str().into(),
+                        check: check.into(),
+                    })
+                    .set(n);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn act(
+        &self,
+        p: &Plan,
+        snapshot: &[Arc<Node>],
+        actor: &Arc<Actor>,
+        in_flight: &mut HashMap<String, tokio::task::JoinHandle<()>>,
+        announced: &mut HashSet<(String, String)>,
+        done: &mpsc::UnboundedSender<String>,
+        term: &CancellationToken,
+        obs: &Mutex<Observations>,
+    ) {
+        let by_name: HashMap<&str, &Arc<Node>> =
+            snapshot.iter().map(|n| (node::name(n), n)).collect();
+        for np in &p.nodes {
+            let Some(n) = by_name.get(np.name.as_str()).map(|n| (*n).clone()) else {
+                continue;
+            };
+            let uid = n.metadata.uid.clone().unwrap_or_default();
+            if in_flight.contains_key(&uid) {
+                continue;
+            }
+            if matches!(np.decision, Decision::Healthy | Decision::NotMonitored) {
+                announced.retain(|(u, _)| u != &uid);
+            }
+            // Events for states that hold, once per node and reason.
+            let notice = match &np.decision {
+                Decision::Held { why } => Some(("RepairHeld", why.clone())),
+                Decision::GaveUp { why } => Some(("RepairAbandoned", why.clone())),
+                Decision::Repair { action, reason, .. } if self.settings.policy.dry_run => Some((
+                    "DryRun",
+                    format!("Would {action} node: {reason} (dry-run: nothing was changed)"),
+                )),
+                _ => None,
+            };
+            if let Some((reason, note)) = notice {
+                if announced.insert((uid.clone(), note.clone())) {
+                    let actor = actor.clone();
+                    let n = n.clone();
+                    tracing::info!(node = %np.name, reason, note = %note, "decision");
+                    if reason == "DryRun" {
+                        if let Decision::Repair { action, .. } = &np.decision {
+                            self.metrics
+                                .repair(np.role.as_str(), action.as_str(), "dry_run");
+                        }
+                    }
+                    tokio::spawn(async move {
+                        actor
+                            .event(&n, reason != "DryRun", reason, "Decide", note)
+                            .await
+                    });
+                }
+                continue;
+            }
+            if self.settings.policy.dry_run || !np.decision.acts() {
+                continue;
+            }
+            let actor = actor.clone();
+            let decision = np.decision.clone();
+            let done = done.clone();
+            let term = term.clone();
+            let key = uid.clone();
+            let task = tokio::spawn(async move {
+                let work = async {
+                    match &decision {
+                        Decision::Repair {
+                            action,
+                            attempt,
+                            reason,
+                            actionable_since,
+                            cordon,
+                        } => {
+                            actor
+                                .start_step(
+                                    &n,
+                                    *action,
+                                    *attempt,
+                                    reason,
+                                    *actionable_since,
+                                    *cordon,
+                                )
+                                .await
+                        }
+                        Decision::Recovered { record } => actor.recovered(&n, record).await,
+                        Decision::Failed { record, why } => actor.failed(&n, record, why).await,
+                        _ => Ok(()),
+                    }
+                };
+                tokio::select! {
+                    _ = term.cancelled() => tracing::warn!(node = %n.name_any(), "leadership lost; step abandoned before its next write"),
+                    r = work => if let Err(e) = r { tracing::info!(node = %n.name_any(), error = %e, "step not carried out") },
+                }
+                let _ = done.send(key);
+            });
+            in_flight.insert(uid, task);
+        }
+        if !self.settings.policy.dry_run {
+            self.persist_probe_times(snapshot, actor, in_flight, done, obs);
+        }
+    }
+
+    /// Writes the first failure time of probing checks to their annotation (and
+    /// clears it when they pass), so a new leader continues the count.
+    fn persist_probe_times(
+        &self,
+        snapshot: &[Arc<Node>],
+        actor: &Arc<Actor>,
+        in_flight: &mut HashMap<String, tokio::task::JoinHandle<()>>,
+        done: &mpsc::UnboundedSender<String>,
+        obs: &Mutex<Observations>,
+    ) {
+        let obs = obs.lock().unwrap_or_else(|p| p.into_inner());
+        for n in snapshot {
+            let uid = n.metadata.uid.clone().unwrap_or_default();
+            if in_flight.contains_key(&uid) {
+                continue;
+            }
+            let role = node::role(n);
+            for (i, check) in self.settings.checks.for_role(role).iter().enumerate() {
+                let Some(annotation) = check.unhealthy_annotation() else {
+                    continue;
+                };
+                let present = node::annotation(n, annotation).is_some();
+                let want = match obs.probes.get(&(uid.clone(), i)) {
+                    Some(Health::Unhealthy { .. }) if !present => {
+                        Some(Some(observe::format_probe_time(
+                            obs.first_seen
+                                .get(&(uid.clone(), i))
+                                .copied()
+                                .unwrap_or_else(Timestamp::now),
+                        )))
+                    }
+                    Some(Health::Healthy) if present => Some(None),
+                    _ => None,
+                };
+                if let Some(value) = want {
+                    let actor = actor.clone();
+                    let n = n.clone();
+                    let annotation = annotation.to_string();
+                    let done = done.clone();
+                    let key = uid.clone();
+                    in_flight.insert(
+                        uid.clone(),
+                        tokio::spawn(async move {
+                            if let Err(e) = actor.mark_probe(&n, &annotation, value).await {
+                                tracing::debug!(node = %n.name_any(), error = %e, "probe time not persisted");
+                            }
+                            let _ = done.send(key);
+                        }),
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn probe_all(
+    snapshot: &[Arc<Node>],
+    settings: &HealerSettings,
+    obs: &Mutex<Observations>,
+) -> bool {
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        settings.probe_concurrency.max(1),
+    ));
+    let mut set = tokio::task::JoinSet::new();
+    for n in snapshot {
+        let checks = settings.checks.for_role(node::role(n));
+        for (i, c) in checks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.kind() == CheckKind::Probe)
+        {
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                break;
+            };
+            let (n, c): (Arc<Node>, Arc<dyn HealthCheck>) = (n.clone(), c.clone());
+            set.spawn(async move {
+                let h = c.probe(&n).await;
+                drop(permit);
+                (n.metadata.uid.clone().unwrap_or_default(), i, h)
+            });
+        }
+    }
+    let results = set.join_all().await;
+    let mut obs = obs.lock().unwrap_or_else(|p| p.into_inner());
+    let mut changed = false;
+    for (uid, i, h) in results {
+        let prev = obs.probes.insert((uid, i), h.clone());
+        changed |= prev.is_none_or(|p| p.is_healthy() != h.is_healthy());
+    }
+    changed
+}
+
+async fn prober(
+    reader: Store<Node>,
+    settings: HealerSettings,
+    obs: Arc<Mutex<Observations>>,
+    changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let any_probe = [Role::Master, Role::Worker].iter().any(|r| {
+        settings
+            .checks
+            .for_role(*r)
+            .iter()
+            .any(|c| c.kind() == CheckKind::Probe)
+    });
+    if !any_probe {
+        return;
+    }
+    let mut tick = tokio::time::interval(settings.monitor_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if probe_all(&reader.state(), &settings, &obs).await {
+            changed.notify_one();
+        }
+    }
+}

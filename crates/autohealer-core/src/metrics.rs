@@ -1,0 +1,137 @@
+//! The healer's Prometheus metrics, served by the binary's `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub role: String,
+    pub check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepairLabels {
+    pub role: String,
+    pub action: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub role: String,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloudLabels {
+    pub service: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeldLabels {
+    pub role: String,
+    pub gate: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub nodes: Family<RoleLabels, Gauge>,
+    pub unhealthy_nodes: Family<CheckLabels, Gauge>,
+    pub repairs: Family<RepairLabels, Counter>,
+    pub repair_duration: Family<ActionLabels, Histogram>,
+    pub detection_lag: Histogram,
+    pub leader: Gauge,
+    pub cloud_requests: Family<CloudLabels, Counter>,
+    pub held: Family<HeldLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("autohealer");
+        let nodes = Family::<RoleLabels, Gauge>::default();
+        registry.register("nodes", "Nodes watched, by role", nodes.clone());
+        let unhealthy_nodes = Family::<CheckLabels, Gauge>::default();
+        registry.register(
+            "unhealthy_nodes",
+            "Nodes a check finds unhealthy, by role and check",
+            unhealthy_nodes.clone(),
+        );
+        let repairs = Family::<RepairLabels, Counter>::default();
+        registry.register(
+            "repairs",
+            "Repair steps by role, action and result (started, succeeded, failed, dry_run)",
+            repairs.clone(),
+        );
+        let repair_duration = Family::<ActionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(5.0, 2.0, 12))
+        });
+        registry.register(
+            "repair_duration_seconds",
+            "Time from the start of a repair to the node's recovery",
+            repair_duration.clone(),
+        );
+        let detection_lag = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "detection_lag_seconds",
+            "Time from the instant a node became actionable to the start of its repair",
+            detection_lag.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica leads", leader.clone());
+        let cloud_requests = Family::<CloudLabels, Counter>::default();
+        registry.register(
+            "cloud_requests",
+            "Cloud API requests by service and HTTP status code",
+            cloud_requests.clone(),
+        );
+        let held = Family::<HeldLabels, Gauge>::default();
+        registry.register(
+            "repairs_held",
+            "Repairs held back now, by role and the gate that holds them",
+            held.clone(),
+        );
+        Self {
+            registry,
+            nodes,
+            unhealthy_nodes,
+            repairs,
+            repair_duration,
+            detection_lag,
+            leader,
+            cloud_requests,
+            held,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn repair(&self, role: &str, action: &str, result: &str) {
+        self.repairs
+            .get_or_create(&RepairLabels {
+                role: role.into(),
+                action: action.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+}

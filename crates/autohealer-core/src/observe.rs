@@ -1,0 +1,125 @@
+//! Turning Node objects and probe results into the planner's [`NodeState`]s.
+
+use crate::ledger::{Ledger, REPAIR_ANNOTATION};
+use crate::node;
+use crate::planner::{Finding, NodeState};
+use autohealer_cloud::Role;
+use autohealer_healthcheck::{CheckKind, Health, HealthCheck};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The format of upstream's `unhealthy-timestamp` annotation (Go's `2006-01-02 15:04:05`, UTC).
+pub const PROBE_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// The checks configured for each role, in config order.
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    pub master: Vec<Arc<dyn HealthCheck>>,
+    pub worker: Vec<Arc<dyn HealthCheck>>,
+}
+
+impl Checks {
+    pub fn for_role(&self, role: Role) -> &[Arc<dyn HealthCheck>] {
+        match role {
+            Role::Master => &self.master,
+            Role::Worker => &self.worker,
+        }
+    }
+}
+
+/// What the healer remembers between evaluations that is not on the node: the
+/// latest probe result per (node uid, check index), and when a problem with no
+/// timestamp of its own was first seen.
+#[derive(Debug, Default)]
+pub struct Observations {
+    pub probes: HashMap<(String, usize), Health>,
+    pub first_seen: HashMap<(String, usize), Timestamp>,
+}
+
+/// One check's verdict on one node, for `autohealer plan` and the metrics.
+#[derive(Debug, Clone)]
+pub struct CheckVerdict {
+    pub check: String,
+    pub health: Health,
+}
+
+pub fn parse_probe_time(v: &str) -> Option<Timestamp> {
+    let dt = k8s_openapi::jiff::civil::DateTime::strptime(PROBE_TIME_FORMAT, v).ok()?;
+    dt.to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+pub fn format_probe_time(t: Timestamp) -> String {
+    t.strftime(PROBE_TIME_FORMAT).to_string()
+}
+
+/// Judges one node with its role's checks.
+pub fn evaluate(
+    n: &Node,
+    checks: &Checks,
+    obs: &mut Observations,
+    now: Timestamp,
+) -> (NodeState, Vec<CheckVerdict>) {
+    let role = node::role(n);
+    let uid = n.metadata.uid.clone().unwrap_or_default();
+    let mut findings = Vec::new();
+    let mut verdicts = Vec::new();
+    for (i, check) in checks.for_role(role).iter().enumerate() {
+        let key = (uid.clone(), i);
+        let health = match check.kind() {
+            CheckKind::Pure => check.judge(n),
+            CheckKind::Probe => obs.probes.get(&key).cloned().unwrap_or(Health::Healthy),
+        };
+        match &health {
+            Health::Healthy => {
+                obs.first_seen.remove(&key);
+            }
+            Health::Unhealthy { since, reason } => {
+                let persisted = check
+                    .unhealthy_annotation()
+                    .and_then(|a| node::annotation(n, a))
+                    .and_then(parse_probe_time);
+                let since = since
+                    .or(persisted)
+                    .unwrap_or_else(|| *obs.first_seen.entry(key).or_insert(now));
+                findings.push(Finding {
+                    check: check.type_name().to_string(),
+                    since,
+                    unhealthy_duration: check.unhealthy_duration(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        verdicts.push(CheckVerdict {
+            check: check.type_name().to_string(),
+            health,
+        });
+    }
+    let state = NodeState {
+        name: node::name(n).to_string(),
+        role,
+        created: node::created(n),
+        boot_id: node::boot_id(n).map(String::from),
+        findings,
+        ledger: Ledger::parse(node::annotation(n, REPAIR_ANNOTATION)),
+        skip: node::flag(n, node::SKIP_ANNOTATION),
+        remediate: node::flag(n, node::REMEDIATE_ANNOTATION),
+    };
+    (state, verdicts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_time_round_trips_in_upstream_format() {
+        let t: Timestamp = "2026-03-04T05:06:07Z".parse().unwrap();
+        assert_eq!(format_probe_time(t), "2026-03-04 05:06:07");
+        assert_eq!(parse_probe_time("2026-03-04 05:06:07"), Some(t));
+        assert_eq!(parse_probe_time("yesterday"), None);
+    }
+}
