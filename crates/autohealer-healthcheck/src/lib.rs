@@ -13,7 +13,7 @@ mod params;
 pub use endpoint::Endpoint;
 pub use k8s_openapi::jiff::Timestamp;
 pub use node_condition::NodeCondition;
-pub use params::{ParamError, parse_params};
+pub use params::{ParamError, did_you_mean, from_value, parse_params};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Node;

@@ -85,15 +85,20 @@ pub fn parse_params<T: DeserializeOwned>(params: &Value, path: &str) -> Result<T
             ));
         }
     };
-    serde_path_to_error::deserialize::<_, T>(&normalized).map_err(|e| {
+    from_value(&normalized, path)
+}
+
+/// Deserializes `value` into `T`; an error names the key path below `path`, the
+/// value found there and, for an unknown key, the nearest valid one.
+pub fn from_value<T: DeserializeOwned>(value: &Value, path: &str) -> Result<T, ParamError> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let inner = e.path().to_string();
-        let at = if inner == "." || inner.is_empty() {
-            path.to_string()
-        } else {
-            format!("{path}.{inner}")
+        let at = match (path.is_empty(), inner == "." || inner.is_empty()) {
+            (_, true) => path.to_string(),
+            (true, false) => inner.clone(),
+            (false, false) => format!("{path}.{inner}"),
         };
-        let msg = e.inner().to_string();
-        describe(&normalized, &at, &inner, &msg)
+        describe(value, &at, &inner, &e.inner().to_string())
     })
 }
 
@@ -112,8 +117,18 @@ fn describe(params: &Value, at: &str, inner: &str, msg: &str) -> ParamError {
             ),
         );
     }
+    let pointer: String = inner
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(|seg| match seg.split_once('[') {
+            // serde_path_to_error writes sequence indices as `name[3]`.
+            Some((name, idx)) => format!("/{name}/{}", idx.trim_end_matches(']')),
+            None => format!("/{seg}"),
+        })
+        .collect();
     let value = params
-        .pointer(&format!("/{}", inner.replace('.', "/")))
+        .pointer(&pointer)
+        .filter(|_| !pointer.is_empty())
         .map(|v| format!(" (value: {v})"))
         .unwrap_or_default();
     ParamError::new(at, format!("{msg}{value}"))

@@ -1,1 +1,158 @@
+//! The autohealer binary's library half: config, wiring, the admin server and the
+//! entry points the CLI, the sandbox and the end-to-end tests share.
 
+pub mod admin;
+pub mod config;
+pub mod providers;
+
+use anyhow::Context;
+use autohealer_cloud::CloudProvider;
+use autohealer_core::{
+    AlwaysLeader, Healer, HealerSettings, LeaderElector, LeaseElector, LeaseSettings, Metrics,
+    Status,
+};
+use config::Loaded;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Installs ring as rustls's crypto provider, before any TLS client is built.
+pub fn install_crypto() {
+    autohealer_healthcheck::ensure_crypto_provider();
+}
+
+/// This replica's name: the configured identity, `$POD_NAME`, or the hostname.
+pub fn identity(loaded: &Loaded) -> String {
+    loaded
+        .config
+        .leader_election
+        .identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("autohealer-{}", std::process::id()))
+}
+
+/// Builds the Kubernetes client the config asks for: `kubernetes.kubeconfig` (or
+/// `override_kubeconfig`), else `$KUBECONFIG`/in-cluster, with `kubernetes.api-host`
+/// replacing the server URL.
+pub async fn kube_client(
+    loaded: &Loaded,
+    override_kubeconfig: Option<&std::path::Path>,
+) -> anyhow::Result<kube::Client> {
+    let k = &loaded.config.kubernetes;
+    let mut cfg = match override_kubeconfig.or(k.kubeconfig.as_deref()) {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| {
+                format!("kubernetes.kubeconfig: cannot read {}", path.display())
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| {
+                    format!("kubernetes.kubeconfig: {} is not usable", path.display())
+                })?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig given and no in-cluster config found")?,
+    };
+    if let Some(host) = &k.api_host {
+        cfg.cluster_url = host
+            .parse()
+            .with_context(|| format!("kubernetes.api-host: not a URL (value: {host:?})"))?;
+    }
+    // A drain must see a PodDisruptionBudget's 429 itself rather than have the
+    // client retry it for minutes.
+    cfg.default_retry = false;
+    kube::Client::try_from(cfg).context("cannot build the Kubernetes client")
+}
+
+/// Everything a running healer needs besides its config.
+pub struct Runtime {
+    pub client: kube::Client,
+    pub provider: Arc<dyn CloudProvider>,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<Status>,
+    pub identity: String,
+}
+
+/// Runs the healer until `shutdown`: leader election, the admin server, the loop.
+/// On shutdown it stops acting and releases the Lease.
+pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let c = &loaded.config;
+    let admin_addr: std::net::SocketAddr = c.admin.listen.parse().context("admin.listen")?;
+    let admin = admin::serve(
+        admin_addr,
+        rt.metrics.clone(),
+        rt.status.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(listen = %admin, "admin server up: /healthz /readyz /metrics");
+    let leader: Arc<dyn LeaderElector> = if c.leader_elect {
+        let le = &c.leader_election;
+        LeaseElector::start(
+            rt.client.clone(),
+            LeaseSettings {
+                name: le.lease_name.clone(),
+                namespace: le.lease_namespace.clone(),
+                identity: rt.identity.clone(),
+                duration: le.lease_duration,
+                grace: le.renew_grace,
+                margin: le.renew_grace / 2,
+            },
+        )
+        .await?
+    } else {
+        Arc::new(AlwaysLeader::default())
+    };
+    let settings = HealerSettings {
+        policy: c.policy(),
+        checks: loaded.checks.clone(),
+        monitor_interval: c.monitor_interval,
+        identity: rt.identity.clone(),
+        probe_concurrency: c.probe_concurrency,
+        debounce: Duration::from_millis(50),
+    };
+    tracing::info!(identity = %rt.identity, provider = rt.provider.name(), dry_run = c.dry_run, leader_elect = c.leader_elect, "autohealer starting");
+    let healer = Healer::new(
+        rt.client,
+        rt.provider,
+        leader.clone(),
+        settings,
+        rt.metrics,
+        rt.status,
+    );
+    let result = healer.run(shutdown).await;
+    leader.release().await;
+    tracing::info!("autohealer stopped");
+    result
+}
+
+/// Everything `autohealer plan` needs: one evaluation, no writes.
+pub async fn plan(loaded: Loaded, rt: Runtime) -> anyhow::Result<String> {
+    let c = &loaded.config;
+    let settings = HealerSettings {
+        policy: c.policy(),
+        checks: loaded.checks.clone(),
+        monitor_interval: c.monitor_interval,
+        identity: rt.identity.clone(),
+        probe_concurrency: c.probe_concurrency,
+        debounce: Duration::ZERO,
+    };
+    let healer = Healer::new(
+        rt.client,
+        rt.provider,
+        Arc::new(AlwaysLeader::default()),
+        settings,
+        rt.metrics,
+        rt.status,
+    );
+    let (rows, _) = healer.plan_once().await?;
+    Ok(admin::plan_table(&rows))
+}

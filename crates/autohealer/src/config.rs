@@ -1,0 +1,564 @@
+//! The configuration file: every key of magnum-auto-healer's `config.yaml` with its
+//! default, plus the keys this healer adds. [`KEYS`] documents them all in one place,
+//! shared by the README and `autohealer config-reference`.
+
+use autohealer_cloud::Action;
+use autohealer_core::{Checks, Policy};
+use autohealer_healthcheck::{ParamError, Registry, from_value};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A key of the config file, its default and what it means.
+pub struct KeyDoc {
+    pub key: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: "cluster-name",
+        default: "(none)",
+        doc: "The Magnum cluster's UUID. Required by `cloud-provider: openstack`.",
+    },
+    KeyDoc {
+        key: "cloud-provider",
+        default: "openstack",
+        doc: "The cloud provider that repairs nodes.",
+    },
+    KeyDoc {
+        key: "dry-run",
+        default: "false",
+        doc: "Log and emit Events for what would be done; write nothing to nodes and change nothing in the cloud.",
+    },
+    KeyDoc {
+        key: "monitor-interval",
+        default: "60s",
+        doc: "How often probing checks (Endpoint) run. Node changes are judged as they happen, not on this interval.",
+    },
+    KeyDoc {
+        key: "master-monitor-enabled",
+        default: "true",
+        doc: "Whether master (control-plane) nodes are repaired.",
+    },
+    KeyDoc {
+        key: "worker-monitor-enabled",
+        default: "true",
+        doc: "Whether worker nodes are repaired.",
+    },
+    KeyDoc {
+        key: "leader-elect",
+        default: "true",
+        doc: "Elect one active replica through a Lease. Set false only for a single replica.",
+    },
+    KeyDoc {
+        key: "check-delay-after-add",
+        default: "10m",
+        doc: "Nodes younger than this are not repaired (they may still be joining).",
+    },
+    KeyDoc {
+        key: "rebuild-delay-after-reboot",
+        default: "5m",
+        doc: "How long a reboot has to bring a node back before the next step (replace).",
+    },
+    KeyDoc {
+        key: "replace-timeout",
+        default: "30m",
+        doc: "How long a replace has to bring a healthy node back before it is recorded as failed.",
+    },
+    KeyDoc {
+        key: "repair-steps.master",
+        default: "[reboot, replace]",
+        doc: "The steps of a master repair, in order. Steps the provider does not support are skipped.",
+    },
+    KeyDoc {
+        key: "repair-steps.worker",
+        default: "[reboot, replace]",
+        doc: "The steps of a worker repair, in order.",
+    },
+    KeyDoc {
+        key: "kubernetes.api-host",
+        default: "(in-cluster)",
+        doc: "The apiserver URL, overriding the kubeconfig's or the in-cluster one.",
+    },
+    KeyDoc {
+        key: "kubernetes.kubeconfig",
+        default: "(in-cluster)",
+        doc: "A kubeconfig file to use instead of the pod's service account.",
+    },
+    KeyDoc {
+        key: "healthcheck.master",
+        default: "[NodeCondition]",
+        doc: "Checks for masters: a list of `{type, params}`. Without the key, one NodeCondition check with its defaults.",
+    },
+    KeyDoc {
+        key: "healthcheck.worker",
+        default: "[NodeCondition]",
+        doc: "Checks for workers, as for masters.",
+    },
+    KeyDoc {
+        key: "openstack",
+        default: "(none)",
+        doc: "The OpenStack provider's settings (auth-url, credentials, region, ...), as magnum-auto-healer reads them.",
+    },
+    KeyDoc {
+        key: "leader-election.lease-name",
+        default: "autohealer",
+        doc: "The Lease that elects the active replica.",
+    },
+    KeyDoc {
+        key: "leader-election.lease-namespace",
+        default: "kube-system",
+        doc: "The Lease's namespace.",
+    },
+    KeyDoc {
+        key: "leader-election.lease-duration",
+        default: "15s",
+        doc: "How long a leader's hold lasts without renewal; a standby takes over after it.",
+    },
+    KeyDoc {
+        key: "leader-election.renew-grace",
+        default: "5s",
+        doc: "The leader renews this long before its hold expires; it also stops acting this long before expiry.",
+    },
+    KeyDoc {
+        key: "leader-election.identity",
+        default: "$POD_NAME or the hostname",
+        doc: "This replica's name in the Lease.",
+    },
+    KeyDoc {
+        key: "admin.listen",
+        default: "0.0.0.0:9102",
+        doc: "Address of /healthz, /readyz and /metrics.",
+    },
+    KeyDoc {
+        key: "probe-concurrency",
+        default: "32",
+        doc: "How many probes (Endpoint checks) run at once.",
+    },
+];
+
+fn default_provider() -> String {
+    "openstack".into()
+}
+fn yes() -> bool {
+    true
+}
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default)]
+    pub cluster_name: Option<String>,
+    #[serde(default = "default_provider")]
+    pub cloud_provider: String,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default = "d60s", with = "humantime_serde")]
+    pub monitor_interval: Duration,
+    #[serde(default = "yes")]
+    pub master_monitor_enabled: bool,
+    #[serde(default = "yes")]
+    pub worker_monitor_enabled: bool,
+    #[serde(default = "yes")]
+    pub leader_elect: bool,
+    #[serde(default = "d10m", with = "humantime_serde")]
+    pub check_delay_after_add: Duration,
+    #[serde(default = "d5m", with = "humantime_serde")]
+    pub rebuild_delay_after_reboot: Duration,
+    #[serde(default = "d30m", with = "humantime_serde")]
+    pub replace_timeout: Duration,
+    #[serde(default)]
+    pub repair_steps: RepairSteps,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+    #[serde(default)]
+    pub healthcheck: HealthcheckConfig,
+    #[serde(default)]
+    pub openstack: Option<serde_json::Value>,
+    #[serde(default)]
+    pub leader_election: LeaderElection,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default = "d32")]
+    pub probe_concurrency: usize,
+}
+
+fn d60s() -> Duration {
+    secs(60)
+}
+fn d10m() -> Duration {
+    secs(600)
+}
+fn d5m() -> Duration {
+    secs(300)
+}
+fn d30m() -> Duration {
+    secs(1800)
+}
+fn d15s() -> Duration {
+    secs(15)
+}
+fn d5s() -> Duration {
+    secs(5)
+}
+fn d32() -> usize {
+    32
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RepairSteps {
+    #[serde(default = "both")]
+    pub master: Vec<Action>,
+    #[serde(default = "both")]
+    pub worker: Vec<Action>,
+}
+
+fn both() -> Vec<Action> {
+    vec![Action::Reboot, Action::Replace]
+}
+
+impl Default for RepairSteps {
+    fn default() -> Self {
+        Self {
+            master: both(),
+            worker: both(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KubernetesConfig {
+    pub api_host: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HealthcheckConfig {
+    pub master: Option<Vec<CheckSpec>>,
+    pub worker: Option<Vec<CheckSpec>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CheckSpec {
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LeaderElection {
+    #[serde(default = "lease_name")]
+    pub lease_name: String,
+    #[serde(default = "kube_system")]
+    pub lease_namespace: String,
+    #[serde(default = "d15s", with = "humantime_serde")]
+    pub lease_duration: Duration,
+    #[serde(default = "d5s", with = "humantime_serde")]
+    pub renew_grace: Duration,
+    #[serde(default)]
+    pub identity: Option<String>,
+}
+
+fn lease_name() -> String {
+    "autohealer".into()
+}
+fn kube_system() -> String {
+    "kube-system".into()
+}
+
+impl Default for LeaderElection {
+    fn default() -> Self {
+        Self {
+            lease_name: lease_name(),
+            lease_namespace: kube_system(),
+            lease_duration: d15s(),
+            renew_grace: d5s(),
+            identity: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Admin {
+    #[serde(default = "listen")]
+    pub listen: String,
+}
+
+fn listen() -> String {
+    "0.0.0.0:9102".into()
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { listen: listen() }
+    }
+}
+
+/// A config error: the key path, and what is wrong with the value there.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl From<ParamError> for ConfigError {
+    fn from(e: ParamError) -> Self {
+        Self {
+            path: e.path,
+            message: e.message,
+        }
+    }
+}
+
+/// A loaded, validated config with its checks built.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub checks: Checks,
+}
+
+impl Config {
+    pub fn load_file(path: &Path, registry: &Registry) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.display().to_string(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::load_str(&text, registry)
+    }
+
+    pub fn load_str(text: &str, registry: &Registry) -> Result<Loaded, ConfigError> {
+        let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| ConfigError {
+            path: "(file)".into(),
+            message: format!("not valid YAML: {e}"),
+        })?;
+        let value = if value.is_null() {
+            serde_json::json!({})
+        } else {
+            value
+        };
+        if !value.is_object() {
+            return Err(ConfigError {
+                path: "(file)".into(),
+                message: format!("the config must be a map of keys, got {value}"),
+            });
+        }
+        let config: Config = from_value(&value, "")?;
+        let checks = config.validate(registry)?;
+        Ok(Loaded { config, checks })
+    }
+
+    fn validate(&self, registry: &Registry) -> Result<Checks, ConfigError> {
+        let err = |path: &str, message: String| ConfigError {
+            path: path.into(),
+            message,
+        };
+        if self.cloud_provider == "openstack"
+            && self.cluster_name.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(err(
+                "cluster-name",
+                "required by cloud-provider openstack (the Magnum cluster's UUID)".into(),
+            ));
+        }
+        if self.monitor_interval.is_zero() {
+            return Err(err("monitor-interval", "must be more than 0s".into()));
+        }
+        if self.probe_concurrency == 0 {
+            return Err(err(
+                "probe-concurrency",
+                "must be at least 1 (value: 0)".into(),
+            ));
+        }
+        let le = &self.leader_election;
+        if le.renew_grace >= le.lease_duration {
+            return Err(err(
+                "leader-election.renew-grace",
+                format!(
+                    "must be shorter than leader-election.lease-duration ({} >= {})",
+                    humantime::format_duration(le.renew_grace),
+                    humantime::format_duration(le.lease_duration)
+                ),
+            ));
+        }
+        if le.lease_duration.as_secs() < 2 {
+            return Err(err(
+                "leader-election.lease-duration",
+                format!(
+                    "must be at least 2s (value: {})",
+                    humantime::format_duration(le.lease_duration)
+                ),
+            ));
+        }
+        if self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                "admin.listen",
+                format!("not an address:port (value: {:?})", self.admin.listen),
+            ));
+        }
+        for (role, steps) in [
+            ("master", &self.repair_steps.master),
+            ("worker", &self.repair_steps.worker),
+        ] {
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(dup) = steps.iter().find(|s| !seen.insert(**s)) {
+                return Err(err(
+                    &format!("repair-steps.{role}"),
+                    format!("{dup} is listed twice"),
+                ));
+            }
+        }
+        let build = |role: &str, specs: &Option<Vec<CheckSpec>>| -> Result<Vec<_>, ConfigError> {
+            match specs {
+                None => Ok(vec![registry.build(
+                    "NodeCondition",
+                    &serde_json::Value::Null,
+                    &format!("healthcheck.{role}[default]"),
+                )?]),
+                Some(list) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        Ok(registry.build(
+                            &s.type_,
+                            &s.params,
+                            &format!("healthcheck.{role}[{i}]"),
+                        )?)
+                    })
+                    .collect(),
+            }
+        };
+        Ok(Checks {
+            master: build("master", &self.healthcheck.master)?,
+            worker: build("worker", &self.healthcheck.worker)?,
+        })
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            dry_run: self.dry_run,
+            master_enabled: self.master_monitor_enabled,
+            worker_enabled: self.worker_monitor_enabled,
+            check_delay_after_add: self.check_delay_after_add,
+            rebuild_delay_after_reboot: self.rebuild_delay_after_reboot,
+            replace_timeout: self.replace_timeout,
+            master_steps: self.repair_steps.master.clone(),
+            worker_steps: self.repair_steps.worker.clone(),
+        }
+    }
+}
+
+/// The key reference as a Markdown table.
+pub fn reference_markdown() -> String {
+    let mut s = String::from("| key | default | meaning |\n|---|---|---|\n");
+    for k in KEYS {
+        s.push_str(&format!("| `{}` | {} | {} |\n", k.key, k.default, k.doc));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Loaded, ConfigError> {
+        Config::load_str(text, &Registry::with_builtins())
+    }
+
+    #[test]
+    fn upstream_configs_load_unchanged() {
+        for file in ["upstream-config-camel.yaml", "upstream-config-kebab.yaml"] {
+            let text = std::fs::read_to_string(format!(
+                "{}/tests/data/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            let l = load(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(l.config.monitor_interval, secs(15));
+            assert_eq!(l.config.check_delay_after_add, secs(1200));
+            assert_eq!(l.checks.master.len(), 2);
+            assert_eq!(l.checks.master[0].type_name(), "Endpoint");
+            assert_eq!(l.checks.master[0].unhealthy_duration(), secs(30));
+            assert_eq!(l.checks.worker[0].unhealthy_duration(), secs(60));
+            assert_eq!(
+                l.config.rebuild_delay_after_reboot,
+                secs(300),
+                "upstream default"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key_path_and_value() {
+        let e = load("cluster-name: c\nmonitor-intervall: 15s\n").unwrap_err();
+        assert_eq!(e.path, "monitor-intervall");
+        assert!(
+            e.message.contains("did you mean \"monitor-interval\""),
+            "{e}"
+        );
+        let e = load("cluster-name: c\ndry-run: maybe\n").unwrap_err();
+        assert_eq!(e.path, "dry-run");
+        assert!(e.message.contains("maybe"), "{e}");
+        let e = load("cluster-name: c\ncheck-delay-after-add: soon\n").unwrap_err();
+        assert_eq!(e.path, "check-delay-after-add");
+        assert!(e.message.contains("soon"), "{e}");
+        let e = load("cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        okValues: [\"True\"]\n        errorValues: [\"False\"]\n").unwrap_err();
+        assert_eq!(e.path, "healthcheck.worker[0].params.error-values");
+        let e =
+            load("cluster-name: c\nhealthcheck:\n  master:\n    - type: EndPoint\n").unwrap_err();
+        assert_eq!(e.path, "healthcheck.master[0].type");
+        assert!(e.message.contains("did you mean \"Endpoint\""), "{e}");
+        let e = load("dry-run: true\n").unwrap_err();
+        assert_eq!(e.path, "cluster-name");
+        let e = load("cluster-name: c\nkubernetes:\n  apihost: x\n").unwrap_err();
+        assert_eq!(e.path, "kubernetes.apihost");
+        assert!(e.message.contains("did you mean \"api-host\""), "{e}");
+        let e = load("cluster-name: c\nrepair-steps:\n  worker: [reboot, rebuild]\n").unwrap_err();
+        assert!(e.path.starts_with("repair-steps.worker"), "{e}");
+    }
+
+    #[test]
+    fn defaults() {
+        let l = load("cluster-name: c\n").unwrap();
+        let c = &l.config;
+        assert_eq!(
+            (
+                c.monitor_interval,
+                c.check_delay_after_add,
+                c.rebuild_delay_after_reboot
+            ),
+            (secs(60), secs(600), secs(300))
+        );
+        assert!(
+            c.leader_elect && c.master_monitor_enabled && c.worker_monitor_enabled && !c.dry_run
+        );
+        assert_eq!(l.checks.worker[0].type_name(), "NodeCondition");
+        assert_eq!(c.leader_election.lease_namespace, "kube-system");
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let documented: Vec<&str> = KEYS
+            .iter()
+            .map(|k| k.key.split('.').next().unwrap_or_default())
+            .collect();
+        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\n";
+        load(sample).unwrap();
+        for line in sample.lines() {
+            let key = line.split(':').next().unwrap();
+            assert!(documented.contains(&key), "{key} is not in KEYS");
+        }
+    }
+}
