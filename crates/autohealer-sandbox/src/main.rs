@@ -1,1 +1,220 @@
-fn main() {}
+//! The sandbox: a simulated cluster (3 masters, 12 workers, 3 zones), the real healer
+//! running against it, and a scripted story of failures with a live timeline and a
+//! closing summary. Exits 0 only when the story ends as expected.
+
+use anyhow::Context;
+use autohealer::config::Config;
+use autohealer_cloud::{Action, Role};
+use autohealer_core::{Metrics, Status};
+use autohealer_healthcheck::Registry;
+use autohealer_testkit::apiserver::{ApiServerOptions, FakeApiServer};
+use autohealer_testkit::sim::{Cure, Fault, SimCluster, SimOptions};
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(about = "Plays a scripted failure story against a simulated cluster with the real healer")]
+struct Args {
+    /// Play the story against this cluster instead of the built-in fake apiserver.
+    #[arg(long, env = "AUTOHEALER_E2E_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Real-time factor of the simulation: 0.05 plays a minute in three seconds.
+    #[arg(long, default_value_t = 0.05)]
+    time_scale: f64,
+    /// Show the healer's own logs too.
+    #[arg(long)]
+    verbose: bool,
+    /// Give up on the story after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    deadline: u64,
+}
+
+struct Step {
+    node: String,
+    failure: &'static str,
+    expect: Vec<Action>,
+    detected: Option<Duration>,
+    actions: Vec<String>,
+    recovered: Option<Duration>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    autohealer::install_crypto();
+    let args = Args::parse();
+    let level = if args.verbose { "info" } else { "warn" };
+    tracing_subscriber::fmt().with_env_filter(level).with_writer(std::io::stderr).init();
+
+    let (client, _api) = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+            println!("Playing against the cluster in {}", path.display());
+            (kube::Client::try_from(cfg)?, None)
+        }
+        None => {
+            let api = FakeApiServer::start(ApiServerOptions::default()).await?;
+            println!("Fake kube-apiserver at {}", api.url());
+            (api.client().await?, Some(api))
+        }
+    };
+    let opts = SimOptions { masters: 3, workers: 12, time_scale: args.time_scale, prefix: "sandbox".into(), ..Default::default() };
+    let sim = SimCluster::start(client.clone(), opts.clone()).await?;
+    println!("Simulated cluster: 3 masters, 12 workers in zones {} (time scale {})", opts.zones.join(", "), args.time_scale);
+
+    let scale = |secs: f64| format!("{}ms", (secs * 1000.0 * args.time_scale).round() as u64);
+    let config = format!(
+        "cluster-name: sandbox\nmonitor-interval: {}\ncheck-delay-after-add: 0s\nrebuild-delay-after-reboot: {}\nreplace-timeout: {}\nleader-elect: true\nleader-election:\n  lease-duration: 4s\n  renew-grace: 1s\nadmin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  master:\n    - type: Endpoint\n      params:\n        protocol: HTTP\n        port: {}\n        unhealthy-duration: {}\n        timeout: 1s\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {}\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {}\n",
+        scale(20.0),
+        scale(300.0),
+        scale(900.0),
+        sim.healthz_port(),
+        scale(60.0),
+        scale(60.0),
+        scale(60.0),
+    );
+    let loaded = Config::load_str(&config, &Registry::with_builtins()).map_err(|e| anyhow::anyhow!("sandbox config: {e}"))?;
+    let status = Arc::new(Status::default());
+    let rt = autohealer::Runtime { client: client.clone(), provider: sim.provider(), metrics: Arc::new(Metrics::new()), status: status.clone(), identity: "sandbox-healer".into() };
+    let stop = CancellationToken::new();
+    let healer = tokio::spawn(autohealer::run(loaded, rt, stop.clone()));
+    while !status.synced.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    println!("Healer running; the story begins.\n");
+
+    let workers = sim.node_names(Role::Worker);
+    let masters = sim.node_names(Role::Master);
+    let pick = |list: &[String], i: usize| list.get(i).cloned().context("the simulated cluster is smaller than the story needs");
+    let steps = Arc::new(Mutex::new(vec![
+        Step { node: pick(&workers, 0)?, failure: "NotReady (KubeletNotReady), fixed by a reboot", expect: vec![Action::Reboot], detected: None, actions: vec![], recovered: None },
+        Step { node: pick(&workers, 1)?, failure: "kubelet stopped, fixed only by a new machine", expect: vec![Action::Reboot, Action::Replace], detected: None, actions: vec![], recovered: None },
+        Step { node: pick(&masters, 0)?, failure: "/healthz answers 500, fixed by a reboot", expect: vec![Action::Reboot], detected: None, actions: vec![], recovered: None },
+    ]));
+    let timeline = tokio::spawn(print_timeline(client.clone(), sim.clone(), steps.clone(), start));
+
+    let t = |s: &Step| s.node.clone();
+    let (n0, n1, m0) = {
+        let s = steps.lock().unwrap_or_else(|p| p.into_inner());
+        (t(&s[0]), t(&s[1]), t(&s[2]))
+    };
+    say(start, &n0, "INJECT", "Ready=False (KubeletNotReady)");
+    sim.inject(&n0, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    say(start, &n1, "INJECT", "kubelet stopped; only a replace cures it");
+    sim.inject(&n1, Fault::KubeletStopped, Cure::Replace);
+    say(start, &m0, "INJECT", "/healthz answers 500");
+    sim.inject(&m0, Fault::HealthzDown, Cure::Reboot);
+    println!(
+        "{:>7}  {:<22} {:<14} {}",
+        "", "zone-c (all nodes)", "NOT SUPPORTED", "a whole zone going NotReady must be short-circuited; zone short-circuit is not built yet, so the sandbox does not inject it"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(args.deadline);
+    let done = loop {
+        let ok = {
+            let s = steps.lock().unwrap_or_else(|p| p.into_inner());
+            s.iter().all(|s| s.recovered.is_some())
+        };
+        if ok || Instant::now() > deadline {
+            break ok;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.cancel();
+    let _ = healer.await;
+    timeline.abort();
+
+    println!("\nSummary");
+    println!("{:<24} {:<48} {:>11} {:<20} {:>12}", "NODE", "FAILURE", "DETECTED AT", "ACTIONS", "RECOVERED AT");
+    let mut expected_calls = true;
+    let steps = steps.lock().unwrap_or_else(|p| p.into_inner());
+    for s in steps.iter() {
+        let fmt = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("+{:.1}s", d.as_secs_f64()));
+        println!("{:<24} {:<48} {:>11} {:<20} {:>12}", s.node, s.failure, fmt(s.detected), s.actions.join(" -> "), fmt(s.recovered));
+        for a in [Action::Reboot, Action::Replace] {
+            let want = usize::from(s.expect.contains(&a));
+            let got = sim.calls_for(&s.node, a);
+            if got != want {
+                expected_calls = false;
+                println!("  expected {want} {a} call(s) for {}, the cloud saw {got}", s.node);
+            }
+        }
+    }
+    println!("{:<24} {:<48} {:>11} {:<20} {:>12}", "zone-c", "whole zone NotReady", "-", "not yet supported", "-");
+    if done && expected_calls {
+        println!("\nThe story ended as expected ({} cloud calls).", sim.calls().len());
+        Ok(())
+    } else {
+        anyhow::bail!("the story did not end as expected within {}s", args.deadline)
+    }
+}
+
+fn say(start: Instant, node: &str, what: &str, detail: &str) {
+    println!("+{:>6.1}s  {:<22} {:<14} {}", start.elapsed().as_secs_f64(), node, what, detail);
+}
+
+/// Prints the healer's Events and the machines' history as they happen, and fills
+/// in the summary.
+async fn print_timeline(client: kube::Client, sim: Arc<SimCluster>, steps: Arc<Mutex<Vec<Step>>>, start: Instant) {
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let nodes: Api<Node> = Api::all(client);
+    let mut stream = watcher(events, watcher::Config::default()).applied_objects().boxed();
+    let mut seen_history = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut joined: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            ev = stream.next() => {
+                let Some(Ok(ev)) = ev else { continue };
+                let node = ev.regarding.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
+                let reason = ev.reason.clone().unwrap_or_default();
+                say(start, &node, &reason, ev.note.as_deref().unwrap_or_default());
+                let mut s = steps.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(step) = s.iter_mut().find(|s| s.node == node) {
+                    match reason.as_str() {
+                        "RepairStarted" => {
+                            step.detected.get_or_insert(start.elapsed());
+                            let action = ev.action.clone().unwrap_or_default().to_lowercase();
+                            step.actions.push(action);
+                        }
+                        "Recovered" => step.recovered = Some(start.elapsed()),
+                        _ => {}
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let history = sim.history();
+                for line in &history[seen_history..] {
+                    let (node, what) = line.split_once(": ").unwrap_or(("", line));
+                    say(start, node, "MACHINE", what);
+                    if let Some(old) = what.strip_prefix("joined (replacing ").and_then(|s| s.strip_suffix(')')) {
+                        joined.insert(node.to_string(), old.to_string());
+                    }
+                }
+                seen_history = history.len();
+                // A replaced node counts as recovered when its successor is Ready.
+                for (new, old) in joined.clone() {
+                    let ready = nodes.get(&new).await.ok().and_then(|n| n.status).and_then(|s| s.conditions).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                    if ready {
+                        joined.remove(&new);
+                        say(start, &new, "READY", &format!("replacement for {old} is Ready"));
+                        let mut s = steps.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(step) = s.iter_mut().find(|s| s.node == old) {
+                            step.recovered = Some(start.elapsed());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -2,3 +2,4 @@
 //! 127.0.0.1, coupled into a simulated cluster. Never a dependency of a shipped crate.
 
 pub mod apiserver;
+pub mod sim;

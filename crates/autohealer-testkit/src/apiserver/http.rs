@@ -525,7 +525,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("application/json");
-    if ct.contains("yaml") && !body.first().is_some_and(|b| *b == b'{') {
+    if ct.contains("yaml") && body.first().is_none_or(|b| *b != b'{') {
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",

@@ -82,6 +82,9 @@ impl ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The changes a new watch must replay, and the receiver of the ones after them.
+pub type WatchStart = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
     Added,
@@ -371,7 +374,7 @@ impl Store {
         res: &'static Resource,
         ns: Option<&str>,
         from: Option<&str>,
-    ) -> ApiResult<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>)> {
+    ) -> ApiResult<WatchStart> {
         let g = self.lock();
         let rx = self.tx.subscribe();
         let mut backlog = Vec::new();
@@ -772,6 +775,18 @@ impl Store {
             return Ok(self.commit(&mut g, res, key, Some(marked), Some(old)));
         }
         Ok(self.commit(&mut g, res, key, None, Some(old)))
+    }
+
+    /// Every retained version of one object, oldest first (deletions included, as the
+    /// last state with the deleting resourceVersion), for tests that check what was
+    /// written on the way, not only where it ended.
+    pub fn history_of(&self, res: &'static Resource, ns: &str, name: &str) -> Vec<Arc<Value>> {
+        self.lock()
+            .history
+            .iter()
+            .filter(|c| c.resource == res && c.namespace == ns && meta_str(&c.object, "name") == Some(name))
+            .map(|c| c.object.clone())
+            .collect()
     }
 
     /// Every object of a type, for the tests and the simulation to inspect.

@@ -1,0 +1,491 @@
+//! A simulated cluster: nodes that are both Kubernetes Nodes (kept current by a
+//! simulated kubelet, a plain Kubernetes client) and machines that a cloud can reboot
+//! or replace. Failures are injected per node; a reboot or replace changes what the
+//! node reports exactly as a real one would (NotReady, then Ready with a new bootID;
+//! or the Node deleted and a new one joining).
+//!
+//! The simulation writes only through the Kubernetes API, so it runs against a real
+//! apiserver too (`AUTOHEALER_E2E_KUBECONFIG`).
+
+use autohealer_cloud::{Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, RepairGate, Role};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// What is wrong with a node, and what cures it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The kubelet stops posting; the node-lifecycle controller marks Ready Unknown
+    /// after the grace period.
+    KubeletStopped,
+    /// The kubelet reports Ready=False with this reason.
+    NotReady(String),
+    /// The node's `/healthz` endpoint answers 500 (masters serve one).
+    HealthzDown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cure {
+    Reboot,
+    /// Only a replace (a new machine) helps.
+    Replace,
+}
+
+/// Timing of the simulation, in real-cluster terms, and the factor that shrinks it.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub masters: usize,
+    pub workers: usize,
+    pub zones: Vec<String>,
+    /// Multiplies every duration below: 0.01 turns a 40s grace period into 0.4s.
+    pub time_scale: f64,
+    /// The kubelet's Lease renewal interval (10s in Kubernetes).
+    pub heartbeat: Duration,
+    /// `node-monitor-grace-period` (40s in Kubernetes).
+    pub grace: Duration,
+    /// How long a reboot keeps the node down.
+    pub reboot_time: Duration,
+    /// How long a replacement machine takes to join.
+    pub join_time: Duration,
+    /// Masters serve `/healthz` on their InternalIP at this port (0: pick one).
+    pub healthz_port: u16,
+    /// Prefix of node names.
+    pub prefix: String,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            masters: 3,
+            workers: 12,
+            zones: vec!["zone-a".into(), "zone-b".into(), "zone-c".into()],
+            time_scale: 1.0,
+            heartbeat: Duration::from_secs(10),
+            grace: Duration::from_secs(40),
+            reboot_time: Duration::from_secs(60),
+            join_time: Duration::from_secs(120),
+            healthz_port: 0,
+            prefix: "sim".into(),
+        }
+    }
+}
+
+impl SimOptions {
+    fn scaled(&self, d: Duration) -> Duration {
+        d.mul_f64(self.time_scale)
+    }
+}
+
+#[derive(Debug)]
+struct SimNode {
+    name: String,
+    role: Role,
+    zone: String,
+    server_id: String,
+    ip: Ipv4Addr,
+    boot_id: String,
+    fault: Option<(Fault, Cure)>,
+    /// The kubelet is down (stopped by a fault or rebooting).
+    down: bool,
+    /// Deleted by a replace; the kubelet task ends.
+    gone: bool,
+    generation: u32,
+}
+
+/// A call the cloud side of the simulation received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudCall {
+    pub action: Action,
+    pub node: String,
+    pub server_id: String,
+}
+
+struct Shared {
+    client: kube::Client,
+    opts: SimOptions,
+    nodes: Mutex<BTreeMap<String, SimNode>>,
+    calls: Mutex<Vec<CloudCall>>,
+    gate: Mutex<RepairGate>,
+    events: Mutex<Vec<String>>,
+}
+
+pub struct SimCluster {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    healthz_port: u16,
+}
+
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            t.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_str() -> String {
+    k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl SimCluster {
+    /// Creates the nodes and starts their kubelets, the node-lifecycle controller and
+    /// the masters' `/healthz` servers.
+    pub async fn start(client: kube::Client, opts: SimOptions) -> anyhow::Result<Arc<Self>> {
+        let port = if opts.healthz_port != 0 {
+            opts.healthz_port
+        } else {
+            let l = std::net::TcpListener::bind("127.0.0.2:0")?;
+            l.local_addr()?.port()
+        };
+        let shared = Arc::new(Shared {
+            client,
+            opts: opts.clone(),
+            nodes: Mutex::new(BTreeMap::new()),
+            calls: Mutex::new(Vec::new()),
+            gate: Mutex::new(RepairGate::Allowed),
+            events: Mutex::new(Vec::new()),
+        });
+        let sim = Arc::new(Self { shared, tasks: Mutex::new(Vec::new()), healthz_port: port });
+        let mut index = 0;
+        for (role, count) in [(Role::Master, opts.masters), (Role::Worker, opts.workers)] {
+            for i in 0..count {
+                let name = format!("{}-{}-{i}", opts.prefix, role.as_str());
+                let zone = opts.zones.get(i % opts.zones.len().max(1)).cloned().unwrap_or_else(|| "zone-a".into());
+                sim.add_node(&name, role, &zone, index).await?;
+                index += 1;
+            }
+        }
+        let lifecycle = tokio::spawn(node_lifecycle(sim.shared.clone()));
+        lock(&sim.tasks).push(lifecycle);
+        Ok(sim)
+    }
+
+    pub fn healthz_port(&self) -> u16 {
+        self.healthz_port
+    }
+
+    async fn add_node(&self, name: &str, role: Role, zone: &str, index: usize) -> anyhow::Result<()> {
+        let ip = Ipv4Addr::new(127, 1 + (index / 250) as u8, 0, 2 + (index % 250) as u8);
+        let node = SimNode {
+            name: name.to_string(),
+            role,
+            zone: zone.to_string(),
+            server_id: uuid::Uuid::new_v4().to_string(),
+            ip,
+            boot_id: uuid::Uuid::new_v4().to_string(),
+            fault: None,
+            down: false,
+            gone: false,
+            generation: 0,
+        };
+        create_node(&self.shared.client, &node).await?;
+        lock(&self.shared.nodes).insert(name.to_string(), node);
+        let kubelet = tokio::spawn(kubelet(self.shared.clone(), name.to_string()));
+        lock(&self.tasks).push(kubelet);
+        if role == Role::Master {
+            let server = tokio::spawn(healthz(self.shared.clone(), name.to_string(), ip, self.healthz_port));
+            lock(&self.tasks).push(server);
+        }
+        Ok(())
+    }
+
+    pub fn node_names(&self, role: Role) -> Vec<String> {
+        lock(&self.shared.nodes).values().filter(|n| n.role == role && !n.gone).map(|n| n.name.clone()).collect()
+    }
+
+    pub fn zone_of(&self, name: &str) -> Option<String> {
+        lock(&self.shared.nodes).get(name).map(|n| n.zone.clone())
+    }
+
+    pub fn server_id(&self, name: &str) -> Option<String> {
+        lock(&self.shared.nodes).get(name).map(|n| n.server_id.clone())
+    }
+
+    /// Breaks a node; `cure` says what repairs it.
+    pub fn inject(&self, name: &str, fault: Fault, cure: Cure) {
+        let mut nodes = lock(&self.shared.nodes);
+        if let Some(n) = nodes.get_mut(name) {
+            n.down = fault == Fault::KubeletStopped;
+            n.fault = Some((fault, cure));
+            n.generation += 1;
+        }
+    }
+
+    /// The cloud calls received so far.
+    pub fn calls(&self) -> Vec<CloudCall> {
+        lock(&self.shared.calls).clone()
+    }
+
+    pub fn calls_for(&self, node: &str, action: Action) -> usize {
+        lock(&self.shared.calls).iter().filter(|c| c.node == node && c.action == action).count()
+    }
+
+    /// What the simulated machines went through, in order (for timelines).
+    pub fn history(&self) -> Vec<String> {
+        lock(&self.shared.events).clone()
+    }
+
+    /// The cloud's answer to `repair_allowed`.
+    pub fn set_gate(&self, gate: RepairGate) {
+        *lock(&self.shared.gate) = gate;
+    }
+
+    /// The provider through which a healer repairs this cluster's machines.
+    pub fn provider(self: &Arc<Self>) -> Arc<dyn CloudProvider> {
+        Arc::new(SimProvider { sim: self.clone() })
+    }
+
+    fn find_by_info(&self, info: &NodeInfo) -> Option<String> {
+        let id = info.provider_id.as_deref().and_then(|p| p.rsplit('/').next()).map(str::to_string);
+        let nodes = lock(&self.shared.nodes);
+        nodes.values().find(|n| !n.gone && (Some(&n.server_id) == id.as_ref() || n.name == info.name)).map(|n| n.name.clone())
+    }
+
+    fn reboot(self: &Arc<Self>, name: &str) {
+        {
+            let mut nodes = lock(&self.shared.nodes);
+            let Some(n) = nodes.get_mut(name) else { return };
+            n.down = true;
+            n.generation += 1;
+        }
+        lock(&self.shared.events).push(format!("{name}: rebooting"));
+        let shared = self.shared.clone();
+        let name = name.to_string();
+        let t = tokio::spawn(async move {
+            tokio::time::sleep(shared.opts.scaled(shared.opts.reboot_time)).await;
+            let mut nodes = lock(&shared.nodes);
+            if let Some(n) = nodes.get_mut(&name) {
+                n.boot_id = uuid::Uuid::new_v4().to_string();
+                if matches!(n.fault, Some((_, Cure::Reboot))) {
+                    n.fault = None;
+                }
+                n.down = matches!(n.fault, Some((Fault::KubeletStopped, _)));
+                n.generation += 1;
+            }
+            lock(&shared.events).push(format!("{name}: booted"));
+        });
+        lock(&self.tasks).push(t);
+    }
+
+    fn replace(self: &Arc<Self>, name: &str) {
+        let (role, zone, index) = {
+            let mut nodes = lock(&self.shared.nodes);
+            let index = nodes.len();
+            let Some(n) = nodes.get_mut(name) else { return };
+            n.gone = true;
+            n.generation += 1;
+            (n.role, n.zone.clone(), index)
+        };
+        lock(&self.shared.events).push(format!("{name}: deleted by replace"));
+        let sim = self.clone();
+        let name = name.to_string();
+        let t = tokio::spawn(async move {
+            let nodes: Api<Node> = Api::all(sim.shared.client.clone());
+            let _ = nodes.delete(&name, &DeleteParams::default()).await;
+            let leases: Api<Lease> = Api::namespaced(sim.shared.client.clone(), "kube-node-lease");
+            let _ = leases.delete(&name, &DeleteParams::default()).await;
+            tokio::time::sleep(sim.shared.opts.scaled(sim.shared.opts.join_time)).await;
+            let new_name = format!("{name}-r");
+            if let Err(e) = sim.add_node(&new_name, role, &zone, index).await {
+                tracing::warn!(error = %e, "replacement node could not join");
+            }
+            lock(&sim.shared.events).push(format!("{new_name}: joined (replacing {name})"));
+        });
+        lock(&self.tasks).push(t);
+    }
+}
+
+async fn create_node(client: &kube::Client, n: &SimNode) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut labels = json!({
+        "kubernetes.io/hostname": n.name,
+        "topology.kubernetes.io/zone": n.zone,
+        "autohealer.dev/simulated": "true",
+    });
+    if n.role == Role::Master {
+        labels["node-role.kubernetes.io/control-plane"] = json!("");
+    }
+    let obj: Node = serde_json::from_value(json!({
+        "metadata": {"name": n.name, "labels": labels},
+        "spec": {"providerID": format!("openstack:///{}", n.server_id)},
+    }))?;
+    nodes.create(&PostParams::default(), &obj).await?;
+    patch_status(client, n, true, None).await?;
+    Ok(())
+}
+
+/// What the kubelet posts: nodeInfo, addresses and the Ready condition.
+async fn patch_status(client: &kube::Client, n: &SimNode, ready: bool, reason: Option<&str>) -> kube::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let now = now_str();
+    let (status, reason, message) = match (ready, reason) {
+        (true, _) => ("True", "KubeletReady", "kubelet is posting ready status"),
+        (false, Some(r)) => ("False", r, "simulated fault"),
+        (false, None) => ("False", "KubeletNotReady", "container runtime is down"),
+    };
+    let current = nodes.get_status(&n.name).await?;
+    let cond = current.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready")).cloned();
+    let transition = match &cond {
+        Some(c) if c.status == status => c.last_transition_time.as_ref().map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or(now.clone()),
+        _ => now.clone(),
+    };
+    if cond.as_ref().is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason))
+        && current.status.as_ref().and_then(|s| s.node_info.as_ref()).is_some_and(|i| i.boot_id == n.boot_id)
+    {
+        return Ok(());
+    }
+    let patch = json!({"status": {
+        "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message, "lastHeartbeatTime": now, "lastTransitionTime": transition}],
+        "addresses": [{"type": "InternalIP", "address": n.ip.to_string()}, {"type": "Hostname", "address": n.name}],
+        "nodeInfo": {
+            "machineID": n.server_id.replace('-', ""), "systemUUID": n.server_id.to_uppercase(), "bootID": n.boot_id,
+            "kernelVersion": "6.1.0-sim", "osImage": "Simulated Linux", "containerRuntimeVersion": "containerd://2.0.0",
+            "kubeletVersion": "v1.33.0", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"
+        }
+    }});
+    nodes.patch_status(&n.name, &PatchParams::default(), &Patch::Strategic(&patch)).await?;
+    Ok(())
+}
+
+/// One node's kubelet: renews its Lease and reports Ready while it runs.
+async fn kubelet(shared: Arc<Shared>, name: String) {
+    let leases: Api<Lease> = Api::namespaced(shared.client.clone(), "kube-node-lease");
+    let beat = shared.opts.scaled(shared.opts.heartbeat).max(Duration::from_millis(10));
+    let mut last_generation = u32::MAX;
+    let mut last_beat = tokio::time::Instant::now() - beat;
+    loop {
+        let snapshot = {
+            let nodes = lock(&shared.nodes);
+            match nodes.get(&name) {
+                Some(n) if !n.gone => Some((n.down, n.fault.clone(), n.generation, SimNode { name: n.name.clone(), role: n.role, zone: n.zone.clone(), server_id: n.server_id.clone(), ip: n.ip, boot_id: n.boot_id.clone(), fault: None, down: n.down, gone: false, generation: n.generation })),
+                _ => None,
+            }
+        };
+        let Some((down, fault, generation, view)) = snapshot else { return };
+        if !down {
+            if last_beat.elapsed() >= beat {
+                let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
+                    "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now())}});
+                let pp = PatchParams::apply("kubelet").force();
+                if leases.patch(&name, &pp, &Patch::Apply(&lease)).await.is_ok() {
+                    last_beat = tokio::time::Instant::now();
+                }
+            }
+            if generation != last_generation {
+                let reason = match &fault {
+                    Some((Fault::NotReady(r), _)) => Some(r.as_str()),
+                    _ => None,
+                };
+                if patch_status(&shared.client, &view, reason.is_none(), reason).await.is_ok() {
+                    last_generation = generation;
+                }
+            }
+        } else {
+            last_generation = u32::MAX;
+        }
+        tokio::time::sleep(Duration::from_millis(20).min(beat)).await;
+    }
+}
+
+/// The node-lifecycle controller: a node whose Lease is older than the grace period
+/// gets Ready=Unknown.
+async fn node_lifecycle(shared: Arc<Shared>) {
+    let nodes: Api<Node> = Api::all(shared.client.clone());
+    let leases: Api<Lease> = Api::namespaced(shared.client.clone(), "kube-node-lease");
+    let grace = shared.opts.scaled(shared.opts.grace);
+    let period = (grace / 8).max(Duration::from_millis(20));
+    loop {
+        tokio::time::sleep(period).await;
+        let names: Vec<String> = lock(&shared.nodes).values().filter(|n| !n.gone && n.down).map(|n| n.name.clone()).collect();
+        for name in names {
+            let Ok(lease) = leases.get(&name).await else { continue };
+            let renewed = lease.spec.and_then(|s| s.renew_time).map(|t| t.0);
+            let stale = renewed.is_none_or(|r| k8s_openapi::jiff::Timestamp::now().duration_since(r) > k8s_openapi::jiff::SignedDuration::try_from(grace).unwrap_or_default());
+            if !stale {
+                continue;
+            }
+            let Ok(node) = nodes.get_status(&name).await else { continue };
+            let ready = node.status.and_then(|s| s.conditions).and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"));
+            if ready.is_some_and(|c| c.status == "Unknown") {
+                continue;
+            }
+            let now = now_str();
+            let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+            let _ = nodes.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await;
+        }
+    }
+}
+
+/// A master's `/healthz`, on its own loopback address.
+async fn healthz(shared: Arc<Shared>, name: String, ip: Ipv4Addr, port: u16) {
+    let Ok(listener) = tokio::net::TcpListener::bind((ip, port)).await else {
+        tracing::warn!(node = %name, %ip, port, "cannot serve the simulated /healthz");
+        return;
+    };
+    let app = axum::Router::new().route(
+        "/healthz",
+        axum::routing::get(move || {
+            let shared = shared.clone();
+            let name = name.clone();
+            async move {
+                let nodes = lock(&shared.nodes);
+                let bad = nodes.get(&name).is_none_or(|n| n.gone || n.down || matches!(n.fault, Some((Fault::HealthzDown, _))));
+                if bad { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "unhealthy") } else { (axum::http::StatusCode::OK, "ok") }
+            }
+        }),
+    );
+    let _ = axum::serve(listener, app).await;
+}
+
+/// The cloud side of the simulation as a [`CloudProvider`]: a stand-in until the
+/// fake OpenStack serves the same story through the real provider.
+struct SimProvider {
+    sim: Arc<SimCluster>,
+}
+
+#[async_trait::async_trait]
+impl CloudProvider for SimProvider {
+    fn name(&self) -> &str {
+        "simulated"
+    }
+
+    fn supports(&self, _action: Action, _role: Role) -> bool {
+        true
+    }
+
+    async fn repair_allowed(&self) -> Result<RepairGate, CloudError> {
+        Ok(lock(&self.sim.shared.gate).clone())
+    }
+
+    async fn reboot(&self, node: &NodeInfo) -> Result<ActionOutcome, CloudError> {
+        let name = self.sim.find_by_info(node).ok_or_else(|| CloudError::NoServer { node: node.name.clone(), reason: "no simulated machine".into() })?;
+        let server_id = self.sim.server_id(&name).unwrap_or_default();
+        lock(&self.sim.shared.calls).push(CloudCall { action: Action::Reboot, node: name.clone(), server_id: server_id.clone() });
+        self.sim.reboot(&name);
+        Ok(ActionOutcome { server_id: Some(server_id.clone()), detail: format!("soft reboot of server {server_id} accepted"), already_in_progress: false })
+    }
+
+    async fn replace(&self, nodes: &[NodeInfo]) -> Result<Vec<ActionOutcome>, CloudError> {
+        let mut out = Vec::new();
+        for node in nodes {
+            let name = self.sim.find_by_info(node).ok_or_else(|| CloudError::NoServer { node: node.name.clone(), reason: "no simulated machine".into() })?;
+            let server_id = self.sim.server_id(&name).unwrap_or_default();
+            lock(&self.sim.shared.calls).push(CloudCall { action: Action::Replace, node: name.clone(), server_id: server_id.clone() });
+            self.sim.replace(&name);
+            out.push(ActionOutcome { server_id: Some(server_id.clone()), detail: format!("server {server_id} is being replaced"), already_in_progress: false });
+        }
+        Ok(out)
+    }
+}
