@@ -385,8 +385,11 @@ impl Healer {
                     let actor = actor.clone();
                     let n = n.clone();
                     tracing::info!(node = %np.name, reason, note = %note, "decision");
-                    if let (true, Decision::Repair { action, .. }) = (reason == "DryRun", &np.decision) {
-                        self.metrics.repair(np.role.as_str(), action.as_str(), "dry_run");
+                    if let (true, Decision::Repair { action, .. }) =
+                        (reason == "DryRun", &np.decision)
+                    {
+                        self.metrics
+                            .repair(np.role.as_str(), action.as_str(), "dry_run");
                     }
                     tokio::spawn(async move {
                         actor

@@ -7,7 +7,9 @@
 //! The simulation writes only through the Kubernetes API, so it runs against a real
 //! apiserver too (`AUTOHEALER_E2E_KUBECONFIG`).
 
-use autohealer_cloud::{Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, RepairGate, Role};
+use autohealer_cloud::{
+    Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, RepairGate, Role,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -124,7 +126,12 @@ pub struct SimCluster {
 
 impl Drop for SimCluster {
     fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             t.abort();
         }
     }
@@ -135,7 +142,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn now_str() -> String {
-    k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 impl SimCluster {
@@ -156,12 +165,20 @@ impl SimCluster {
             gate: Mutex::new(RepairGate::Allowed),
             events: Mutex::new(Vec::new()),
         });
-        let sim = Arc::new(Self { shared, tasks: Mutex::new(Vec::new()), healthz_port: port });
+        let sim = Arc::new(Self {
+            shared,
+            tasks: Mutex::new(Vec::new()),
+            healthz_port: port,
+        });
         let mut index = 0;
         for (role, count) in [(Role::Master, opts.masters), (Role::Worker, opts.workers)] {
             for i in 0..count {
                 let name = format!("{}-{}-{i}", opts.prefix, role.as_str());
-                let zone = opts.zones.get(i % opts.zones.len().max(1)).cloned().unwrap_or_else(|| "zone-a".into());
+                let zone = opts
+                    .zones
+                    .get(i % opts.zones.len().max(1))
+                    .cloned()
+                    .unwrap_or_else(|| "zone-a".into());
                 sim.add_node(&name, role, &zone, index).await?;
                 index += 1;
             }
@@ -175,7 +192,13 @@ impl SimCluster {
         self.healthz_port
     }
 
-    async fn add_node(&self, name: &str, role: Role, zone: &str, index: usize) -> anyhow::Result<()> {
+    async fn add_node(
+        &self,
+        name: &str,
+        role: Role,
+        zone: &str,
+        index: usize,
+    ) -> anyhow::Result<()> {
         let ip = Ipv4Addr::new(127, 1 + (index / 250) as u8, 0, 2 + (index % 250) as u8);
         let node = SimNode {
             name: name.to_string(),
@@ -194,14 +217,23 @@ impl SimCluster {
         let kubelet = tokio::spawn(kubelet(self.shared.clone(), name.to_string()));
         lock(&self.tasks).push(kubelet);
         if role == Role::Master {
-            let server = tokio::spawn(healthz(self.shared.clone(), name.to_string(), ip, self.healthz_port));
+            let server = tokio::spawn(healthz(
+                self.shared.clone(),
+                name.to_string(),
+                ip,
+                self.healthz_port,
+            ));
             lock(&self.tasks).push(server);
         }
         Ok(())
     }
 
     pub fn node_names(&self, role: Role) -> Vec<String> {
-        lock(&self.shared.nodes).values().filter(|n| n.role == role && !n.gone).map(|n| n.name.clone()).collect()
+        lock(&self.shared.nodes)
+            .values()
+            .filter(|n| n.role == role && !n.gone)
+            .map(|n| n.name.clone())
+            .collect()
     }
 
     pub fn zone_of(&self, name: &str) -> Option<String> {
@@ -209,7 +241,9 @@ impl SimCluster {
     }
 
     pub fn server_id(&self, name: &str) -> Option<String> {
-        lock(&self.shared.nodes).get(name).map(|n| n.server_id.clone())
+        lock(&self.shared.nodes)
+            .get(name)
+            .map(|n| n.server_id.clone())
     }
 
     /// Breaks a node; `cure` says what repairs it.
@@ -228,7 +262,10 @@ impl SimCluster {
     }
 
     pub fn calls_for(&self, node: &str, action: Action) -> usize {
-        lock(&self.shared.calls).iter().filter(|c| c.node == node && c.action == action).count()
+        lock(&self.shared.calls)
+            .iter()
+            .filter(|c| c.node == node && c.action == action)
+            .count()
     }
 
     /// What the simulated machines went through, in order (for timelines).
@@ -247,9 +284,16 @@ impl SimCluster {
     }
 
     fn find_by_info(&self, info: &NodeInfo) -> Option<String> {
-        let id = info.provider_id.as_deref().and_then(|p| p.rsplit('/').next()).map(str::to_string);
+        let id = info
+            .provider_id
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next())
+            .map(str::to_string);
         let nodes = lock(&self.shared.nodes);
-        nodes.values().find(|n| !n.gone && (Some(&n.server_id) == id.as_ref() || n.name == info.name)).map(|n| n.name.clone())
+        nodes
+            .values()
+            .find(|n| !n.gone && (Some(&n.server_id) == id.as_ref() || n.name == info.name))
+            .map(|n| n.name.clone())
     }
 
     fn reboot(self: &Arc<Self>, name: &str) {
@@ -326,7 +370,12 @@ async fn create_node(client: &kube::Client, n: &SimNode) -> anyhow::Result<()> {
 }
 
 /// What the kubelet posts: nodeInfo, addresses and the Ready condition.
-async fn patch_status(client: &kube::Client, n: &SimNode, ready: bool, reason: Option<&str>) -> kube::Result<()> {
+async fn patch_status(
+    client: &kube::Client,
+    n: &SimNode,
+    ready: bool,
+    reason: Option<&str>,
+) -> kube::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let now = now_str();
     let (status, reason, message) = match (ready, reason) {
@@ -335,13 +384,28 @@ async fn patch_status(client: &kube::Client, n: &SimNode, ready: bool, reason: O
         (false, None) => ("False", "KubeletNotReady", "container runtime is down"),
     };
     let current = nodes.get_status(&n.name).await?;
-    let cond = current.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready")).cloned();
+    let cond = current
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .cloned();
     let transition = match &cond {
-        Some(c) if c.status == status => c.last_transition_time.as_ref().map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or(now.clone()),
+        Some(c) if c.status == status => c
+            .last_transition_time
+            .as_ref()
+            .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or(now.clone()),
         _ => now.clone(),
     };
-    if cond.as_ref().is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason))
-        && current.status.as_ref().and_then(|s| s.node_info.as_ref()).is_some_and(|i| i.boot_id == n.boot_id)
+    if cond
+        .as_ref()
+        .is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason))
+        && current
+            .status
+            .as_ref()
+            .and_then(|s| s.node_info.as_ref())
+            .is_some_and(|i| i.boot_id == n.boot_id)
     {
         return Ok(());
     }
@@ -354,31 +418,58 @@ async fn patch_status(client: &kube::Client, n: &SimNode, ready: bool, reason: O
             "kubeletVersion": "v1.33.0", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"
         }
     }});
-    nodes.patch_status(&n.name, &PatchParams::default(), &Patch::Strategic(&patch)).await?;
+    nodes
+        .patch_status(&n.name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await?;
     Ok(())
 }
 
 /// One node's kubelet: renews its Lease and reports Ready while it runs.
 async fn kubelet(shared: Arc<Shared>, name: String) {
     let leases: Api<Lease> = Api::namespaced(shared.client.clone(), "kube-node-lease");
-    let beat = shared.opts.scaled(shared.opts.heartbeat).max(Duration::from_millis(10));
+    let beat = shared
+        .opts
+        .scaled(shared.opts.heartbeat)
+        .max(Duration::from_millis(10));
     let mut last_generation = u32::MAX;
     let mut last_beat = tokio::time::Instant::now() - beat;
     loop {
         let snapshot = {
             let nodes = lock(&shared.nodes);
             match nodes.get(&name) {
-                Some(n) if !n.gone => Some((n.down, n.fault.clone(), n.generation, SimNode { name: n.name.clone(), role: n.role, zone: n.zone.clone(), server_id: n.server_id.clone(), ip: n.ip, boot_id: n.boot_id.clone(), fault: None, down: n.down, gone: false, generation: n.generation })),
+                Some(n) if !n.gone => Some((
+                    n.down,
+                    n.fault.clone(),
+                    n.generation,
+                    SimNode {
+                        name: n.name.clone(),
+                        role: n.role,
+                        zone: n.zone.clone(),
+                        server_id: n.server_id.clone(),
+                        ip: n.ip,
+                        boot_id: n.boot_id.clone(),
+                        fault: None,
+                        down: n.down,
+                        gone: false,
+                        generation: n.generation,
+                    },
+                )),
                 _ => None,
             }
         };
-        let Some((down, fault, generation, view)) = snapshot else { return };
+        let Some((down, fault, generation, view)) = snapshot else {
+            return;
+        };
         if !down {
             if last_beat.elapsed() >= beat {
                 let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
                     "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now())}});
                 let pp = PatchParams::apply("kubelet").force();
-                if leases.patch(&name, &pp, &Patch::Apply(&lease)).await.is_ok() {
+                if leases
+                    .patch(&name, &pp, &Patch::Apply(&lease))
+                    .await
+                    .is_ok()
+                {
                     last_beat = tokio::time::Instant::now();
                 }
             }
@@ -387,7 +478,10 @@ async fn kubelet(shared: Arc<Shared>, name: String) {
                     Some((Fault::NotReady(r), _)) => Some(r.as_str()),
                     _ => None,
                 };
-                if patch_status(&shared.client, &view, reason.is_none(), reason).await.is_ok() {
+                if patch_status(&shared.client, &view, reason.is_none(), reason)
+                    .await
+                    .is_ok()
+                {
                     last_generation = generation;
                 }
             }
@@ -407,23 +501,39 @@ async fn node_lifecycle(shared: Arc<Shared>) {
     let period = (grace / 8).max(Duration::from_millis(20));
     loop {
         tokio::time::sleep(period).await;
-        let names: Vec<String> = lock(&shared.nodes).values().filter(|n| !n.gone && n.down).map(|n| n.name.clone()).collect();
+        let names: Vec<String> = lock(&shared.nodes)
+            .values()
+            .filter(|n| !n.gone && n.down)
+            .map(|n| n.name.clone())
+            .collect();
         for name in names {
-            let Ok(lease) = leases.get(&name).await else { continue };
+            let Ok(lease) = leases.get(&name).await else {
+                continue;
+            };
             let renewed = lease.spec.and_then(|s| s.renew_time).map(|t| t.0);
-            let stale = renewed.is_none_or(|r| k8s_openapi::jiff::Timestamp::now().duration_since(r) > k8s_openapi::jiff::SignedDuration::try_from(grace).unwrap_or_default());
+            let stale = renewed.is_none_or(|r| {
+                k8s_openapi::jiff::Timestamp::now().duration_since(r)
+                    > k8s_openapi::jiff::SignedDuration::try_from(grace).unwrap_or_default()
+            });
             if !stale {
                 continue;
             }
-            let Ok(node) = nodes.get_status(&name).await else { continue };
-            let ready = node.status.and_then(|s| s.conditions).and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"));
+            let Ok(node) = nodes.get_status(&name).await else {
+                continue;
+            };
+            let ready = node
+                .status
+                .and_then(|s| s.conditions)
+                .and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"));
             if ready.is_some_and(|c| c.status == "Unknown") {
                 continue;
             }
             let now = now_str();
             let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
                 "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
-            let _ = nodes.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await;
+            let _ = nodes
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await;
         }
     }
 }
@@ -441,8 +551,14 @@ async fn healthz(shared: Arc<Shared>, name: String, ip: Ipv4Addr, port: u16) {
             let name = name.clone();
             async move {
                 let nodes = lock(&shared.nodes);
-                let bad = nodes.get(&name).is_none_or(|n| n.gone || n.down || matches!(n.fault, Some((Fault::HealthzDown, _))));
-                if bad { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "unhealthy") } else { (axum::http::StatusCode::OK, "ok") }
+                let bad = nodes.get(&name).is_none_or(|n| {
+                    n.gone || n.down || matches!(n.fault, Some((Fault::HealthzDown, _)))
+                });
+                if bad {
+                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "unhealthy")
+                } else {
+                    (axum::http::StatusCode::OK, "ok")
+                }
             }
         }),
     );
@@ -470,21 +586,49 @@ impl CloudProvider for SimProvider {
     }
 
     async fn reboot(&self, node: &NodeInfo) -> Result<ActionOutcome, CloudError> {
-        let name = self.sim.find_by_info(node).ok_or_else(|| CloudError::NoServer { node: node.name.clone(), reason: "no simulated machine".into() })?;
+        let name = self
+            .sim
+            .find_by_info(node)
+            .ok_or_else(|| CloudError::NoServer {
+                node: node.name.clone(),
+                reason: "no simulated machine".into(),
+            })?;
         let server_id = self.sim.server_id(&name).unwrap_or_default();
-        lock(&self.sim.shared.calls).push(CloudCall { action: Action::Reboot, node: name.clone(), server_id: server_id.clone() });
+        lock(&self.sim.shared.calls).push(CloudCall {
+            action: Action::Reboot,
+            node: name.clone(),
+            server_id: server_id.clone(),
+        });
         self.sim.reboot(&name);
-        Ok(ActionOutcome { server_id: Some(server_id.clone()), detail: format!("soft reboot of server {server_id} accepted"), already_in_progress: false })
+        Ok(ActionOutcome {
+            server_id: Some(server_id.clone()),
+            detail: format!("soft reboot of server {server_id} accepted"),
+            already_in_progress: false,
+        })
     }
 
     async fn replace(&self, nodes: &[NodeInfo]) -> Result<Vec<ActionOutcome>, CloudError> {
         let mut out = Vec::new();
         for node in nodes {
-            let name = self.sim.find_by_info(node).ok_or_else(|| CloudError::NoServer { node: node.name.clone(), reason: "no simulated machine".into() })?;
+            let name = self
+                .sim
+                .find_by_info(node)
+                .ok_or_else(|| CloudError::NoServer {
+                    node: node.name.clone(),
+                    reason: "no simulated machine".into(),
+                })?;
             let server_id = self.sim.server_id(&name).unwrap_or_default();
-            lock(&self.sim.shared.calls).push(CloudCall { action: Action::Replace, node: name.clone(), server_id: server_id.clone() });
+            lock(&self.sim.shared.calls).push(CloudCall {
+                action: Action::Replace,
+                node: name.clone(),
+                server_id: server_id.clone(),
+            });
             self.sim.replace(&name);
-            out.push(ActionOutcome { server_id: Some(server_id.clone()), detail: format!("server {server_id} is being replaced"), already_in_progress: false });
+            out.push(ActionOutcome {
+                server_id: Some(server_id.clone()),
+                detail: format!("server {server_id} is being replaced"),
+                already_in_progress: false,
+            });
         }
         Ok(out)
     }

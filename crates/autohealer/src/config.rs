@@ -562,3 +562,17 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod readme {
+    #[test]
+    fn readme_has_the_current_key_reference() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        assert!(
+            readme.contains(&super::reference_markdown()),
+            "README's key table differs from `autohealer config-reference`: paste its output into README.md"
+        );
+    }
+}

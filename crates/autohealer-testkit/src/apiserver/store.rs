@@ -784,7 +784,9 @@ impl Store {
         self.lock()
             .history
             .iter()
-            .filter(|c| c.resource == res && c.namespace == ns && meta_str(&c.object, "name") == Some(name))
+            .filter(|c| {
+                c.resource == res && c.namespace == ns && meta_str(&c.object, "name") == Some(name)
+            })
             .map(|c| c.object.clone())
             .collect()
     }
