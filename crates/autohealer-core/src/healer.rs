@@ -36,6 +36,8 @@ pub struct HealerSettings {
     pub probe_concurrency: usize,
     /// Node changes arriving within this window are judged together.
     pub debounce: Duration,
+    /// A label selector limiting the nodes the healer watches; `None` for all.
+    pub node_selector: Option<String>,
 }
 
 /// What `/readyz` reports.
@@ -104,7 +106,11 @@ impl Healer {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let (reader, writer) = reflector::store();
         let changed = Arc::new(Notify::new());
-        let stream = watcher(nodes, watcher::Config::default().any_semantic())
+        let mut wc = watcher::Config::default().any_semantic();
+        if let Some(sel) = &self.settings.node_selector {
+            wc = wc.labels(sel);
+        }
+        let stream = watcher(nodes, wc)
             .default_backoff()
             .modify(node::trim)
             .reflect(writer)

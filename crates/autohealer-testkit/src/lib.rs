@@ -2,4 +2,5 @@
 //! 127.0.0.1, coupled into a simulated cluster. Never a dependency of a shipped crate.
 
 pub mod apiserver;
+pub mod cluster;
 pub mod sim;

@@ -21,6 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// Every simulated node carries this label with the simulation's prefix as value, so a
+/// healer under test can be limited to its own nodes (`node-selector`) on a shared
+/// real cluster.
+pub const SIM_LABEL: &str = "autohealer.dev/sim";
+
 /// What is wrong with a node, and what cures it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
@@ -85,9 +90,10 @@ impl SimOptions {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SimNode {
     name: String,
+    prefix: String,
     role: Role,
     zone: String,
     server_id: String,
@@ -202,6 +208,7 @@ impl SimCluster {
         let ip = Ipv4Addr::new(127, 1 + (index / 250) as u8, 0, 2 + (index % 250) as u8);
         let node = SimNode {
             name: name.to_string(),
+            prefix: self.shared.opts.prefix.clone(),
             role,
             zone: zone.to_string(),
             server_id: uuid::Uuid::new_v4().to_string(),
@@ -355,7 +362,7 @@ async fn create_node(client: &kube::Client, n: &SimNode) -> anyhow::Result<()> {
     let mut labels = json!({
         "kubernetes.io/hostname": n.name,
         "topology.kubernetes.io/zone": n.zone,
-        "autohealer.dev/simulated": "true",
+        SIM_LABEL: n.prefix,
     });
     if n.role == Role::Master {
         labels["node-role.kubernetes.io/control-plane"] = json!("");
@@ -437,23 +444,7 @@ async fn kubelet(shared: Arc<Shared>, name: String) {
         let snapshot = {
             let nodes = lock(&shared.nodes);
             match nodes.get(&name) {
-                Some(n) if !n.gone => Some((
-                    n.down,
-                    n.fault.clone(),
-                    n.generation,
-                    SimNode {
-                        name: n.name.clone(),
-                        role: n.role,
-                        zone: n.zone.clone(),
-                        server_id: n.server_id.clone(),
-                        ip: n.ip,
-                        boot_id: n.boot_id.clone(),
-                        fault: None,
-                        down: n.down,
-                        gone: false,
-                        generation: n.generation,
-                    },
-                )),
+                Some(n) if !n.gone => Some((n.down, n.fault.clone(), n.generation, n.clone())),
                 _ => None,
             }
         };

@@ -186,6 +186,8 @@ pub struct Config {
     pub admin: Admin,
     #[serde(default = "d32")]
     pub probe_concurrency: usize,
+    #[serde(default)]
+    pub node_selector: Option<String>,
 }
 
 fn d60s() -> Duration {
@@ -376,6 +378,14 @@ impl Config {
         if self.monitor_interval.is_zero() {
             return Err(err("monitor-interval", "must be more than 0s".into()));
         }
+        if let Some(sel) = &self.node_selector
+            && (sel.trim().is_empty() || sel.split(',').any(|r| r.trim().is_empty()))
+        {
+            return Err(err(
+                "node-selector",
+                format!("not a label selector (value: {sel:?})"),
+            ));
+        }
         if self.probe_concurrency == 0 {
             return Err(err(
                 "probe-concurrency",
@@ -554,7 +564,7 @@ mod tests {
             .iter()
             .map(|k| k.key.split('.').next().unwrap_or_default())
             .collect();
-        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\n";
+        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\n";
         load(sample).unwrap();
         for line in sample.lines() {
             let key = line.split(':').next().unwrap();

@@ -118,6 +118,7 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
         identity: rt.identity.clone(),
         probe_concurrency: c.probe_concurrency,
         debounce: Duration::from_millis(50),
+        node_selector: c.node_selector.clone(),
     };
     tracing::info!(identity = %rt.identity, provider = rt.provider.name(), dry_run = c.dry_run, leader_elect = c.leader_elect, "autohealer starting");
     let healer = Healer::new(
@@ -144,6 +145,7 @@ pub async fn plan(loaded: Loaded, rt: Runtime) -> anyhow::Result<String> {
         identity: rt.identity.clone(),
         probe_concurrency: c.probe_concurrency,
         debounce: Duration::ZERO,
+        node_selector: c.node_selector.clone(),
     };
     let healer = Healer::new(
         rt.client,

@@ -1,75 +1,144 @@
-//! End-to-end: the healer, in-process, against the testkit's fake apiserver and a
-//! simulated cluster whose cloud side records every call. Real watch, real leader
-//! election, real node writes; only the cloud is the simulation's.
+//! End-to-end: the healer, in-process, against a cluster (the testkit's fake apiserver,
+//! or a real one named by `AUTOHEALER_E2E_KUBECONFIG`) with simulated nodes whose cloud
+//! side records every call. Real watch, real leader election, real node writes; every
+//! observation goes through the Kubernetes API, so the tests run unchanged on both.
 
 use autohealer::config::{Config, Loaded};
-use autohealer_cloud::Action;
+use autohealer_cloud::{Action, Role};
 use autohealer_core::{Metrics, Status};
 use autohealer_healthcheck::Registry;
-use autohealer_testkit::apiserver::resources::{self, Resource};
-use autohealer_testkit::apiserver::{ApiServerOptions, FakeApiServer};
-use autohealer_testkit::sim::{Cure, Fault, SimCluster, SimOptions};
-use serde_json::Value;
+use autohealer_testkit::cluster::{NodeRecorder, TestCluster};
+use autohealer_testkit::sim::{Cure, Fault, SIM_LABEL, SimCluster, SimOptions};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const REPAIR: &str = "autohealer.dev/repair";
 
-fn nodes_res() -> &'static Resource {
-    resources::find("", "v1", "nodes").unwrap()
+struct Env {
+    cluster: TestCluster,
+    sim: Arc<SimCluster>,
+    prefix: String,
 }
 
-fn config(extra: &str) -> Loaded {
-    let single = if extra.contains("leader-elect:") {
-        ""
-    } else {
-        "leader-elect: false\n"
-    };
-    let text = format!(
-        "cluster-name: sim\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nrebuild-delay-after-reboot: 60s\n{single}admin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n{extra}"
-    );
-    Config::load_str(&text, &Registry::with_builtins()).unwrap()
-}
-
-async fn cluster(workers: usize) -> (FakeApiServer, Arc<SimCluster>) {
-    let api = FakeApiServer::start(ApiServerOptions::default())
-        .await
-        .unwrap();
+async fn env(workers: usize) -> Env {
+    let cluster = TestCluster::start().await.unwrap();
+    let prefix = format!("e2e-{}", &uuid_like()[..6]);
     let opts = SimOptions {
         masters: 1,
         workers,
         time_scale: 0.05,
+        prefix: prefix.clone(),
         ..Default::default()
     };
-    let sim = SimCluster::start(api.client().await.unwrap(), opts)
+    let sim = SimCluster::start(cluster.client.clone(), opts)
         .await
         .unwrap();
-    (api, sim)
+    Env {
+        cluster,
+        sim,
+        prefix,
+    }
 }
 
-/// Starts a healer; the token stops it gracefully.
-async fn healer(
-    api: &FakeApiServer,
-    sim: &Arc<SimCluster>,
-    loaded: Loaded,
-    identity: &str,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-    Arc<Status>,
-) {
-    let status = Arc::new(Status::default());
-    let rt = autohealer::Runtime {
-        client: api.client().await.unwrap(),
-        provider: sim.provider(),
-        metrics: Arc::new(Metrics::new()),
-        status: status.clone(),
-        identity: identity.into(),
-    };
-    let token = CancellationToken::new();
-    let task = tokio::spawn(autohealer::run(loaded, rt, token.clone()));
-    (token, task, status)
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            ^ u128::from(std::process::id())
+    )
+    .chars()
+    .rev()
+    .collect()
+}
+
+impl Env {
+    fn config(&self, extra: &str) -> Loaded {
+        let single = if extra.contains("leader-elect:") {
+            ""
+        } else {
+            "leader-elect: false\n"
+        };
+        let text = format!(
+            "cluster-name: sim\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nrebuild-delay-after-reboot: 60s\nnode-selector: {SIM_LABEL}={}\n{single}admin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n{extra}",
+            self.prefix
+        );
+        Config::load_str(&text, &Registry::with_builtins()).unwrap()
+    }
+
+    fn worker(&self, i: usize) -> String {
+        let mut w = self.sim.node_names(Role::Worker);
+        w.sort();
+        w[i].clone()
+    }
+
+    /// Starts a healer; the token stops it gracefully.
+    async fn healer(
+        &self,
+        loaded: Loaded,
+        identity: &str,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let status = Arc::new(Status::default());
+        let rt = autohealer::Runtime {
+            client: self.cluster.client.clone(),
+            provider: self.sim.provider(),
+            metrics: Arc::new(Metrics::new()),
+            status: status.clone(),
+            identity: identity.into(),
+        };
+        let token = CancellationToken::new();
+        let task = tokio::spawn(autohealer::run(loaded, rt, token.clone()));
+        until("the node cache syncs", || {
+            status.synced.load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .await;
+        (token, task)
+    }
+
+    async fn node(&self, name: &str) -> Option<Node> {
+        Api::<Node>::all(self.cluster.client.clone())
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn annotate(&self, name: &str, key: &str, value: &str) {
+        let p = json!({"metadata": {"annotations": {key: value}}});
+        Api::<Node>::all(self.cluster.client.clone())
+            .patch(name, &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .unwrap();
+    }
+
+    async fn has_event(&self, node: &str, reason: &str) -> bool {
+        self.cluster
+            .node_events(node)
+            .await
+            .iter()
+            .any(|(r, _)| r == reason)
+    }
+
+    async fn event_note(&self, node: &str, reason: &str) -> String {
+        self.cluster
+            .node_events(node)
+            .await
+            .into_iter()
+            .find(|(r, _)| r == reason)
+            .map(|(_, n)| n)
+            .unwrap_or_default()
+    }
 }
 
 async fn until<F: FnMut() -> bool>(what: &str, mut f: F) {
@@ -82,78 +151,84 @@ async fn until<F: FnMut() -> bool>(what: &str, mut f: F) {
     .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
 
-fn node(api: &FakeApiServer, name: &str) -> Option<Arc<Value>> {
-    api.store().get(nodes_res(), "", name).ok()
+async fn until_async<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !f().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
 
-fn annotation(n: &Value, key: &str) -> Option<String> {
-    n.pointer("/metadata/annotations")
+fn annotation(n: &Node, key: &str) -> Option<String> {
+    n.metadata
+        .annotations
+        .as_ref()
         .and_then(|a| a.get(key))
-        .and_then(Value::as_str)
-        .map(String::from)
+        .cloned()
 }
 
-fn cordoned(n: &Value) -> bool {
-    n.pointer("/spec/unschedulable")
-        .and_then(Value::as_bool)
+fn cordoned(n: &Node) -> bool {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
         .unwrap_or(false)
 }
 
-fn ready(n: &Value) -> bool {
-    n.pointer("/status/conditions")
-        .and_then(Value::as_array)
+fn ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
         .into_iter()
         .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-fn event_reasons(api: &FakeApiServer, node: &str) -> Vec<(String, String)> {
-    let events = resources::find("events.k8s.io", "v1", "events").unwrap();
-    let mut out: Vec<(String, String, String)> = api
-        .store()
-        .all(events)
+fn released(n: &Option<Node>) -> bool {
+    n.as_ref()
+        .is_some_and(|n| ready(n) && !cordoned(n) && annotation(n, REPAIR).is_none())
+}
+
+fn record_writers(versions: &[Node]) -> Vec<String> {
+    versions
         .iter()
-        .filter(|e| e.pointer("/regarding/name").and_then(Value::as_str) == Some(node))
-        .map(|e| {
-            let s = |p: &str| {
-                e.pointer(p)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            (s("/metadata/creationTimestamp"), s("/reason"), s("/note"))
-        })
-        .collect();
-    out.sort();
-    out.into_iter().map(|(_, r, n)| (r, n)).collect()
+        .filter_map(|v| annotation(v, REPAIR))
+        .filter_map(|r| serde_json::from_str::<Value>(&r).ok())
+        .filter_map(|r| r["by"].as_str().map(String::from))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_not_ready_is_cordoned_rebooted_once_and_uncordoned() {
-    let (api, sim) = cluster(3).await;
-    let (token, task, status) = healer(&api, &sim, config(""), "replica-a").await;
-    until("the node cache syncs", || {
-        status.synced.load(std::sync::atomic::Ordering::Relaxed)
-    })
-    .await;
-    let victim = "sim-worker-0";
-    sim.inject(
-        victim,
+    let e = env(3).await;
+    let victim = e.worker(0);
+    let recorder = NodeRecorder::start(e.cluster.client.clone(), &victim);
+    let (token, task) = e.healer(e.config(""), "replica-a").await;
+    e.sim.inject(
+        &victim,
         Fault::NotReady("KernelDeadlock".into()),
         Cure::Reboot,
     );
     until("the reboot is issued", || {
-        sim.calls_for(victim, Action::Reboot) == 1
+        e.sim.calls_for(&victim, Action::Reboot) == 1
     })
     .await;
-    until("the node has recovered and is released", || {
-        node(&api, victim)
-            .is_some_and(|n| ready(&n) && !cordoned(&n) && annotation(&n, REPAIR).is_none())
+    until_async("the node has recovered and is released", || async {
+        released(&e.node(&victim).await)
+    })
+    .await;
+    until("the recorder saw the release", || {
+        recorder.latest().is_some_and(|n| released(&Some(n)))
     })
     .await;
 
     // On the way, the ledger and the cordon were written together, before the call.
-    let versions = api.store().history_of(nodes_res(), "", victim);
+    let versions = recorder.versions();
     let started = versions
         .iter()
         .find(|v| annotation(v, REPAIR).is_some())
@@ -163,8 +238,10 @@ async fn worker_not_ready_is_cordoned_rebooted_once_and_uncordoned() {
         "the worker is cordoned in the same write that records the repair"
     );
     let record: Value = serde_json::from_str(&annotation(started, REPAIR).unwrap()).unwrap();
-    assert_eq!(record["action"], "reboot");
-    assert_eq!(record["by"], "replica-a");
+    assert_eq!(
+        (record["action"].as_str(), record["by"].as_str()),
+        (Some("reboot"), Some("replica-a"))
+    );
     assert!(
         record["reason"]
             .as_str()
@@ -172,7 +249,14 @@ async fn worker_not_ready_is_cordoned_rebooted_once_and_uncordoned() {
             .contains("KernelDeadlock")
     );
 
-    let reasons: Vec<String> = event_reasons(&api, victim)
+    until_async("the Recovered Event is published", || {
+        e.has_event(&victim, "Recovered")
+    })
+    .await;
+    let reasons: Vec<String> = e
+        .cluster
+        .node_events(&victim)
+        .await
         .into_iter()
         .map(|(r, _)| r)
         .collect();
@@ -182,24 +266,21 @@ async fn worker_not_ready_is_cordoned_rebooted_once_and_uncordoned() {
             "missing Event {want}: {reasons:?}"
         );
     }
-    let note = event_reasons(&api, victim)
-        .into_iter()
-        .find(|(r, _)| r == "RepairStarted")
-        .unwrap()
-        .1;
     assert!(
-        note.contains("KernelDeadlock"),
-        "the Event says why: {note}"
+        e.event_note(&victim, "RepairStarted")
+            .await
+            .contains("KernelDeadlock"),
+        "the Event says why"
     );
     assert_eq!(
-        sim.calls().len(),
+        e.sim.calls().len(),
         1,
         "exactly one cloud call in all: {:?}",
-        sim.calls()
+        e.sim.calls()
     );
-    for other in ["sim-worker-1", "sim-worker-2", "sim-master-0"] {
+    for other in [e.worker(1), e.worker(2)] {
         assert!(
-            node(&api, other).is_some_and(|n| !cordoned(&n)),
+            e.node(&other).await.is_some_and(|n| !cordoned(&n)),
             "{other} was left alone"
         );
     }
@@ -209,28 +290,20 @@ async fn worker_not_ready_is_cordoned_rebooted_once_and_uncordoned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_writes_nothing_and_calls_nothing() {
-    let (api, sim) = cluster(2).await;
-    let (token, task, status) = healer(&api, &sim, config("dry-run: true\n"), "replica-a").await;
-    until("the node cache syncs", || {
-        status.synced.load(std::sync::atomic::Ordering::Relaxed)
-    })
-    .await;
-    let victim = "sim-worker-1";
-    sim.inject(
-        victim,
+    let e = env(2).await;
+    let victim = e.worker(1);
+    let recorder = NodeRecorder::start(e.cluster.client.clone(), &victim);
+    let (token, task) = e.healer(e.config("dry-run: true\n"), "replica-a").await;
+    e.sim.inject(
+        &victim,
         Fault::NotReady("NetworkUnavailable".into()),
         Cure::Reboot,
     );
-    until("the dry-run Event is emitted", || {
-        event_reasons(&api, victim)
-            .iter()
-            .any(|(r, _)| r == "DryRun")
+    until_async("the dry-run Event is emitted", || {
+        e.has_event(&victim, "DryRun")
     })
     .await;
-    let (_, note) = event_reasons(&api, victim)
-        .into_iter()
-        .find(|(r, _)| r == "DryRun")
-        .unwrap();
+    let note = e.event_note(&victim, "DryRun").await;
     assert!(
         note.contains("Would reboot") && note.contains("NetworkUnavailable"),
         "{note}"
@@ -238,24 +311,26 @@ async fn dry_run_writes_nothing_and_calls_nothing() {
     token.cancel();
     task.await.unwrap().unwrap();
     assert!(
-        sim.calls().is_empty(),
+        e.sim.calls().is_empty(),
         "no cloud call in dry-run: {:?}",
-        sim.calls()
+        e.sim.calls()
     );
-    for v in api.store().history_of(nodes_res(), "", victim) {
+    let versions = recorder.versions();
+    assert!(!versions.is_empty());
+    for v in versions {
         assert!(
             annotation(&v, REPAIR).is_none() && !cordoned(&v),
-            "dry-run wrote to the node: {v}"
+            "dry-run wrote to the node: {v:?}"
         );
-        let managers: Vec<&str> = v
-            .pointer("/metadata/managedFields")
-            .and_then(Value::as_array)
-            .into_iter()
+        let managers: Vec<String> = v
+            .metadata
+            .managed_fields
+            .iter()
             .flatten()
-            .filter_map(|m| m["manager"].as_str())
+            .filter_map(|m| m.manager.clone())
             .collect();
         assert!(
-            !managers.contains(&"autohealer"),
+            !managers.contains(&"autohealer".to_string()),
             "dry-run wrote to the node: {managers:?}"
         );
     }
@@ -263,49 +338,36 @@ async fn dry_run_writes_nothing_and_calls_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skipped_node_is_left_alone_and_remediate_repairs_on_request() {
-    let (api, sim) = cluster(2).await;
-    let client = api.client().await.unwrap();
-    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
-    let pp = kube::api::PatchParams::default();
-    nodes
-        .patch(
-            "sim-worker-0",
-            &pp,
-            &kube::api::Patch::Merge(
-                serde_json::json!({"metadata": {"annotations": {"autohealer.dev/skip": "true"}}}),
-            ),
-        )
-        .await
-        .unwrap();
-    let (token, task, status) = healer(&api, &sim, config(""), "replica-a").await;
-    until("the node cache syncs", || {
-        status.synced.load(std::sync::atomic::Ordering::Relaxed)
-    })
-    .await;
-    sim.inject(
-        "sim-worker-0",
+    let e = env(2).await;
+    let (skipped, requested) = (e.worker(0), e.worker(1));
+    e.annotate(&skipped, "autohealer.dev/skip", "true").await;
+    let (token, task) = e.healer(e.config(""), "replica-a").await;
+    e.sim.inject(
+        &skipped,
         Fault::NotReady("KubeletNotReady".into()),
         Cure::Reboot,
     );
-    until("the hold is announced", || {
-        event_reasons(&api, "sim-worker-0")
-            .iter()
-            .any(|(r, n)| r == "RepairHeld" && n.contains("autohealer.dev/skip"))
+    until_async("the hold is announced", || async {
+        e.event_note(&skipped, "RepairHeld")
+            .await
+            .contains("autohealer.dev/skip")
     })
     .await;
     // A healthy node repaired on request, and the request removed when taken.
-    nodes.patch("sim-worker-1", &pp, &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {"autohealer.dev/remediate": "true"}}}))).await.unwrap();
+    e.annotate(&requested, "autohealer.dev/remediate", "true")
+        .await;
     until("the requested reboot is issued", || {
-        sim.calls_for("sim-worker-1", Action::Reboot) == 1
+        e.sim.calls_for(&requested, Action::Reboot) == 1
     })
     .await;
-    until("the request annotation is removed", || {
-        node(&api, "sim-worker-1")
+    until_async("the request annotation is removed", || async {
+        e.node(&requested)
+            .await
             .is_some_and(|n| annotation(&n, "autohealer.dev/remediate").is_none())
     })
     .await;
     assert_eq!(
-        sim.calls_for("sim-worker-0", Action::Reboot),
+        e.sim.calls_for(&skipped, Action::Reboot),
         0,
         "a skipped node is never repaired"
     );
@@ -366,81 +428,80 @@ impl Drop for Replica {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_one_acts_and_the_standby_takes_over_when_it_dies() {
-    let (api, sim) = cluster(3).await;
-    let loaded =
-        config("leader-elect: true\nleader-election:\n  lease-duration: 3s\n  renew-grace: 1s\n");
+    let e = env(3).await;
+    let lease = format!("autohealer-{}", e.prefix);
+    let loaded = e.config(&format!("leader-elect: true\nleader-election:\n  lease-name: {lease}\n  lease-duration: 3s\n  renew-grace: 1s\n"));
+    let leases: Api<Lease> = Api::namespaced(e.cluster.client.clone(), "kube-system");
+    let holder = || async {
+        leases
+            .get_opt(&lease)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    };
     let mut a = Replica::start(
-        api.kubeconfig_yaml(),
-        sim.clone(),
+        e.cluster.kubeconfig.clone(),
+        e.sim.clone(),
         loaded.clone(),
         "replica-a",
     );
-    let leases = resources::find("coordination.k8s.io", "v1", "leases").unwrap();
-    let holder = || {
-        api.store()
-            .get(leases, "kube-system", "autohealer")
-            .ok()
-            .and_then(|l| {
-                l.pointer("/spec/holderIdentity")
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            })
-    };
-    until("replica-a leads", || {
-        holder().as_deref() == Some("replica-a")
+    until_async("replica-a leads", || async {
+        holder().await.as_deref() == Some("replica-a")
     })
     .await;
-    let mut b = Replica::start(api.kubeconfig_yaml(), sim.clone(), loaded, "replica-b");
+    let mut b = Replica::start(
+        e.cluster.kubeconfig.clone(),
+        e.sim.clone(),
+        loaded,
+        "replica-b",
+    );
 
-    sim.inject(
-        "sim-worker-0",
+    let (first, second) = (e.worker(0), e.worker(1));
+    let recorder = NodeRecorder::start(e.cluster.client.clone(), &first);
+    e.sim.inject(
+        &first,
         Fault::NotReady("KubeletNotReady".into()),
         Cure::Reboot,
     );
     until("the leader reboots", || {
-        sim.calls_for("sim-worker-0", Action::Reboot) == 1
+        e.sim.calls_for(&first, Action::Reboot) == 1
     })
     .await;
     until("the first repair is done", || {
-        node(&api, "sim-worker-0").is_some_and(|n| ready(&n) && annotation(&n, REPAIR).is_none())
+        recorder.latest().is_some_and(|n| released(&Some(n)))
     })
     .await;
     assert_eq!(
-        sim.calls_for("sim-worker-0", Action::Reboot),
+        e.sim.calls_for(&first, Action::Reboot),
         1,
         "two replicas, one reboot"
     );
-    let writers: Vec<String> = api
-        .store()
-        .history_of(nodes_res(), "", "sim-worker-0")
-        .iter()
-        .filter_map(|v| annotation(v, REPAIR))
-        .filter_map(|r| serde_json::from_str::<Value>(&r).ok())
-        .filter_map(|r| r["by"].as_str().map(String::from))
-        .collect();
+    let writers = record_writers(&recorder.versions());
     assert!(
         !writers.is_empty() && writers.iter().all(|w| w == "replica-a"),
         "only the leader writes: {writers:?}"
     );
 
     a.kill();
-    until("replica-b takes over the Lease", || {
-        holder().as_deref() == Some("replica-b")
+    until_async("replica-b takes over the Lease", || async {
+        holder().await.as_deref() == Some("replica-b")
     })
     .await;
-    sim.inject(
-        "sim-worker-1",
+    e.sim.inject(
+        &second,
         Fault::NotReady("KubeletNotReady".into()),
         Cure::Reboot,
     );
     until("the standby repairs", || {
-        sim.calls_for("sim-worker-1", Action::Reboot) == 1
+        e.sim.calls_for(&second, Action::Reboot) == 1
     })
     .await;
-    until("the second repair is done", || {
-        node(&api, "sim-worker-1").is_some_and(|n| ready(&n) && annotation(&n, REPAIR).is_none())
+    until_async("the second repair is done", || async {
+        released(&e.node(&second).await)
     })
     .await;
-    assert_eq!(sim.calls().len(), 2, "{:?}", sim.calls());
+    assert_eq!(e.sim.calls().len(), 2, "{:?}", e.sim.calls());
     b.kill();
 }
