@@ -52,10 +52,7 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     pub fn internal_ip(&self) -> Option<&str> {
-        self.addresses
-            .iter()
-            .find(|(t, _)| t == "InternalIP")
-            .map(|(_, a)| a.as_str())
+        self.addresses.iter().find(|(t, _)| t == "InternalIP").map(|(_, a)| a.as_str())
     }
 }
 
@@ -116,18 +113,10 @@ pub enum CloudError {
     #[error("node {node} maps to no server: {reason}")]
     NoServer { node: String, reason: String },
     #[error("{action} is not supported by the {provider} provider for this node: {reason}")]
-    Unsupported {
-        provider: String,
-        action: Action,
-        reason: String,
-    },
+    Unsupported { provider: String, action: Action, reason: String },
     /// A call failed; `call` names it (e.g. `nova POST /servers/{id}/action`).
     #[error("{call} failed: {message}")]
-    Call {
-        call: String,
-        status: Option<u16>,
-        message: String,
-    },
+    Call { call: String, status: Option<u16>, message: String },
     #[error("{0}")]
     Other(String),
 }

@@ -30,9 +30,7 @@ pub struct Actor {
 pub enum ActError {
     #[error("leadership was lost before the write")]
     NotLeader,
-    #[error(
-        "node {0} changed since it was read (409 Conflict on patch nodes/{0}); the next evaluation decides again"
-    )]
+    #[error("node {0} changed since it was read (409 Conflict on patch nodes/{0}); the next evaluation decides again")]
     Conflict(String),
     #[error("patch nodes/{node} failed: {source}")]
     Kube { node: String, source: kube::Error },
@@ -46,27 +44,13 @@ impl Actor {
         metrics: Arc<Metrics>,
         identity: String,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "autohealer".into(),
-            instance: Some(identity.clone()),
-        };
-        Self {
-            nodes: Api::all(client.clone()),
-            recorder: Recorder::new(client, reporter),
-            provider,
-            leader,
-            metrics,
-            identity,
-        }
+        let reporter = Reporter { controller: "autohealer".into(), instance: Some(identity.clone()) };
+        Self { nodes: Api::all(client.clone()), recorder: Recorder::new(client, reporter), provider, leader, metrics, identity }
     }
 
     pub async fn event(&self, n: &Node, warning: bool, reason: &str, action: &str, note: String) {
         let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
+            type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.into(),
             note: Some(truncate(note, 1000)),
             action: action.into(),
@@ -85,10 +69,7 @@ impl Actor {
         }
         let name = n.name_any();
         patch["metadata"]["resourceVersion"] = json!(n.resource_version());
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
+        let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         match self.nodes.patch(&name, &pp, &Patch::Merge(&patch)).await {
             Ok(n) => Ok(n),
             Err(kube::Error::Api(s)) if s.code == 409 => Err(ActError::Conflict(name)),
@@ -134,23 +115,11 @@ impl Actor {
         if attempt == 1 {
             self.metrics.detection_lag.observe(lag);
         }
-        self.metrics
-            .repair(role.as_str(), action.as_str(), "started");
+        self.metrics.repair(role.as_str(), action.as_str(), "started");
         tracing::info!(node = %n.name_any(), %role, %action, attempt, reason, cordoned = cordon_now, "repair step started");
-        let verb = if action == Action::Reboot {
-            "Rebooting"
-        } else {
-            "Replacing"
-        };
+        let verb = if action == Action::Reboot { "Rebooting" } else { "Replacing" };
         let cordoned = if cordon_now { " Cordoned." } else { "" };
-        self.event(
-            n,
-            false,
-            "RepairStarted",
-            action_name(action),
-            format!("{verb} node (attempt {attempt}): {reason}.{cordoned}"),
-        )
-        .await;
+        self.event(n, false, "RepairStarted", action_name(action), format!("{verb} node (attempt {attempt}): {reason}.{cordoned}")).await;
 
         if !self.leader.is_leader() {
             return Err(ActError::NotLeader);
@@ -158,54 +127,39 @@ impl Actor {
         let info = node::info(n);
         let result = match action {
             Action::Reboot => self.provider.reboot(&info).await,
-            Action::Replace => self
-                .provider
-                .replace(std::slice::from_ref(&info))
-                .await
-                .map(|mut v| {
-                    v.pop().unwrap_or_else(|| autohealer_cloud::ActionOutcome {
-                        server_id: None,
-                        detail: "replace accepted".into(),
-                        already_in_progress: false,
-                    })
-                }),
+            Action::Replace => self.provider.replace(std::slice::from_ref(&info)).await.map(|mut v| {
+                v.pop().unwrap_or_else(|| autohealer_cloud::ActionOutcome {
+                    server_id: None,
+                    detail: "replace accepted".into(),
+                    already_in_progress: false,
+                })
+            }),
         };
         match result {
             Ok(outcome) => {
                 tracing::info!(node = %n.name_any(), %action, detail = %outcome.detail, "cloud accepted the step");
-                self.event(
-                    n,
-                    false,
-                    "RepairIssued",
-                    action_name(action),
-                    outcome.detail.clone(),
-                )
-                .await;
+                self.event(n, false, "RepairIssued", action_name(action), outcome.detail.clone()).await;
                 if outcome.server_id.is_some() && outcome.server_id != record.server_id {
                     let mut r = record.clone();
                     r.server_id = outcome.server_id;
-                    let _ = self
-                        .fenced_patch(
-                            &written,
-                            json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}}),
-                        )
-                        .await;
+                    let _ = self.fenced_patch(&written, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await;
                 }
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(node = %n.name_any(), %action, error = %e, "repair step failed");
-                self.metrics
-                    .repair(role.as_str(), action.as_str(), "failed");
+                self.metrics.repair(role.as_str(), action.as_str(), "failed");
                 let mut r = record;
                 r.failed = Some(e.to_string());
-                let _ = self
-                    .fenced_patch(
-                        &written,
-                        json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}}),
-                    )
-                    .await;
-                self.event(n, true, "RepairFailed", action_name(action), format!("{action} failed: {e}. The node is left alone until the annotation {REPAIR_ANNOTATION} is removed.")).await;
+                let _ = self.fenced_patch(&written, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await;
+                self.event(
+                    n,
+                    true,
+                    "RepairFailed",
+                    action_name(action),
+                    format!("{action} failed: {e}. The node is left alone until the annotation {REPAIR_ANNOTATION} is removed."),
+                )
+                .await;
                 Ok(())
             }
         }
@@ -219,18 +173,11 @@ impl Actor {
         }
         self.fenced_patch(n, patch).await?;
         let role = node::role(n);
-        let took = Timestamp::now()
-            .duration_since(record.first_started)
-            .as_secs_f64()
-            .max(0.0);
-        self.metrics
-            .repair(role.as_str(), record.action.as_str(), "succeeded");
+        let took = Timestamp::now().duration_since(record.first_started).as_secs_f64().max(0.0);
+        self.metrics.repair(role.as_str(), record.action.as_str(), "succeeded");
         self.metrics
             .repair_duration
-            .get_or_create(&ActionLabels {
-                role: role.as_str().into(),
-                action: record.action.as_str().into(),
-            })
+            .get_or_create(&ActionLabels { role: role.as_str().into(), action: record.action.as_str().into() })
             .observe(took);
         let how = match (&record.boot_id, node::boot_id(n)) {
             (Some(a), Some(b)) if a != b => " (boot ID changed)",
@@ -243,10 +190,7 @@ impl Actor {
             false,
             "Recovered",
             "Verify",
-            format!(
-                "Node is healthy again after {}{how}, {:.0}s after the repair began.{uncordon}",
-                record.action, took
-            ),
+            format!("Node is healthy again after {}{how}, {:.0}s after the repair began.{uncordon}", record.action, took),
         )
         .await;
         Ok(())
@@ -256,37 +200,23 @@ impl Actor {
     pub async fn failed(&self, n: &Node, record: &RepairRecord, why: &str) -> Result<(), ActError> {
         let mut r = record.clone();
         r.failed = Some(why.to_string());
-        self.fenced_patch(
-            n,
-            json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}}),
-        )
-        .await?;
-        self.metrics
-            .repair(node::role(n).as_str(), record.action.as_str(), "failed");
+        self.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await?;
+        self.metrics.repair(node::role(n).as_str(), record.action.as_str(), "failed");
         tracing::warn!(node = %n.name_any(), why, "repair failed");
         self.event(
             n,
             true,
             "RepairFailed",
             "Verify",
-            format!(
-                "{why}. The node is left alone until the annotation {REPAIR_ANNOTATION} is removed."
-            ),
+            format!("{why}. The node is left alone until the annotation {REPAIR_ANNOTATION} is removed."),
         )
         .await;
         Ok(())
     }
 
     /// Persists (or clears) a probing check's first-failure time, as upstream does.
-    pub async fn mark_probe(
-        &self,
-        n: &Node,
-        annotation: &str,
-        value: Option<String>,
-    ) -> Result<(), ActError> {
-        self.fenced_patch(n, json!({"metadata": {"annotations": {annotation: value}}}))
-            .await
-            .map(|_| ())
+    pub async fn mark_probe(&self, n: &Node, annotation: &str, value: Option<String>) -> Result<(), ActError> {
+        self.fenced_patch(n, json!({"metadata": {"annotations": {annotation: value}}})).await.map(|_| ())
     }
 }
 

@@ -78,24 +78,13 @@ impl Healer {
         metrics: Arc<Metrics>,
         status: Arc<Status>,
     ) -> Self {
-        Self {
-            client,
-            provider,
-            leader,
-            settings,
-            metrics,
-            status,
-        }
+        Self { client, provider, leader, settings, metrics, status }
     }
 
     fn supported(&self) -> BTreeSet<(Role, Action)> {
         [Role::Master, Role::Worker]
             .into_iter()
-            .flat_map(|r| {
-                [Action::Reboot, Action::Replace]
-                    .into_iter()
-                    .map(move |a| (r, a))
-            })
+            .flat_map(|r| [Action::Reboot, Action::Replace].into_iter().map(move |a| (r, a)))
             .filter(|(r, a)| self.provider.supports(*a, *r))
             .collect()
     }
@@ -110,11 +99,7 @@ impl Healer {
         if let Some(sel) = &self.settings.node_selector {
             wc = wc.labels(sel);
         }
-        let stream = watcher(nodes, wc)
-            .default_backoff()
-            .modify(node::trim)
-            .reflect(writer)
-            .touched_objects();
+        let stream = watcher(nodes, wc).default_backoff().modify(node::trim).reflect(writer).touched_objects();
         let notify = changed.clone();
         let watch_task = tokio::spawn(async move {
             futures::pin_mut!(stream);
@@ -134,13 +119,7 @@ impl Healer {
         tracing::info!(nodes = reader.state().len(), "node cache synced");
 
         let obs = Arc::new(Mutex::new(Observations::default()));
-        let probe_task = tokio::spawn(prober(
-            reader.clone(),
-            self.settings.clone(),
-            obs.clone(),
-            changed.clone(),
-            shutdown.clone(),
-        ));
+        let probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone()));
         let actor = Arc::new(Actor::new(
             self.client.clone(),
             self.provider.clone(),
@@ -170,52 +149,23 @@ impl Healer {
                 policy: &self.settings.policy,
                 now,
             });
-            let wants_new_step = p
-                .nodes
-                .iter()
-                .any(|n| matches!(n.decision, Decision::Repair { .. }));
+            let wants_new_step = p.nodes.iter().any(|n| matches!(n.decision, Decision::Repair { .. }));
             if wants_new_step {
-                let fresh = gate
-                    .as_ref()
-                    .is_some_and(|g| g.at.elapsed() < self.settings.monitor_interval);
+                let fresh = gate.as_ref().is_some_and(|g| g.at.elapsed() < self.settings.monitor_interval);
                 if !fresh {
                     let value = match self.provider.repair_allowed().await {
                         Ok(v) => v,
                         Err(e) => RepairGate::Denied(format!("cannot ask the cloud: {e}")),
                     };
-                    gate = Some(Gate {
-                        value,
-                        at: tokio::time::Instant::now(),
-                    });
+                    gate = Some(Gate { value, at: tokio::time::Instant::now() });
                 }
-                let g = gate
-                    .as_ref()
-                    .map_or(RepairGate::Allowed, |g| g.value.clone());
-                p = planner::plan(&Input {
-                    nodes: &states,
-                    leader,
-                    gate: &g,
-                    supported: &supported,
-                    policy: &self.settings.policy,
-                    now,
-                });
+                let g = gate.as_ref().map_or(RepairGate::Allowed, |g| g.value.clone());
+                p = planner::plan(&Input { nodes: &states, leader, gate: &g, supported: &supported, policy: &self.settings.policy, now });
             }
             self.publish_metrics(&states, &p);
-            let wake = p.wake_at.map(|w| {
-                tokio::time::Instant::now()
-                    + Duration::try_from(w.duration_since(now)).unwrap_or(Duration::ZERO)
-            });
+            let wake = p.wake_at.map(|w| tokio::time::Instant::now() + Duration::try_from(w.duration_since(now)).unwrap_or(Duration::ZERO));
             if leader {
-                self.act(
-                    &p,
-                    &snapshot,
-                    &actor,
-                    &mut in_flight,
-                    &mut announced,
-                    &done_tx,
-                    &term,
-                    &obs,
-                );
+                self.act(&p, &snapshot, &actor, &mut in_flight, &mut announced, &done_tx, &term, &obs);
             }
 
             tokio::select! {
@@ -242,32 +192,18 @@ impl Healer {
         Ok(())
     }
 
-    fn evaluate(
-        &self,
-        snapshot: &[Arc<Node>],
-        obs: &Mutex<Observations>,
-        now: Timestamp,
-    ) -> (Vec<NodeState>, Vec<Vec<CheckVerdict>>) {
+    fn evaluate(&self, snapshot: &[Arc<Node>], obs: &Mutex<Observations>, now: Timestamp) -> (Vec<NodeState>, Vec<Vec<CheckVerdict>>) {
         let mut obs = obs.lock().unwrap_or_else(|p| p.into_inner());
-        let uids: HashSet<String> = snapshot
-            .iter()
-            .filter_map(|n| n.metadata.uid.clone())
-            .collect();
+        let uids: HashSet<String> = snapshot.iter().filter_map(|n| n.metadata.uid.clone()).collect();
         obs.probes.retain(|(uid, _), _| uids.contains(uid));
         obs.first_seen.retain(|(uid, _), _| uids.contains(uid));
-        snapshot
-            .iter()
-            .map(|n| observe::evaluate(n, &self.settings.checks, &mut obs, now))
-            .unzip()
+        snapshot.iter().map(|n| observe::evaluate(n, &self.settings.checks, &mut obs, now)).unzip()
     }
 
     /// One evaluation without acting: what `autohealer plan` prints.
     pub async fn plan_once(&self) -> anyhow::Result<(Vec<Row>, Plan)> {
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let list = nodes
-            .list(&Default::default())
-            .await
-            .map_err(|e| anyhow::anyhow!("list nodes failed: {e}"))?;
+        let list = nodes.list(&Default::default()).await.map_err(|e| anyhow::anyhow!("list nodes failed: {e}"))?;
         let snapshot: Vec<Arc<Node>> = list
             .items
             .into_iter()
@@ -280,30 +216,15 @@ impl Healer {
         probe_all(&snapshot, &self.settings, &obs).await;
         let now = Timestamp::now();
         let (states, verdicts) = self.evaluate(&snapshot, &obs, now);
-        let gate = self
-            .provider
-            .repair_allowed()
-            .await
-            .unwrap_or_else(|e| RepairGate::Denied(format!("cannot ask the cloud: {e}")));
+        let gate = self.provider.repair_allowed().await.unwrap_or_else(|e| RepairGate::Denied(format!("cannot ask the cloud: {e}")));
         let supported = self.supported();
-        let p = planner::plan(&Input {
-            nodes: &states,
-            leader: true,
-            gate: &gate,
-            supported: &supported,
-            policy: &self.settings.policy,
-            now,
-        });
+        let p =
+            planner::plan(&Input { nodes: &states, leader: true, gate: &gate, supported: &supported, policy: &self.settings.policy, now });
         let rows = p
             .nodes
             .iter()
             .zip(verdicts)
-            .map(|(np, v)| Row {
-                name: np.name.clone(),
-                role: np.role,
-                verdicts: v,
-                decision: np.decision.clone(),
-            })
+            .map(|(np, v)| Row { name: np.name.clone(), role: np.role, verdicts: v, decision: np.decision.clone() })
             .collect();
         Ok((rows, p))
     }
@@ -311,24 +232,9 @@ impl Healer {
     fn publish_metrics(&self, states: &[NodeState], p: &Plan) {
         for role in [Role::Master, Role::Worker] {
             let count = states.iter().filter(|s| s.role == role).count();
-            self.metrics
-                .nodes
-                .get_or_create(&RoleLabels {
-                    role: role.as_str().into(),
-                })
-                .set(count as i64);
-            let held = p
-                .nodes
-                .iter()
-                .filter(|n| n.role == role && matches!(n.decision, Decision::Held { .. }))
-                .count();
-            self.metrics
-                .held
-                .get_or_create(&HeldLabels {
-                    role: role.as_str().into(),
-                    gate: "any".into(),
-                })
-                .set(held as i64);
+            self.metrics.nodes.get_or_create(&RoleLabels { role: role.as_str().into() }).set(count as i64);
+            let held = p.nodes.iter().filter(|n| n.role == role && matches!(n.decision, Decision::Held { .. })).count();
+            self.metrics.held.get_or_create(&HeldLabels { role: role.as_str().into(), gate: "any".into() }).set(held as i64);
             let mut per_check: HashMap<&str, i64> = HashMap::new();
             for check in self.settings.checks.for_role(role) {
                 per_check.insert(check.type_name(), 0);
@@ -340,13 +246,7 @@ impl Healer {
                 }
             }
             for (check, n) in per_check {
-                self.metrics
-                    .unhealthy_nodes
-                    .get_or_create(&CheckLabels {
-                        role: role.as_str().into(),
-                        check: check.into(),
-                    })
-                    .set(n);
+                self.metrics.unhealthy_nodes.get_or_create(&CheckLabels { role: role.as_str().into(), check: check.into() }).set(n);
             }
         }
     }
@@ -363,8 +263,7 @@ impl Healer {
         term: &CancellationToken,
         obs: &Mutex<Observations>,
     ) {
-        let by_name: HashMap<&str, &Arc<Node>> =
-            snapshot.iter().map(|n| (node::name(n), n)).collect();
+        let by_name: HashMap<&str, &Arc<Node>> = snapshot.iter().map(|n| (node::name(n), n)).collect();
         for np in &p.nodes {
             let Some(n) = by_name.get(np.name.as_str()).map(|n| (*n).clone()) else {
                 continue;
@@ -380,10 +279,9 @@ impl Healer {
             let notice = match &np.decision {
                 Decision::Held { why } => Some(("RepairHeld", why.clone())),
                 Decision::GaveUp { why } => Some(("RepairAbandoned", why.clone())),
-                Decision::Repair { action, reason, .. } if self.settings.policy.dry_run => Some((
-                    "DryRun",
-                    format!("Would {action} node: {reason} (dry-run: nothing was changed)"),
-                )),
+                Decision::Repair { action, reason, .. } if self.settings.policy.dry_run => {
+                    Some(("DryRun", format!("Would {action} node: {reason} (dry-run: nothing was changed)")))
+                }
                 _ => None,
             };
             if let Some((reason, note)) = notice {
@@ -391,17 +289,10 @@ impl Healer {
                     let actor = actor.clone();
                     let n = n.clone();
                     tracing::info!(node = %np.name, reason, note = %note, "decision");
-                    if let (true, Decision::Repair { action, .. }) =
-                        (reason == "DryRun", &np.decision)
-                    {
-                        self.metrics
-                            .repair(np.role.as_str(), action.as_str(), "dry_run");
+                    if let (true, Decision::Repair { action, .. }) = (reason == "DryRun", &np.decision) {
+                        self.metrics.repair(np.role.as_str(), action.as_str(), "dry_run");
                     }
-                    tokio::spawn(async move {
-                        actor
-                            .event(&n, reason != "DryRun", reason, "Decide", note)
-                            .await
-                    });
+                    tokio::spawn(async move { actor.event(&n, reason != "DryRun", reason, "Decide", note).await });
                 }
                 continue;
             }
@@ -416,23 +307,8 @@ impl Healer {
             let task = tokio::spawn(async move {
                 let work = async {
                     match &decision {
-                        Decision::Repair {
-                            action,
-                            attempt,
-                            reason,
-                            actionable_since,
-                            cordon,
-                        } => {
-                            actor
-                                .start_step(
-                                    &n,
-                                    *action,
-                                    *attempt,
-                                    reason,
-                                    *actionable_since,
-                                    *cordon,
-                                )
-                                .await
+                        Decision::Repair { action, attempt, reason, actionable_since, cordon } => {
+                            actor.start_step(&n, *action, *attempt, reason, *actionable_since, *cordon).await
                         }
                         Decision::Recovered { record } => actor.recovered(&n, record).await,
                         Decision::Failed { record, why } => actor.failed(&n, record, why).await,
@@ -475,14 +351,9 @@ impl Healer {
                 };
                 let present = node::annotation(n, annotation).is_some();
                 let want = match obs.probes.get(&(uid.clone(), i)) {
-                    Some(Health::Unhealthy { .. }) if !present => {
-                        Some(Some(observe::format_probe_time(
-                            obs.first_seen
-                                .get(&(uid.clone(), i))
-                                .copied()
-                                .unwrap_or_else(Timestamp::now),
-                        )))
-                    }
+                    Some(Health::Unhealthy { .. }) if !present => Some(Some(observe::format_probe_time(
+                        obs.first_seen.get(&(uid.clone(), i)).copied().unwrap_or_else(Timestamp::now),
+                    ))),
                     Some(Health::Healthy) if present => Some(None),
                     _ => None,
                 };
@@ -508,22 +379,12 @@ impl Healer {
     }
 }
 
-async fn probe_all(
-    snapshot: &[Arc<Node>],
-    settings: &HealerSettings,
-    obs: &Mutex<Observations>,
-) -> bool {
-    let limit = Arc::new(tokio::sync::Semaphore::new(
-        settings.probe_concurrency.max(1),
-    ));
+async fn probe_all(snapshot: &[Arc<Node>], settings: &HealerSettings, obs: &Mutex<Observations>) -> bool {
+    let limit = Arc::new(tokio::sync::Semaphore::new(settings.probe_concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for n in snapshot {
         let checks = settings.checks.for_role(node::role(n));
-        for (i, c) in checks
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.kind() == CheckKind::Probe)
-        {
+        for (i, c) in checks.iter().enumerate().filter(|(_, c)| c.kind() == CheckKind::Probe) {
             let Ok(permit) = limit.clone().acquire_owned().await else {
                 break;
             };
@@ -552,13 +413,7 @@ async fn prober(
     changed: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let any_probe = [Role::Master, Role::Worker].iter().any(|r| {
-        settings
-            .checks
-            .for_role(*r)
-            .iter()
-            .any(|c| c.kind() == CheckKind::Probe)
-    });
+    let any_probe = [Role::Master, Role::Worker].iter().any(|r| settings.checks.for_role(*r).iter().any(|c| c.kind() == CheckKind::Probe));
     if !any_probe {
         return;
     }

@@ -77,13 +77,7 @@ impl LeaseElector {
             .with_grace(settings.grace.as_secs().max(1))
             .build()
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot set up the leader Lease {}/{}: {e}",
-                    settings.namespace,
-                    settings.name
-                )
-            })?;
+            .map_err(|e| anyhow::anyhow!("cannot set up the leader Lease {}/{}: {e}", settings.namespace, settings.name))?;
         let (manager_rx, manager_handle) = manager.watch().await;
         let me = Arc::new(Self {
             settings,
@@ -101,9 +95,7 @@ impl LeaseElector {
     fn deadline(&self) -> Option<Timestamp> {
         let renewed = (*self.renewed.lock().unwrap_or_else(|p| p.into_inner()))?;
         let window = self.settings.duration.saturating_sub(self.settings.margin);
-        renewed
-            .checked_add(SignedDuration::try_from(window).ok()?)
-            .ok()
+        renewed.checked_add(SignedDuration::try_from(window).ok()?).ok()
     }
 
     fn fresh(&self) -> bool {
@@ -114,12 +106,9 @@ impl LeaseElector {
         self: Arc<Self>,
         leases: Api<Lease>,
         mut manager_rx: watch::Receiver<bool>,
-        manager_handle: tokio::task::JoinHandle<
-            Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
-        >,
+        manager_handle: tokio::task::JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>,
     ) {
-        let cfg =
-            watcher::Config::default().fields(&format!("metadata.name={}", self.settings.name));
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.settings.name));
         let mut lease_events = watcher::watcher(leases, cfg).boxed();
         loop {
             let wake = self.deadline().map(|d| {
@@ -152,8 +141,7 @@ impl LeaseElector {
 
     fn observe(&self, lease: &Lease) {
         let spec = lease.spec.as_ref();
-        let ours = spec.and_then(|s| s.holder_identity.as_deref())
-            == Some(self.settings.identity.as_str());
+        let ours = spec.and_then(|s| s.holder_identity.as_deref()) == Some(self.settings.identity.as_str());
         let renew = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
         *self.renewed.lock().unwrap_or_else(|p| p.into_inner()) = if ours { renew } else { None };
     }
@@ -171,11 +159,7 @@ impl LeaderElector for LeaseElector {
 
     async fn release(&self) {
         self.stop.cancel();
-        let task = self
-            .manager_task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let task = self.manager_task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = task {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }

@@ -54,9 +54,7 @@ impl Ledger {
             Some(v) if v.trim().is_empty() => Ledger::None,
             Some(v) => match serde_json::from_str(v) {
                 Ok(r) => Ledger::Record(r),
-                Err(e) => Ledger::Unreadable(format!(
-                    "annotation {REPAIR_ANNOTATION} is not a repair record ({e})"
-                )),
+                Err(e) => Ledger::Unreadable(format!("annotation {REPAIR_ANNOTATION} is not a repair record ({e})")),
             },
         }
     }
@@ -87,10 +85,7 @@ mod tests {
             by: "a".into(),
         };
         assert_eq!(Ledger::parse(Some(&r.to_json())), Ledger::Record(r));
-        assert!(matches!(
-            Ledger::parse(Some("{not json")),
-            Ledger::Unreadable(_)
-        ));
+        assert!(matches!(Ledger::parse(Some("{not json")), Ledger::Unreadable(_)));
         assert_eq!(Ledger::parse(Some("")), Ledger::None);
     }
 }

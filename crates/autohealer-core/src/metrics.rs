@@ -67,25 +67,11 @@ impl Metrics {
         let nodes = Family::<RoleLabels, Gauge>::default();
         registry.register("nodes", "Nodes watched, by role", nodes.clone());
         let unhealthy_nodes = Family::<CheckLabels, Gauge>::default();
-        registry.register(
-            "unhealthy_nodes",
-            "Nodes a check finds unhealthy, by role and check",
-            unhealthy_nodes.clone(),
-        );
+        registry.register("unhealthy_nodes", "Nodes a check finds unhealthy, by role and check", unhealthy_nodes.clone());
         let repairs = Family::<RepairLabels, Counter>::default();
-        registry.register(
-            "repairs",
-            "Repair steps by role, action and result (started, succeeded, failed, dry_run)",
-            repairs.clone(),
-        );
-        let repair_duration = Family::<ActionLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(5.0, 2.0, 12))
-        });
-        registry.register(
-            "repair_duration_seconds",
-            "Time from the start of a repair to the node's recovery",
-            repair_duration.clone(),
-        );
+        registry.register("repairs", "Repair steps by role, action and result (started, succeeded, failed, dry_run)", repairs.clone());
+        let repair_duration = Family::<ActionLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(5.0, 2.0, 12)));
+        registry.register("repair_duration_seconds", "Time from the start of a repair to the node's recovery", repair_duration.clone());
         let detection_lag = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         registry.register(
             "detection_lag_seconds",
@@ -95,28 +81,10 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica leads", leader.clone());
         let cloud_requests = Family::<CloudLabels, Counter>::default();
-        registry.register(
-            "cloud_requests",
-            "Cloud API requests by service and HTTP status code",
-            cloud_requests.clone(),
-        );
+        registry.register("cloud_requests", "Cloud API requests by service and HTTP status code", cloud_requests.clone());
         let held = Family::<HeldLabels, Gauge>::default();
-        registry.register(
-            "repairs_held",
-            "Repairs held back now, by role and the gate that holds them",
-            held.clone(),
-        );
-        Self {
-            registry,
-            nodes,
-            unhealthy_nodes,
-            repairs,
-            repair_duration,
-            detection_lag,
-            leader,
-            cloud_requests,
-            held,
-        }
+        registry.register("repairs_held", "Repairs held back now, by role and the gate that holds them", held.clone());
+        Self { registry, nodes, unhealthy_nodes, repairs, repair_duration, detection_lag, leader, cloud_requests, held }
     }
 
     pub fn encode(&self) -> String {
@@ -126,12 +94,6 @@ impl Metrics {
     }
 
     pub fn repair(&self, role: &str, action: &str, result: &str) {
-        self.repairs
-            .get_or_create(&RepairLabels {
-                role: role.into(),
-                action: action.into(),
-                result: result.into(),
-            })
-            .inc();
+        self.repairs.get_or_create(&RepairLabels { role: role.into(), action: action.into(), result: result.into() }).inc();
     }
 }

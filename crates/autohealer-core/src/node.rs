@@ -8,10 +8,7 @@ pub const SKIP_ANNOTATION: &str = "autohealer.dev/skip";
 pub const REMEDIATE_ANNOTATION: &str = "autohealer.dev/remediate";
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
-const MASTER_LABELS: &[&str] = &[
-    "node-role.kubernetes.io/control-plane",
-    "node-role.kubernetes.io/master",
-];
+const MASTER_LABELS: &[&str] = &["node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"];
 
 /// Drops what no check or decision reads before the object is cached: managed fields,
 /// the image list (often the largest part of a Node), and last-applied configurations.
@@ -33,23 +30,13 @@ pub fn trim(node: &mut Node) {
 pub fn role(node: &Node) -> Role {
     let labels = node.metadata.labels.as_ref();
     let is_master = labels.is_some_and(|l| {
-        MASTER_LABELS.iter().any(|k| l.contains_key(*k))
-            || l.get("magnum.openstack.org/role")
-                .is_some_and(|r| r == "master")
+        MASTER_LABELS.iter().any(|k| l.contains_key(*k)) || l.get("magnum.openstack.org/role").is_some_and(|r| r == "master")
     });
-    if is_master {
-        Role::Master
-    } else {
-        Role::Worker
-    }
+    if is_master { Role::Master } else { Role::Worker }
 }
 
 pub fn annotation<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
-    node.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
+    node.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
 }
 
 pub fn flag(node: &Node, key: &str) -> bool {
@@ -65,18 +52,11 @@ pub fn created(node: &Node) -> Option<Timestamp> {
 }
 
 pub fn boot_id(node: &Node) -> Option<&str> {
-    node.status
-        .as_ref()
-        .and_then(|s| s.node_info.as_ref())
-        .map(|i| i.boot_id.as_str())
-        .filter(|b| !b.is_empty())
+    node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.boot_id.as_str()).filter(|b| !b.is_empty())
 }
 
 pub fn unschedulable(node: &Node) -> bool {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false)
+    node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
 }
 
 pub fn info(node: &Node) -> NodeInfo {
@@ -87,28 +67,15 @@ pub fn info(node: &Node) -> NodeInfo {
         name: name(node).to_string(),
         uid: node.metadata.uid.clone().unwrap_or_default(),
         role: Some(role(node)),
-        provider_id: node
-            .spec
-            .as_ref()
-            .and_then(|s| s.provider_id.clone())
-            .filter(|p| !p.is_empty()),
+        provider_id: node.spec.as_ref().and_then(|s| s.provider_id.clone()).filter(|p| !p.is_empty()),
         system_uuid: ni.and_then(|i| nonempty(&i.system_uuid)),
         machine_id: ni.and_then(|i| nonempty(&i.machine_id)),
         boot_id: ni.and_then(|i| nonempty(&i.boot_id)),
         addresses: status
             .and_then(|s| s.addresses.as_ref())
-            .map(|a| {
-                a.iter()
-                    .map(|a| (a.type_.clone(), a.address.clone()))
-                    .collect()
-            })
+            .map(|a| a.iter().map(|a| (a.type_.clone(), a.address.clone())).collect())
             .unwrap_or_default(),
-        zone: node
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(ZONE_LABEL))
-            .cloned(),
+        zone: node.metadata.labels.as_ref().and_then(|l| l.get(ZONE_LABEL)).cloned(),
     }
 }
 

@@ -47,9 +47,7 @@ pub struct CheckVerdict {
 
 pub fn parse_probe_time(v: &str) -> Option<Timestamp> {
     let dt = k8s_openapi::jiff::civil::DateTime::strptime(PROBE_TIME_FORMAT, v).ok()?;
-    dt.to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+    dt.to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
 }
 
 pub fn format_probe_time(t: Timestamp) -> String {
@@ -57,12 +55,7 @@ pub fn format_probe_time(t: Timestamp) -> String {
 }
 
 /// Judges one node with its role's checks.
-pub fn evaluate(
-    n: &Node,
-    checks: &Checks,
-    obs: &mut Observations,
-    now: Timestamp,
-) -> (NodeState, Vec<CheckVerdict>) {
+pub fn evaluate(n: &Node, checks: &Checks, obs: &mut Observations, now: Timestamp) -> (NodeState, Vec<CheckVerdict>) {
     let role = node::role(n);
     let uid = n.metadata.uid.clone().unwrap_or_default();
     let mut findings = Vec::new();
@@ -78,13 +71,8 @@ pub fn evaluate(
                 obs.first_seen.remove(&key);
             }
             Health::Unhealthy { since, reason } => {
-                let persisted = check
-                    .unhealthy_annotation()
-                    .and_then(|a| node::annotation(n, a))
-                    .and_then(parse_probe_time);
-                let since = since
-                    .or(persisted)
-                    .unwrap_or_else(|| *obs.first_seen.entry(key).or_insert(now));
+                let persisted = check.unhealthy_annotation().and_then(|a| node::annotation(n, a)).and_then(parse_probe_time);
+                let since = since.or(persisted).unwrap_or_else(|| *obs.first_seen.entry(key).or_insert(now));
                 findings.push(Finding {
                     check: check.type_name().to_string(),
                     since,
@@ -93,10 +81,7 @@ pub fn evaluate(
                 });
             }
         }
-        verdicts.push(CheckVerdict {
-            check: check.type_name().to_string(),
-            health,
-        });
+        verdicts.push(CheckVerdict { check: check.type_name().to_string(), health });
     }
     let state = NodeState {
         name: node::name(n).to_string(),

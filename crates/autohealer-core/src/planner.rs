@@ -142,10 +142,7 @@ pub enum Decision {
 impl Decision {
     /// Whether carrying out this decision writes to the node or the cloud.
     pub fn acts(&self) -> bool {
-        matches!(
-            self,
-            Decision::Repair { .. } | Decision::Recovered { .. } | Decision::Failed { .. }
-        )
+        matches!(self, Decision::Repair { .. } | Decision::Recovered { .. } | Decision::Failed { .. })
     }
 }
 
@@ -164,8 +161,7 @@ pub struct Plan {
 }
 
 pub fn add(t: Timestamp, d: Duration) -> Timestamp {
-    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
-        .unwrap_or(Timestamp::MAX)
+    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)).unwrap_or(Timestamp::MAX)
 }
 
 pub fn plan(input: &Input) -> Plan {
@@ -175,11 +171,7 @@ pub fn plan(input: &Input) -> Plan {
         if let Decision::Waiting { until, .. } | Decision::InProgress { until, .. } = &decision {
             out.wake_at = Some(out.wake_at.map_or(*until, |w| w.min(*until)));
         }
-        out.nodes.push(NodePlan {
-            name: node.name.clone(),
-            role: node.role,
-            decision,
-        });
+        out.nodes.push(NodePlan { name: node.name.clone(), role: node.role, decision });
     }
     out
 }
@@ -188,15 +180,9 @@ fn next_step(input: &Input, role: Role, after: Option<Action>) -> Option<Action>
     let steps = input.policy.steps(role);
     let start = match after {
         None => 0,
-        Some(a) => steps
-            .iter()
-            .position(|s| *s == a)
-            .map_or(steps.len(), |i| i + 1),
+        Some(a) => steps.iter().position(|s| *s == a).map_or(steps.len(), |i| i + 1),
     };
-    steps[start..]
-        .iter()
-        .copied()
-        .find(|a| input.supported.contains(&(role, *a)))
+    steps[start..].iter().copied().find(|a| input.supported.contains(&(role, *a)))
 }
 
 /// The gates that hold back a new step, in the order DESIGN.md gives them.
@@ -205,9 +191,7 @@ fn held(input: &Input) -> Option<String> {
         return Some("this replica is not the leader".into());
     }
     if let RepairGate::Denied(why) = input.gate {
-        return Some(format!(
-            "the cloud provider does not allow repairs now: {why}"
-        ));
+        return Some(format!("the cloud provider does not allow repairs now: {why}"));
     }
     None
 }
@@ -217,9 +201,7 @@ fn decide(input: &Input, node: &NodeState) -> Decision {
     let policy = input.policy;
     match &node.ledger {
         Ledger::Unreadable(why) => {
-            return Decision::Held {
-                why: format!("{why}; fix or remove it to let the healer act"),
-            };
+            return Decision::Held { why: format!("{why}; fix or remove it to let the healer act") };
         }
         Ledger::Record(r) => return decide_in_progress(input, node, r),
         Ledger::None => {}
@@ -233,72 +215,37 @@ fn decide(input: &Input, node: &NodeState) -> Decision {
         unhealthy_duration: Duration::ZERO,
         reason: "a repair was requested with autohealer.dev/remediate".into(),
     });
-    let Some(worst) = node
-        .findings
-        .iter()
-        .chain(remediate.as_ref())
-        .min_by_key(|f| f.actionable_at())
-    else {
+    let Some(worst) = node.findings.iter().chain(remediate.as_ref()).min_by_key(|f| f.actionable_at()) else {
         return Decision::Healthy;
     };
     if node.skip {
-        return Decision::Held {
-            why: format!("{}; excluded by autohealer.dev/skip", worst.reason),
-        };
+        return Decision::Held { why: format!("{}; excluded by autohealer.dev/skip", worst.reason) };
     }
     if let Some(created) = node.created {
         let old_enough = add(created, policy.check_delay_after_add);
         if now < old_enough && !node.remediate {
-            return Decision::Waiting {
-                until: old_enough,
-                why: format!(
-                    "{}; node is younger than check-delay-after-add",
-                    worst.reason
-                ),
-            };
+            return Decision::Waiting { until: old_enough, why: format!("{}; node is younger than check-delay-after-add", worst.reason) };
         }
     }
     let at = worst.actionable_at();
     if now < at {
-        return Decision::Waiting {
-            until: at,
-            why: format!(
-                "{} (check {}, since {})",
-                worst.reason, worst.check, worst.since
-            ),
-        };
+        return Decision::Waiting { until: at, why: format!("{} (check {}, since {})", worst.reason, worst.check, worst.since) };
     }
     if let Some(why) = held(input) {
-        return Decision::Held {
-            why: format!("{}; {why}", worst.reason),
-        };
+        return Decision::Held { why: format!("{}; {why}", worst.reason) };
     }
     match next_step(input, node.role, None) {
-        Some(action) => Decision::Repair {
-            action,
-            attempt: 1,
-            reason: worst.reason.clone(),
-            actionable_since: at,
-            cordon: node.role == Role::Worker,
-        },
-        None => Decision::Held {
-            why: format!(
-                "{}; the provider supports no repair for {} nodes",
-                worst.reason, node.role
-            ),
-        },
+        Some(action) => {
+            Decision::Repair { action, attempt: 1, reason: worst.reason.clone(), actionable_since: at, cordon: node.role == Role::Worker }
+        }
+        None => Decision::Held { why: format!("{}; the provider supports no repair for {} nodes", worst.reason, node.role) },
     }
 }
 
 fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord) -> Decision {
     let now = input.now;
     if let Some(why) = &r.failed {
-        return Decision::GaveUp {
-            why: format!(
-                "{} failed: {why}; remove the annotation autohealer.dev/repair to retry",
-                r.action
-            ),
-        };
+        return Decision::GaveUp { why: format!("{} failed: {why}; remove the annotation autohealer.dev/repair to retry", r.action) };
     }
     let healthy = node.findings.is_empty();
     let rebooted = match (&r.boot_id, &node.boot_id) {
@@ -314,27 +261,13 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord) -> Deci
         return Decision::Recovered { record: r.clone() };
     }
     if now < deadline {
-        return Decision::InProgress {
-            action: r.action,
-            until: deadline,
-        };
+        return Decision::InProgress { action: r.action, until: deadline };
     }
-    let reason = node
-        .findings
-        .first()
-        .map_or_else(|| r.reason.clone(), |f| f.reason.clone());
+    let reason = node.findings.first().map_or_else(|| r.reason.clone(), |f| f.reason.clone());
     match next_step(input, node.role, Some(r.action)) {
         Some(action) => match held(input) {
-            Some(why) => Decision::Held {
-                why: format!("{} did not recover the node; {why}", r.action),
-            },
-            None => Decision::Repair {
-                action,
-                attempt: r.attempt + 1,
-                reason,
-                actionable_since: deadline,
-                cordon: false,
-            },
+            Some(why) => Decision::Held { why: format!("{} did not recover the node; {why}", r.action) },
+            None => Decision::Repair { action, attempt: r.attempt + 1, reason, actionable_since: deadline, cordon: false },
         },
         None => Decision::Failed {
             record: r.clone(),
@@ -357,10 +290,7 @@ mod tests {
     }
 
     fn all_supported() -> BTreeSet<(Role, Action)> {
-        [Role::Master, Role::Worker]
-            .into_iter()
-            .flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)])
-            .collect()
+        [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect()
     }
 
     fn worker(findings: Vec<Finding>) -> NodeState {
@@ -386,19 +316,9 @@ mod tests {
     }
 
     fn run(nodes: &[NodeState], now: &str, leader: bool, gate: RepairGate) -> Plan {
-        let policy = Policy {
-            check_delay_after_add: Duration::from_secs(600),
-            ..Default::default()
-        };
+        let policy = Policy { check_delay_after_add: Duration::from_secs(600), ..Default::default() };
         let supported = all_supported();
-        plan(&Input {
-            nodes,
-            leader,
-            gate: &gate,
-            supported: &supported,
-            policy: &policy,
-            now: t(now),
-        })
+        plan(&Input { nodes, leader, gate: &gate, supported: &supported, policy: &policy, now: t(now) })
     }
 
     #[test]
@@ -408,18 +328,7 @@ mod tests {
         assert!(matches!(p.nodes[0].decision, Decision::Waiting { .. }));
         assert_eq!(p.wake_at, Some(t("01:01:00")));
         let p = run(&nodes, "01:01:00", true, RepairGate::Allowed);
-        assert!(
-            matches!(
-                p.nodes[0].decision,
-                Decision::Repair {
-                    action: Action::Reboot,
-                    attempt: 1,
-                    cordon: true,
-                    ..
-                }
-            ),
-            "{p:?}"
-        );
+        assert!(matches!(p.nodes[0].decision, Decision::Repair { action: Action::Reboot, attempt: 1, cordon: true, .. }), "{p:?}");
         assert_eq!(p.wake_at, None);
     }
 
@@ -427,9 +336,7 @@ mod tests {
     fn young_nodes_wait_for_check_delay_after_add() {
         let nodes = [worker(vec![not_ready("00:00:00")])];
         let p = run(&nodes, "00:05:00", true, RepairGate::Allowed);
-        assert!(
-            matches!(&p.nodes[0].decision, Decision::Waiting { why, .. } if why.contains("check-delay-after-add"))
-        );
+        assert!(matches!(&p.nodes[0].decision, Decision::Waiting { why, .. } if why.contains("check-delay-after-add")));
         assert_eq!(p.wake_at, Some(t("00:10:00")));
     }
 
@@ -437,28 +344,14 @@ mod tests {
     fn gates_hold_repairs() {
         let nodes = [worker(vec![not_ready("01:00:00")])];
         let p = run(&nodes, "02:00:00", false, RepairGate::Allowed);
-        assert!(
-            matches!(&p.nodes[0].decision, Decision::Held { why } if why.contains("not the leader"))
-        );
-        let p = run(
-            &nodes,
-            "02:00:00",
-            true,
-            RepairGate::Denied("auto_healing_enabled is false".into()),
-        );
-        assert!(
-            matches!(&p.nodes[0].decision, Decision::Held { why } if why.contains("auto_healing_enabled"))
-        );
+        assert!(matches!(&p.nodes[0].decision, Decision::Held { why } if why.contains("not the leader")));
+        let p = run(&nodes, "02:00:00", true, RepairGate::Denied("auto_healing_enabled is false".into()));
+        assert!(matches!(&p.nodes[0].decision, Decision::Held { why } if why.contains("auto_healing_enabled")));
         let mut skipped = nodes.clone();
         skipped[0].skip = true;
         let p = run(&skipped, "02:00:00", true, RepairGate::Allowed);
-        assert!(
-            matches!(&p.nodes[0].decision, Decision::Held { why } if why.contains("autohealer.dev/skip"))
-        );
-        let policy = Policy {
-            worker_enabled: false,
-            ..Default::default()
-        };
+        assert!(matches!(&p.nodes[0].decision, Decision::Held { why } if why.contains("autohealer.dev/skip")));
+        let policy = Policy { worker_enabled: false, ..Default::default() };
         let supported = all_supported();
         let p = plan(&Input {
             nodes: &nodes,
@@ -476,9 +369,7 @@ mod tests {
         let mut n = worker(vec![]);
         n.remediate = true;
         let p = run(&[n], "00:01:00", true, RepairGate::Allowed);
-        assert!(
-            matches!(&p.nodes[0].decision, Decision::Repair { reason, .. } if reason.contains("remediate"))
-        );
+        assert!(matches!(&p.nodes[0].decision, Decision::Repair { reason, .. } if reason.contains("remediate")));
     }
 
     fn record(action: Action, started: &str) -> RepairRecord {
@@ -501,63 +392,26 @@ mod tests {
         let mut n = worker(vec![not_ready("01:00:00")]);
         n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
         // Still unhealthy before the rebuild delay: wait, even through flaps.
-        let p = run(
-            std::slice::from_ref(&n),
-            "01:03:00",
-            true,
-            RepairGate::Allowed,
-        );
-        assert_eq!(
-            p.nodes[0].decision,
-            Decision::InProgress {
-                action: Action::Reboot,
-                until: t("01:06:00")
-            }
-        );
+        let p = run(std::slice::from_ref(&n), "01:03:00", true, RepairGate::Allowed);
+        assert_eq!(p.nodes[0].decision, Decision::InProgress { action: Action::Reboot, until: t("01:06:00") });
         // Healthy again but the same boot: the reboot has not happened yet.
         let mut same_boot = n.clone();
         same_boot.findings.clear();
-        let p = run(
-            std::slice::from_ref(&same_boot),
-            "01:02:00",
-            true,
-            RepairGate::Allowed,
-        );
+        let p = run(std::slice::from_ref(&same_boot), "01:02:00", true, RepairGate::Allowed);
         assert!(matches!(p.nodes[0].decision, Decision::InProgress { .. }));
         same_boot.boot_id = Some("b2".into());
         let p = run(&[same_boot], "01:02:00", true, RepairGate::Allowed);
         assert!(matches!(p.nodes[0].decision, Decision::Recovered { .. }));
         // Still broken at the deadline: the next step.
-        let p = run(
-            std::slice::from_ref(&n),
-            "01:06:00",
-            true,
-            RepairGate::Allowed,
-        );
-        assert!(
-            matches!(
-                p.nodes[0].decision,
-                Decision::Repair {
-                    action: Action::Replace,
-                    attempt: 2,
-                    cordon: false,
-                    ..
-                }
-            ),
-            "{p:?}"
-        );
+        let p = run(std::slice::from_ref(&n), "01:06:00", true, RepairGate::Allowed);
+        assert!(matches!(p.nodes[0].decision, Decision::Repair { action: Action::Replace, attempt: 2, cordon: false, .. }), "{p:?}");
     }
 
     #[test]
     fn replace_times_out_into_failure_and_then_gives_up() {
         let mut n = worker(vec![not_ready("01:00:00")]);
         n.ledger = Ledger::Record(record(Action::Replace, "01:00:00"));
-        let p = run(
-            std::slice::from_ref(&n),
-            "01:30:00",
-            true,
-            RepairGate::Allowed,
-        );
+        let p = run(std::slice::from_ref(&n), "01:30:00", true, RepairGate::Allowed);
         assert!(matches!(p.nodes[0].decision, Decision::Failed { .. }));
         let mut failed = record(Action::Replace, "01:00:00");
         failed.failed = Some("timed out".into());
@@ -587,12 +441,6 @@ mod tests {
             policy: &policy,
             now: t("02:00:00"),
         });
-        assert!(matches!(
-            p.nodes[0].decision,
-            Decision::Repair {
-                action: Action::Replace,
-                ..
-            }
-        ));
+        assert!(matches!(p.nodes[0].decision, Decision::Repair { action: Action::Replace, .. }));
     }
 }

@@ -54,17 +54,11 @@ impl Endpoint {
         let p: Params = parse_params(params, path)?;
         let protocol = p.protocol.unwrap_or_else(|| "https".into()).to_lowercase();
         if protocol != "http" && protocol != "https" {
-            return Err(ParamError::new(
-                format!("{path}.protocol"),
-                format!("must be HTTP or HTTPS, got {protocol:?}"),
-            ));
+            return Err(ParamError::new(format!("{path}.protocol"), format!("must be HTTP or HTTPS, got {protocol:?}")));
         }
         let verify = match (p.tls_verify, p.insecure_skip_verify) {
             (Some(v), Some(s)) if v == s => {
-                return Err(ParamError::new(
-                    format!("{path}.insecure-skip-verify"),
-                    "contradicts tls-verify; give one of them",
-                ));
+                return Err(ParamError::new(format!("{path}.insecure-skip-verify"), "contradicts tls-verify; give one of them"));
             }
             (Some(v), _) => v,
             (None, Some(skip)) => !skip,
@@ -72,28 +66,15 @@ impl Endpoint {
         };
         crate::ensure_crypto_provider();
         let timeout = p.timeout.unwrap_or(Duration::from_secs(5));
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .danger_accept_invalid_certs(!verify);
+        let mut builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).danger_accept_invalid_certs(!verify);
         if let Some(ca) = &p.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                ParamError::new(
-                    format!("{path}.ca-file"),
-                    format!("cannot read {}: {e}", ca.display()),
-                )
-            })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                ParamError::new(
-                    format!("{path}.ca-file"),
-                    format!("{} is not a PEM certificate: {e}", ca.display()),
-                )
-            })?;
+            let pem =
+                std::fs::read(ca).map_err(|e| ParamError::new(format!("{path}.ca-file"), format!("cannot read {}: {e}", ca.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| ParamError::new(format!("{path}.ca-file"), format!("{} is not a PEM certificate: {e}", ca.display())))?;
             builder = builder.add_root_certificate(cert);
         }
-        let client = builder
-            .build()
-            .map_err(|e| ParamError::new(path, format!("cannot build the HTTP client: {e}")))?;
+        let client = builder.build().map_err(|e| ParamError::new(path, format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             protocol,
             port: p.port.unwrap_or(6443),
@@ -102,26 +83,15 @@ impl Endpoint {
             require_token: p.require_token.unwrap_or(false) || p.token.is_some(),
             token: p.token.map(Secret),
             unhealthy_duration: p.unhealthy_duration.unwrap_or(Duration::from_secs(300)),
-            unhealthy_annotation: p
-                .unhealthy_annotation
-                .unwrap_or_else(|| DEFAULT_UNHEALTHY_ANNOTATION.into()),
+            unhealthy_annotation: p.unhealthy_annotation.unwrap_or_else(|| DEFAULT_UNHEALTHY_ANNOTATION.into()),
             timeout,
             client,
         })
     }
 
     fn url(&self, ip: &str, endpoint: &str) -> String {
-        let host = if ip.contains(':') {
-            format!("[{ip}]")
-        } else {
-            ip.to_string()
-        };
-        format!(
-            "{}://{host}:{}/{}",
-            self.protocol,
-            self.port,
-            endpoint.trim_start_matches('/')
-        )
+        let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+        format!("{}://{host}:{}/{}", self.protocol, self.port, endpoint.trim_start_matches('/'))
     }
 
     /// The bearer token, read fresh each time so a rotated service-account token is used.
@@ -129,10 +99,7 @@ impl Endpoint {
         if let Some(t) = &self.token {
             return Some(t.0.clone());
         }
-        tokio::fs::read_to_string(SERVICE_ACCOUNT_TOKEN)
-            .await
-            .ok()
-            .map(|t| t.trim().to_string())
+        tokio::fs::read_to_string(SERVICE_ACCOUNT_TOKEN).await.ok().map(|t| t.trim().to_string())
     }
 }
 
@@ -163,20 +130,14 @@ impl HealthCheck for Endpoint {
             .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
             .map(|a| a.address.clone());
         let Some(ip) = ip else {
-            tracing::warn!(
-                node = name,
-                "node has no InternalIP; Endpoint check skipped"
-            );
+            tracing::warn!(node = name, "node has no InternalIP; Endpoint check skipped");
             return Health::Healthy;
         };
         let token = if self.require_token {
             match self.bearer().await {
                 Some(t) => Some(t),
                 None => {
-                    tracing::warn!(
-                        node = name,
-                        "no token to probe with (require-token is set); Endpoint check skipped"
-                    );
+                    tracing::warn!(node = name, "no token to probe with (require-token is set); Endpoint check skipped");
                     return Health::Healthy;
                 }
             }
@@ -192,16 +153,10 @@ impl HealthCheck for Endpoint {
             match req.send().await {
                 Ok(resp) if self.ok_codes.contains(&resp.status().as_u16()) => {}
                 Ok(resp) => {
-                    return Health::unhealthy(format!(
-                        "GET {url} answered {}",
-                        resp.status().as_u16()
-                    ));
+                    return Health::unhealthy(format!("GET {url} answered {}", resp.status().as_u16()));
                 }
                 Err(e) if e.is_timeout() => {
-                    return Health::unhealthy(format!(
-                        "GET {url} timed out after {}",
-                        humantime::format_duration(self.timeout)
-                    ));
+                    return Health::unhealthy(format!("GET {url} timed out after {}", humantime::format_duration(self.timeout)));
                 }
                 Err(e) => {
                     return Health::unhealthy(format!("GET {url} failed: {}", error_chain(&e)));
@@ -245,11 +200,7 @@ mod tests {
         let app = axum::Router::new().route(
             "/healthz",
             axum::routing::get(move |h: axum::http::HeaderMap| async move {
-                if h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer s3cret") {
-                    StatusCode::IM_A_TEAPOT
-                } else {
-                    code
-                }
+                if h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer s3cret") { StatusCode::IM_A_TEAPOT } else { code }
             }),
         );
         tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
@@ -257,20 +208,15 @@ mod tests {
     }
 
     fn node(ip: &str) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": "m1"}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})).unwrap()
+        serde_json::from_value(json!({"metadata": {"name": "m1"}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}))
+            .unwrap()
     }
 
     #[tokio::test]
     async fn probes_the_internal_ip_and_judges_by_code() {
         let ok = serve(StatusCode::OK).await;
         let bad = serve(StatusCode::SERVICE_UNAVAILABLE).await;
-        let check = |port: u16| {
-            Endpoint::from_params(
-                &json!({"protocol": "HTTP", "port": port, "okCodes": [200]}),
-                "p",
-            )
-            .unwrap()
-        };
+        let check = |port: u16| Endpoint::from_params(&json!({"protocol": "HTTP", "port": port, "okCodes": [200]}), "p").unwrap();
         assert!(check(ok).probe(&node("127.0.0.1")).await.is_healthy());
         match check(bad).probe(&node("127.0.0.1")).await {
             Health::Unhealthy { reason, .. } => {
@@ -294,22 +240,14 @@ mod tests {
     #[tokio::test]
     async fn sends_the_configured_token() {
         let port = serve(StatusCode::OK).await;
-        let c = Endpoint::from_params(
-            &json!({"protocol": "http", "port": port, "token": "s3cret", "ok-codes": [418]}),
-            "p",
-        )
-        .unwrap();
+        let c = Endpoint::from_params(&json!({"protocol": "http", "port": port, "token": "s3cret", "ok-codes": [418]}), "p").unwrap();
         assert!(c.probe(&node("127.0.0.1")).await.is_healthy());
-        assert!(
-            !format!("{c:?}").contains("s3cret"),
-            "the token never shows in Debug output"
-        );
+        assert!(!format!("{c:?}").contains("s3cret"), "the token never shows in Debug output");
     }
 
     #[test]
     fn bad_protocol_names_the_key() {
-        let e = Endpoint::from_params(&json!({"protocol": "ftp"}), "healthcheck.master[0].params")
-            .unwrap_err();
+        let e = Endpoint::from_params(&json!({"protocol": "ftp"}), "healthcheck.master[0].params").unwrap_err();
         assert_eq!(e.path, "healthcheck.master[0].params.protocol");
     }
 }

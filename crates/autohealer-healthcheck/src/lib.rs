@@ -37,10 +37,7 @@ pub enum Health {
 
 impl Health {
     pub fn unhealthy(reason: impl Into<String>) -> Self {
-        Health::Unhealthy {
-            since: None,
-            reason: reason.into(),
-        }
+        Health::Unhealthy { since: None, reason: reason.into() }
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -107,19 +104,13 @@ impl Default for Registry {
 
 impl Registry {
     pub fn empty() -> Self {
-        Self {
-            factories: BTreeMap::new(),
-        }
+        Self { factories: BTreeMap::new() }
     }
 
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
-        r.register("NodeCondition", |p, path| {
-            Ok(Arc::new(NodeCondition::from_params(p, path)?))
-        });
-        r.register("Endpoint", |p, path| {
-            Ok(Arc::new(Endpoint::from_params(p, path)?))
-        });
+        r.register("NodeCondition", |p, path| Ok(Arc::new(NodeCondition::from_params(p, path)?)));
+        r.register("Endpoint", |p, path| Ok(Arc::new(Endpoint::from_params(p, path)?)));
         r
     }
 
@@ -133,12 +124,7 @@ impl Registry {
 
     /// Builds a check; `path` is where its entry sits in the config (e.g.
     /// `healthcheck.worker[0]`).
-    pub fn build(
-        &self,
-        type_name: &str,
-        params: &serde_json::Value,
-        path: &str,
-    ) -> Result<Arc<dyn HealthCheck>, ParamError> {
+    pub fn build(&self, type_name: &str, params: &serde_json::Value, path: &str) -> Result<Arc<dyn HealthCheck>, ParamError> {
         match self.factories.get(type_name) {
             Some(f) => f(params, &format!("{path}.params")),
             None => {

@@ -41,18 +41,11 @@ impl NodeCondition {
         }
         let types = p.types.unwrap_or_else(|| vec!["Ready".into()]);
         if types.is_empty() {
-            return Err(ParamError::new(
-                format!("{path}.types"),
-                "must name at least one condition type",
-            ));
+            return Err(ParamError::new(format!("{path}.types"), "must name at least one condition type"));
         }
         Ok(Self {
             types,
-            ok_values: if p.error_values.is_some() {
-                vec![]
-            } else {
-                p.ok_values.unwrap_or_else(|| vec!["True".into()])
-            },
+            ok_values: if p.error_values.is_some() { vec![] } else { p.ok_values.unwrap_or_else(|| vec!["True".into()]) },
             error_values: p.error_values.unwrap_or_default(),
             unhealthy_duration: p.unhealthy_duration.unwrap_or(Duration::from_secs(300)),
         })
@@ -109,8 +102,7 @@ mod tests {
     use serde_json::json;
 
     fn node(conds: serde_json::Value) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": "n"}, "status": {"conditions": conds}}))
-            .unwrap()
+        serde_json::from_value(json!({"metadata": {"name": "n"}, "status": {"conditions": conds}})).unwrap()
     }
 
     #[test]
@@ -130,49 +122,25 @@ mod tests {
         match c.judge(&n) {
             Health::Unhealthy { since, reason } => {
                 assert_eq!(since.unwrap().to_string(), "2026-01-01T00:00:00Z");
-                assert!(
-                    reason.contains("Ready is Unknown (NodeStatusUnknown)"),
-                    "{reason}"
-                );
+                assert!(reason.contains("Ready is Unknown (NodeStatusUnknown)"), "{reason}");
             }
             h => panic!("{h:?}"),
         }
-        assert!(
-            c.judge(&node(json!([{"type": "Ready", "status": "True"}])))
-                .is_healthy()
-        );
-        assert!(
-            c.judge(&node(json!([]))).is_healthy(),
-            "a missing condition is no evidence"
-        );
+        assert!(c.judge(&node(json!([{"type": "Ready", "status": "True"}]))).is_healthy());
+        assert!(c.judge(&node(json!([]))).is_healthy(), "a missing condition is no evidence");
     }
 
     #[test]
     fn error_values_for_pressure_conditions() {
-        let c = NodeCondition::from_params(
-            &json!({"types": ["DiskPressure"], "error-values": ["True"]}),
-            "p",
-        )
-        .unwrap();
-        assert!(
-            !c.judge(&node(json!([{"type": "DiskPressure", "status": "True"}])))
-                .is_healthy()
-        );
-        assert!(
-            c.judge(&node(
-                json!([{"type": "DiskPressure", "status": "Unknown"}])
-            ))
-            .is_healthy()
-        );
+        let c = NodeCondition::from_params(&json!({"types": ["DiskPressure"], "error-values": ["True"]}), "p").unwrap();
+        assert!(!c.judge(&node(json!([{"type": "DiskPressure", "status": "True"}]))).is_healthy());
+        assert!(c.judge(&node(json!([{"type": "DiskPressure", "status": "Unknown"}]))).is_healthy());
     }
 
     #[test]
     fn ok_and_error_values_together_are_rejected() {
-        let e = NodeCondition::from_params(
-            &json!({"okValues": ["True"], "errorValues": ["False"]}),
-            "healthcheck.worker[0].params",
-        )
-        .unwrap_err();
+        let e = NodeCondition::from_params(&json!({"okValues": ["True"], "errorValues": ["False"]}), "healthcheck.worker[0].params")
+            .unwrap_err();
         assert_eq!(e.path, "healthcheck.worker[0].params.error-values");
     }
 }

@@ -14,10 +14,7 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
+        Self { path: path.into(), message: message.into() }
     }
 }
 
@@ -47,12 +44,7 @@ pub fn kebab(key: &str) -> String {
 pub fn did_you_mean(got: &str, known: &[&str]) -> String {
     known
         .iter()
-        .map(|k| {
-            (
-                strsim::jaro_winkler(&got.to_lowercase(), &k.to_lowercase()),
-                k,
-            )
-        })
+        .map(|k| (strsim::jaro_winkler(&got.to_lowercase(), &k.to_lowercase()), k))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| format!(", did you mean {k:?}?"))
@@ -69,20 +61,14 @@ pub fn parse_params<T: DeserializeOwned>(params: &Value, path: &str) -> Result<T
             for (k, v) in m {
                 let key = kebab(k);
                 if out.contains_key(&key) {
-                    return Err(ParamError::new(
-                        format!("{path}.{k}"),
-                        format!("{k:?} is given twice (as {key:?} and in camelCase)"),
-                    ));
+                    return Err(ParamError::new(format!("{path}.{k}"), format!("{k:?} is given twice (as {key:?} and in camelCase)")));
                 }
                 out.insert(key, v.clone());
             }
             Value::Object(out)
         }
         other => {
-            return Err(ParamError::new(
-                path,
-                format!("expected a map of parameters, got {other}"),
-            ));
+            return Err(ParamError::new(path, format!("expected a map of parameters, got {other}")));
         }
     };
     from_value(&normalized, path)
@@ -108,14 +94,7 @@ fn describe(params: &Value, at: &str, inner: &str, msg: &str) -> ParamError {
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        return ParamError::new(
-            at,
-            format!(
-                "unknown key {field:?}{}; valid keys: {}",
-                did_you_mean(field, &known),
-                known.join(", ")
-            ),
-        );
+        return ParamError::new(at, format!("unknown key {field:?}{}; valid keys: {}", did_you_mean(field, &known), known.join(", ")));
     }
     let pointer: String = inner
         .split('.')
@@ -126,11 +105,7 @@ fn describe(params: &Value, at: &str, inner: &str, msg: &str) -> ParamError {
             None => format!("/{seg}"),
         })
         .collect();
-    let value = params
-        .pointer(&pointer)
-        .filter(|_| !pointer.is_empty())
-        .map(|v| format!(" (value: {v})"))
-        .unwrap_or_default();
+    let value = params.pointer(&pointer).filter(|_| !pointer.is_empty()).map(|v| format!(" (value: {v})")).unwrap_or_default();
     ParamError::new(at, format!("{msg}{value}"))
 }
 
@@ -152,27 +127,15 @@ mod tests {
 
     #[test]
     fn camel_and_kebab_both_load() {
-        let a: P = parse_params(
-            &json!({"unhealthyDuration": "1m", "okValues": ["True"]}),
-            "x",
-        )
-        .unwrap();
-        let b: P = parse_params(
-            &json!({"unhealthy-duration": "1m", "ok-values": ["True"]}),
-            "x",
-        )
-        .unwrap();
+        let a: P = parse_params(&json!({"unhealthyDuration": "1m", "okValues": ["True"]}), "x").unwrap();
+        let b: P = parse_params(&json!({"unhealthy-duration": "1m", "ok-values": ["True"]}), "x").unwrap();
         assert_eq!(a.unhealthy_duration, Some(Duration::from_secs(60)));
         assert_eq!(a.ok_values, b.ok_values);
     }
 
     #[test]
     fn errors_name_the_path_value_and_nearest_key() {
-        let e = parse_params::<P>(
-            &json!({"ok-value": ["True"]}),
-            "healthcheck.worker[0].params",
-        )
-        .unwrap_err();
+        let e = parse_params::<P>(&json!({"ok-value": ["True"]}), "healthcheck.worker[0].params").unwrap_err();
         assert_eq!(e.path, "healthcheck.worker[0].params.ok-value");
         assert!(e.message.contains("did you mean \"ok-values\""), "{e}");
         let e = parse_params::<P>(&json!({"unhealthyDuration": "ten minutes"}), "p").unwrap_err();

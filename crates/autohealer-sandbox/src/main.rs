@@ -22,9 +22,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    about = "Plays a scripted failure story against a simulated cluster with the real healer"
-)]
+#[command(about = "Plays a scripted failure story against a simulated cluster with the real healer")]
 struct Args {
     /// Play the story against this cluster instead of the built-in fake apiserver.
     #[arg(long, env = "AUTOHEALER_E2E_KUBECONFIG")]
@@ -54,15 +52,11 @@ async fn main() -> anyhow::Result<()> {
     autohealer::install_crypto();
     let args = Args::parse();
     let level = if args.verbose { "info" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(level)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(level).with_writer(std::io::stderr).init();
 
     let (client, _api) = match &args.kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("cannot read {}", path.display()))?;
             let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
             println!("Playing against the cluster in {}", path.display());
             (kube::Client::try_from(cfg)?, None)
@@ -73,19 +67,9 @@ async fn main() -> anyhow::Result<()> {
             (api.client().await?, Some(api))
         }
     };
-    let opts = SimOptions {
-        masters: 3,
-        workers: 12,
-        time_scale: args.time_scale,
-        prefix: "sandbox".into(),
-        ..Default::default()
-    };
+    let opts = SimOptions { masters: 3, workers: 12, time_scale: args.time_scale, prefix: "sandbox".into(), ..Default::default() };
     let sim = SimCluster::start(client.clone(), opts.clone()).await?;
-    println!(
-        "Simulated cluster: 3 masters, 12 workers in zones {} (time scale {})",
-        opts.zones.join(", "),
-        args.time_scale
-    );
+    println!("Simulated cluster: 3 masters, 12 workers in zones {} (time scale {})", opts.zones.join(", "), args.time_scale);
 
     let scale = |secs: f64| format!("{}ms", (secs * 1000.0 * args.time_scale).round() as u64);
     let config = format!(
@@ -98,8 +82,7 @@ async fn main() -> anyhow::Result<()> {
         scale(60.0),
         scale(60.0),
     );
-    let loaded = Config::load_str(&config, &Registry::with_builtins())
-        .map_err(|e| anyhow::anyhow!("sandbox config: {e}"))?;
+    let loaded = Config::load_str(&config, &Registry::with_builtins()).map_err(|e| anyhow::anyhow!("sandbox config: {e}"))?;
     let status = Arc::new(Status::default());
     let rt = autohealer::Runtime {
         client: client.clone(),
@@ -118,11 +101,7 @@ async fn main() -> anyhow::Result<()> {
 
     let workers = sim.node_names(Role::Worker);
     let masters = sim.node_names(Role::Master);
-    let pick = |list: &[String], i: usize| {
-        list.get(i)
-            .cloned()
-            .context("the simulated cluster is smaller than the story needs")
-    };
+    let pick = |list: &[String], i: usize| list.get(i).cloned().context("the simulated cluster is smaller than the story needs");
     let steps = Arc::new(Mutex::new(vec![
         Step {
             node: pick(&workers, 0)?,
@@ -149,12 +128,7 @@ async fn main() -> anyhow::Result<()> {
             recovered: None,
         },
     ]));
-    let timeline = tokio::spawn(print_timeline(
-        client.clone(),
-        sim.clone(),
-        steps.clone(),
-        start,
-    ));
+    let timeline = tokio::spawn(print_timeline(client.clone(), sim.clone(), steps.clone(), start));
 
     let t = |s: &Step| s.node.clone();
     let (n0, n1, m0) = {
@@ -163,12 +137,7 @@ async fn main() -> anyhow::Result<()> {
     };
     say(start, &n0, "INJECT", "Ready=False (KubeletNotReady)");
     sim.inject(&n0, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
-    say(
-        start,
-        &n1,
-        "INJECT",
-        "kubelet stopped; only a replace cures it",
-    );
+    say(start, &n1, "INJECT", "kubelet stopped; only a replace cures it");
     sim.inject(&n1, Fault::KubeletStopped, Cure::Replace);
     say(start, &m0, "INJECT", "/healthz answers 500");
     sim.inject(&m0, Fault::HealthzDown, Cure::Reboot);
@@ -195,77 +164,40 @@ async fn main() -> anyhow::Result<()> {
     timeline.abort();
 
     println!("\nSummary");
-    println!(
-        "{:<24} {:<48} {:>11} {:<20} {:>12}",
-        "NODE", "FAILURE", "DETECTED AT", "ACTIONS", "RECOVERED AT"
-    );
+    println!("{:<24} {:<48} {:>11} {:<20} {:>12}", "NODE", "FAILURE", "DETECTED AT", "ACTIONS", "RECOVERED AT");
     let mut expected_calls = true;
     let steps = steps.lock().unwrap_or_else(|p| p.into_inner());
     for s in steps.iter() {
-        let fmt = |d: Option<Duration>| {
-            d.map_or("-".to_string(), |d| format!("+{:.1}s", d.as_secs_f64()))
-        };
-        println!(
-            "{:<24} {:<48} {:>11} {:<20} {:>12}",
-            s.node,
-            s.failure,
-            fmt(s.detected),
-            s.actions.join(" -> "),
-            fmt(s.recovered)
-        );
+        let fmt = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("+{:.1}s", d.as_secs_f64()));
+        println!("{:<24} {:<48} {:>11} {:<20} {:>12}", s.node, s.failure, fmt(s.detected), s.actions.join(" -> "), fmt(s.recovered));
         for a in [Action::Reboot, Action::Replace] {
             let want = usize::from(s.expect.contains(&a));
             let got = sim.calls_for(&s.node, a);
             if got != want {
                 expected_calls = false;
-                println!(
-                    "  expected {want} {a} call(s) for {}, the cloud saw {got}",
-                    s.node
-                );
+                println!("  expected {want} {a} call(s) for {}, the cloud saw {got}", s.node);
             }
         }
     }
-    println!(
-        "{:<24} {:<48} {:>11} {:<20} {:>12}",
-        "zone-c", "whole zone NotReady", "-", "not yet supported", "-"
-    );
+    println!("{:<24} {:<48} {:>11} {:<20} {:>12}", "zone-c", "whole zone NotReady", "-", "not yet supported", "-");
     if done && expected_calls {
-        println!(
-            "\nThe story ended as expected ({} cloud calls).",
-            sim.calls().len()
-        );
+        println!("\nThe story ended as expected ({} cloud calls).", sim.calls().len());
         Ok(())
     } else {
-        anyhow::bail!(
-            "the story did not end as expected within {}s",
-            args.deadline
-        )
+        anyhow::bail!("the story did not end as expected within {}s", args.deadline)
     }
 }
 
 fn say(start: Instant, node: &str, what: &str, detail: &str) {
-    println!(
-        "+{:>6.1}s  {:<22} {:<14} {}",
-        start.elapsed().as_secs_f64(),
-        node,
-        what,
-        detail
-    );
+    println!("+{:>6.1}s  {:<22} {:<14} {}", start.elapsed().as_secs_f64(), node, what, detail);
 }
 
 /// Prints the healer's Events and the machines' history as they happen, and fills
 /// in the summary.
-async fn print_timeline(
-    client: kube::Client,
-    sim: Arc<SimCluster>,
-    steps: Arc<Mutex<Vec<Step>>>,
-    start: Instant,
-) {
+async fn print_timeline(client: kube::Client, sim: Arc<SimCluster>, steps: Arc<Mutex<Vec<Step>>>, start: Instant) {
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
     let nodes: Api<Node> = Api::all(client);
-    let mut stream = watcher(events, watcher::Config::default())
-        .applied_objects()
-        .boxed();
+    let mut stream = watcher(events, watcher::Config::default()).applied_objects().boxed();
     let mut seen_history = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut joined: BTreeMap<String, String> = BTreeMap::new();

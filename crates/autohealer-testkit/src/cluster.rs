@@ -27,19 +27,11 @@ impl TestCluster {
                 let kubeconfig = std::fs::read_to_string(&path)?;
                 let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig)?;
                 let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-                Ok(Self {
-                    client: kube::Client::try_from(cfg)?,
-                    kubeconfig,
-                    fake: None,
-                })
+                Ok(Self { client: kube::Client::try_from(cfg)?, kubeconfig, fake: None })
             }
             _ => {
                 let fake = FakeApiServer::start(ApiServerOptions::default()).await?;
-                Ok(Self {
-                    client: fake.client().await?,
-                    kubeconfig: fake.kubeconfig_yaml(),
-                    fake: Some(fake),
-                })
+                Ok(Self { client: fake.client().await?, kubeconfig: fake.kubeconfig_yaml(), fake: Some(fake) })
             }
         }
     }
@@ -54,13 +46,7 @@ impl TestCluster {
             .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(node))
-            .map(|e| {
-                (
-                    e.event_time.map(|t| t.0),
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default(),
-                )
-            })
+            .map(|e| (e.event_time.map(|t| t.0), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
             .collect();
         out.sort_by_key(|e| e.0);
         out.into_iter().map(|(_, r, n)| (r, n)).collect()
@@ -92,18 +78,11 @@ impl NodeRecorder {
     }
 
     pub fn versions(&self) -> Vec<Node> {
-        self.versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.versions.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn latest(&self) -> Option<Node> {
-        self.versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last()
-            .cloned()
+        self.versions.lock().unwrap_or_else(|p| p.into_inner()).last().cloned()
     }
 }
 

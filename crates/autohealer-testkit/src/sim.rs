@@ -7,9 +7,7 @@
 //! The simulation writes only through the Kubernetes API, so it runs against a real
 //! apiserver too (`AUTOHEALER_E2E_KUBECONFIG`).
 
-use autohealer_cloud::{
-    Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, RepairGate, Role,
-};
+use autohealer_cloud::{Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, RepairGate, Role};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -132,12 +130,7 @@ pub struct SimCluster {
 
 impl Drop for SimCluster {
     fn drop(&mut self) {
-        for t in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             t.abort();
         }
     }
@@ -148,9 +141,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn now_str() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 impl SimCluster {
@@ -171,20 +162,12 @@ impl SimCluster {
             gate: Mutex::new(RepairGate::Allowed),
             events: Mutex::new(Vec::new()),
         });
-        let sim = Arc::new(Self {
-            shared,
-            tasks: Mutex::new(Vec::new()),
-            healthz_port: port,
-        });
+        let sim = Arc::new(Self { shared, tasks: Mutex::new(Vec::new()), healthz_port: port });
         let mut index = 0;
         for (role, count) in [(Role::Master, opts.masters), (Role::Worker, opts.workers)] {
             for i in 0..count {
                 let name = format!("{}-{}-{i}", opts.prefix, role.as_str());
-                let zone = opts
-                    .zones
-                    .get(i % opts.zones.len().max(1))
-                    .cloned()
-                    .unwrap_or_else(|| "zone-a".into());
+                let zone = opts.zones.get(i % opts.zones.len().max(1)).cloned().unwrap_or_else(|| "zone-a".into());
                 sim.add_node(&name, role, &zone, index).await?;
                 index += 1;
             }
@@ -198,13 +181,7 @@ impl SimCluster {
         self.healthz_port
     }
 
-    async fn add_node(
-        &self,
-        name: &str,
-        role: Role,
-        zone: &str,
-        index: usize,
-    ) -> anyhow::Result<()> {
+    async fn add_node(&self, name: &str, role: Role, zone: &str, index: usize) -> anyhow::Result<()> {
         let ip = Ipv4Addr::new(127, 1 + (index / 250) as u8, 0, 2 + (index % 250) as u8);
         let node = SimNode {
             name: name.to_string(),
@@ -224,23 +201,14 @@ impl SimCluster {
         let kubelet = tokio::spawn(kubelet(self.shared.clone(), name.to_string()));
         lock(&self.tasks).push(kubelet);
         if role == Role::Master {
-            let server = tokio::spawn(healthz(
-                self.shared.clone(),
-                name.to_string(),
-                ip,
-                self.healthz_port,
-            ));
+            let server = tokio::spawn(healthz(self.shared.clone(), name.to_string(), ip, self.healthz_port));
             lock(&self.tasks).push(server);
         }
         Ok(())
     }
 
     pub fn node_names(&self, role: Role) -> Vec<String> {
-        lock(&self.shared.nodes)
-            .values()
-            .filter(|n| n.role == role && !n.gone)
-            .map(|n| n.name.clone())
-            .collect()
+        lock(&self.shared.nodes).values().filter(|n| n.role == role && !n.gone).map(|n| n.name.clone()).collect()
     }
 
     pub fn zone_of(&self, name: &str) -> Option<String> {
@@ -248,9 +216,7 @@ impl SimCluster {
     }
 
     pub fn server_id(&self, name: &str) -> Option<String> {
-        lock(&self.shared.nodes)
-            .get(name)
-            .map(|n| n.server_id.clone())
+        lock(&self.shared.nodes).get(name).map(|n| n.server_id.clone())
     }
 
     /// Breaks a node; `cure` says what repairs it.
@@ -269,10 +235,7 @@ impl SimCluster {
     }
 
     pub fn calls_for(&self, node: &str, action: Action) -> usize {
-        lock(&self.shared.calls)
-            .iter()
-            .filter(|c| c.node == node && c.action == action)
-            .count()
+        lock(&self.shared.calls).iter().filter(|c| c.node == node && c.action == action).count()
     }
 
     /// What the simulated machines went through, in order (for timelines).
@@ -291,16 +254,9 @@ impl SimCluster {
     }
 
     fn find_by_info(&self, info: &NodeInfo) -> Option<String> {
-        let id = info
-            .provider_id
-            .as_deref()
-            .and_then(|p| p.rsplit('/').next())
-            .map(str::to_string);
+        let id = info.provider_id.as_deref().and_then(|p| p.rsplit('/').next()).map(str::to_string);
         let nodes = lock(&self.shared.nodes);
-        nodes
-            .values()
-            .find(|n| !n.gone && (Some(&n.server_id) == id.as_ref() || n.name == info.name))
-            .map(|n| n.name.clone())
+        nodes.values().find(|n| !n.gone && (Some(&n.server_id) == id.as_ref() || n.name == info.name)).map(|n| n.name.clone())
     }
 
     fn reboot(self: &Arc<Self>, name: &str) {
@@ -377,12 +333,7 @@ async fn create_node(client: &kube::Client, n: &SimNode) -> anyhow::Result<()> {
 }
 
 /// What the kubelet posts: nodeInfo, addresses and the Ready condition.
-async fn patch_status(
-    client: &kube::Client,
-    n: &SimNode,
-    ready: bool,
-    reason: Option<&str>,
-) -> kube::Result<()> {
+async fn patch_status(client: &kube::Client, n: &SimNode, ready: bool, reason: Option<&str>) -> kube::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let now = now_str();
     let (status, reason, message) = match (ready, reason) {
@@ -391,28 +342,15 @@ async fn patch_status(
         (false, None) => ("False", "KubeletNotReady", "container runtime is down"),
     };
     let current = nodes.get_status(&n.name).await?;
-    let cond = current
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .cloned();
+    let cond = current.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready")).cloned();
     let transition = match &cond {
-        Some(c) if c.status == status => c
-            .last_transition_time
-            .as_ref()
-            .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-            .unwrap_or(now.clone()),
+        Some(c) if c.status == status => {
+            c.last_transition_time.as_ref().map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or(now.clone())
+        }
         _ => now.clone(),
     };
-    if cond
-        .as_ref()
-        .is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason))
-        && current
-            .status
-            .as_ref()
-            .and_then(|s| s.node_info.as_ref())
-            .is_some_and(|i| i.boot_id == n.boot_id)
+    if cond.as_ref().is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason))
+        && current.status.as_ref().and_then(|s| s.node_info.as_ref()).is_some_and(|i| i.boot_id == n.boot_id)
     {
         return Ok(());
     }
@@ -425,19 +363,14 @@ async fn patch_status(
             "kubeletVersion": "v1.33.0", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"
         }
     }});
-    nodes
-        .patch_status(&n.name, &PatchParams::default(), &Patch::Strategic(&patch))
-        .await?;
+    nodes.patch_status(&n.name, &PatchParams::default(), &Patch::Strategic(&patch)).await?;
     Ok(())
 }
 
 /// One node's kubelet: renews its Lease and reports Ready while it runs.
 async fn kubelet(shared: Arc<Shared>, name: String) {
     let leases: Api<Lease> = Api::namespaced(shared.client.clone(), "kube-node-lease");
-    let beat = shared
-        .opts
-        .scaled(shared.opts.heartbeat)
-        .max(Duration::from_millis(10));
+    let beat = shared.opts.scaled(shared.opts.heartbeat).max(Duration::from_millis(10));
     let mut last_generation = u32::MAX;
     let mut last_beat = tokio::time::Instant::now() - beat;
     loop {
@@ -456,11 +389,7 @@ async fn kubelet(shared: Arc<Shared>, name: String) {
                 let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
                     "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now())}});
                 let pp = PatchParams::apply("kubelet").force();
-                if leases
-                    .patch(&name, &pp, &Patch::Apply(&lease))
-                    .await
-                    .is_ok()
-                {
+                if leases.patch(&name, &pp, &Patch::Apply(&lease)).await.is_ok() {
                     last_beat = tokio::time::Instant::now();
                 }
             }
@@ -469,10 +398,7 @@ async fn kubelet(shared: Arc<Shared>, name: String) {
                     Some((Fault::NotReady(r), _)) => Some(r.as_str()),
                     _ => None,
                 };
-                if patch_status(&shared.client, &view, reason.is_none(), reason)
-                    .await
-                    .is_ok()
-                {
+                if patch_status(&shared.client, &view, reason.is_none(), reason).await.is_ok() {
                     last_generation = generation;
                 }
             }
@@ -492,11 +418,7 @@ async fn node_lifecycle(shared: Arc<Shared>) {
     let period = (grace / 8).max(Duration::from_millis(20));
     loop {
         tokio::time::sleep(period).await;
-        let names: Vec<String> = lock(&shared.nodes)
-            .values()
-            .filter(|n| !n.gone && n.down)
-            .map(|n| n.name.clone())
-            .collect();
+        let names: Vec<String> = lock(&shared.nodes).values().filter(|n| !n.gone && n.down).map(|n| n.name.clone()).collect();
         for name in names {
             let Ok(lease) = leases.get(&name).await else {
                 continue;
@@ -512,19 +434,14 @@ async fn node_lifecycle(shared: Arc<Shared>) {
             let Ok(node) = nodes.get_status(&name).await else {
                 continue;
             };
-            let ready = node
-                .status
-                .and_then(|s| s.conditions)
-                .and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"));
+            let ready = node.status.and_then(|s| s.conditions).and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"));
             if ready.is_some_and(|c| c.status == "Unknown") {
                 continue;
             }
             let now = now_str();
             let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
                 "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
-            let _ = nodes
-                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-                .await;
+            let _ = nodes.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await;
         }
     }
 }
@@ -542,14 +459,8 @@ async fn healthz(shared: Arc<Shared>, name: String, ip: Ipv4Addr, port: u16) {
             let name = name.clone();
             async move {
                 let nodes = lock(&shared.nodes);
-                let bad = nodes.get(&name).is_none_or(|n| {
-                    n.gone || n.down || matches!(n.fault, Some((Fault::HealthzDown, _)))
-                });
-                if bad {
-                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "unhealthy")
-                } else {
-                    (axum::http::StatusCode::OK, "ok")
-                }
+                let bad = nodes.get(&name).is_none_or(|n| n.gone || n.down || matches!(n.fault, Some((Fault::HealthzDown, _))));
+                if bad { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "unhealthy") } else { (axum::http::StatusCode::OK, "ok") }
             }
         }),
     );
@@ -580,16 +491,9 @@ impl CloudProvider for SimProvider {
         let name = self
             .sim
             .find_by_info(node)
-            .ok_or_else(|| CloudError::NoServer {
-                node: node.name.clone(),
-                reason: "no simulated machine".into(),
-            })?;
+            .ok_or_else(|| CloudError::NoServer { node: node.name.clone(), reason: "no simulated machine".into() })?;
         let server_id = self.sim.server_id(&name).unwrap_or_default();
-        lock(&self.sim.shared.calls).push(CloudCall {
-            action: Action::Reboot,
-            node: name.clone(),
-            server_id: server_id.clone(),
-        });
+        lock(&self.sim.shared.calls).push(CloudCall { action: Action::Reboot, node: name.clone(), server_id: server_id.clone() });
         self.sim.reboot(&name);
         Ok(ActionOutcome {
             server_id: Some(server_id.clone()),
@@ -604,16 +508,9 @@ impl CloudProvider for SimProvider {
             let name = self
                 .sim
                 .find_by_info(node)
-                .ok_or_else(|| CloudError::NoServer {
-                    node: node.name.clone(),
-                    reason: "no simulated machine".into(),
-                })?;
+                .ok_or_else(|| CloudError::NoServer { node: node.name.clone(), reason: "no simulated machine".into() })?;
             let server_id = self.sim.server_id(&name).unwrap_or_default();
-            lock(&self.sim.shared.calls).push(CloudCall {
-                action: Action::Replace,
-                node: name.clone(),
-                server_id: server_id.clone(),
-            });
+            lock(&self.sim.shared.calls).push(CloudCall { action: Action::Replace, node: name.clone(), server_id: server_id.clone() });
             self.sim.replace(&name);
             out.push(ActionOutcome {
                 server_id: Some(server_id.clone()),

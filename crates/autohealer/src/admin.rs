@@ -16,9 +16,7 @@ pub async fn serve(
     status: Arc<Status>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("admin.listen: cannot bind {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("admin.listen: cannot bind {addr}: {e}"))?;
     let bound = listener.local_addr()?;
     let ready = status.clone();
     let app = axum::Router::new()
@@ -41,21 +39,12 @@ pub async fn serve(
             axum::routing::get(move || {
                 let m = metrics.clone();
                 async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
-                        .into_response()
+                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()).into_response()
                 }
             }),
         );
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
     });
     Ok(bound)
 }
@@ -64,24 +53,11 @@ fn describe(d: &Decision) -> (String, String) {
     match d {
         Decision::Healthy => ("none".into(), "healthy".into()),
         Decision::NotMonitored => ("none".into(), "role not monitored".into()),
-        Decision::Waiting { until, why } => {
-            ("none yet".into(), format!("{why}; actionable at {until}"))
-        }
+        Decision::Waiting { until, why } => ("none yet".into(), format!("{why}; actionable at {until}")),
         Decision::Held { why } => ("held".into(), why.clone()),
-        Decision::Repair {
-            action,
-            attempt,
-            reason,
-            ..
-        } => (format!("{action} (attempt {attempt})"), reason.clone()),
-        Decision::InProgress { action, until } => (
-            format!("wait for {action}"),
-            format!("in progress until {until}"),
-        ),
-        Decision::Recovered { record } => (
-            "finish".into(),
-            format!("healthy again after {}", record.action),
-        ),
+        Decision::Repair { action, attempt, reason, .. } => (format!("{action} (attempt {attempt})"), reason.clone()),
+        Decision::InProgress { action, until } => (format!("wait for {action}"), format!("in progress until {until}")),
+        Decision::Recovered { record } => ("finish".into(), format!("healthy again after {}", record.action)),
         Decision::Failed { why, .. } => ("record failure".into(), why.clone()),
         Decision::GaveUp { why } => ("none".into(), why.clone()),
     }
@@ -89,13 +65,7 @@ fn describe(d: &Decision) -> (String, String) {
 
 /// A plain-text table: node, role, each check's verdict, the action and why.
 pub fn plan_table(rows: &[Row]) -> String {
-    let mut lines = vec![[
-        "NODE".to_string(),
-        "ROLE".into(),
-        "CHECKS".into(),
-        "ACTION".into(),
-        "WHY".into(),
-    ]];
+    let mut lines = vec![["NODE".to_string(), "ROLE".into(), "CHECKS".into(), "ACTION".into(), "WHY".into()]];
     for r in rows {
         let checks: Vec<String> = r
             .verdicts
@@ -106,17 +76,9 @@ pub fn plan_table(rows: &[Row]) -> String {
             })
             .collect();
         let (action, why) = describe(&r.decision);
-        lines.push([
-            r.name.clone(),
-            r.role.to_string(),
-            checks.join(","),
-            action,
-            why,
-        ]);
+        lines.push([r.name.clone(), r.role.to_string(), checks.join(","), action, why]);
     }
-    let widths: Vec<usize> = (0..4)
-        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> = (0..4).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
     lines
         .iter()
         .map(|l| {

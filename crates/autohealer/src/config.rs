@@ -17,16 +17,8 @@ pub struct KeyDoc {
 }
 
 pub const KEYS: &[KeyDoc] = &[
-    KeyDoc {
-        key: "cluster-name",
-        default: "(none)",
-        doc: "The Magnum cluster's UUID. Required by `cloud-provider: openstack`.",
-    },
-    KeyDoc {
-        key: "cloud-provider",
-        default: "openstack",
-        doc: "The cloud provider that repairs nodes.",
-    },
+    KeyDoc { key: "cluster-name", default: "(none)", doc: "The Magnum cluster's UUID. Required by `cloud-provider: openstack`." },
+    KeyDoc { key: "cloud-provider", default: "openstack", doc: "The cloud provider that repairs nodes." },
     KeyDoc {
         key: "dry-run",
         default: "false",
@@ -37,26 +29,10 @@ pub const KEYS: &[KeyDoc] = &[
         default: "60s",
         doc: "How often probing checks (Endpoint) run. Node changes are judged as they happen, not on this interval.",
     },
-    KeyDoc {
-        key: "master-monitor-enabled",
-        default: "true",
-        doc: "Whether master (control-plane) nodes are repaired.",
-    },
-    KeyDoc {
-        key: "worker-monitor-enabled",
-        default: "true",
-        doc: "Whether worker nodes are repaired.",
-    },
-    KeyDoc {
-        key: "leader-elect",
-        default: "true",
-        doc: "Elect one active replica through a Lease. Set false only for a single replica.",
-    },
-    KeyDoc {
-        key: "check-delay-after-add",
-        default: "10m",
-        doc: "Nodes younger than this are not repaired (they may still be joining).",
-    },
+    KeyDoc { key: "master-monitor-enabled", default: "true", doc: "Whether master (control-plane) nodes are repaired." },
+    KeyDoc { key: "worker-monitor-enabled", default: "true", doc: "Whether worker nodes are repaired." },
+    KeyDoc { key: "leader-elect", default: "true", doc: "Elect one active replica through a Lease. Set false only for a single replica." },
+    KeyDoc { key: "check-delay-after-add", default: "10m", doc: "Nodes younger than this are not repaired (they may still be joining)." },
     KeyDoc {
         key: "rebuild-delay-after-reboot",
         default: "5m",
@@ -72,46 +48,26 @@ pub const KEYS: &[KeyDoc] = &[
         default: "[reboot, replace]",
         doc: "The steps of a master repair, in order. Steps the provider does not support are skipped.",
     },
-    KeyDoc {
-        key: "repair-steps.worker",
-        default: "[reboot, replace]",
-        doc: "The steps of a worker repair, in order.",
-    },
+    KeyDoc { key: "repair-steps.worker", default: "[reboot, replace]", doc: "The steps of a worker repair, in order." },
     KeyDoc {
         key: "kubernetes.api-host",
         default: "(in-cluster)",
         doc: "The apiserver URL, overriding the kubeconfig's or the in-cluster one.",
     },
-    KeyDoc {
-        key: "kubernetes.kubeconfig",
-        default: "(in-cluster)",
-        doc: "A kubeconfig file to use instead of the pod's service account.",
-    },
+    KeyDoc { key: "kubernetes.kubeconfig", default: "(in-cluster)", doc: "A kubeconfig file to use instead of the pod's service account." },
     KeyDoc {
         key: "healthcheck.master",
         default: "[NodeCondition]",
         doc: "Checks for masters: a list of `{type, params}`. Without the key, one NodeCondition check with its defaults.",
     },
-    KeyDoc {
-        key: "healthcheck.worker",
-        default: "[NodeCondition]",
-        doc: "Checks for workers, as for masters.",
-    },
+    KeyDoc { key: "healthcheck.worker", default: "[NodeCondition]", doc: "Checks for workers, as for masters." },
     KeyDoc {
         key: "openstack",
         default: "(none)",
         doc: "The OpenStack provider's settings (auth-url, credentials, region, ...), as magnum-auto-healer reads them.",
     },
-    KeyDoc {
-        key: "leader-election.lease-name",
-        default: "autohealer",
-        doc: "The Lease that elects the active replica.",
-    },
-    KeyDoc {
-        key: "leader-election.lease-namespace",
-        default: "kube-system",
-        doc: "The Lease's namespace.",
-    },
+    KeyDoc { key: "leader-election.lease-name", default: "autohealer", doc: "The Lease that elects the active replica." },
+    KeyDoc { key: "leader-election.lease-namespace", default: "kube-system", doc: "The Lease's namespace." },
     KeyDoc {
         key: "leader-election.lease-duration",
         default: "15s",
@@ -122,21 +78,14 @@ pub const KEYS: &[KeyDoc] = &[
         default: "5s",
         doc: "The leader renews this long before its hold expires; it also stops acting this long before expiry.",
     },
+    KeyDoc { key: "leader-election.identity", default: "$POD_NAME or the hostname", doc: "This replica's name in the Lease." },
+    KeyDoc { key: "admin.listen", default: "0.0.0.0:9102", doc: "Address of /healthz, /readyz and /metrics." },
     KeyDoc {
-        key: "leader-election.identity",
-        default: "$POD_NAME or the hostname",
-        doc: "This replica's name in the Lease.",
+        key: "node-selector",
+        default: "(all nodes)",
+        doc: "A label selector (`key=value,...`) limiting the nodes the healer watches and repairs.",
     },
-    KeyDoc {
-        key: "admin.listen",
-        default: "0.0.0.0:9102",
-        doc: "Address of /healthz, /readyz and /metrics.",
-    },
-    KeyDoc {
-        key: "probe-concurrency",
-        default: "32",
-        doc: "How many probes (Endpoint checks) run at once.",
-    },
+    KeyDoc { key: "probe-concurrency", default: "32", doc: "How many probes (Endpoint checks) run at once." },
 ];
 
 fn default_provider() -> String {
@@ -227,10 +176,7 @@ fn both() -> Vec<Action> {
 
 impl Default for RepairSteps {
     fn default() -> Self {
-        Self {
-            master: both(),
-            worker: both(),
-        }
+        Self { master: both(), worker: both() }
     }
 }
 
@@ -281,13 +227,7 @@ fn kube_system() -> String {
 
 impl Default for LeaderElection {
     fn default() -> Self {
-        Self {
-            lease_name: lease_name(),
-            lease_namespace: kube_system(),
-            lease_duration: d15s(),
-            renew_grace: d5s(),
-            identity: None,
-        }
+        Self { lease_name: lease_name(), lease_namespace: kube_system(), lease_duration: d15s(), renew_grace: d5s(), identity: None }
     }
 }
 
@@ -318,10 +258,7 @@ pub struct ConfigError {
 
 impl From<ParamError> for ConfigError {
     fn from(e: ParamError) -> Self {
-        Self {
-            path: e.path,
-            message: e.message,
-        }
+        Self { path: e.path, message: e.message }
     }
 }
 
@@ -334,28 +271,17 @@ pub struct Loaded {
 
 impl Config {
     pub fn load_file(path: &Path, registry: &Registry) -> Result<Loaded, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.display().to_string(),
-            message: format!("cannot read the config file: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError { path: path.display().to_string(), message: format!("cannot read the config file: {e}") })?;
         Self::load_str(&text, registry)
     }
 
     pub fn load_str(text: &str, registry: &Registry) -> Result<Loaded, ConfigError> {
-        let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| ConfigError {
-            path: "(file)".into(),
-            message: format!("not valid YAML: {e}"),
-        })?;
-        let value = if value.is_null() {
-            serde_json::json!({})
-        } else {
-            value
-        };
+        let value: serde_json::Value =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError { path: "(file)".into(), message: format!("not valid YAML: {e}") })?;
+        let value = if value.is_null() { serde_json::json!({}) } else { value };
         if !value.is_object() {
-            return Err(ConfigError {
-                path: "(file)".into(),
-                message: format!("the config must be a map of keys, got {value}"),
-            });
+            return Err(ConfigError { path: "(file)".into(), message: format!("the config must be a map of keys, got {value}") });
         }
         let config: Config = from_value(&value, "")?;
         let checks = config.validate(registry)?;
@@ -363,17 +289,9 @@ impl Config {
     }
 
     fn validate(&self, registry: &Registry) -> Result<Checks, ConfigError> {
-        let err = |path: &str, message: String| ConfigError {
-            path: path.into(),
-            message,
-        };
-        if self.cloud_provider == "openstack"
-            && self.cluster_name.as_deref().is_none_or(str::is_empty)
-        {
-            return Err(err(
-                "cluster-name",
-                "required by cloud-provider openstack (the Magnum cluster's UUID)".into(),
-            ));
+        let err = |path: &str, message: String| ConfigError { path: path.into(), message };
+        if self.cloud_provider == "openstack" && self.cluster_name.as_deref().is_none_or(str::is_empty) {
+            return Err(err("cluster-name", "required by cloud-provider openstack (the Magnum cluster's UUID)".into()));
         }
         if self.monitor_interval.is_zero() {
             return Err(err("monitor-interval", "must be more than 0s".into()));
@@ -381,16 +299,10 @@ impl Config {
         if let Some(sel) = &self.node_selector
             && (sel.trim().is_empty() || sel.split(',').any(|r| r.trim().is_empty()))
         {
-            return Err(err(
-                "node-selector",
-                format!("not a label selector (value: {sel:?})"),
-            ));
+            return Err(err("node-selector", format!("not a label selector (value: {sel:?})")));
         }
         if self.probe_concurrency == 0 {
-            return Err(err(
-                "probe-concurrency",
-                "must be at least 1 (value: 0)".into(),
-            ));
+            return Err(err("probe-concurrency", "must be at least 1 (value: 0)".into()));
         }
         let le = &self.leader_election;
         if le.renew_grace >= le.lease_duration {
@@ -406,54 +318,29 @@ impl Config {
         if le.lease_duration.as_secs() < 2 {
             return Err(err(
                 "leader-election.lease-duration",
-                format!(
-                    "must be at least 2s (value: {})",
-                    humantime::format_duration(le.lease_duration)
-                ),
+                format!("must be at least 2s (value: {})", humantime::format_duration(le.lease_duration)),
             ));
         }
         if self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(err(
-                "admin.listen",
-                format!("not an address:port (value: {:?})", self.admin.listen),
-            ));
+            return Err(err("admin.listen", format!("not an address:port (value: {:?})", self.admin.listen)));
         }
-        for (role, steps) in [
-            ("master", &self.repair_steps.master),
-            ("worker", &self.repair_steps.worker),
-        ] {
+        for (role, steps) in [("master", &self.repair_steps.master), ("worker", &self.repair_steps.worker)] {
             let mut seen = std::collections::BTreeSet::new();
             if let Some(dup) = steps.iter().find(|s| !seen.insert(**s)) {
-                return Err(err(
-                    &format!("repair-steps.{role}"),
-                    format!("{dup} is listed twice"),
-                ));
+                return Err(err(&format!("repair-steps.{role}"), format!("{dup} is listed twice")));
             }
         }
         let build = |role: &str, specs: &Option<Vec<CheckSpec>>| -> Result<Vec<_>, ConfigError> {
             match specs {
-                None => Ok(vec![registry.build(
-                    "NodeCondition",
-                    &serde_json::Value::Null,
-                    &format!("healthcheck.{role}[default]"),
-                )?]),
+                None => Ok(vec![registry.build("NodeCondition", &serde_json::Value::Null, &format!("healthcheck.{role}[default]"))?]),
                 Some(list) => list
                     .iter()
                     .enumerate()
-                    .map(|(i, s)| {
-                        Ok(registry.build(
-                            &s.type_,
-                            &s.params,
-                            &format!("healthcheck.{role}[{i}]"),
-                        )?)
-                    })
+                    .map(|(i, s)| Ok(registry.build(&s.type_, &s.params, &format!("healthcheck.{role}[{i}]"))?))
                     .collect(),
             }
         };
-        Ok(Checks {
-            master: build("master", &self.healthcheck.master)?,
-            worker: build("worker", &self.healthcheck.worker)?,
-        })
+        Ok(Checks { master: build("master", &self.healthcheck.master)?, worker: build("worker", &self.healthcheck.worker)? })
     }
 
     pub fn policy(&self) -> Policy {
@@ -490,11 +377,7 @@ mod tests {
     #[test]
     fn upstream_configs_load_unchanged() {
         for file in ["upstream-config-camel.yaml", "upstream-config-kebab.yaml"] {
-            let text = std::fs::read_to_string(format!(
-                "{}/tests/data/{file}",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .unwrap();
+            let text = std::fs::read_to_string(format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
             let l = load(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert_eq!(l.config.monitor_interval, secs(15));
             assert_eq!(l.config.check_delay_after_add, secs(1200));
@@ -502,11 +385,7 @@ mod tests {
             assert_eq!(l.checks.master[0].type_name(), "Endpoint");
             assert_eq!(l.checks.master[0].unhealthy_duration(), secs(30));
             assert_eq!(l.checks.worker[0].unhealthy_duration(), secs(60));
-            assert_eq!(
-                l.config.rebuild_delay_after_reboot,
-                secs(300),
-                "upstream default"
-            );
+            assert_eq!(l.config.rebuild_delay_after_reboot, secs(300), "upstream default");
         }
     }
 
@@ -514,10 +393,7 @@ mod tests {
     fn errors_name_the_key_path_and_value() {
         let e = load("cluster-name: c\nmonitor-intervall: 15s\n").unwrap_err();
         assert_eq!(e.path, "monitor-intervall");
-        assert!(
-            e.message.contains("did you mean \"monitor-interval\""),
-            "{e}"
-        );
+        assert!(e.message.contains("did you mean \"monitor-interval\""), "{e}");
         let e = load("cluster-name: c\ndry-run: maybe\n").unwrap_err();
         assert_eq!(e.path, "dry-run");
         assert!(e.message.contains("maybe"), "{e}");
@@ -526,8 +402,7 @@ mod tests {
         assert!(e.message.contains("soon"), "{e}");
         let e = load("cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        okValues: [\"True\"]\n        errorValues: [\"False\"]\n").unwrap_err();
         assert_eq!(e.path, "healthcheck.worker[0].params.error-values");
-        let e =
-            load("cluster-name: c\nhealthcheck:\n  master:\n    - type: EndPoint\n").unwrap_err();
+        let e = load("cluster-name: c\nhealthcheck:\n  master:\n    - type: EndPoint\n").unwrap_err();
         assert_eq!(e.path, "healthcheck.master[0].type");
         assert!(e.message.contains("did you mean \"Endpoint\""), "{e}");
         let e = load("dry-run: true\n").unwrap_err();
@@ -543,27 +418,15 @@ mod tests {
     fn defaults() {
         let l = load("cluster-name: c\n").unwrap();
         let c = &l.config;
-        assert_eq!(
-            (
-                c.monitor_interval,
-                c.check_delay_after_add,
-                c.rebuild_delay_after_reboot
-            ),
-            (secs(60), secs(600), secs(300))
-        );
-        assert!(
-            c.leader_elect && c.master_monitor_enabled && c.worker_monitor_enabled && !c.dry_run
-        );
+        assert_eq!((c.monitor_interval, c.check_delay_after_add, c.rebuild_delay_after_reboot), (secs(60), secs(600), secs(300)));
+        assert!(c.leader_elect && c.master_monitor_enabled && c.worker_monitor_enabled && !c.dry_run);
         assert_eq!(l.checks.worker[0].type_name(), "NodeCondition");
         assert_eq!(c.leader_election.lease_namespace, "kube-system");
     }
 
     #[test]
     fn every_key_is_documented() {
-        let documented: Vec<&str> = KEYS
-            .iter()
-            .map(|k| k.key.split('.').next().unwrap_or_default())
-            .collect();
+        let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
         let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\n";
         load(sample).unwrap();
         for line in sample.lines() {
@@ -577,9 +440,7 @@ mod tests {
 mod readme {
     #[test]
     fn readme_has_the_current_key_reference() {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-                .unwrap();
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
         assert!(
             readme.contains(&super::reference_markdown()),
             "README's key table differs from `autohealer config-reference`: paste its output into README.md"

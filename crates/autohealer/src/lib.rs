@@ -7,10 +7,7 @@ pub mod providers;
 
 use anyhow::Context;
 use autohealer_cloud::CloudProvider;
-use autohealer_core::{
-    AlwaysLeader, Healer, HealerSettings, LeaderElector, LeaseElector, LeaseSettings, Metrics,
-    Status,
-};
+use autohealer_core::{AlwaysLeader, Healer, HealerSettings, LeaderElector, LeaseElector, LeaseSettings, Metrics, Status};
 use config::Loaded;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,11 +26,7 @@ pub fn identity(loaded: &Loaded) -> String {
         .identity
         .clone()
         .or_else(|| std::env::var("POD_NAME").ok())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("autohealer-{}", std::process::id()))
 }
@@ -41,30 +34,20 @@ pub fn identity(loaded: &Loaded) -> String {
 /// Builds the Kubernetes client the config asks for: `kubernetes.kubeconfig` (or
 /// `override_kubeconfig`), else `$KUBECONFIG`/in-cluster, with `kubernetes.api-host`
 /// replacing the server URL.
-pub async fn kube_client(
-    loaded: &Loaded,
-    override_kubeconfig: Option<&std::path::Path>,
-) -> anyhow::Result<kube::Client> {
+pub async fn kube_client(loaded: &Loaded, override_kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     let k = &loaded.config.kubernetes;
     let mut cfg = match override_kubeconfig.or(k.kubeconfig.as_deref()) {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| {
-                format!("kubernetes.kubeconfig: cannot read {}", path.display())
-            })?;
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("kubernetes.kubeconfig: cannot read {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
-                .with_context(|| {
-                    format!("kubernetes.kubeconfig: {} is not usable", path.display())
-                })?
+                .with_context(|| format!("kubernetes.kubeconfig: {} is not usable", path.display()))?
         }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig given and no in-cluster config found")?,
+        None => kube::Config::infer().await.context("no kubeconfig given and no in-cluster config found")?,
     };
     if let Some(host) = &k.api_host {
-        cfg.cluster_url = host
-            .parse()
-            .with_context(|| format!("kubernetes.api-host: not a URL (value: {host:?})"))?;
+        cfg.cluster_url = host.parse().with_context(|| format!("kubernetes.api-host: not a URL (value: {host:?})"))?;
     }
     // A drain must see a PodDisruptionBudget's 429 itself rather than have the
     // client retry it for minutes.
@@ -86,13 +69,7 @@ pub struct Runtime {
 pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> anyhow::Result<()> {
     let c = &loaded.config;
     let admin_addr: std::net::SocketAddr = c.admin.listen.parse().context("admin.listen")?;
-    let admin = admin::serve(
-        admin_addr,
-        rt.metrics.clone(),
-        rt.status.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let admin = admin::serve(admin_addr, rt.metrics.clone(), rt.status.clone(), shutdown.clone()).await?;
     tracing::info!(listen = %admin, "admin server up: /healthz /readyz /metrics");
     let leader: Arc<dyn LeaderElector> = if c.leader_elect {
         let le = &c.leader_election;
@@ -121,14 +98,7 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
         node_selector: c.node_selector.clone(),
     };
     tracing::info!(identity = %rt.identity, provider = rt.provider.name(), dry_run = c.dry_run, leader_elect = c.leader_elect, "autohealer starting");
-    let healer = Healer::new(
-        rt.client,
-        rt.provider,
-        leader.clone(),
-        settings,
-        rt.metrics,
-        rt.status,
-    );
+    let healer = Healer::new(rt.client, rt.provider, leader.clone(), settings, rt.metrics, rt.status);
     let result = healer.run(shutdown).await;
     leader.release().await;
     tracing::info!("autohealer stopped");
@@ -147,14 +117,7 @@ pub async fn plan(loaded: Loaded, rt: Runtime) -> anyhow::Result<String> {
         debounce: Duration::ZERO,
         node_selector: c.node_selector.clone(),
     };
-    let healer = Healer::new(
-        rt.client,
-        rt.provider,
-        Arc::new(AlwaysLeader::default()),
-        settings,
-        rt.metrics,
-        rt.status,
-    );
+    let healer = Healer::new(rt.client, rt.provider, Arc::new(AlwaysLeader::default()), settings, rt.metrics, rt.status);
     let (rows, _) = healer.plan_once().await?;
     Ok(admin::plan_table(&rows))
 }

@@ -61,11 +61,9 @@ enum Command {
 }
 
 fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .with_context(|| format!("--log-level: not a valid filter (value: {level:?})"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).with_context(|| format!("--log-level: not a valid filter (value: {level:?})"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -91,8 +89,7 @@ async fn shutdown_signal(token: CancellationToken) {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<config::Loaded> {
-    Config::load_file(path, &Registry::with_builtins())
-        .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
+    Config::load_file(path, &Registry::with_builtins()).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
 }
 
 async fn real_main() -> anyhow::Result<()> {
@@ -105,11 +102,7 @@ async fn real_main() -> anyhow::Result<()> {
             let l = load(&config)?;
             let c = &l.config;
             println!("config {} is valid", config.display());
-            println!(
-                "  cloud-provider: {}  cluster-name: {}",
-                c.cloud_provider,
-                c.cluster_name.as_deref().unwrap_or("-")
-            );
+            println!("  cloud-provider: {}  cluster-name: {}", c.cloud_provider, c.cluster_name.as_deref().unwrap_or("-"));
             println!(
                 "  dry-run: {}  leader-elect: {}  monitor-interval: {}",
                 c.dry_run,
@@ -121,25 +114,14 @@ async fn real_main() -> anyhow::Result<()> {
                 humantime::format_duration(c.check_delay_after_add),
                 humantime::format_duration(c.rebuild_delay_after_reboot)
             );
-            for (role, checks, on) in [
-                ("master", &l.checks.master, c.master_monitor_enabled),
-                ("worker", &l.checks.worker, c.worker_monitor_enabled),
-            ] {
+            for (role, checks, on) in
+                [("master", &l.checks.master, c.master_monitor_enabled), ("worker", &l.checks.worker, c.worker_monitor_enabled)]
+            {
                 let list: Vec<String> = checks
                     .iter()
-                    .map(|k| {
-                        format!(
-                            "{} (unhealthy after {})",
-                            k.type_name(),
-                            humantime::format_duration(k.unhealthy_duration())
-                        )
-                    })
+                    .map(|k| format!("{} (unhealthy after {})", k.type_name(), humantime::format_duration(k.unhealthy_duration())))
                     .collect();
-                println!(
-                    "  {role}: {}{}",
-                    list.join(", "),
-                    if on { "" } else { "  [monitoring disabled]" }
-                );
+                println!("  {role}: {}{}", list.join(", "), if on { "" } else { "  [monitoring disabled]" });
             }
         }
         Command::Plan { config, kubeconfig } => {
@@ -147,35 +129,19 @@ async fn real_main() -> anyhow::Result<()> {
             let client = autohealer::kube_client(&l, kubeconfig.as_deref()).await?;
             let provider = autohealer::providers::build(&l)?;
             let identity = autohealer::identity(&l);
-            let rt = autohealer::Runtime {
-                client,
-                provider,
-                metrics: Arc::new(Metrics::new()),
-                status: Arc::new(Status::default()),
-                identity,
-            };
+            let rt =
+                autohealer::Runtime { client, provider, metrics: Arc::new(Metrics::new()), status: Arc::new(Status::default()), identity };
             print!("{}", autohealer::plan(l, rt).await?);
         }
-        Command::Run {
-            config,
-            dry_run,
-            kubeconfig,
-            log_format,
-            log_level,
-        } => {
+        Command::Run { config, dry_run, kubeconfig, log_format, log_level } => {
             init_logs(log_format, &log_level)?;
             let mut l = load(&config)?;
             l.config.dry_run |= dry_run;
             let client = autohealer::kube_client(&l, kubeconfig.as_deref()).await?;
             let provider = autohealer::providers::build(&l)?;
             let identity = autohealer::identity(&l);
-            let rt = autohealer::Runtime {
-                client,
-                provider,
-                metrics: Arc::new(Metrics::new()),
-                status: Arc::new(Status::default()),
-                identity,
-            };
+            let rt =
+                autohealer::Runtime { client, provider, metrics: Arc::new(Metrics::new()), status: Arc::new(Status::default()), identity };
             let token = CancellationToken::new();
             tokio::spawn(shutdown_signal(token.clone()));
             autohealer::run(l, rt, token).await?;

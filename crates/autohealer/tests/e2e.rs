@@ -29,44 +29,21 @@ struct Env {
 async fn env(workers: usize) -> Env {
     let cluster = TestCluster::start().await.unwrap();
     let prefix = format!("e2e-{}", &uuid_like()[..6]);
-    let opts = SimOptions {
-        masters: 1,
-        workers,
-        time_scale: 0.05,
-        prefix: prefix.clone(),
-        ..Default::default()
-    };
-    let sim = SimCluster::start(cluster.client.clone(), opts)
-        .await
-        .unwrap();
-    Env {
-        cluster,
-        sim,
-        prefix,
-    }
+    let opts = SimOptions { masters: 1, workers, time_scale: 0.05, prefix: prefix.clone(), ..Default::default() };
+    let sim = SimCluster::start(cluster.client.clone(), opts).await.unwrap();
+    Env { cluster, sim, prefix }
 }
 
 fn uuid_like() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            ^ u128::from(std::process::id())
-    )
-    .chars()
-    .rev()
-    .collect()
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() ^ u128::from(std::process::id()))
+        .chars()
+        .rev()
+        .collect()
 }
 
 impl Env {
     fn config(&self, extra: &str) -> Loaded {
-        let single = if extra.contains("leader-elect:") {
-            ""
-        } else {
-            "leader-elect: false\n"
-        };
+        let single = if extra.contains("leader-elect:") { "" } else { "leader-elect: false\n" };
         let text = format!(
             "cluster-name: sim\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nrebuild-delay-after-reboot: 60s\nnode-selector: {SIM_LABEL}={}\n{single}admin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n{extra}",
             self.prefix
@@ -81,14 +58,7 @@ impl Env {
     }
 
     /// Starts a healer; the token stops it gracefully.
-    async fn healer(
-        &self,
-        loaded: Loaded,
-        identity: &str,
-    ) -> (
-        CancellationToken,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) {
+    async fn healer(&self, loaded: Loaded, identity: &str) -> (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
         let status = Arc::new(Status::default());
         let rt = autohealer::Runtime {
             client: self.cluster.client.clone(),
@@ -99,45 +69,25 @@ impl Env {
         };
         let token = CancellationToken::new();
         let task = tokio::spawn(autohealer::run(loaded, rt, token.clone()));
-        until("the node cache syncs", || {
-            status.synced.load(std::sync::atomic::Ordering::Relaxed)
-        })
-        .await;
+        until("the node cache syncs", || status.synced.load(std::sync::atomic::Ordering::Relaxed)).await;
         (token, task)
     }
 
     async fn node(&self, name: &str) -> Option<Node> {
-        Api::<Node>::all(self.cluster.client.clone())
-            .get_opt(name)
-            .await
-            .ok()
-            .flatten()
+        Api::<Node>::all(self.cluster.client.clone()).get_opt(name).await.ok().flatten()
     }
 
     async fn annotate(&self, name: &str, key: &str, value: &str) {
         let p = json!({"metadata": {"annotations": {key: value}}});
-        Api::<Node>::all(self.cluster.client.clone())
-            .patch(name, &PatchParams::default(), &Patch::Merge(&p))
-            .await
-            .unwrap();
+        Api::<Node>::all(self.cluster.client.clone()).patch(name, &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
     }
 
     async fn has_event(&self, node: &str, reason: &str) -> bool {
-        self.cluster
-            .node_events(node)
-            .await
-            .iter()
-            .any(|(r, _)| r == reason)
+        self.cluster.node_events(node).await.iter().any(|(r, _)| r == reason)
     }
 
     async fn event_note(&self, node: &str, reason: &str) -> String {
-        self.cluster
-            .node_events(node)
-            .await
-            .into_iter()
-            .find(|(r, _)| r == reason)
-            .map(|(_, n)| n)
-            .unwrap_or_default()
+        self.cluster.node_events(node).await.into_iter().find(|(r, _)| r == reason).map(|(_, n)| n).unwrap_or_default()
     }
 }
 
@@ -166,32 +116,19 @@ where
 }
 
 fn annotation(n: &Node, key: &str) -> Option<String> {
-    n.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .cloned()
+    n.metadata.annotations.as_ref().and_then(|a| a.get(key)).cloned()
 }
 
 fn cordoned(n: &Node) -> bool {
-    n.spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false)
+    n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
 }
 
 fn ready(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
+    n.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 fn released(n: &Option<Node>) -> bool {
-    n.as_ref()
-        .is_some_and(|n| ready(n) && !cordoned(n) && annotation(n, REPAIR).is_none())
+    n.as_ref().is_some_and(|n| ready(n) && !cordoned(n) && annotation(n, REPAIR).is_none())
 }
 
 fn record_writers(versions: &[Node]) -> Vec<String> {
@@ -209,80 +146,28 @@ async fn worker_not_ready_is_cordoned_rebooted_once_and_uncordoned() {
     let victim = e.worker(0);
     let recorder = NodeRecorder::start(e.cluster.client.clone(), &victim);
     let (token, task) = e.healer(e.config(""), "replica-a").await;
-    e.sim.inject(
-        &victim,
-        Fault::NotReady("KernelDeadlock".into()),
-        Cure::Reboot,
-    );
-    until("the reboot is issued", || {
-        e.sim.calls_for(&victim, Action::Reboot) == 1
-    })
-    .await;
-    until_async("the node has recovered and is released", || async {
-        released(&e.node(&victim).await)
-    })
-    .await;
-    until("the recorder saw the release", || {
-        recorder.latest().is_some_and(|n| released(&Some(n)))
-    })
-    .await;
+    e.sim.inject(&victim, Fault::NotReady("KernelDeadlock".into()), Cure::Reboot);
+    until("the reboot is issued", || e.sim.calls_for(&victim, Action::Reboot) == 1).await;
+    until_async("the node has recovered and is released", || async { released(&e.node(&victim).await) }).await;
+    until("the recorder saw the release", || recorder.latest().is_some_and(|n| released(&Some(n)))).await;
 
     // On the way, the ledger and the cordon were written together, before the call.
     let versions = recorder.versions();
-    let started = versions
-        .iter()
-        .find(|v| annotation(v, REPAIR).is_some())
-        .expect("a repair record was written");
-    assert!(
-        cordoned(started),
-        "the worker is cordoned in the same write that records the repair"
-    );
+    let started = versions.iter().find(|v| annotation(v, REPAIR).is_some()).expect("a repair record was written");
+    assert!(cordoned(started), "the worker is cordoned in the same write that records the repair");
     let record: Value = serde_json::from_str(&annotation(started, REPAIR).unwrap()).unwrap();
-    assert_eq!(
-        (record["action"].as_str(), record["by"].as_str()),
-        (Some("reboot"), Some("replica-a"))
-    );
-    assert!(
-        record["reason"]
-            .as_str()
-            .unwrap()
-            .contains("KernelDeadlock")
-    );
+    assert_eq!((record["action"].as_str(), record["by"].as_str()), (Some("reboot"), Some("replica-a")));
+    assert!(record["reason"].as_str().unwrap().contains("KernelDeadlock"));
 
-    until_async("the Recovered Event is published", || {
-        e.has_event(&victim, "Recovered")
-    })
-    .await;
-    let reasons: Vec<String> = e
-        .cluster
-        .node_events(&victim)
-        .await
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect();
+    until_async("the Recovered Event is published", || e.has_event(&victim, "Recovered")).await;
+    let reasons: Vec<String> = e.cluster.node_events(&victim).await.into_iter().map(|(r, _)| r).collect();
     for want in ["RepairStarted", "RepairIssued", "Recovered"] {
-        assert!(
-            reasons.contains(&want.to_string()),
-            "missing Event {want}: {reasons:?}"
-        );
+        assert!(reasons.contains(&want.to_string()), "missing Event {want}: {reasons:?}");
     }
-    assert!(
-        e.event_note(&victim, "RepairStarted")
-            .await
-            .contains("KernelDeadlock"),
-        "the Event says why"
-    );
-    assert_eq!(
-        e.sim.calls().len(),
-        1,
-        "exactly one cloud call in all: {:?}",
-        e.sim.calls()
-    );
+    assert!(e.event_note(&victim, "RepairStarted").await.contains("KernelDeadlock"), "the Event says why");
+    assert_eq!(e.sim.calls().len(), 1, "exactly one cloud call in all: {:?}", e.sim.calls());
     for other in [e.worker(1), e.worker(2)] {
-        assert!(
-            e.node(&other).await.is_some_and(|n| !cordoned(&n)),
-            "{other} was left alone"
-        );
+        assert!(e.node(&other).await.is_some_and(|n| !cordoned(&n)), "{other} was left alone");
     }
     token.cancel();
     task.await.unwrap().unwrap();
@@ -294,45 +179,19 @@ async fn dry_run_writes_nothing_and_calls_nothing() {
     let victim = e.worker(1);
     let recorder = NodeRecorder::start(e.cluster.client.clone(), &victim);
     let (token, task) = e.healer(e.config("dry-run: true\n"), "replica-a").await;
-    e.sim.inject(
-        &victim,
-        Fault::NotReady("NetworkUnavailable".into()),
-        Cure::Reboot,
-    );
-    until_async("the dry-run Event is emitted", || {
-        e.has_event(&victim, "DryRun")
-    })
-    .await;
+    e.sim.inject(&victim, Fault::NotReady("NetworkUnavailable".into()), Cure::Reboot);
+    until_async("the dry-run Event is emitted", || e.has_event(&victim, "DryRun")).await;
     let note = e.event_note(&victim, "DryRun").await;
-    assert!(
-        note.contains("Would reboot") && note.contains("NetworkUnavailable"),
-        "{note}"
-    );
+    assert!(note.contains("Would reboot") && note.contains("NetworkUnavailable"), "{note}");
     token.cancel();
     task.await.unwrap().unwrap();
-    assert!(
-        e.sim.calls().is_empty(),
-        "no cloud call in dry-run: {:?}",
-        e.sim.calls()
-    );
+    assert!(e.sim.calls().is_empty(), "no cloud call in dry-run: {:?}", e.sim.calls());
     let versions = recorder.versions();
     assert!(!versions.is_empty());
     for v in versions {
-        assert!(
-            annotation(&v, REPAIR).is_none() && !cordoned(&v),
-            "dry-run wrote to the node: {v:?}"
-        );
-        let managers: Vec<String> = v
-            .metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .filter_map(|m| m.manager.clone())
-            .collect();
-        assert!(
-            !managers.contains(&"autohealer".to_string()),
-            "dry-run wrote to the node: {managers:?}"
-        );
+        assert!(annotation(&v, REPAIR).is_none() && !cordoned(&v), "dry-run wrote to the node: {v:?}");
+        let managers: Vec<String> = v.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
+        assert!(!managers.contains(&"autohealer".to_string()), "dry-run wrote to the node: {managers:?}");
     }
 }
 
@@ -342,35 +201,16 @@ async fn skipped_node_is_left_alone_and_remediate_repairs_on_request() {
     let (skipped, requested) = (e.worker(0), e.worker(1));
     e.annotate(&skipped, "autohealer.dev/skip", "true").await;
     let (token, task) = e.healer(e.config(""), "replica-a").await;
-    e.sim.inject(
-        &skipped,
-        Fault::NotReady("KubeletNotReady".into()),
-        Cure::Reboot,
-    );
-    until_async("the hold is announced", || async {
-        e.event_note(&skipped, "RepairHeld")
-            .await
-            .contains("autohealer.dev/skip")
-    })
-    .await;
+    e.sim.inject(&skipped, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until_async("the hold is announced", || async { e.event_note(&skipped, "RepairHeld").await.contains("autohealer.dev/skip") }).await;
     // A healthy node repaired on request, and the request removed when taken.
-    e.annotate(&requested, "autohealer.dev/remediate", "true")
-        .await;
-    until("the requested reboot is issued", || {
-        e.sim.calls_for(&requested, Action::Reboot) == 1
-    })
-    .await;
+    e.annotate(&requested, "autohealer.dev/remediate", "true").await;
+    until("the requested reboot is issued", || e.sim.calls_for(&requested, Action::Reboot) == 1).await;
     until_async("the request annotation is removed", || async {
-        e.node(&requested)
-            .await
-            .is_some_and(|n| annotation(&n, "autohealer.dev/remediate").is_none())
+        e.node(&requested).await.is_some_and(|n| annotation(&n, "autohealer.dev/remediate").is_none())
     })
     .await;
-    assert_eq!(
-        e.sim.calls_for(&skipped, Action::Reboot),
-        0,
-        "a skipped node is never repaired"
-    );
+    assert_eq!(e.sim.calls_for(&skipped, Action::Reboot), 0, "a skipped node is never repaired");
     token.cancel();
     task.await.unwrap().unwrap();
 }
@@ -382,22 +222,11 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(
-        kubeconfig: String,
-        sim: Arc<SimCluster>,
-        loaded: Loaded,
-        identity: &'static str,
-    ) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+    fn start(kubeconfig: String, sim: Arc<SimCluster>, loaded: Loaded, identity: &'static str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         runtime.spawn(async move {
             let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .unwrap();
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
             let client = kube::Client::try_from(cfg).unwrap();
             let rt = autohealer::Runtime {
                 client,
@@ -408,9 +237,7 @@ impl Replica {
             };
             autohealer::run(loaded, rt, CancellationToken::new()).await
         });
-        Self {
-            runtime: Some(runtime),
-        }
+        Self { runtime: Some(runtime) }
     }
 
     fn kill(&mut self) {
@@ -430,78 +257,28 @@ impl Drop for Replica {
 async fn two_replicas_one_acts_and_the_standby_takes_over_when_it_dies() {
     let e = env(3).await;
     let lease = format!("autohealer-{}", e.prefix);
-    let loaded = e.config(&format!("leader-elect: true\nleader-election:\n  lease-name: {lease}\n  lease-duration: 3s\n  renew-grace: 1s\n"));
+    let loaded =
+        e.config(&format!("leader-elect: true\nleader-election:\n  lease-name: {lease}\n  lease-duration: 3s\n  renew-grace: 1s\n"));
     let leases: Api<Lease> = Api::namespaced(e.cluster.client.clone(), "kube-system");
-    let holder = || async {
-        leases
-            .get_opt(&lease)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity)
-    };
-    let mut a = Replica::start(
-        e.cluster.kubeconfig.clone(),
-        e.sim.clone(),
-        loaded.clone(),
-        "replica-a",
-    );
-    until_async("replica-a leads", || async {
-        holder().await.as_deref() == Some("replica-a")
-    })
-    .await;
-    let mut b = Replica::start(
-        e.cluster.kubeconfig.clone(),
-        e.sim.clone(),
-        loaded,
-        "replica-b",
-    );
+    let holder = || async { leases.get_opt(&lease).await.ok().flatten().and_then(|l| l.spec).and_then(|s| s.holder_identity) };
+    let mut a = Replica::start(e.cluster.kubeconfig.clone(), e.sim.clone(), loaded.clone(), "replica-a");
+    until_async("replica-a leads", || async { holder().await.as_deref() == Some("replica-a") }).await;
+    let mut b = Replica::start(e.cluster.kubeconfig.clone(), e.sim.clone(), loaded, "replica-b");
 
     let (first, second) = (e.worker(0), e.worker(1));
     let recorder = NodeRecorder::start(e.cluster.client.clone(), &first);
-    e.sim.inject(
-        &first,
-        Fault::NotReady("KubeletNotReady".into()),
-        Cure::Reboot,
-    );
-    until("the leader reboots", || {
-        e.sim.calls_for(&first, Action::Reboot) == 1
-    })
-    .await;
-    until("the first repair is done", || {
-        recorder.latest().is_some_and(|n| released(&Some(n)))
-    })
-    .await;
-    assert_eq!(
-        e.sim.calls_for(&first, Action::Reboot),
-        1,
-        "two replicas, one reboot"
-    );
+    e.sim.inject(&first, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until("the leader reboots", || e.sim.calls_for(&first, Action::Reboot) == 1).await;
+    until("the first repair is done", || recorder.latest().is_some_and(|n| released(&Some(n)))).await;
+    assert_eq!(e.sim.calls_for(&first, Action::Reboot), 1, "two replicas, one reboot");
     let writers = record_writers(&recorder.versions());
-    assert!(
-        !writers.is_empty() && writers.iter().all(|w| w == "replica-a"),
-        "only the leader writes: {writers:?}"
-    );
+    assert!(!writers.is_empty() && writers.iter().all(|w| w == "replica-a"), "only the leader writes: {writers:?}");
 
     a.kill();
-    until_async("replica-b takes over the Lease", || async {
-        holder().await.as_deref() == Some("replica-b")
-    })
-    .await;
-    e.sim.inject(
-        &second,
-        Fault::NotReady("KubeletNotReady".into()),
-        Cure::Reboot,
-    );
-    until("the standby repairs", || {
-        e.sim.calls_for(&second, Action::Reboot) == 1
-    })
-    .await;
-    until_async("the second repair is done", || async {
-        released(&e.node(&second).await)
-    })
-    .await;
+    until_async("replica-b takes over the Lease", || async { holder().await.as_deref() == Some("replica-b") }).await;
+    e.sim.inject(&second, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until("the standby repairs", || e.sim.calls_for(&second, Action::Reboot) == 1).await;
+    until_async("the second repair is done", || async { released(&e.node(&second).await) }).await;
     assert_eq!(e.sim.calls().len(), 2, "{:?}", e.sim.calls());
     b.kill();
 }

@@ -29,11 +29,7 @@ pub struct ApiServerOptions {
 
 impl Default for ApiServerOptions {
     fn default() -> Self {
-        Self {
-            history_window: 10_000,
-            bookmark_interval: Duration::from_secs(5),
-            token: Some("testkit-admin-token".into()),
-        }
+        Self { history_window: 10_000, bookmark_interval: Duration::from_secs(5), token: Some("testkit-admin-token".into()) }
     }
 }
 
@@ -57,8 +53,7 @@ pub struct Faults {
 impl Faults {
     /// Adds this much latency to every request.
     pub fn set_latency(&self, d: Duration) {
-        self.latency_ms
-            .store(d.as_millis() as u64, Ordering::Relaxed);
+        self.latency_ms.store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Fails this share (0.0–1.0) of requests of `verb` (`get`, `list`, `watch`,
@@ -102,9 +97,7 @@ struct Shared {
 impl Shared {
     fn count(&self, verb: &str, resource: &str, bytes: u64, new_request: bool) {
         let mut s = lock(&self.stats);
-        let e = s
-            .entry((verb.to_string(), resource.to_string()))
-            .or_default();
+        let e = s.entry((verb.to_string(), resource.to_string())).or_default();
         if new_request {
             e.requests += 1;
         }
@@ -133,25 +126,16 @@ impl FakeApiServer {
         let shared = Arc::new(Shared {
             store: Store::new(opts.history_window),
             opts,
-            faults: Faults {
-                kill_watches: Some(kill_tx),
-                ..Default::default()
-            },
+            faults: Faults { kill_watches: Some(kill_tx), ..Default::default() },
             stats: Mutex::new(BTreeMap::new()),
             addr,
         });
         let s2 = shared.clone();
-        let app = axum::Router::new().fallback(
-            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let s = s2.clone();
-                async move { handle(s, method, uri, headers, body).await }
-            },
-        );
-        let listener = OutageListener {
-            inner: Some(listener),
-            addr,
-            shared: shared.clone(),
-        };
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let s = s2.clone();
+            async move { handle(s, method, uri, headers, body).await }
+        });
+        let listener = OutageListener { inner: Some(listener), addr, shared: shared.clone() };
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -207,9 +191,7 @@ impl FakeApiServer {
 
     /// Requests of `verb` on `resource` (e.g. `("patch", "nodes")`) so far.
     pub fn requests(&self, verb: &str, resource: &str) -> u64 {
-        lock(&self.shared.stats)
-            .get(&(verb.to_string(), resource.to_string()))
-            .map_or(0, |s| s.requests)
+        lock(&self.shared.stats).get(&(verb.to_string(), resource.to_string())).map_or(0, |s| s.requests)
     }
 }
 
@@ -256,24 +238,10 @@ impl axum::serve::Listener for OutageListener {
     }
 }
 
-fn json_response(
-    shared: &Shared,
-    verb: &str,
-    resource: &str,
-    code: StatusCode,
-    v: &Value,
-) -> Response {
+fn json_response(shared: &Shared, verb: &str, resource: &str, code: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     shared.count(verb, resource, body.len() as u64, true);
-    (
-        code,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 fn error_response(shared: &Shared, verb: &str, resource: &str, e: &ApiError) -> Response {
@@ -296,26 +264,15 @@ fn parse_target(path: &str) -> Option<Result<Target, ()>> {
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
         _ => return None,
     };
-    let ns_scoped = rest.len() >= 3
-        && rest[0] == "namespaces"
-        && resources::find(group, version, rest[2]).is_some_and(|r| r.namespaced);
-    let (ns, rest) = if ns_scoped {
-        (Some(rest[1].to_string()), &rest[2..])
-    } else {
-        (None, rest)
-    };
+    let ns_scoped = rest.len() >= 3 && rest[0] == "namespaces" && resources::find(group, version, rest[2]).is_some_and(|r| r.namespaced);
+    let (ns, rest) = if ns_scoped { (Some(rest[1].to_string()), &rest[2..]) } else { (None, rest) };
     let Some(res) = resources::find(group, version, rest[0]) else {
         return Some(Err(()));
     };
     if res.namespaced != ns.is_some() && rest.len() > 1 {
         return Some(Err(()));
     }
-    Some(Ok(Target {
-        res,
-        ns,
-        name: rest.get(1).map(|s| s.to_string()),
-        sub: rest.get(2).map(|s| s.to_string()),
-    }))
+    Some(Ok(Target { res, ns, name: rest.get(1).map(|s| s.to_string()), sub: rest.get(2).map(|s| s.to_string()) }))
 }
 
 fn query_map(uri: &Uri) -> HashMap<String, String> {
@@ -355,37 +312,18 @@ fn pct_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn handle(
-    shared: Arc<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let latency = shared.faults.latency_ms.load(Ordering::Relaxed);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     if shared.faults.in_outage() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONNECTION, "close")],
-            "apiserver outage",
-        )
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, [(header::CONNECTION, "close")], "apiserver outage").into_response();
     }
     if let Some(token) = &shared.opts.token {
-        let ok = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            == Some(&format!("Bearer {token}"));
+        let ok = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()) == Some(&format!("Bearer {token}"));
         if !ok {
-            return error_response(
-                &shared,
-                "unauthorized",
-                "",
-                &ApiError::new(401, "Unauthorized", "Unauthorized"),
-            );
+            return error_response(&shared, "unauthorized", "", &ApiError::new(401, "Unauthorized", "Unauthorized"));
         }
     }
     let path = uri.path().to_string();
@@ -401,11 +339,7 @@ async fn handle(
                 &shared,
                 "get",
                 "unknown",
-                &ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ),
+                &ApiError::new(404, "NotFound", "the server could not find the requested resource"),
             );
         }
     };
@@ -426,20 +360,13 @@ async fn handle(
         Some(sub) => format!("{}/{sub}", target.res.key()),
         None => target.res.key(),
     };
-    let rate = lock(&shared.faults.error_rates)
-        .get(verb)
-        .copied()
-        .unwrap_or(0.0);
+    let rate = lock(&shared.faults.error_rates).get(verb).copied().unwrap_or(0.0);
     if rate > 0.0 && rand::random::<f64>() < rate {
         return error_response(
             &shared,
             verb,
             &resource,
-            &ApiError::new(
-                500,
-                "InternalError",
-                "Internal error occurred: injected by the testkit",
-            ),
+            &ApiError::new(500, "InternalError", "Internal error occurred: injected by the testkit"),
         );
     }
     if verb == "watch" {
@@ -469,11 +396,7 @@ fn discovery(shared: &Shared, path: &str) -> Option<Value> {
                 v
             })
             .collect();
-        let gv = if group.is_empty() {
-            version.to_string()
-        } else {
-            format!("{group}/{version}")
-        };
+        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
     };
     match path {
@@ -485,11 +408,7 @@ fn discovery(shared: &Shared, path: &str) -> Option<Value> {
             json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.to_string()}]}),
         ),
         "/apis" => {
-            let mut groups: Vec<(&str, &str)> = RESOURCES
-                .iter()
-                .filter(|r| !r.group.is_empty())
-                .map(|r| r.group_version())
-                .collect();
+            let mut groups: Vec<(&str, &str)> = RESOURCES.iter().filter(|r| !r.group.is_empty()).map(|r| r.group_version()).collect();
             groups.dedup();
             let list: Vec<Value> = groups
                 .iter()
@@ -504,15 +423,11 @@ fn discovery(shared: &Shared, path: &str) -> Option<Value> {
         _ => {
             let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
             match segs.as_slice() {
-                ["apis", g, v] if RESOURCES.iter().any(|r| r.group == *g && r.version == *v) => {
-                    Some(resource_list(g, v))
-                }
+                ["apis", g, v] if RESOURCES.iter().any(|r| r.group == *g && r.version == *v) => Some(resource_list(g, v)),
                 ["apis", g] if RESOURCES.iter().any(|r| r.group == *g) => {
                     let r = RESOURCES.iter().find(|r| r.group == *g)?;
                     let gv = json!({"groupVersion": r.api_version(), "version": r.version});
-                    Some(
-                        json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}),
-                    )
+                    Some(json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}))
                 }
                 _ => None,
             }
@@ -521,30 +436,16 @@ fn discovery(shared: &Shared, path: &str) -> Option<Value> {
 }
 
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("application/json");
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("application/json");
     if ct.contains("yaml") && body.first().is_none_or(|b| *b != b'{') {
-        return Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "the testkit accepts apply patches as JSON only",
-        ));
+        return Err(ApiError::new(415, "UnsupportedMediaType", "the testkit accepts apply patches as JSON only"));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body of the request was in an unknown format: {e}"
-        ))
-    })
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}")))
 }
 
 fn field_manager(q: &HashMap<String, String>, headers: &HeaderMap) -> String {
     q.get("fieldManager").cloned().unwrap_or_else(|| {
-        let ua = headers
-            .get(header::USER_AGENT)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("unknown");
+        let ua = headers.get(header::USER_AGENT).and_then(|h| h.to_str().ok()).unwrap_or("unknown");
         ua.split('/').next().unwrap_or("unknown").to_string()
     })
 }
@@ -568,24 +469,16 @@ fn serve(
             return evict(store, ns, name).map(|v| (StatusCode::CREATED, v));
         }
         Some(_) => {
-            return Err(ApiError::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ));
+            return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
         }
     };
     let dry_run = q.contains_key("dryRun");
     let manager = field_manager(q, headers);
     match (verb, t.name.as_deref()) {
         ("list", None) => {
-            let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
-                .map_err(ApiError::bad_request)?;
-            let fields = FieldSelector::parse(
-                q.get("fieldSelector").map_or("", String::as_str),
-                t.res.fields,
-            )
-            .map_err(ApiError::bad_request)?;
+            let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
+            let fields =
+                FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), t.res.fields).map_err(ApiError::bad_request)?;
             let limit = q.get("limit").and_then(|l| l.parse().ok());
             let r = store.list(
                 t.res,
@@ -613,24 +506,15 @@ fn serve(
             if dry_run {
                 return Ok((StatusCode::CREATED, obj));
             }
-            Ok((
-                StatusCode::CREATED,
-                (*store.create(t.res, ns, obj, &manager)?).clone(),
-            ))
+            Ok((StatusCode::CREATED, (*store.create(t.res, ns, obj, &manager)?).clone()))
         }
         ("update", Some(name)) => {
             let obj = parse_body(headers, body)?;
-            Ok((
-                StatusCode::OK,
-                (*store.mutate(t.res, ns, name, status, Mutation::Replace(obj), &manager)?).clone(),
-            ))
+            Ok((StatusCode::OK, (*store.mutate(t.res, ns, name, status, Mutation::Replace(obj), &manager)?).clone()))
         }
         ("patch", Some(name)) => {
             let p = parse_body(headers, body)?;
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("");
             let m = match ct.split(';').next().unwrap_or("").trim() {
                 "application/merge-patch+json" => Mutation::MergePatch(p),
                 "application/json-patch+json" => Mutation::JsonPatch(p),
@@ -641,10 +525,7 @@ fn serve(
                             "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
                         ));
                     }
-                    Mutation::Apply {
-                        body: p,
-                        force: q.get("force").is_some_and(|f| f == "true"),
-                    }
+                    Mutation::Apply { body: p, force: q.get("force").is_some_and(|f| f == "true") }
                 }
                 other => {
                     return Err(ApiError::new(
@@ -656,29 +537,16 @@ fn serve(
                     ));
                 }
             };
-            Ok((
-                StatusCode::OK,
-                (*store.mutate(t.res, ns, name, status, m, &manager)?).clone(),
-            ))
+            Ok((StatusCode::OK, (*store.mutate(t.res, ns, name, status, m, &manager)?).clone()))
         }
         ("delete", Some(name)) => {
-            let opts: Value = if body.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(body).unwrap_or(Value::Null)
-            };
-            Ok((
-                StatusCode::OK,
-                (*store.delete(t.res, ns, name, opts.get("preconditions"))?).clone(),
-            ))
+            let opts: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(body).unwrap_or(Value::Null) };
+            Ok((StatusCode::OK, (*store.delete(t.res, ns, name, opts.get("preconditions"))?).clone()))
         }
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",
-            format!(
-                "the server does not allow this method on the requested resource ({method} {})",
-                t.res.key()
-            ),
+            format!("the server does not allow this method on the requested resource ({method} {})", t.res.key()),
         )),
     }
 }
@@ -701,10 +569,7 @@ fn evict(store: &Store, ns: &str, name: &str) -> ApiResult<Value> {
         .all(pdb_res)
         .into_iter()
         .filter(|p| p.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
-        .filter(|p| {
-            p.pointer("/spec/selector")
-                .is_some_and(|s| LabelSelector::from_object(s).matches(labels))
-        })
+        .filter(|p| p.pointer("/spec/selector").is_some_and(|s| LabelSelector::from_object(s).matches(labels)))
         .collect();
     if pdbs.len() > 1 {
         return Err(ApiError::new(
@@ -727,35 +592,23 @@ fn evict(store: &Store, ns: &str, name: &str) -> ApiResult<Value> {
         let healthy = matching.iter().filter(|p| ready(p)).count() as i64;
         let scaled = |v: &Value| match v {
             Value::Number(n) => n.as_i64().unwrap_or(0),
-            Value::String(s) => s
-                .trim_end_matches('%')
-                .parse::<i64>()
-                .map(|p| (p * expected + 99) / 100)
-                .unwrap_or(0),
+            Value::String(s) => s.trim_end_matches('%').parse::<i64>().map(|p| (p * expected + 99) / 100).unwrap_or(0),
             _ => 0,
         };
-        let desired = match (
-            pdb["spec"].get("minAvailable"),
-            pdb["spec"].get("maxUnavailable"),
-        ) {
+        let desired = match (pdb["spec"].get("minAvailable"), pdb["spec"].get("maxUnavailable")) {
             (Some(min), _) => scaled(min),
             (None, Some(max)) => expected - scaled(max),
             _ => expected,
         };
         if healthy - desired <= 0 {
-            let pdb_name = pdb
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let pdb_name = pdb.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
             return Err(ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.").with_details(json!({
                 "causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently")}]
             })));
         }
     }
     store.delete(pods_res, ns, name, None)?;
-    Ok(
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-    )
+    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
 }
 
 fn watch(shared: Arc<Shared>, t: Target, q: &HashMap<String, String>, resource: &str) -> Response {
@@ -763,27 +616,18 @@ fn watch(shared: Arc<Shared>, t: Target, q: &HashMap<String, String>, resource: 
         Ok(l) => l,
         Err(e) => return error_response(&shared, "watch", resource, &ApiError::bad_request(e)),
     };
-    let fields = match FieldSelector::parse(
-        q.get("fieldSelector").map_or("", String::as_str),
-        t.res.fields,
-    ) {
+    let fields = match FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), t.res.fields) {
         Ok(f) => f,
         Err(e) => return error_response(&shared, "watch", resource, &ApiError::bad_request(e)),
     };
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
     let from = q.get("resourceVersion").cloned();
     shared.count("watch", resource, 0, true);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let resource = resource.to_string();
     let mut kill = shared.faults.kill_watches.as_ref().map(|k| k.subscribe());
-    let start_rv = from
-        .as_deref()
-        .and_then(|r| r.parse::<u64>().ok())
-        .filter(|r| *r > 0);
+    let start_rv = from.as_deref().and_then(|r| r.parse::<u64>().ok()).filter(|r| *r > 0);
     match shared.store.watch(t.res, t.ns.as_deref(), from.as_deref()) {
         Err(e) => {
             let line = json!({"type": "ERROR", "object": e.to_status()});
@@ -797,10 +641,7 @@ fn watch(shared: Arc<Shared>, t: Target, q: &HashMap<String, String>, resource: 
             let res = t.res;
             let ns = t.ns.clone();
             tokio::spawn(async move {
-                let selected = |v: &Value| {
-                    labels.matches(v.pointer("/metadata/labels").and_then(Value::as_object))
-                        && fields.matches(v)
-                };
+                let selected = |v: &Value| labels.matches(v.pointer("/metadata/labels").and_then(Value::as_object)) && fields.matches(v);
                 let mut last_rv = start_rv.unwrap_or_else(|| shared.store.current_rv());
                 let send = |tx: &mpsc::Sender<Bytes>, line: Value| {
                     let mut b = serde_json::to_vec(&line).unwrap_or_default();
@@ -865,13 +706,6 @@ fn watch(shared: Arc<Shared>, t: Target, q: &HashMap<String, String>, resource: 
             });
         }
     }
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response()
 }

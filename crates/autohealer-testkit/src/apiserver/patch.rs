@@ -25,11 +25,7 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> 
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
 fn smp(target: &mut Value, patch: &Value, path: &str) -> Result<(), String> {
@@ -64,9 +60,7 @@ fn smp(target: &mut Value, patch: &Value, path: &str) -> Result<(), String> {
         }
         if let Some(arr) = pv.as_array() {
             if let Some((_, key)) = MERGE_KEYS.iter().find(|(p, _)| *p == child) {
-                let cur = tmap
-                    .entry(k.clone())
-                    .or_insert_with(|| Value::Array(vec![]));
+                let cur = tmap.entry(k.clone()).or_insert_with(|| Value::Array(vec![]));
                 if !cur.is_array() {
                     *cur = Value::Array(vec![]);
                 }
@@ -74,9 +68,7 @@ fn smp(target: &mut Value, patch: &Value, path: &str) -> Result<(), String> {
                 continue;
             }
             if MERGE_SETS.contains(&child.as_str()) {
-                let cur = tmap
-                    .entry(k.clone())
-                    .or_insert_with(|| Value::Array(vec![]));
+                let cur = tmap.entry(k.clone()).or_insert_with(|| Value::Array(vec![]));
                 if let Some(list) = cur.as_array_mut() {
                     for v in arr {
                         if !list.contains(v) {
@@ -102,9 +94,7 @@ fn smp(target: &mut Value, patch: &Value, path: &str) -> Result<(), String> {
 fn merge_list(cur: &mut Vec<Value>, patch: &[Value], key: &str, path: &str) -> Result<(), String> {
     for item in patch {
         let Some(kv) = item.get(key) else {
-            return Err(format!(
-                "map: {item} does not contain declared merge key: {key} (in {path})"
-            ));
+            return Err(format!("map: {item} does not contain declared merge key: {key} (in {path})"));
         };
         let pos = cur.iter().position(|e| e.get(key) == Some(kv));
         if item.get("$patch").and_then(Value::as_str) == Some("delete") {
@@ -133,16 +123,7 @@ fn ignored(path: &[String]) -> bool {
     match path {
         [a] => a == "apiVersion" || a == "kind",
         [m, f, ..] if m == "metadata" => {
-            matches!(
-                f.as_str(),
-                "name"
-                    | "namespace"
-                    | "resourceVersion"
-                    | "managedFields"
-                    | "uid"
-                    | "creationTimestamp"
-                    | "generation"
-            )
+            matches!(f.as_str(), "name" | "namespace" | "resourceVersion" | "managedFields" | "uid" | "creationTimestamp" | "generation")
         }
         _ => false,
     }
@@ -203,29 +184,16 @@ pub struct ManagedEntry {
 }
 
 pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
-    let list = obj
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array);
+    let list = obj.pointer("/metadata/managedFields").and_then(Value::as_array);
     list.into_iter()
         .flatten()
         .map(|e| {
-            let s = |k: &str| {
-                e.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
+            let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
             let mut fields = BTreeSet::new();
             if let Some(f) = e.get("fieldsV1") {
                 fields_from_v1(f, &mut Vec::new(), &mut fields);
             }
-            ManagedEntry {
-                manager: s("manager"),
-                operation: s("operation"),
-                api_version: s("apiVersion"),
-                time: s("time"),
-                fields,
-            }
+            ManagedEntry { manager: s("manager"), operation: s("operation"), api_version: s("apiVersion"), time: s("time"), fields }
         })
         .collect()
 }
@@ -290,20 +258,12 @@ pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
 pub fn record_update(old: &Value, new: &mut Value, manager: &str, api_version: &str, now: &str) {
     let mut entries = read_managed(old);
     let after = leaf_paths(new);
-    let changed: BTreeSet<FieldPath> = after
-        .iter()
-        .filter(|p| get_path(old, p) != get_path(new, p))
-        .cloned()
-        .collect();
+    let changed: BTreeSet<FieldPath> = after.iter().filter(|p| get_path(old, p) != get_path(new, p)).cloned().collect();
     for e in &mut entries {
-        e.fields
-            .retain(|p| after.contains(p) && !changed.contains(p));
+        e.fields.retain(|p| after.contains(p) && !changed.contains(p));
     }
     if !changed.is_empty() {
-        match entries
-            .iter_mut()
-            .find(|e| e.manager == manager && e.operation == "Update")
-        {
+        match entries.iter_mut().find(|e| e.manager == manager && e.operation == "Update") {
             Some(e) => {
                 e.fields.extend(changed);
                 e.time = now.to_string();
@@ -326,31 +286,14 @@ pub struct ApplyConflict(pub Vec<(String, String)>);
 
 impl ApplyConflict {
     pub fn message(&self) -> String {
-        let parts: Vec<String> = self
-            .0
-            .iter()
-            .map(|(m, f)| format!("conflict with \"{m}\": {f}"))
-            .collect();
-        format!(
-            "Apply failed with {} conflict{}: {}",
-            self.0.len(),
-            if self.0.len() == 1 { "" } else { "s" },
-            parts.join(", ")
-        )
+        let parts: Vec<String> = self.0.iter().map(|(m, f)| format!("conflict with \"{m}\": {f}")).collect();
+        format!("Apply failed with {} conflict{}: {}", self.0.len(), if self.0.len() == 1 { "" } else { "s" }, parts.join(", "))
     }
 }
 
 /// Applies `applied` as `manager` onto `current` (or a new object when `None`).
-pub fn apply(
-    current: Option<&Value>,
-    applied: &Value,
-    manager: &str,
-    force: bool,
-    now: &str,
-) -> Result<Value, ApplyConflict> {
-    let mut obj = current
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new()));
+pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, force: bool, now: &str) -> Result<Value, ApplyConflict> {
+    let mut obj = current.cloned().unwrap_or_else(|| Value::Object(Map::new()));
     let mut entries = current.map(read_managed).unwrap_or_default();
     let paths = leaf_paths(applied);
     let mut conflicts = Vec::new();
@@ -358,10 +301,7 @@ pub fn apply(
         if get_path(&obj, p) == get_path(applied, p) {
             continue;
         }
-        for e in entries
-            .iter()
-            .filter(|e| e.manager != manager && e.fields.contains(p))
-        {
+        for e in entries.iter().filter(|e| e.manager != manager && e.fields.contains(p)) {
             conflicts.push((e.manager.clone(), format!(".{}", p.join("."))));
         }
     }
@@ -373,16 +313,10 @@ pub fn apply(
             e.fields.retain(|p| !paths.contains(p));
         }
     }
-    let previous: BTreeSet<FieldPath> = entries
-        .iter()
-        .filter(|e| e.manager == manager && e.operation == "Apply")
-        .flat_map(|e| e.fields.iter().cloned())
-        .collect();
-    let owned_by_others: BTreeSet<FieldPath> = entries
-        .iter()
-        .filter(|e| !(e.manager == manager && e.operation == "Apply"))
-        .flat_map(|e| e.fields.iter().cloned())
-        .collect();
+    let previous: BTreeSet<FieldPath> =
+        entries.iter().filter(|e| e.manager == manager && e.operation == "Apply").flat_map(|e| e.fields.iter().cloned()).collect();
+    let owned_by_others: BTreeSet<FieldPath> =
+        entries.iter().filter(|e| !(e.manager == manager && e.operation == "Apply")).flat_map(|e| e.fields.iter().cloned()).collect();
     for p in previous.difference(&paths) {
         if !owned_by_others.contains(p) {
             remove_path(&mut obj, p);
@@ -398,11 +332,7 @@ pub fn apply(
     entries.push(ManagedEntry {
         manager: manager.to_string(),
         operation: "Apply".into(),
-        api_version: applied
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
+        api_version: applied.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
         time: now.to_string(),
         fields: paths,
     });
@@ -418,102 +348,44 @@ mod tests {
     fn conditions_merge_by_type() {
         let mut node = json!({"status": {"conditions": [
             {"type": "Ready", "status": "True"}, {"type": "DiskPressure", "status": "False"}]}});
-        strategic_merge(&mut node, &json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletDown"}]}})).unwrap();
+        strategic_merge(&mut node, &json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletDown"}]}}))
+            .unwrap();
         let conds = node["status"]["conditions"].as_array().unwrap();
         assert_eq!(conds.len(), 2);
-        assert_eq!(
-            conds[0],
-            json!({"type": "Ready", "status": "False", "reason": "KubeletDown"})
-        );
+        assert_eq!(conds[0], json!({"type": "Ready", "status": "False", "reason": "KubeletDown"}));
         assert_eq!(conds[1]["type"], "DiskPressure");
     }
 
     #[test]
     fn taints_merge_by_key_and_delete_directive() {
         let mut node = json!({"spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]}});
-        strategic_merge(
-            &mut node,
-            &json!({"spec": {"taints": [{"key": "b", "effect": "NoExecute"}]}}),
-        )
-        .unwrap();
+        strategic_merge(&mut node, &json!({"spec": {"taints": [{"key": "b", "effect": "NoExecute"}]}})).unwrap();
         assert_eq!(node["spec"]["taints"].as_array().unwrap().len(), 2);
-        strategic_merge(
-            &mut node,
-            &json!({"spec": {"taints": [{"key": "a", "$patch": "delete"}]}}),
-        )
-        .unwrap();
-        assert_eq!(
-            node["spec"]["taints"],
-            json!([{"key": "b", "effect": "NoExecute"}])
-        );
+        strategic_merge(&mut node, &json!({"spec": {"taints": [{"key": "a", "$patch": "delete"}]}})).unwrap();
+        assert_eq!(node["spec"]["taints"], json!([{"key": "b", "effect": "NoExecute"}]));
     }
 
     #[test]
     fn apply_conflicts_with_other_owner_unless_forced() {
-        let a = apply(
-            None,
-            &json!({"apiVersion": "v1", "spec": {"holder": "a"}}),
-            "ma",
-            false,
-            "t",
-        )
-        .unwrap();
-        let err = apply(
-            Some(&a),
-            &json!({"spec": {"holder": "b"}}),
-            "mb",
-            false,
-            "t",
-        )
-        .unwrap_err();
-        assert!(
-            err.message().contains("conflict with \"ma\": .spec.holder"),
-            "{}",
-            err.message()
-        );
+        let a = apply(None, &json!({"apiVersion": "v1", "spec": {"holder": "a"}}), "ma", false, "t").unwrap();
+        let err = apply(Some(&a), &json!({"spec": {"holder": "b"}}), "mb", false, "t").unwrap_err();
+        assert!(err.message().contains("conflict with \"ma\": .spec.holder"), "{}", err.message());
         // Same value: no conflict, shared ownership.
-        assert!(
-            apply(
-                Some(&a),
-                &json!({"spec": {"holder": "a"}}),
-                "mb",
-                false,
-                "t"
-            )
-            .is_ok()
-        );
+        assert!(apply(Some(&a), &json!({"spec": {"holder": "a"}}), "mb", false, "t").is_ok());
         let b = apply(Some(&a), &json!({"spec": {"holder": "b"}}), "mb", true, "t").unwrap();
         assert_eq!(b["spec"]["holder"], "b");
         let owners = read_managed(&b);
-        assert!(
-            owners
-                .iter()
-                .all(|e| e.manager == "mb" || e.fields.is_empty())
-        );
+        assert!(owners.iter().all(|e| e.manager == "mb" || e.fields.is_empty()));
     }
 
     #[test]
     fn update_takes_ownership_of_changed_fields() {
-        let a = apply(
-            None,
-            &json!({"spec": {"holder": "a", "renew": "1"}}),
-            "ma",
-            false,
-            "t",
-        )
-        .unwrap();
+        let a = apply(None, &json!({"spec": {"holder": "a", "renew": "1"}}), "ma", false, "t").unwrap();
         let mut b = a.clone();
         b["spec"]["holder"] = Value::Null;
         b["spec"].as_object_mut().unwrap().remove("holder");
         record_update(&a, &mut b, "mb", "v1", "t");
-        let after = apply(
-            Some(&b),
-            &json!({"spec": {"holder": "b"}}),
-            "mb",
-            false,
-            "t",
-        )
-        .unwrap();
+        let after = apply(Some(&b), &json!({"spec": {"holder": "b"}}), "mb", false, "t").unwrap();
         assert_eq!(after["spec"]["holder"], "b");
     }
 }

@@ -20,11 +20,7 @@ pub struct Resource {
 
 impl Resource {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
 
     pub fn group_version(&self) -> (&'static str, &'static str) {
@@ -33,11 +29,7 @@ impl Resource {
 
     /// A short key used for counters and logs, e.g. `nodes` or `leases.coordination.k8s.io`.
     pub fn key(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.to_string()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
     }
 }
 
@@ -114,15 +106,7 @@ pub const RESOURCES: &[Resource] = &[
         kind: "Event",
         namespaced: true,
         status_subresource: false,
-        fields: &[
-            "regarding.kind",
-            "regarding.namespace",
-            "regarding.name",
-            "regarding.uid",
-            "reason",
-            "reportingController",
-            "type",
-        ],
+        fields: &["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason", "reportingController", "type"],
     },
     Resource {
         group: "coordination.k8s.io",
@@ -145,13 +129,9 @@ pub const RESOURCES: &[Resource] = &[
 ];
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.api_version() == api_version && r.kind == kind)
+    RESOURCES.iter().find(|r| r.api_version() == api_version && r.kind == kind)
 }

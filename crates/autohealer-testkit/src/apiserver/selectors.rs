@@ -37,16 +37,11 @@ fn split_top(s: &str) -> Vec<&str> {
 }
 
 fn valid_key(k: &str) -> bool {
-    !k.is_empty()
-        && k.len() <= 316
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    !k.is_empty() && k.len() <= 316 && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 fn valid_value(v: &str) -> bool {
-    v.len() <= 63
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl LabelSelector {
@@ -103,30 +98,13 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in m {
-                reqs.push(Requirement::Eq(
-                    k.clone(),
-                    v.as_str().unwrap_or_default().to_string(),
-                ));
+                reqs.push(Requirement::Eq(k.clone(), v.as_str().unwrap_or_default().to_string()));
             }
         }
-        for e in sel
-            .get("matchExpressions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let key = e
-                .get("key")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let values: Vec<String> = e
-                .get("values")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect();
+        for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+            let values: Vec<String> =
+                e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
             match e.get("operator").and_then(Value::as_str) {
                 Some("In") => reqs.push(Requirement::In(key, values)),
                 Some("NotIn") => reqs.push(Requirement::NotIn(key, values)),
@@ -141,13 +119,7 @@ impl LabelSelector {
 
 fn parse_set(rest: &str) -> Option<Vec<String>> {
     let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(
-        inner
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect(),
-    )
+    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
 /// A parsed `fieldSelector`: only `=`, `==` and `!=` on the fields the type supports.
@@ -168,9 +140,7 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(format!(
-                    "invalid selector: '{s}'; can't understand '{part}'"
-                ));
+                return Err(format!("invalid selector: '{s}'; can't understand '{part}'"));
             };
             let k = k.trim();
             if !(k == "metadata.name" || k == "metadata.namespace" || allowed.contains(&k)) {
@@ -212,11 +182,7 @@ mod tests {
         let labels = json!({"role": "worker", "zone": "a"});
         let l = labels.as_object();
         assert!(LabelSelector::parse("role=worker").unwrap().matches(l));
-        assert!(
-            LabelSelector::parse("role==worker,zone in (a,b)")
-                .unwrap()
-                .matches(l)
-        );
+        assert!(LabelSelector::parse("role==worker,zone in (a,b)").unwrap().matches(l));
         assert!(!LabelSelector::parse("zone notin (a)").unwrap().matches(l));
         assert!(LabelSelector::parse("!missing,role").unwrap().matches(l));
         assert!(!LabelSelector::parse("role!=worker").unwrap().matches(l));
@@ -229,10 +195,6 @@ mod tests {
         let f = FieldSelector::parse("spec.nodeName=n1", &["spec.nodeName"]).unwrap();
         assert!(f.matches(&json!({"spec": {"nodeName": "n1"}})));
         assert!(!f.matches(&json!({"spec": {"nodeName": "n2"}})));
-        assert!(
-            FieldSelector::parse("spec.foo=1", &[])
-                .unwrap_err()
-                .contains("not supported")
-        );
+        assert!(FieldSelector::parse("spec.foo=1", &[]).unwrap_err().contains("not supported"));
     }
 }

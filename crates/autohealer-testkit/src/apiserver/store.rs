@@ -21,12 +21,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-            details: Value::Null,
-        }
+        Self { code, reason, message: message.into(), details: Value::Null }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -35,12 +30,8 @@ impl ApiError {
     }
 
     pub fn not_found(res: &Resource, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", res.key()),
-        )
-        .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
+        Self::new(404, "NotFound", format!("{} \"{name}\" not found", res.key()))
+            .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
     }
 
     pub fn conflict(res: &Resource, name: &str) -> Self {
@@ -148,23 +139,17 @@ pub struct ListResult {
 }
 
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
+    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
 }
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -182,25 +167,12 @@ fn content(v: &Value) -> Value {
 impl Store {
     pub fn new(window: usize) -> Self {
         let (tx, _) = broadcast::channel(65536);
-        let store = Self {
-            inner: Mutex::new(Inner {
-                rv: 1,
-                objects: HashMap::new(),
-                history: VecDeque::new(),
-                window,
-                compacted: 0,
-            }),
-            tx,
-        };
-        let ns = RESOURCES
-            .iter()
-            .find(|r| r.plural == "namespaces")
-            .expect("namespaces is served");
+        let store =
+            Self { inner: Mutex::new(Inner { rv: 1, objects: HashMap::new(), history: VecDeque::new(), window, compacted: 0 }), tx };
+        let ns = RESOURCES.iter().find(|r| r.plural == "namespaces").expect("namespaces is served");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "status": {"phase": "Active"}});
-            store
-                .create(ns, "", obj, "kube-apiserver")
-                .expect("fresh store accepts the system namespaces");
+            store.create(ns, "", obj, "kube-apiserver").expect("fresh store accepts the system namespaces");
         }
         store
     }
@@ -235,29 +207,15 @@ impl Store {
         }
     }
 
-    fn commit(
-        &self,
-        g: &mut Inner,
-        res: &'static Resource,
-        key: Key,
-        new: Option<Value>,
-        prev: Option<Arc<Value>>,
-    ) -> Arc<Value> {
+    fn commit(&self, g: &mut Inner, res: &'static Resource, key: Key, new: Option<Value>, prev: Option<Arc<Value>>) -> Arc<Value> {
         g.rv += 1;
         let rv = g.rv;
         let (kind, obj) = match new {
             Some(mut v) => {
                 v["metadata"]["resourceVersion"] = json!(rv.to_string());
-                let kind = if prev.is_some() {
-                    EventType::Modified
-                } else {
-                    EventType::Added
-                };
+                let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
                 let v = Arc::new(v);
-                g.objects
-                    .entry(slot(res))
-                    .or_default()
-                    .insert(key.clone(), v.clone());
+                g.objects.entry(slot(res)).or_default().insert(key.clone(), v.clone());
                 (kind, v)
             }
             None => {
@@ -267,14 +225,7 @@ impl Store {
                 (EventType::Deleted, Arc::new(last))
             }
         };
-        let change = Arc::new(Change {
-            rv,
-            resource: res,
-            namespace: key.0,
-            kind,
-            object: obj.clone(),
-            prev,
-        });
+        let change = Arc::new(Change { rv, resource: res, namespace: key.0, kind, object: obj.clone(), prev });
         g.history.push_back(change.clone());
         Self::trim(g);
         let _ = self.tx.send(change);
@@ -292,14 +243,9 @@ impl Store {
 
     fn check_rv(g: &Inner, rv: Option<&str>) -> ApiResult<()> {
         if let Some(rv) = rv.filter(|r| !r.is_empty() && *r != "0") {
-            let n: u64 = rv
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+            let n: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
             if n < g.compacted {
-                return Err(ApiError::expired(format!(
-                    "too old resource version: {n} ({})",
-                    g.compacted + 1
-                )));
+                return Err(ApiError::expired(format!("too old resource version: {n} ({})", g.compacted + 1)));
             }
             if n > g.rv {
                 return Err(ApiError::new(504, "Timeout", format!("Too large resource version: {n}, current: {}", g.rv))
@@ -323,8 +269,7 @@ impl Store {
         let g = self.lock();
         let (start_after, list_rv) = match cont {
             Some(c) if !c.is_empty() => {
-                let (rv_s, key) = decode_continue(c)
-                    .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
+                let (rv_s, key) = decode_continue(c).ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
                 if rv_s < g.compacted {
                     return Err(ApiError::expired(
                         "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
@@ -346,10 +291,7 @@ impl Store {
             .iter()
             .filter(|((o_ns, _), _)| ns.is_none_or(|n| n == o_ns))
             .filter(|(k, _)| start_after.as_ref().is_none_or(|s| *k > s))
-            .filter(|(_, v)| {
-                labels.matches(v.pointer("/metadata/labels").and_then(Value::as_object))
-                    && fields.matches(v)
-            })
+            .filter(|(_, v)| labels.matches(v.pointer("/metadata/labels").and_then(Value::as_object)) && fields.matches(v))
             .peekable();
         while let Some((k, v)) = iter.next() {
             items.push(v.clone());
@@ -359,42 +301,23 @@ impl Store {
                 break;
             }
         }
-        Ok(ListResult {
-            items,
-            rv: list_rv,
-            cont: cont_out,
-            remaining,
-        })
+        Ok(ListResult { items, rv: list_rv, cont: cont_out, remaining })
     }
 
     /// Subscribes to changes of `res` after `from`; the backlog and the live receiver
     /// are taken under one lock so no change falls between them.
-    pub fn watch(
-        &self,
-        res: &'static Resource,
-        ns: Option<&str>,
-        from: Option<&str>,
-    ) -> ApiResult<WatchStart> {
+    pub fn watch(&self, res: &'static Resource, ns: Option<&str>, from: Option<&str>) -> ApiResult<WatchStart> {
         let g = self.lock();
         let rx = self.tx.subscribe();
         let mut backlog = Vec::new();
         match from.filter(|r| !r.is_empty() && *r != "0") {
             Some(rv) => {
-                let n: u64 = rv.parse().map_err(|_| {
-                    ApiError::bad_request(format!("invalid resource version: {rv}"))
-                })?;
+                let n: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
                 if n < g.compacted {
-                    return Err(ApiError::expired(format!(
-                        "too old resource version: {n} ({})",
-                        g.compacted + 1
-                    )));
+                    return Err(ApiError::expired(format!("too old resource version: {n} ({})", g.compacted + 1)));
                 }
                 backlog.extend(
-                    g.history
-                        .iter()
-                        .filter(|c| c.rv > n && c.resource == res)
-                        .filter(|c| ns.is_none_or(|x| x == c.namespace))
-                        .cloned(),
+                    g.history.iter().filter(|c| c.rv > n && c.resource == res).filter(|c| ns.is_none_or(|x| x == c.namespace)).cloned(),
                 );
             }
             None => {
@@ -418,20 +341,11 @@ impl Store {
     }
 
     pub fn namespace_exists(&self, ns: &str) -> bool {
-        let nsr = RESOURCES
-            .iter()
-            .find(|r| r.plural == "namespaces")
-            .expect("namespaces is served");
+        let nsr = RESOURCES.iter().find(|r| r.plural == "namespaces").expect("namespaces is served");
         self.get(nsr, "", ns).is_ok()
     }
 
-    pub fn create(
-        &self,
-        res: &'static Resource,
-        ns: &str,
-        obj: Value,
-        manager: &str,
-    ) -> ApiResult<Arc<Value>> {
+    pub fn create(&self, res: &'static Resource, ns: &str, obj: Value, manager: &str) -> ApiResult<Arc<Value>> {
         self.create_owned(res, ns, obj, manager, None)
     }
 
@@ -446,17 +360,12 @@ impl Store {
         managed: Option<Value>,
     ) -> ApiResult<Arc<Value>> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request was in an unknown format",
-            ));
+            return Err(ApiError::bad_request("the body of the request was in an unknown format"));
         }
         if let Some(kind) = obj.get("kind").and_then(Value::as_str)
             && kind != res.kind
         {
-            return Err(ApiError::bad_request(format!(
-                "the kind {kind:?} does not match the resource {}",
-                res.key()
-            )));
+            return Err(ApiError::bad_request(format!("the kind {kind:?} does not match the resource {}", res.key())));
         }
         obj["apiVersion"] = json!(res.api_version());
         obj["kind"] = json!(res.kind);
@@ -467,10 +376,7 @@ impl Store {
         if name.is_empty()
             && let Some(prefix) = meta_str(&obj, "generateName")
         {
-            name = format!(
-                "{prefix}{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..5]
-            );
+            name = format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..5]);
         }
         if !valid_name(&name) {
             return Err(ApiError::new(
@@ -489,18 +395,12 @@ impl Store {
                 )));
             }
             if !self.namespace_exists(ns) {
-                return Err(ApiError::new(
-                    404,
-                    "NotFound",
-                    format!("namespaces \"{ns}\" not found"),
-                ));
+                return Err(ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found")));
             }
         }
         let now = now_rfc3339();
         {
-            let m = obj["metadata"]
-                .as_object_mut()
-                .expect("metadata is an object");
+            let m = obj["metadata"].as_object_mut().expect("metadata is an object");
             m.insert("name".into(), json!(name));
             if res.namespaced {
                 m.insert("namespace".into(), json!(ns));
@@ -519,33 +419,13 @@ impl Store {
         }
         match managed {
             Some(m) => obj["metadata"]["managedFields"] = m,
-            None => patch::record_update(
-                &json!({"metadata": {}}),
-                &mut obj,
-                manager,
-                &res.api_version(),
-                &now,
-            ),
+            None => patch::record_update(&json!({"metadata": {}}), &mut obj, manager, &res.api_version(), &now),
         }
         let mut g = self.lock();
-        let key = (
-            if res.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name.clone(),
-        );
-        if g.objects
-            .get(&slot(res))
-            .is_some_and(|m| m.contains_key(&key))
-        {
-            return Err(ApiError::new(
-                409,
-                "AlreadyExists",
-                format!("{} \"{name}\" already exists", res.key()),
-            )
-            .with_details(json!({"name": name, "group": res.group, "kind": res.plural})));
+        let key = (if res.namespaced { ns.to_string() } else { String::new() }, name.clone());
+        if g.objects.get(&slot(res)).is_some_and(|m| m.contains_key(&key)) {
+            return Err(ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", res.key()))
+                .with_details(json!({"name": name, "group": res.group, "kind": res.plural})));
         }
         Ok(self.commit(&mut g, res, key, Some(obj), None))
     }
@@ -562,11 +442,7 @@ impl Store {
         manager: &str,
     ) -> ApiResult<Arc<Value>> {
         let now = now_rfc3339();
-        let ns_key = if res.namespaced {
-            ns.to_string()
-        } else {
-            String::new()
-        };
+        let ns_key = if res.namespaced { ns.to_string() } else { String::new() };
         let key = (ns_key.clone(), name.to_string());
         let mut g = self.lock();
         let old = g.objects.get(&slot(res)).and_then(|m| m.get(&key)).cloned();
@@ -574,14 +450,9 @@ impl Store {
             if let Mutation::Apply { body, force } = mutation {
                 drop(g);
                 if res.namespaced && !self.namespace_exists(ns) {
-                    return Err(ApiError::new(
-                        404,
-                        "NotFound",
-                        format!("namespaces \"{ns}\" not found"),
-                    ));
+                    return Err(ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found")));
                 }
-                let mut fresh = patch::apply(None, &body, manager, force, &now)
-                    .map_err(|c| apply_conflict(res, name, c))?;
+                let mut fresh = patch::apply(None, &body, manager, force, &now).map_err(|c| apply_conflict(res, name, c))?;
                 fresh["metadata"]["name"] = json!(name);
                 let managed = fresh.pointer("/metadata/managedFields").cloned();
                 return self.create_owned(res, ns, fresh, manager, managed);
@@ -593,15 +464,10 @@ impl Store {
         let mut new = match mutation {
             Mutation::Replace(v) => {
                 let mut v = v;
-                if v.pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
+                if v.pointer("/metadata/resourceVersion").and_then(Value::as_str).is_none_or(str::is_empty)
                     && let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut)
                 {
-                    m.insert(
-                        "resourceVersion".into(),
-                        old["metadata"]["resourceVersion"].clone(),
-                    );
+                    m.insert("resourceVersion".into(), old["metadata"]["resourceVersion"].clone());
                 }
                 v
             }
@@ -616,41 +482,27 @@ impl Store {
                 v
             }
             Mutation::JsonPatch(p) => {
-                let ops: json_patch::Patch = serde_json::from_value(p).map_err(|e| {
-                    ApiError::bad_request(format!(
-                        "the server rejected our request due to an error in our request: {e}"
-                    ))
-                })?;
+                let ops: json_patch::Patch = serde_json::from_value(p)
+                    .map_err(|e| ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}")))?;
                 let mut v = (*old).clone();
                 json_patch::patch(&mut v, &ops).map_err(|e| {
-                    ApiError::new(
-                        422,
-                        "Invalid",
-                        format!(
-                            "the server rejected our request due to an error in our request: {e}"
-                        ),
-                    )
+                    ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
                 })?;
                 v
             }
             Mutation::Apply { body, force } => {
-                if let Some(rv) = body
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
+                if let Some(rv) = body.pointer("/metadata/resourceVersion").and_then(Value::as_str)
                     && Some(rv) != meta_str(&old, "resourceVersion")
                 {
                     return Err(ApiError::conflict(res, name));
                 }
-                patch::apply(Some(&old), &body, manager, force, &now)
-                    .map_err(|c| apply_conflict(res, name, c))?
+                patch::apply(Some(&old), &body, manager, force, &now).map_err(|c| apply_conflict(res, name, c))?
             }
         };
         if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
             return Err(ApiError::bad_request("the object has no metadata"));
         }
-        if meta_str(&new, "resourceVersion")
-            .is_some_and(|rv| Some(rv) != meta_str(&old, "resourceVersion"))
-        {
+        if meta_str(&new, "resourceVersion").is_some_and(|rv| Some(rv) != meta_str(&old, "resourceVersion")) {
             return Err(ApiError::conflict(res, name));
         }
         if meta_str(&new, "name").is_some_and(|n| n != name) {
@@ -660,14 +512,7 @@ impl Store {
             )));
         }
         // Fields the server owns survive any write.
-        for f in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "generation",
-        ] {
+        for f in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "generation"] {
             match old["metadata"].get(f) {
                 Some(v) => new["metadata"][f] = v.clone(),
                 None => {
@@ -689,10 +534,7 @@ impl Store {
                         keep.as_object_mut().map(|m| m.remove("status"));
                     }
                 }
-                keep["metadata"]["managedFields"] = new["metadata"]
-                    .get("managedFields")
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                keep["metadata"]["managedFields"] = new["metadata"].get("managedFields").cloned().unwrap_or(Value::Null);
                 new = keep;
             } else {
                 match old.get("status") {
@@ -711,61 +553,28 @@ impl Store {
             return Ok(old);
         }
         if !is_apply {
-            new["metadata"]["managedFields"] = old["metadata"]
-                .get("managedFields")
-                .cloned()
-                .unwrap_or(Value::Null);
+            new["metadata"]["managedFields"] = old["metadata"].get("managedFields").cloned().unwrap_or(Value::Null);
             patch::record_update(&old, &mut new, manager, &api_version, &now);
         }
         let finalizing = meta_str(&new, "deletionTimestamp").is_some()
-            && new
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_none_or(Vec::is_empty);
+            && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
         if finalizing {
             return Ok(self.commit(&mut g, res, key, None, Some(old)));
         }
         Ok(self.commit(&mut g, res, key, Some(new), Some(old)))
     }
 
-    pub fn delete(
-        &self,
-        res: &'static Resource,
-        ns: &str,
-        name: &str,
-        preconditions: Option<&Value>,
-    ) -> ApiResult<Arc<Value>> {
-        let key = (
-            if res.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name.to_string(),
-        );
+    pub fn delete(&self, res: &'static Resource, ns: &str, name: &str, preconditions: Option<&Value>) -> ApiResult<Arc<Value>> {
+        let key = (if res.namespaced { ns.to_string() } else { String::new() }, name.to_string());
         let mut g = self.lock();
-        let old = g
-            .objects
-            .get(&slot(res))
-            .and_then(|m| m.get(&key))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(res, name))?;
+        let old = g.objects.get(&slot(res)).and_then(|m| m.get(&key)).cloned().ok_or_else(|| ApiError::not_found(res, name))?;
         if let Some(p) = preconditions {
-            let mismatch = |field: &str, have: Option<&str>| {
-                p.get(field)
-                    .and_then(Value::as_str)
-                    .is_some_and(|want| Some(want) != have)
-            };
-            if mismatch("resourceVersion", meta_str(&old, "resourceVersion"))
-                || mismatch("uid", meta_str(&old, "uid"))
-            {
+            let mismatch = |field: &str, have: Option<&str>| p.get(field).and_then(Value::as_str).is_some_and(|want| Some(want) != have);
+            if mismatch("resourceVersion", meta_str(&old, "resourceVersion")) || mismatch("uid", meta_str(&old, "uid")) {
                 return Err(ApiError::conflict(res, name));
             }
         }
-        let has_finalizers = old
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
+        let has_finalizers = old.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
         if has_finalizers {
             if meta_str(&old, "deletionTimestamp").is_some() {
                 return Ok(old);
@@ -784,28 +593,22 @@ impl Store {
         self.lock()
             .history
             .iter()
-            .filter(|c| {
-                c.resource == res && c.namespace == ns && meta_str(&c.object, "name") == Some(name)
-            })
+            .filter(|c| c.resource == res && c.namespace == ns && meta_str(&c.object, "name") == Some(name))
             .map(|c| c.object.clone())
             .collect()
     }
 
     /// Every object of a type, for the tests and the simulation to inspect.
     pub fn all(&self, res: &'static Resource) -> Vec<Arc<Value>> {
-        self.lock()
-            .objects
-            .get(&slot(res))
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        self.lock().objects.get(&slot(res)).map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 }
 
 fn apply_conflict(res: &Resource, name: &str, c: patch::ApplyConflict) -> ApiError {
-    let causes: Vec<Value> = c.0.iter().map(|(m, f)| json!({"type": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": f})).collect();
-    ApiError::new(409, "Conflict", c.message()).with_details(
-        json!({"name": name, "group": res.group, "kind": res.plural, "causes": causes}),
-    )
+    let causes: Vec<Value> =
+        c.0.iter().map(|(m, f)| json!({"type": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": f})).collect();
+    ApiError::new(409, "Conflict", c.message())
+        .with_details(json!({"name": name, "group": res.group, "kind": res.plural, "causes": causes}))
 }
 
 fn encode_continue(rv: u64, key: &Key) -> String {
@@ -814,24 +617,12 @@ fn encode_continue(rv: u64, key: &Key) -> String {
 }
 
 fn decode_continue(s: &str) -> Option<(u64, Key)> {
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect();
+    let bytes: Option<Vec<u8>> = (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
     let v: Value = serde_json::from_slice(&bytes?).ok()?;
-    Some((
-        v["rv"].as_u64()?,
-        (
-            v["ns"].as_str()?.to_string(),
-            v["name"].as_str()?.to_string(),
-        ),
-    ))
+    Some((v["rv"].as_u64()?, (v["ns"].as_str()?.to_string(), v["name"].as_str()?.to_string())))
 }
 
 /// The store's slot for a type: its place in [`RESOURCES`].
 fn slot(res: &Resource) -> usize {
-    RESOURCES
-        .iter()
-        .position(|r| r == res)
-        .unwrap_or(usize::MAX)
+    RESOURCES.iter().position(|r| r == res).unwrap_or(usize::MAX)
 }
