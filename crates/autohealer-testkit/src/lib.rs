@@ -3,4 +3,5 @@
 
 pub mod apiserver;
 pub mod cluster;
+pub mod openstack;
 pub mod sim;
