@@ -115,7 +115,7 @@ pub enum CloudError {
     #[error("{action} is not supported by the {provider} provider for this node: {reason}")]
     Unsupported { provider: String, action: Action, reason: String },
     /// A call failed; `call` names it (e.g. `nova POST /servers/{id}/action`).
-    #[error("{call} failed: {message}")]
+    #[error("{call} failed{}: {message}", status.map(|s| format!(" with HTTP {s}")).unwrap_or_default())]
     Call { call: String, status: Option<u16>, message: String },
     #[error("{0}")]
     Other(String),
