@@ -10,7 +10,7 @@ use crate::node;
 pub use crate::observe::Checks;
 use crate::observe::{self, CheckVerdict, Observations};
 use crate::planner::{self, Decision, Input, NodeState, Plan, Policy};
-use autohealer_cloud::{Action, CloudProvider, RepairGate, Role};
+use autohealer_cloud::{Action, CloudProvider, HealthReport, RepairGate, Role};
 use autohealer_healthcheck::{CheckKind, Health, HealthCheck};
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -134,6 +134,7 @@ impl Healer {
         let mut term = CancellationToken::new();
         let mut gate: Option<Gate> = None;
         let supported = self.supported();
+        let last_report: Arc<Mutex<Option<HealthReport>>> = Arc::default();
 
         loop {
             let leader = self.leader.is_leader();
@@ -166,6 +167,9 @@ impl Healer {
             let wake = p.wake_at.map(|w| tokio::time::Instant::now() + Duration::try_from(w.duration_since(now)).unwrap_or(Duration::ZERO));
             if leader {
                 self.act(&p, &snapshot, &actor, &mut in_flight, &mut announced, &done_tx, &term, &obs);
+                if !self.settings.policy.dry_run {
+                    self.report_health(&states, now, &last_report);
+                }
             }
 
             tokio::select! {
@@ -190,6 +194,31 @@ impl Healer {
         probe_task.abort();
         self.metrics.leader.set(0);
         Ok(())
+    }
+
+    /// Tells the cloud which nodes are unhealthy past their duration (Magnum's
+    /// `health_status`), only when that changes.
+    fn report_health(&self, states: &[NodeState], now: Timestamp, last: &Arc<Mutex<Option<HealthReport>>>) {
+        let unhealthy_nodes: Vec<(String, String)> = states
+            .iter()
+            .filter_map(|s| {
+                let due: Vec<&str> = s.findings.iter().filter(|f| f.actionable_at() <= now).map(|f| f.check.as_str()).collect();
+                (!due.is_empty()).then(|| (s.name.clone(), due.join(",")))
+            })
+            .collect();
+        let report = HealthReport { healthy: unhealthy_nodes.is_empty(), unhealthy_nodes };
+        if last.lock().unwrap_or_else(|p| p.into_inner()).as_ref() == Some(&report) {
+            return;
+        }
+        let provider = self.provider.clone();
+        let last = last.clone();
+        // Remembered only once delivered, so a failed report is sent again.
+        tokio::spawn(async move {
+            match provider.report_health(&report).await {
+                Ok(()) => *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(report),
+                Err(e) => tracing::warn!(error = %e, "cannot report the cluster's health to the cloud"),
+            }
+        });
     }
 
     fn evaluate(&self, snapshot: &[Arc<Node>], obs: &Mutex<Observations>, now: Timestamp) -> (Vec<NodeState>, Vec<Vec<CheckVerdict>>) {

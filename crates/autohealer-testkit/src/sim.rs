@@ -126,6 +126,8 @@ pub struct SimCluster {
     shared: Arc<Shared>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     healthz_port: u16,
+    /// Gives each node, replacements included, its own loopback address.
+    next_index: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for SimCluster {
@@ -162,14 +164,12 @@ impl SimCluster {
             gate: Mutex::new(RepairGate::Allowed),
             events: Mutex::new(Vec::new()),
         });
-        let sim = Arc::new(Self { shared, tasks: Mutex::new(Vec::new()), healthz_port: port });
-        let mut index = 0;
+        let sim = Arc::new(Self { shared, tasks: Mutex::new(Vec::new()), healthz_port: port, next_index: Default::default() });
         for (role, count) in [(Role::Master, opts.masters), (Role::Worker, opts.workers)] {
             for i in 0..count {
                 let name = format!("{}-{}-{i}", opts.prefix, role.as_str());
                 let zone = opts.zones.get(i % opts.zones.len().max(1)).cloned().unwrap_or_else(|| "zone-a".into());
-                sim.add_node(&name, role, &zone, index).await?;
-                index += 1;
+                sim.add_node(&name, role, &zone, sim.next_ip(), None).await?;
             }
         }
         let lifecycle = tokio::spawn(node_lifecycle(sim.shared.clone()));
@@ -181,14 +181,18 @@ impl SimCluster {
         self.healthz_port
     }
 
-    async fn add_node(&self, name: &str, role: Role, zone: &str, index: usize) -> anyhow::Result<()> {
-        let ip = Ipv4Addr::new(127, 1 + (index / 250) as u8, 0, 2 + (index % 250) as u8);
+    fn next_ip(&self) -> Ipv4Addr {
+        let index = self.next_index.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ipv4Addr::new(127, 1 + (index / 250) as u8, 0, 2 + (index % 250) as u8)
+    }
+
+    async fn add_node(&self, name: &str, role: Role, zone: &str, ip: Ipv4Addr, server_id: Option<String>) -> anyhow::Result<()> {
         let node = SimNode {
             name: name.to_string(),
             prefix: self.shared.opts.prefix.clone(),
             role,
             zone: zone.to_string(),
-            server_id: uuid::Uuid::new_v4().to_string(),
+            server_id: server_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             ip,
             boot_id: uuid::Uuid::new_v4().to_string(),
             fault: None,
@@ -259,7 +263,8 @@ impl SimCluster {
         nodes.values().find(|n| !n.gone && (Some(&n.server_id) == id.as_ref() || n.name == info.name)).map(|n| n.name.clone())
     }
 
-    fn reboot(self: &Arc<Self>, name: &str) {
+    /// Reboots a machine; a `fresh` one (rebuilt) comes back without its fault.
+    fn reboot(self: &Arc<Self>, name: &str, fresh: bool) {
         {
             let mut nodes = lock(&self.shared.nodes);
             let Some(n) = nodes.get_mut(name) else { return };
@@ -274,7 +279,7 @@ impl SimCluster {
             let mut nodes = lock(&shared.nodes);
             if let Some(n) = nodes.get_mut(&name) {
                 n.boot_id = uuid::Uuid::new_v4().to_string();
-                if matches!(n.fault, Some((_, Cure::Reboot))) {
+                if fresh || matches!(n.fault, Some((_, Cure::Reboot))) {
                     n.fault = None;
                 }
                 n.down = matches!(n.fault, Some((Fault::KubeletStopped, _)));
@@ -285,31 +290,74 @@ impl SimCluster {
         lock(&self.tasks).push(t);
     }
 
-    fn replace(self: &Arc<Self>, name: &str) {
-        let (role, zone, index) = {
+    /// The machine is gone: its Node and Lease are deleted, its kubelet ends.
+    fn remove(self: &Arc<Self>, name: &str) -> Option<(Role, String)> {
+        let (role, zone) = {
             let mut nodes = lock(&self.shared.nodes);
-            let index = nodes.len();
-            let Some(n) = nodes.get_mut(name) else { return };
+            let n = nodes.get_mut(name).filter(|n| !n.gone)?;
             n.gone = true;
             n.generation += 1;
-            (n.role, n.zone.clone(), index)
+            (n.role, n.zone.clone())
         };
-        lock(&self.shared.events).push(format!("{name}: deleted by replace"));
-        let sim = self.clone();
+        lock(&self.shared.events).push(format!("{name}: deleted"));
+        let client = self.shared.client.clone();
         let name = name.to_string();
         let t = tokio::spawn(async move {
-            let nodes: Api<Node> = Api::all(sim.shared.client.clone());
-            let _ = nodes.delete(&name, &DeleteParams::default()).await;
-            let leases: Api<Lease> = Api::namespaced(sim.shared.client.clone(), "kube-node-lease");
-            let _ = leases.delete(&name, &DeleteParams::default()).await;
-            tokio::time::sleep(sim.shared.opts.scaled(sim.shared.opts.join_time)).await;
-            let new_name = format!("{name}-r");
-            if let Err(e) = sim.add_node(&new_name, role, &zone, index).await {
-                tracing::warn!(error = %e, "replacement node could not join");
-            }
-            lock(&sim.shared.events).push(format!("{new_name}: joined (replacing {name})"));
+            let _ = Api::<Node>::all(client.clone()).delete(&name, &DeleteParams::default()).await;
+            let _ = Api::<Lease>::namespaced(client, "kube-node-lease").delete(&name, &DeleteParams::default()).await;
         });
         lock(&self.tasks).push(t);
+        Some((role, zone))
+    }
+
+    /// A new machine boots and its node joins after the join time.
+    fn join_later(
+        self: &Arc<Self>,
+        name: String,
+        role: Role,
+        zone: String,
+        server_id: Option<String>,
+        replacing: Option<String>,
+    ) -> Ipv4Addr {
+        let ip = self.next_ip();
+        let sim = self.clone();
+        let t = tokio::spawn(async move {
+            tokio::time::sleep(sim.shared.opts.scaled(sim.shared.opts.join_time)).await;
+            if let Err(e) = sim.add_node(&name, role, &zone, ip, server_id).await {
+                tracing::warn!(error = %e, node = %name, "a new node could not join");
+                return;
+            }
+            let note = replacing.map(|r| format!(" (replacing {r})")).unwrap_or_default();
+            lock(&sim.shared.events).push(format!("{name}: joined{note}"));
+        });
+        lock(&self.tasks).push(t);
+        ip
+    }
+
+    fn replace(self: &Arc<Self>, name: &str) {
+        if let Some((role, zone)) = self.remove(name) {
+            self.join_later(format!("{name}-r"), role, zone, None, Some(name.to_string()));
+        }
+    }
+
+    fn name_of_server(&self, server_id: &str) -> Option<String> {
+        lock(&self.shared.nodes).values().find(|n| n.server_id == server_id && !n.gone).map(|n| n.name.clone())
+    }
+
+    /// Registers every node's machine as a server of `cloud`, in a Magnum cluster
+    /// `cluster` (with a Heat stack unless `heat` is false), and follows what the
+    /// cloud does to them from then on.
+    pub fn attach_cloud(self: &Arc<Self>, cloud: &crate::openstack::FakeOpenStack, cluster: &str, heat: bool) {
+        let (mut masters, mut workers) = (Vec::new(), Vec::new());
+        for n in lock(&self.shared.nodes).values().filter(|n| !n.gone) {
+            cloud.add_server(&n.server_id, &n.name, &n.ip.to_string(), true);
+            match n.role {
+                Role::Master => masters.push(n.server_id.clone()),
+                Role::Worker => workers.push(n.server_id.clone()),
+            }
+        }
+        cloud.add_cluster(cluster, &self.shared.opts.prefix, &masters, &workers, heat);
+        cloud.set_hooks(Arc::new(CloudHooks(Arc::downgrade(self))));
     }
 }
 
@@ -494,7 +542,7 @@ impl CloudProvider for SimProvider {
             .ok_or_else(|| CloudError::NoServer { node: node.name.clone(), reason: "no simulated machine".into() })?;
         let server_id = self.sim.server_id(&name).unwrap_or_default();
         lock(&self.sim.shared.calls).push(CloudCall { action: Action::Reboot, node: name.clone(), server_id: server_id.clone() });
-        self.sim.reboot(&name);
+        self.sim.reboot(&name, false);
         Ok(ActionOutcome {
             server_id: Some(server_id.clone()),
             detail: format!("soft reboot of server {server_id} accepted"),
@@ -519,5 +567,56 @@ impl CloudProvider for SimProvider {
             });
         }
         Ok(out)
+    }
+}
+
+/// The cloud side of the coupling: what the fake OpenStack did to a server happens to
+/// the simulated node behind it.
+struct CloudHooks(std::sync::Weak<SimCluster>);
+
+impl crate::openstack::MachineHooks for CloudHooks {
+    fn rebooted(&self, server_id: &str) {
+        if let Some(sim) = self.0.upgrade()
+            && let Some(name) = sim.name_of_server(server_id)
+        {
+            sim.reboot(&name, false);
+        }
+    }
+
+    fn stopped(&self, server_id: &str) {
+        if let Some(sim) = self.0.upgrade()
+            && let Some(name) = sim.name_of_server(server_id)
+        {
+            if let Some(n) = lock(&sim.shared.nodes).get_mut(&name) {
+                n.down = true;
+                n.generation += 1;
+            }
+            lock(&sim.shared.events).push(format!("{name}: powered off"));
+        }
+    }
+
+    fn deleted(&self, server_id: &str) {
+        if let Some(sim) = self.0.upgrade()
+            && let Some(name) = sim.name_of_server(server_id)
+        {
+            sim.remove(&name);
+        }
+    }
+
+    fn rebuilt(&self, server_id: &str) {
+        if let Some(sim) = self.0.upgrade()
+            && let Some(name) = sim.name_of_server(server_id)
+        {
+            lock(&sim.shared.events).push(format!("{name}: rebuilt"));
+            sim.reboot(&name, true);
+        }
+    }
+
+    fn created(&self, server_id: &str, name: &str, role: &str) -> Option<String> {
+        let sim = self.0.upgrade()?;
+        let role = if role == "master" { Role::Master } else { Role::Worker };
+        let zone = sim.shared.opts.zones.first().cloned().unwrap_or_else(|| "zone-a".into());
+        let ip = sim.join_later(name.to_string(), role, zone, Some(server_id.to_string()), None);
+        Some(ip.to_string())
     }
 }

@@ -127,10 +127,10 @@ async fn real_main() -> anyhow::Result<()> {
         Command::Plan { config, kubeconfig } => {
             let l = load(&config)?;
             let client = autohealer::kube_client(&l, kubeconfig.as_deref()).await?;
-            let provider = autohealer::providers::build(&l)?;
+            let metrics = Arc::new(Metrics::new());
+            let provider = autohealer::providers::build(&l, &metrics)?;
             let identity = autohealer::identity(&l);
-            let rt =
-                autohealer::Runtime { client, provider, metrics: Arc::new(Metrics::new()), status: Arc::new(Status::default()), identity };
+            let rt = autohealer::Runtime { client, provider, metrics, status: Arc::new(Status::default()), identity };
             print!("{}", autohealer::plan(l, rt).await?);
         }
         Command::Run { config, dry_run, kubeconfig, log_format, log_level } => {
@@ -138,10 +138,10 @@ async fn real_main() -> anyhow::Result<()> {
             let mut l = load(&config)?;
             l.config.dry_run |= dry_run;
             let client = autohealer::kube_client(&l, kubeconfig.as_deref()).await?;
-            let provider = autohealer::providers::build(&l)?;
+            let metrics = Arc::new(Metrics::new());
+            let provider = autohealer::providers::build(&l, &metrics)?;
             let identity = autohealer::identity(&l);
-            let rt =
-                autohealer::Runtime { client, provider, metrics: Arc::new(Metrics::new()), status: Arc::new(Status::default()), identity };
+            let rt = autohealer::Runtime { client, provider, metrics, status: Arc::new(Status::default()), identity };
             let token = CancellationToken::new();
             tokio::spawn(shutdown_signal(token.clone()));
             autohealer::run(l, rt, token).await?;

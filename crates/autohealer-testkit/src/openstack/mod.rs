@@ -20,8 +20,9 @@ pub trait MachineHooks: Send + Sync {
     fn deleted(&self, server_id: &str);
     /// A server was rebuilt in place (Heat, Nova rebuild): same id, fresh machine.
     fn rebuilt(&self, server_id: &str);
-    /// A new server was created for a node group (Magnum resize).
-    fn created(&self, server_id: &str, name: &str, role: &str);
+    /// A new server was created for a node group (Magnum resize); returns the address
+    /// the machine got, when the simulation chooses it.
+    fn created(&self, server_id: &str, name: &str, role: &str) -> Option<String>;
 }
 
 #[derive(Debug, Clone)]

@@ -677,7 +677,11 @@ fn magnum_call(state: &Arc<State>, method: &Method, segs: &[&str], body: &Value,
                 }
                 if let Some(h) = st.hooks() {
                     for (id, n) in created {
-                        h.created(&id, &n, &role);
+                        if let Some(address) = h.created(&id, &n, &role)
+                            && let Some(s) = lock(&st.inner).servers.get_mut(&id)
+                        {
+                            s.addresses = vec![address];
+                        }
                     }
                 }
             });

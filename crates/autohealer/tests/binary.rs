@@ -1,0 +1,254 @@
+//! End-to-end with the real `autohealer` binary as a child process, configured with
+//! `cloud-provider: openstack`, against the testkit's apiserver (or a real one with
+//! `AUTOHEALER_E2E_KUBECONFIG`) and the fake OpenStack, both coupled to a simulated
+//! cluster. The fake cloud's request log shows what the healer did.
+
+use autohealer_cloud::Role;
+use autohealer_testkit::cluster::{NodeRecorder, TestCluster};
+use autohealer_testkit::openstack::{self as fake, FakeOpenStack, OsOptions};
+use autohealer_testkit::sim::{Cure, Fault, SIM_LABEL, SimCluster, SimOptions};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct World {
+    cluster: TestCluster,
+    os: FakeOpenStack,
+    sim: Arc<SimCluster>,
+    dir: PathBuf,
+    prefix: String,
+    kubeconfig: PathBuf,
+}
+
+fn unique() -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() ^ (u128::from(std::process::id()) << 40);
+    format!("{:x}", n).chars().rev().take(6).collect()
+}
+
+async fn world(workers: usize, heat: bool) -> World {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = TestCluster::start().await.unwrap();
+    let prefix = format!("bin-{}", unique());
+    let os = FakeOpenStack::start(OsOptions {
+        reboot_time: Duration::from_millis(300),
+        stop_time: Duration::from_millis(100),
+        update_time: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let opts = SimOptions { masters: 1, workers, time_scale: 0.05, prefix: prefix.clone(), ..Default::default() };
+    let sim = SimCluster::start(cluster.client.clone(), opts).await.unwrap();
+    sim.attach_cloud(&os, &format!("c-{prefix}"), heat);
+    let dir = std::env::temp_dir().join(format!("autohealer-e2e-{prefix}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, &cluster.kubeconfig).unwrap();
+    World { cluster, os, sim, dir, prefix, kubeconfig }
+}
+
+struct Healer {
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Healer {
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl World {
+    fn config(&self, name: &str, extra: &str) -> PathBuf {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let text = format!(
+            "cluster-name: c-{p}\ncloud-provider: openstack\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nrebuild-delay-after-reboot: 6s\nreplace-timeout: 60s\nnode-selector: {SIM_LABEL}={p}\nleader-election:\n  lease-name: autohealer-{p}\n  lease-duration: 3s\n  renew-grace: 1s\nadmin:\n  listen: 127.0.0.1:{port}\nhealthcheck:\n  master:\n    - type: Endpoint\n      params:\n        protocol: HTTP\n        port: {hp}\n        unhealthy-duration: 2s\n        timeout: 1s\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\nopenstack:\n  auth-url: {auth}\n  user-id: {user}\n  password: {pw}\n  project-id: {project}\n  region: {region}\n  stop-timeout: 5s\n{extra}",
+            p = self.prefix,
+            hp = self.sim.healthz_port(),
+            auth = self.os.auth_url(),
+            user = fake::USER_ID,
+            pw = fake::PASSWORD,
+            project = fake::PROJECT_ID,
+            region = fake::REGION,
+        );
+        let path = self.dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    async fn healer(&self, config: &PathBuf, identity: &str) -> Healer {
+        let log = self.dir.join(format!("{identity}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autohealer"))
+            .args(["run", "--config"])
+            .arg(config)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--log-format", "json", "--log-level", "info"])
+            .env("POD_NAME", identity)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Healer { child, log }
+    }
+
+    async fn node(&self, name: &str) -> Option<Node> {
+        Api::<Node>::all(self.cluster.client.clone()).get_opt(name).await.ok().flatten()
+    }
+
+    fn server(&self, node: &str) -> String {
+        self.sim.server_id(node).unwrap()
+    }
+
+    fn reboots(&self, server: &str) -> usize {
+        self.os.count("POST", &format!("/servers/{server}/action"), Some("\"reboot\""))
+    }
+
+    async fn holder(&self) -> Option<String> {
+        let leases: Api<Lease> = Api::namespaced(self.cluster.client.clone(), "kube-system");
+        leases.get_opt(&format!("autohealer-{}", self.prefix)).await.ok().flatten().and_then(|l| l.spec).and_then(|s| s.holder_identity)
+    }
+}
+
+async fn until<F, Fut>(what: &str, healers: &[&Healer], mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let ok = tokio::time::timeout(Duration::from_secs(90), async {
+        while !f().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if ok.is_err() {
+        for h in healers {
+            eprintln!("--- healer log {}:\n{}", h.log.display(), h.log());
+        }
+        panic!("timed out waiting until {what}");
+    }
+}
+
+fn ready(n: &Node) -> bool {
+    n.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn released(n: &Option<Node>) -> bool {
+    n.as_ref().is_some_and(|n| {
+        ready(n)
+            && !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+            && !n.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("autohealer.dev/repair"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_fixed_by_one_reboot_through_nova() {
+    let w = world(2, true).await;
+    let victim = w.sim.node_names(Role::Worker).into_iter().min().unwrap();
+    let server = w.server(&victim);
+    let h = w.healer(&w.config("reboot", ""), "replica-a").await;
+    w.sim.inject(&victim, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until("Nova got the reboot", &[&h], || async { w.reboots(&server) == 1 }).await;
+    until("the node recovered and was released", &[&h], || async { released(&w.node(&victim).await) }).await;
+    assert_eq!(w.reboots(&server), 1, "exactly one reboot");
+    assert_eq!(w.os.count("POST", "/actions/resize", None), 0, "no replace");
+    until("Magnum shows the cluster healthy again", &[&h], || async {
+        w.os.cluster(&format!("c-{}", w.prefix)).and_then(|c| c.health_status).as_deref() == Some("HEALTHY")
+    })
+    .await;
+    assert!(w.os.count("PATCH", &format!("/clusters/c-{}", w.prefix), Some("UNHEALTHY")) >= 1, "the unhealthy node was reported to Magnum");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_that_stays_broken_is_replaced_once_through_magnum_resize() {
+    let w = world(2, true).await;
+    let original = w.sim.node_names(Role::Worker);
+    let victim = original.iter().min().unwrap().clone();
+    let server = w.server(&victim);
+    let h = w.healer(&w.config("replace", ""), "replica-a").await;
+    w.sim.inject(&victim, Fault::KubeletStopped, Cure::Replace);
+    until("Nova got the reboot", &[&h], || async { w.reboots(&server) == 1 }).await;
+    until("Magnum got the resize", &[&h], || async { w.os.count("POST", "/actions/resize", None) == 1 }).await;
+    let resize = w.os.requests().into_iter().find(|r| r.path.ends_with("/actions/resize")).unwrap();
+    let body: serde_json::Value = serde_json::from_str(&resize.body).unwrap();
+    assert_eq!(body["nodes_to_remove"], serde_json::json!([server]));
+    assert_eq!(body["node_count"], 2, "the node group keeps its size");
+    until("the old node is gone", &[&h], || async { w.node(&victim).await.is_none() }).await;
+    until("a new worker joined and is Ready", &[&h], || async {
+        let workers = w.sim.node_names(Role::Worker);
+        let mut ok = false;
+        for n in workers.iter().filter(|n| !original.contains(n)) {
+            ok |= w.node(n).await.is_some_and(|n| ready(&n));
+        }
+        ok
+    })
+    .await;
+    assert_eq!(w.reboots(&server), 1);
+    assert_eq!(w.os.count("POST", &format!("/servers/{server}/action"), Some("os-stop")), 1);
+    assert_eq!(w.os.count("POST", "/actions/resize", None), 1, "exactly one replace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_with_failing_healthz_is_rebuilt_through_heat() {
+    let w = world(1, true).await;
+    let master = w.sim.node_names(Role::Master).pop().unwrap();
+    let server = w.server(&master);
+    let h = w.healer(&w.config("master", ""), "replica-a").await;
+    w.sim.inject(&master, Fault::HealthzDown, Cure::Replace);
+    until("Nova got the reboot", &[&h], || async { w.reboots(&server) == 1 }).await;
+    until("Heat got the stack update", &[&h], || async { w.os.count("PATCH", "/stacks/", Some("{}")) == 1 }).await;
+    until("the master is healthy and the repair closed", &[&h], || async {
+        released(&w.node(&master).await) && !h.log().is_empty() && w.os.count("PATCH", "/resources/", None) == 2
+    })
+    .await;
+    assert_eq!(w.os.count("PATCH", "/resources/", Some("mark_unhealthy")), 2, "server and root volume marked unhealthy");
+    assert_eq!(w.reboots(&server), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_binary_changes_nothing() {
+    let w = world(1, true).await;
+    let victim = w.sim.node_names(Role::Worker).pop().unwrap();
+    let recorder = NodeRecorder::start(w.cluster.client.clone(), &victim);
+    let h = w.healer(&w.config("dry", "dry-run: true\n"), "replica-a").await;
+    w.sim.inject(&victim, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until("the DryRun Event", &[&h], || async { w.cluster.node_events(&victim).await.iter().any(|(r, _)| r == "DryRun") }).await;
+    let changing: Vec<_> = w.os.requests().into_iter().filter(|r| r.method != "GET" && r.service != "identity").collect();
+    assert!(changing.is_empty(), "dry-run changed the cloud: {changing:?}");
+    assert!(recorder.versions().iter().all(|v| !v.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("autohealer.dev/repair"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_hands_over_and_sigterm_releases_the_lease() {
+    let w = world(2, true).await;
+    let mut a = w.healer(&w.config("ha-a", ""), "replica-a").await;
+    until("replica-a leads", &[&a], || async { w.holder().await.as_deref() == Some("replica-a") }).await;
+    let b = w.healer(&w.config("ha-b", ""), "replica-b").await;
+    let mut workers = w.sim.node_names(Role::Worker);
+    workers.sort();
+    let (first, second) = (workers[0].clone(), workers[1].clone());
+    w.sim.inject(&first, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until("the leader reboots", &[&a, &b], || async { w.reboots(&w.server(&first)) == 1 }).await;
+    until("the first repair closes", &[&a, &b], || async { released(&w.node(&first).await) }).await;
+
+    a.child.kill().await.unwrap();
+    until("replica-b takes the Lease", &[&b], || async { w.holder().await.as_deref() == Some("replica-b") }).await;
+    w.sim.inject(&second, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until("the standby reboots", &[&b], || async { w.reboots(&w.server(&second)) == 1 }).await;
+    assert_eq!(w.reboots(&w.server(&first)), 1, "the handover repeated nothing");
+
+    let pid = b.pid().to_string();
+    let mut b = b;
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), b.child.wait()).await.expect("exits after SIGTERM").unwrap();
+    assert!(status.success(), "SIGTERM ends with exit 0: {status:?}\n{}", b.log());
+    assert_ne!(w.holder().await.as_deref(), Some("replica-b"), "the Lease was released");
+}
