@@ -207,16 +207,23 @@ impl Healer {
             })
             .collect();
         let report = HealthReport { healthy: unhealthy_nodes.is_empty(), unhealthy_nodes };
-        if last.lock().unwrap_or_else(|p| p.into_inner()).as_ref() == Some(&report) {
-            return;
+        {
+            let mut g = last.lock().unwrap_or_else(|p| p.into_inner());
+            if g.as_ref() == Some(&report) {
+                return;
+            }
+            *g = Some(report.clone());
         }
         let provider = self.provider.clone();
         let last = last.clone();
-        // Remembered only once delivered, so a failed report is sent again.
         tokio::spawn(async move {
-            match provider.report_health(&report).await {
-                Ok(()) => *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(report),
-                Err(e) => tracing::warn!(error = %e, "cannot report the cluster's health to the cloud"),
+            if let Err(e) = provider.report_health(&report).await {
+                tracing::warn!(error = %e, "cannot report the cluster's health to the cloud");
+                // Forgotten, so the next evaluation sends it again.
+                let mut g = last.lock().unwrap_or_else(|p| p.into_inner());
+                if g.as_ref() == Some(&report) {
+                    *g = None;
+                }
             }
         });
     }

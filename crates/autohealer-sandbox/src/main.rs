@@ -8,6 +8,7 @@ use autohealer_cloud::{Action, Role};
 use autohealer_core::{Metrics, Status};
 use autohealer_healthcheck::Registry;
 use autohealer_testkit::apiserver::{ApiServerOptions, FakeApiServer};
+use autohealer_testkit::openstack::{self as fake, FakeOpenStack, OsOptions};
 use autohealer_testkit::sim::{Cure, Fault, SimCluster, SimOptions};
 use clap::Parser;
 use futures::StreamExt;
@@ -15,7 +16,6 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +37,8 @@ struct Args {
     #[arg(long, default_value_t = 120)]
     deadline: u64,
 }
+
+const CLUSTER: &str = "0f8e3a52-sandbox";
 
 struct Step {
     node: String,
@@ -70,10 +72,15 @@ async fn main() -> anyhow::Result<()> {
     let opts = SimOptions { masters: 3, workers: 12, time_scale: args.time_scale, prefix: "sandbox".into(), ..Default::default() };
     let sim = SimCluster::start(client.clone(), opts.clone()).await?;
     println!("Simulated cluster: 3 masters, 12 workers in zones {} (time scale {})", opts.zones.join(", "), args.time_scale);
+    let ms = |secs: f64| Duration::from_secs_f64(secs * args.time_scale);
+    let os = FakeOpenStack::start(OsOptions { reboot_time: ms(60.0), stop_time: ms(20.0), update_time: ms(120.0), ..Default::default() })
+        .await?;
+    sim.attach_cloud(&os, CLUSTER, true);
+    println!("Fake OpenStack (Keystone, Nova, Cinder, Heat, Magnum) at {}; Magnum cluster {CLUSTER}", os.auth_url());
 
     let scale = |secs: f64| format!("{}ms", (secs * 1000.0 * args.time_scale).round() as u64);
     let config = format!(
-        "cluster-name: sandbox\nmonitor-interval: {}\ncheck-delay-after-add: 0s\nrebuild-delay-after-reboot: {}\nreplace-timeout: {}\nleader-elect: true\nleader-election:\n  lease-duration: 4s\n  renew-grace: 1s\nadmin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  master:\n    - type: Endpoint\n      params:\n        protocol: HTTP\n        port: {}\n        unhealthy-duration: {}\n        timeout: 1s\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {}\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {}\n",
+        "cluster-name: {CLUSTER}\ncloud-provider: openstack\nmonitor-interval: {}\ncheck-delay-after-add: 0s\nrebuild-delay-after-reboot: {}\nreplace-timeout: {}\nleader-elect: true\nleader-election:\n  lease-duration: 4s\n  renew-grace: 1s\nadmin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  master:\n    - type: Endpoint\n      params:\n        protocol: HTTP\n        port: {}\n        unhealthy-duration: {}\n        timeout: 1s\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {}\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {}\nopenstack:\n  auth-url: {}\n  user-id: {}\n  password: {}\n  project-id: {}\n  region: {}\n  stop-timeout: 5s\n",
         scale(20.0),
         scale(300.0),
         scale(900.0),
@@ -81,16 +88,17 @@ async fn main() -> anyhow::Result<()> {
         scale(60.0),
         scale(60.0),
         scale(60.0),
+        os.auth_url(),
+        fake::USER_ID,
+        fake::PASSWORD,
+        fake::PROJECT_ID,
+        fake::REGION,
     );
     let loaded = Config::load_str(&config, &Registry::with_builtins()).map_err(|e| anyhow::anyhow!("sandbox config: {e}"))?;
     let status = Arc::new(Status::default());
-    let rt = autohealer::Runtime {
-        client: client.clone(),
-        provider: sim.provider(),
-        metrics: Arc::new(Metrics::new()),
-        status: status.clone(),
-        identity: "sandbox-healer".into(),
-    };
+    let metrics = Arc::new(Metrics::new());
+    let provider = autohealer::providers::build(&loaded, &metrics)?;
+    let rt = autohealer::Runtime { client: client.clone(), provider, metrics, status: status.clone(), identity: "sandbox-healer".into() };
     let stop = CancellationToken::new();
     let healer = tokio::spawn(autohealer::run(loaded, rt, stop.clone()));
     while !status.synced.load(std::sync::atomic::Ordering::Relaxed) {
@@ -128,7 +136,9 @@ async fn main() -> anyhow::Result<()> {
             recovered: None,
         },
     ]));
-    let timeline = tokio::spawn(print_timeline(client.clone(), sim.clone(), steps.clone(), start));
+    let cloud = Arc::new(os);
+    let original: Vec<String> = sim.node_names(Role::Worker);
+    let timeline = tokio::spawn(print_timeline(client.clone(), sim.clone(), cloud.clone(), original, steps.clone(), start));
 
     let t = |s: &Step| s.node.clone();
     let (n0, n1, m0) = {
@@ -170,9 +180,16 @@ async fn main() -> anyhow::Result<()> {
     for s in steps.iter() {
         let fmt = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("+{:.1}s", d.as_secs_f64()));
         println!("{:<24} {:<48} {:>11} {:<20} {:>12}", s.node, s.failure, fmt(s.detected), s.actions.join(" -> "), fmt(s.recovered));
+        let server = sim.server_id(&s.node).unwrap_or_default();
         for a in [Action::Reboot, Action::Replace] {
             let want = usize::from(s.expect.contains(&a));
-            let got = sim.calls_for(&s.node, a);
+            let got = match a {
+                Action::Reboot => cloud.count("POST", &format!("/servers/{server}/action"), Some("\"reboot\"")),
+                Action::Replace => {
+                    cloud.count("POST", "/actions/resize", Some(&server))
+                        + cloud.count("PATCH", "/stacks/", Some("{}")) * usize::from(s.node.contains("master"))
+                }
+            };
             if got != want {
                 expected_calls = false;
                 println!("  expected {want} {a} call(s) for {}, the cloud saw {got}", s.node);
@@ -181,7 +198,8 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("{:<24} {:<48} {:>11} {:<20} {:>12}", "zone-c", "whole zone NotReady", "-", "not yet supported", "-");
     if done && expected_calls {
-        println!("\nThe story ended as expected ({} cloud calls).", sim.calls().len());
+        let changes = cloud.requests().into_iter().filter(|r| r.method != "GET" && r.service != "identity").count();
+        println!("\nThe story ended as expected ({changes} changing OpenStack calls).");
         Ok(())
     } else {
         anyhow::bail!("the story did not end as expected within {}s", args.deadline)
@@ -192,15 +210,22 @@ fn say(start: Instant, node: &str, what: &str, detail: &str) {
     println!("+{:>6.1}s  {:<22} {:<14} {}", start.elapsed().as_secs_f64(), node, what, detail);
 }
 
-/// Prints the healer's Events and the machines' history as they happen, and fills
-/// in the summary.
-async fn print_timeline(client: kube::Client, sim: Arc<SimCluster>, steps: Arc<Mutex<Vec<Step>>>, start: Instant) {
+/// Prints the healer's Events, the OpenStack calls that change something and the
+/// machines' history as they happen, and fills in the summary.
+async fn print_timeline(
+    client: kube::Client,
+    sim: Arc<SimCluster>,
+    cloud: Arc<FakeOpenStack>,
+    original: Vec<String>,
+    steps: Arc<Mutex<Vec<Step>>>,
+    start: Instant,
+) {
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
     let nodes: Api<Node> = Api::all(client);
     let mut stream = watcher(events, watcher::Config::default()).applied_objects().boxed();
-    let mut seen_history = 0;
+    let (mut seen_history, mut seen_calls) = (0, 0);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut joined: BTreeMap<String, String> = BTreeMap::new();
+    let mut joined: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             ev = stream.next() => {
@@ -213,8 +238,7 @@ async fn print_timeline(client: kube::Client, sim: Arc<SimCluster>, steps: Arc<M
                     match reason.as_str() {
                         "RepairStarted" => {
                             step.detected.get_or_insert(start.elapsed());
-                            let action = ev.action.clone().unwrap_or_default().to_lowercase();
-                            step.actions.push(action);
+                            step.actions.push(ev.action.clone().unwrap_or_default().to_lowercase());
                         }
                         "Recovered" => step.recovered = Some(start.elapsed()),
                         _ => {}
@@ -222,23 +246,29 @@ async fn print_timeline(client: kube::Client, sim: Arc<SimCluster>, steps: Arc<M
                 }
             }
             _ = tick.tick() => {
+                let calls = cloud.requests();
+                for r in calls[seen_calls..].iter().filter(|r| r.method != "GET" && r.service != "identity") {
+                    let what = r.body.chars().take(90).collect::<String>();
+                    say(start, &r.service, "CLOUD", &format!("{} {} -> {} {what}", r.method, r.path, r.status));
+                }
+                seen_calls = calls.len();
                 let history = sim.history();
                 for line in &history[seen_history..] {
                     let (node, what) = line.split_once(": ").unwrap_or(("", line));
                     say(start, node, "MACHINE", what);
-                    if let Some(old) = what.strip_prefix("joined (replacing ").and_then(|s| s.strip_suffix(')')) {
-                        joined.insert(node.to_string(), old.to_string());
+                    if what.starts_with("joined") && !original.contains(&node.to_string()) {
+                        joined.push(node.to_string());
                     }
                 }
                 seen_history = history.len();
-                // A replaced node counts as recovered when its successor is Ready.
-                for (new, old) in joined.clone() {
+                // A replaced worker counts as recovered when a new worker is Ready.
+                for new in joined.clone() {
                     let ready = nodes.get(&new).await.ok().and_then(|n| n.status).and_then(|s| s.conditions).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
                     if ready {
-                        joined.remove(&new);
-                        say(start, &new, "READY", &format!("replacement for {old} is Ready"));
+                        joined.retain(|j| j != &new);
                         let mut s = steps.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(step) = s.iter_mut().find(|s| s.node == old) {
+                        if let Some(step) = s.iter_mut().find(|s| s.recovered.is_none() && s.actions.iter().any(|a| a == "replace")) {
+                            say(start, &new, "READY", &format!("new worker replacing {} is Ready", step.node));
                             step.recovered = Some(start.elapsed());
                         }
                     }
