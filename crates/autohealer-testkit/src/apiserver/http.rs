@@ -679,7 +679,9 @@ fn watch(shared: Arc<Shared>, t: Target, q: &HashMap<String, String>, resource: 
                 let mut tick = tokio::time::interval(shared.opts.bookmark_interval);
                 tick.tick().await;
                 loop {
+                    // A dropped connection ends the stream before anything still queued.
                     tokio::select! {
+                        biased;
                         _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => return,
                         _ = async { match kill.as_mut() { Some(k) => { let _ = k.recv().await; } None => std::future::pending().await } } => return,
                         _ = tick.tick(), if bookmarks => {

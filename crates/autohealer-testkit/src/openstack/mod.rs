@@ -35,6 +35,11 @@ pub struct OsOptions {
     pub update_time: Duration,
     /// The newest Magnum microversion served (minor of `container-infra 1.x`).
     pub magnum_max_minor: u32,
+    /// The port to listen on; 0 for one the OS picks.
+    pub port: u16,
+    /// A real Keystone (its `/v3` URL) whose tokens the services accept, validated
+    /// there as keystonemiddleware does; `None` for the built-in fake Keystone.
+    pub keystone: Option<String>,
 }
 
 impl Default for OsOptions {
@@ -45,6 +50,8 @@ impl Default for OsOptions {
             stop_time: Duration::from_millis(200),
             update_time: Duration::from_secs(1),
             magnum_max_minor: 13,
+            port: 0,
+            keystone: None,
         }
     }
 }
@@ -227,7 +234,7 @@ pub const REGION: &str = "RegionOne";
 
 impl FakeOpenStack {
     pub async fn start(opts: OsOptions) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
         let addr = listener.local_addr()?;
         let mut inner = Inner::default();
         inner.users.push(User {

@@ -50,6 +50,11 @@ pub(super) async fn handle(state: Arc<State>, req: axum::extract::Request) -> Re
     let query = parts.uri.query().unwrap_or("").to_string();
     let method = parts.method.clone();
     let service = path.trim_start_matches('/').split('/').next().unwrap_or("").to_string();
+    if service != "identity"
+        && let Some(keystone) = &state.opts.keystone
+    {
+        validate_external(&state, keystone, &parts.headers).await;
+    }
     let latency = lock(&state.faults).latency;
     if let Some(d) = latency {
         tokio::time::sleep(d).await;
@@ -65,6 +70,31 @@ pub(super) async fn handle(state: Arc<State>, req: axum::extract::Request) -> Re
     let mut resp = if out.is_null() { code.into_response() } else { (code, axum::Json(out)).into_response() };
     resp.headers_mut().extend(headers);
     resp
+}
+
+/// Accepts a token of a real Keystone by validating it there (a token may validate
+/// itself), and remembers it until it expires.
+async fn validate_external(state: &Arc<State>, keystone: &str, headers: &HeaderMap) {
+    let Some(token) = headers.get("x-auth-token").and_then(|h| h.to_str().ok()).map(String::from) else { return };
+    if lock(&state.inner).tokens.get(&token).is_some_and(|t| t.expires > Timestamp::now()) {
+        return;
+    }
+    let Ok(resp) = reqwest::Client::new()
+        .get(format!("{keystone}/auth/tokens"))
+        .header("X-Auth-Token", &token)
+        .header("X-Subject-Token", &token)
+        .send()
+        .await
+    else {
+        return;
+    };
+    if resp.status().as_u16() != 200 {
+        return;
+    }
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if let Some(expires) = body.pointer("/token/expires_at").and_then(Value::as_str).and_then(|e| e.parse::<Timestamp>().ok()) {
+        lock(&state.inner).tokens.insert(token, Token { expires });
+    }
 }
 
 fn route(state: &Arc<State>, method: &Method, path: &str, query: &str, headers: &HeaderMap, body: &str, service: &str) -> Reply {
