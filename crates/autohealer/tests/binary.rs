@@ -252,3 +252,73 @@ async fn killed_leader_hands_over_and_sigterm_releases_the_lease() {
     assert!(status.success(), "SIGTERM ends with exit 0: {status:?}\n{}", b.log());
     assert_ne!(w.holder().await.as_deref(), Some("replica-b"), "the Lease was released");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_prints_each_node_and_what_it_would_do_and_metrics_are_served() {
+    let w = world(2, true).await;
+    let victim = w.sim.node_names(Role::Worker).into_iter().min().unwrap();
+    w.sim.inject(&victim, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    let cfg = w.config("plan", "");
+    // Wait until the condition has been NotReady for longer than its 2s.
+    until("the node is NotReady", &[], || async { w.node(&victim).await.is_some_and(|n| !ready(&n)) }).await;
+    let mut out = String::new();
+    until("plan proposes the reboot", &[], || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_autohealer"))
+            .args(["plan", "--config"])
+            .arg(&cfg)
+            .arg("--kubeconfig")
+            .arg(&w.kubeconfig)
+            .output()
+            .unwrap();
+        out = String::from_utf8_lossy(&o.stdout).to_string();
+        let ok = o.status.success() && out.contains("reboot (attempt 1)");
+        async move { ok }
+    })
+    .await;
+    assert!(out.lines().next().unwrap().starts_with("NODE"), "{out}");
+    let row = out.lines().find(|l| l.starts_with(&victim)).unwrap();
+    assert!(row.contains("NodeCondition=FAIL") && row.contains("KubeletNotReady"), "{row}");
+    assert!(out.lines().filter(|l| l.contains("healthy")).count() >= 2, "the healthy nodes are listed too:\n{out}");
+    assert_eq!(w.os.count("POST", "/action", None), 0, "plan changes nothing");
+
+    // The running healer serves its metrics.
+    let h = w.healer(&cfg, "replica-a").await;
+    let port =
+        std::fs::read_to_string(&cfg).unwrap().lines().find_map(|l| l.trim().strip_prefix("listen: 127.0.0.1:").map(String::from)).unwrap();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    until("the reboot is counted", &[&h], || async {
+        let body = reqwest::get(&url).await.ok().map(|r| r.text());
+        let body = match body {
+            Some(f) => f.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        body.contains("autohealer_leader 1")
+            && body.contains(r#"autohealer_repairs_total{role="worker",action="reboot",result="started"} 1"#)
+            && body.contains(r#"autohealer_cloud_requests_total{service="nova",code="202"}"#)
+            && body.contains(r#"autohealer_nodes{role="worker"} 2"#)
+    })
+    .await;
+    assert_eq!(reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.unwrap().status(), 200);
+}
+
+#[test]
+fn validate_names_the_bad_key_and_fails() {
+    let dir = std::env::temp_dir().join(format!("autohealer-validate-{}", unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthyDuration: soon\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_autohealer")).args(["validate", "--config"]).arg(&bad).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("healthcheck.worker[0].params.unhealthy-duration") && err.contains("soon"), "{err}");
+    let good = dir.join("good.yaml");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/upstream-config-camel.yaml"), &good).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_autohealer")).args(["validate", "--config"]).arg(&good).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("master: Endpoint (unhealthy after 30s), NodeCondition (unhealthy after 1m)"), "{out}");
+}
