@@ -130,6 +130,13 @@ pub trait CloudProvider: Send + Sync {
     /// Whether `action` is available for nodes of `role`.
     fn supports(&self, action: Action, role: Role) -> bool;
 
+    /// Whether this node can be acted on at all (e.g. it maps to a machine of this
+    /// cloud). Asked, without I/O, before anything is written for a repair, so a node
+    /// the provider cannot handle is never cordoned or recorded for nothing.
+    fn check_node(&self, _node: &NodeInfo) -> Result<(), CloudError> {
+        Ok(())
+    }
+
     /// A cluster-level gate, e.g. Magnum's `auto_healing_enabled` label and the
     /// cluster's status. Asked before any new repair is started.
     async fn repair_allowed(&self) -> Result<RepairGate, CloudError>;

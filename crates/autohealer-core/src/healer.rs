@@ -311,15 +311,22 @@ impl Healer {
             if matches!(np.decision, Decision::Healthy | Decision::NotMonitored) {
                 announced.retain(|(u, _)| u != &uid);
             }
+            // A node the provider cannot act on is never cordoned or recorded.
+            let impossible = match &np.decision {
+                Decision::Repair { action, .. } => {
+                    self.provider.check_node(&node::info(&n)).err().map(|e| ("RepairImpossible", format!("Cannot {action} this node: {e}")))
+                }
+                _ => None,
+            };
             // Events for states that hold, once per node and reason.
-            let notice = match &np.decision {
+            let notice = impossible.or_else(|| match &np.decision {
                 Decision::Held { why } => Some(("RepairHeld", why.clone())),
                 Decision::GaveUp { why } => Some(("RepairAbandoned", why.clone())),
                 Decision::Repair { action, reason, .. } if self.settings.policy.dry_run => {
                     Some(("DryRun", format!("Would {action} node: {reason} (dry-run: nothing was changed)")))
                 }
                 _ => None,
-            };
+            });
             if let Some((reason, note)) = notice {
                 if announced.insert((uid.clone(), note.clone())) {
                     let actor = actor.clone();

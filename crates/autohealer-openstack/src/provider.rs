@@ -218,6 +218,10 @@ impl CloudProvider for OpenStackProvider {
         true
     }
 
+    fn check_node(&self, node: &NodeInfo) -> Result<(), CloudError> {
+        server_id(node).map(|_| ())
+    }
+
     async fn repair_allowed(&self) -> Result<RepairGate, CloudError> {
         if self.strategy == Strategy::Nova {
             return Ok(RepairGate::Allowed);

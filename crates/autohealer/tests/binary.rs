@@ -322,3 +322,25 @@ fn validate_names_the_bad_key_and_fails() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("master: Endpoint (unhealthy after 30s), NodeCondition (unhealthy after 1m)"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_without_a_server_is_never_touched_and_an_event_says_why() {
+    let w = world(1, true).await;
+    let nodes: Api<Node> = Api::all(w.cluster.client.clone());
+    let name = format!("{}-stray", w.prefix);
+    let stray: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {SIM_LABEL: w.prefix}}})).unwrap();
+    nodes.create(&Default::default(), &stray).await.unwrap();
+    let status = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    nodes.patch_status(&name, &Default::default(), &kube::api::Patch::Merge(&status)).await.unwrap();
+    let recorder = NodeRecorder::start(w.cluster.client.clone(), &name);
+    let h = w.healer(&w.config("stray", ""), "replica-a").await;
+    until("the RepairImpossible Event", &[&h], || async {
+        w.cluster.node_events(&name).await.iter().any(|(r, n)| r == "RepairImpossible" && n.contains("maps to no server"))
+    })
+    .await;
+    for v in recorder.versions() {
+        assert!(!v.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false), "never cordoned");
+        assert!(!v.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("autohealer.dev/repair")), "never recorded");
+    }
+    assert_eq!(w.os.count("POST", "/action", None), 0);
+}
