@@ -261,3 +261,35 @@ async fn counters_and_faults() {
     .await
     .expect("served again after the outage");
 }
+
+#[tokio::test]
+async fn tls_with_generated_ca_and_bearer_token() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let s = FakeApiServer::start(ApiServerOptions { tls: true, ..Default::default() }).await.unwrap();
+    assert!(s.url().starts_with("https://"));
+    let nodes: Api<Node> = Api::all(s.client().await.unwrap());
+    nodes.create(&PostParams::default(), &node("secure")).await.unwrap();
+    assert_eq!(nodes.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    // Without the token: 401 as a Status.
+    let mut cfg = s.client_config().await.unwrap();
+    cfg.auth_info.token = None;
+    let anonymous: Api<Node> = Api::all(kube::Client::try_from(cfg).unwrap());
+    let kube::Error::Api(st) = anonymous.get("secure").await.unwrap_err() else { panic!() };
+    assert_eq!(st.code, 401);
+    // Without the CA: the TLS handshake fails.
+    let mut cfg = s.client_config().await.unwrap();
+    cfg.root_cert = None;
+    let untrusting: Api<Node> = Api::all(kube::Client::try_from(cfg).unwrap());
+    assert!(untrusting.get("secure").await.is_err());
+}
+
+#[tokio::test]
+async fn request_counters_over_the_admin_endpoint() {
+    let (s, c) = server().await;
+    let nodes: Api<Node> = Api::all(c);
+    nodes.create(&PostParams::default(), &node("n1")).await.unwrap();
+    let body: serde_json::Value = reqwest::get(format!("{}/testkit/stats", s.url())).await.unwrap().json().await.unwrap();
+    let row = body["stats"].as_array().unwrap().iter().find(|r| r["verb"] == "create" && r["resource"] == "nodes").cloned().unwrap();
+    assert_eq!(row["requests"], 1);
+    assert!(row["bytes"].as_u64().unwrap() > 0);
+}

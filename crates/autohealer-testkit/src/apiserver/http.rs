@@ -25,11 +25,14 @@ pub struct ApiServerOptions {
     pub bookmark_interval: Duration,
     /// When set, every request must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Serve HTTPS with a certificate from a CA generated at start; the kubeconfig
+    /// carries the CA.
+    pub tls: bool,
 }
 
 impl Default for ApiServerOptions {
     fn default() -> Self {
-        Self { history_window: 10_000, bookmark_interval: Duration::from_secs(5), token: Some("testkit-admin-token".into()) }
+        Self { history_window: 10_000, bookmark_interval: Duration::from_secs(5), token: Some("testkit-admin-token".into()), tls: false }
     }
 }
 
@@ -87,6 +90,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 struct Shared {
+    /// The CA of the server certificate, PEM, when serving HTTPS.
+    ca_pem: Option<String>,
     store: Store,
     opts: ApiServerOptions,
     faults: Faults,
@@ -123,7 +128,9 @@ impl FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (kill_tx, _) = broadcast::channel(4);
+        let tls = if opts.tls { Some(generate_tls().map_err(std::io::Error::other)?) } else { None };
         let shared = Arc::new(Shared {
+            ca_pem: tls.as_ref().map(|(ca, _)| ca.clone()),
             store: Store::new(opts.history_window),
             opts,
             faults: Faults { kill_watches: Some(kill_tx), ..Default::default() },
@@ -136,14 +143,23 @@ impl FakeApiServer {
             async move { handle(s, method, uri, headers, body).await }
         });
         let listener = OutageListener { inner: Some(listener), addr, shared: shared.clone() };
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let task = match tls {
+            Some((_, config)) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                tokio::spawn(async move {
+                    let _ = axum::serve(TlsListener { inner: listener, acceptor }, app).await;
+                })
+            }
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }),
+        };
         Ok(Self { shared, task })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.shared.addr)
+        let scheme = if self.shared.ca_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.shared.addr)
     }
 
     pub fn store(&self) -> &Store {
@@ -160,8 +176,15 @@ impl FakeApiServer {
             Some(t) => format!("{{token: {t}}}"),
             None => "{}".to_string(),
         };
+        let ca = match &self.shared.ca_pem {
+            Some(pem) => {
+                use base64::Engine;
+                format!(", certificate-authority-data: {}", base64::engine::general_purpose::STANDARD.encode(pem))
+            }
+            None => String::new(),
+        };
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: testkit\n  cluster: {{server: \"{}\"}}\nusers:\n- name: testkit\n  user: {user}\ncontexts:\n- name: testkit\n  context: {{cluster: testkit, user: testkit}}\ncurrent-context: testkit\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: testkit\n  cluster: {{server: \"{}\"{ca}}}\nusers:\n- name: testkit\n  user: {user}\ncontexts:\n- name: testkit\n  context: {{cluster: testkit, user: testkit}}\ncurrent-context: testkit\n",
             self.url()
         )
     }
@@ -192,6 +215,53 @@ impl FakeApiServer {
     /// Requests of `verb` on `resource` (e.g. `("patch", "nodes")`) so far.
     pub fn requests(&self, verb: &str, resource: &str) -> u64 {
         lock(&self.shared.stats).get(&(verb.to_string(), resource.to_string())).map_or(0, |s| s.requests)
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost signed by it.
+fn generate_tls() -> Result<(String, Arc<rustls::ServerConfig>), String> {
+    let e = |e: rcgen::Error| e.to_string();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "autohealer-testkit-ca");
+    let ca_key = rcgen::KeyPair::generate().map_err(e)?;
+    let ca = ca_params.self_signed(&ca_key).map_err(e)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).map_err(e)?;
+    params.subject_alt_names.push(rcgen::SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    let key = rcgen::KeyPair::generate().map_err(e)?;
+    let cert = params.signed_by(&key, &issuer).map_err(e)?;
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| e.to_string())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key_der)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((ca.pem(), Arc::new(config)))
+}
+
+struct TlsListener {
+    inner: OutageListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        loop {
+            let (tcp, addr) = self.inner.accept().await;
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.inner.addr)
     }
 }
 
@@ -319,6 +389,13 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
     }
     if shared.faults.in_outage() {
         return (StatusCode::SERVICE_UNAVAILABLE, [(header::CONNECTION, "close")], "apiserver outage").into_response();
+    }
+    if method == Method::GET && uri.path() == "/testkit/stats" {
+        let rows: Vec<Value> = lock(&shared.stats)
+            .iter()
+            .map(|((verb, resource), st)| json!({"verb": verb, "resource": resource, "requests": st.requests, "bytes": st.bytes}))
+            .collect();
+        return (StatusCode::OK, axum::Json(json!({"stats": rows}))).into_response();
     }
     if let Some(token) = &shared.opts.token {
         let ok = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()) == Some(&format!("Bearer {token}"));
