@@ -87,7 +87,7 @@ pub enum RepairGate {
 }
 
 /// What a provider did when asked to act on a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionOutcome {
     /// The cloud's id of the machine acted on, recorded in the repair ledger.
     pub server_id: Option<String>,
@@ -96,6 +96,9 @@ pub struct ActionOutcome {
     /// The step was already under way (e.g. Nova's 409 while a reboot is in progress);
     /// the healer treats it as started, not as a failure.
     pub already_in_progress: bool,
+    /// What the machine showed before a destructive step (e.g. the tail of its console
+    /// output), kept by the healer where an operator can read it after the machine is gone.
+    pub evidence: Option<String>,
 }
 
 /// Cluster health as the healer sees it, for providers that publish it (Magnum's

@@ -16,8 +16,21 @@ use std::sync::Arc;
 
 pub const FIELD_MANAGER: &str = "autohealer";
 
+/// Where the evidence a provider hands back (console output before a destructive
+/// step) is kept: ConfigMaps in `namespace`, the newest `keep` per node.
+#[derive(Debug, Clone)]
+pub struct EvidenceSettings {
+    pub namespace: String,
+    pub keep: usize,
+}
+
+/// The largest evidence kept, well under a ConfigMap's 1 MiB.
+const EVIDENCE_MAX_BYTES: usize = 256 * 1024;
+
 pub struct Actor {
     pub nodes: Api<Node>,
+    pub client: kube::Client,
+    pub evidence: EvidenceSettings,
     pub recorder: Recorder,
     pub provider: Arc<dyn CloudProvider>,
     pub leader: Arc<dyn LeaderElector>,
@@ -43,9 +56,65 @@ impl Actor {
         leader: Arc<dyn LeaderElector>,
         metrics: Arc<Metrics>,
         identity: String,
+        evidence: EvidenceSettings,
     ) -> Self {
         let reporter = Reporter { controller: "autohealer".into(), instance: Some(identity.clone()) };
-        Self { nodes: Api::all(client.clone()), recorder: Recorder::new(client, reporter), provider, leader, metrics, identity }
+        Self {
+            nodes: Api::all(client.clone()),
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            evidence,
+            provider,
+            leader,
+            metrics,
+            identity,
+        }
+    }
+
+    /// Keeps `text` in a ConfigMap named after the node and the time, and prunes the
+    /// node's older ones beyond `keep`. Returns where it is, for the Event.
+    async fn keep_evidence(&self, n: &Node, action: Action, server: Option<&str>, text: &str) -> Option<String> {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        if self.evidence.keep == 0 {
+            return None;
+        }
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.evidence.namespace);
+        let node = n.name_any();
+        let stamp = Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
+        let base: String = node.chars().take(200).collect();
+        let name = format!("autohealer-evidence-{base}-{stamp}");
+        let mut body = text.to_string();
+        if body.len() > EVIDENCE_MAX_BYTES {
+            let mut cut = body.len() - EVIDENCE_MAX_BYTES;
+            while !body.is_char_boundary(cut) {
+                cut += 1;
+            }
+            body = body.split_off(cut);
+        }
+        let label: String = node.chars().take(63).collect();
+        let cm: ConfigMap = match serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "autohealer", "autohealer.dev/evidence-for": label}},
+            "data": {"node": node, "action": action.as_str(), "server": server.unwrap_or_default(), "console.log": body},
+        })) {
+            Ok(cm) => cm,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build the evidence ConfigMap");
+                return None;
+            }
+        };
+        if let Err(e) = api.create(&Default::default(), &cm).await {
+            tracing::warn!(node = %node, error = %e, "cannot keep the console output (create configmaps {}/{name})", self.evidence.namespace);
+            return None;
+        }
+        if let Ok(list) = api.list(&kube::api::ListParams::default().labels(&format!("autohealer.dev/evidence-for={label}"))).await {
+            let mut names: Vec<String> = list.items.iter().map(|c| c.name_any()).collect();
+            names.sort();
+            let excess = names.len().saturating_sub(self.evidence.keep);
+            for old in names.into_iter().take(excess) {
+                let _ = api.delete(&old, &Default::default()).await;
+            }
+        }
+        Some(format!("{}/{name}", self.evidence.namespace))
     }
 
     pub async fn event(&self, n: &Node, warning: bool, reason: &str, action: &str, note: String) {
@@ -132,13 +201,22 @@ impl Actor {
                     server_id: None,
                     detail: "replace accepted".into(),
                     already_in_progress: false,
+                    evidence: None,
                 })
             }),
         };
         match result {
             Ok(outcome) => {
                 tracing::info!(node = %n.name_any(), %action, detail = %outcome.detail, "cloud accepted the step");
-                self.event(n, false, "RepairIssued", action_name(action), outcome.detail.clone()).await;
+                let kept = match &outcome.evidence {
+                    Some(text) => self.keep_evidence(n, action, outcome.server_id.as_deref(), text).await,
+                    None => None,
+                };
+                let note = match kept {
+                    Some(at) => format!("{} Console output before the step kept in ConfigMap {at}.", outcome.detail),
+                    None => outcome.detail.clone(),
+                };
+                self.event(n, false, "RepairIssued", action_name(action), note).await;
                 if outcome.server_id.is_some() && outcome.server_id != record.server_id {
                     let mut r = record.clone();
                     r.server_id = outcome.server_id;

@@ -38,6 +38,7 @@ pub struct HealerSettings {
     pub debounce: Duration,
     /// A label selector limiting the nodes the healer watches; `None` for all.
     pub node_selector: Option<String>,
+    pub evidence: crate::actor::EvidenceSettings,
 }
 
 /// What `/readyz` reports.
@@ -126,6 +127,7 @@ impl Healer {
             self.leader.clone(),
             self.metrics.clone(),
             self.settings.identity.clone(),
+            self.settings.evidence.clone(),
         ));
         let mut leader_rx = self.leader.subscribe();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();

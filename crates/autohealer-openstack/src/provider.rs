@@ -55,6 +55,7 @@ pub struct OpenStackProvider {
     strategy: Strategy,
     cluster: Option<String>,
     stop_timeout: Duration,
+    console_lines: usize,
     last_health: Mutex<Option<(String, BTreeMap<String, String>)>>,
 }
 
@@ -66,6 +67,7 @@ impl OpenStackProvider {
             strategy: s.strategy,
             cluster: s.cluster,
             stop_timeout: s.stop_timeout,
+            console_lines: s.console_lines,
             last_health: Mutex::new(None),
         }
     }
@@ -78,6 +80,18 @@ impl OpenStackProvider {
         let (id, source) = server_id(node)?;
         tracing::debug!(node = %node.name, server = %id, ?source, "node mapped to a server");
         Ok(id)
+    }
+
+    /// The tail of the server's console output, taken before a destructive step so an
+    /// operator can see why the machine failed after it is gone.
+    async fn evidence(&self, id: &str) -> Option<String> {
+        if self.console_lines == 0 {
+            return None;
+        }
+        Some(match Nova(&self.session).console(id, self.console_lines).await {
+            Ok(out) => out,
+            Err(e) => format!("console output unavailable: {e}"),
+        })
     }
 
     /// Waits until the server is SHUTOFF (or gone), polling every second.
@@ -123,6 +137,7 @@ impl OpenStackProvider {
                 status: None,
                 message: format!("no node group lists an address of node {} ({})", node.name, addresses.join(", ")),
             })?;
+        let evidence = self.evidence(id).await;
         self.detach_data_volumes(id).await?;
         Nova(&self.session).stop(id).await?;
         if !self.wait_stopped(id).await? {
@@ -154,6 +169,7 @@ impl OpenStackProvider {
                 group.name, group.node_count
             ),
             already_in_progress: false,
+            evidence,
         })
     }
 
@@ -179,6 +195,7 @@ impl OpenStackProvider {
         })?;
         let parent = server.stack.clone().unwrap_or((stack_name.clone(), stack_id.clone()));
         let reason = "marked unhealthy by autohealer";
+        let evidence = self.evidence(id).await;
         let root = self.detach_data_volumes(id).await?;
         if let Some(root) = root
             && let Some(r) = resources.iter().find(|r| r.physical_id == root)
@@ -196,6 +213,7 @@ impl OpenStackProvider {
             server_id: Some(id.into()),
             detail: format!("server {id} marked unhealthy in stack {}; stack {stack_name} update started to rebuild it", parent.0),
             already_in_progress: false,
+            evidence,
         })
     }
 }
@@ -255,11 +273,13 @@ impl CloudProvider for OpenStackProvider {
                 server_id: Some(id.clone()),
                 detail: format!("soft reboot of server {id} accepted"),
                 already_in_progress: false,
+                evidence: None,
             }),
             Reboot::AlreadyInProgress(msg) => Ok(ActionOutcome {
                 server_id: Some(id.clone()),
                 detail: format!("server {id} is already rebooting ({msg})"),
                 already_in_progress: true,
+                evidence: None,
             }),
         }
     }
@@ -276,11 +296,13 @@ impl CloudProvider for OpenStackProvider {
                         action: Action::Replace,
                         reason: format!("server {id} boots from a volume; a rebuild needs an image"),
                     })?;
+                    let evidence = self.evidence(&id).await;
                     nova.rebuild(&id, &image).await?;
                     ActionOutcome {
                         server_id: Some(id.clone()),
                         detail: format!("server {id} rebuild with image {image} accepted"),
                         already_in_progress: false,
+                        evidence,
                     }
                 }
                 (Strategy::Magnum, Role::Worker) => self.replace_worker(node, &id).await?,

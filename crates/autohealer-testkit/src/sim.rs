@@ -547,6 +547,7 @@ impl CloudProvider for SimProvider {
             server_id: Some(server_id.clone()),
             detail: format!("soft reboot of server {server_id} accepted"),
             already_in_progress: false,
+            evidence: None,
         })
     }
 
@@ -564,6 +565,7 @@ impl CloudProvider for SimProvider {
                 server_id: Some(server_id.clone()),
                 detail: format!("server {server_id} is being replaced"),
                 already_in_progress: false,
+                evidence: None,
             });
         }
         Ok(out)

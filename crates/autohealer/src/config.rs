@@ -81,6 +81,12 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "leader-election.identity", default: "$POD_NAME or the hostname", doc: "This replica's name in the Lease." },
     KeyDoc { key: "admin.listen", default: "0.0.0.0:9102", doc: "Address of /healthz, /readyz and /metrics." },
     KeyDoc {
+        key: "evidence.namespace",
+        default: "kube-system",
+        doc: "Where the console output captured before a destructive step is kept, as ConfigMaps named after the node and the time.",
+    },
+    KeyDoc { key: "evidence.keep-per-node", default: "3", doc: "How many evidence ConfigMaps are kept per node (0: keep none)." },
+    KeyDoc {
         key: "node-selector",
         default: "(all nodes)",
         doc: "A label selector (`key=value,...`) limiting the nodes the healer watches and repairs.",
@@ -137,6 +143,27 @@ pub struct Config {
     pub probe_concurrency: usize,
     #[serde(default)]
     pub node_selector: Option<String>,
+    #[serde(default)]
+    pub evidence: Evidence,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Evidence {
+    #[serde(default = "kube_system")]
+    pub namespace: String,
+    #[serde(default = "three")]
+    pub keep_per_node: usize,
+}
+
+fn three() -> usize {
+    3
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Self { namespace: kube_system(), keep_per_node: three() }
+    }
 }
 
 fn d60s() -> Duration {
@@ -427,7 +454,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
-        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\n";
+        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\n";
         load(sample).unwrap();
         for line in sample.lines() {
             let key = line.split(':').next().unwrap();

@@ -96,6 +96,7 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
         probe_concurrency: c.probe_concurrency,
         debounce: Duration::from_millis(50),
         node_selector: c.node_selector.clone(),
+        evidence: autohealer_core::actor::EvidenceSettings { namespace: c.evidence.namespace.clone(), keep: c.evidence.keep_per_node },
     };
     tracing::info!(identity = %rt.identity, provider = rt.provider.name(), dry_run = c.dry_run, leader_elect = c.leader_elect, "autohealer starting");
     let healer = Healer::new(rt.client, rt.provider, leader.clone(), settings, rt.metrics, rt.status);
@@ -116,6 +117,7 @@ pub async fn plan(loaded: Loaded, rt: Runtime) -> anyhow::Result<String> {
         probe_concurrency: c.probe_concurrency,
         debounce: Duration::ZERO,
         node_selector: c.node_selector.clone(),
+        evidence: autohealer_core::actor::EvidenceSettings { namespace: c.evidence.namespace.clone(), keep: c.evidence.keep_per_node },
     };
     let healer = Healer::new(rt.client, rt.provider, Arc::new(AlwaysLeader::default()), settings, rt.metrics, rt.status);
     let (rows, _) = healer.plan_once().await?;

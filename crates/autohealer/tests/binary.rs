@@ -194,6 +194,23 @@ async fn worker_that_stays_broken_is_replaced_once_through_magnum_resize() {
     assert_eq!(w.reboots(&server), 1);
     assert_eq!(w.os.count("POST", &format!("/servers/{server}/action"), Some("os-stop")), 1);
     assert_eq!(w.os.count("POST", "/actions/resize", None), 1, "exactly one replace");
+
+    // The console output from before the stop is kept for the operator, and the Event says where.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(w.cluster.client.clone(), "kube-system");
+    let kept = cms.list(&kube::api::ListParams::default().labels(&format!("autohealer.dev/evidence-for={victim}"))).await.unwrap();
+    assert_eq!(kept.items.len(), 1);
+    let data = kept.items[0].data.clone().unwrap();
+    assert!(data["console.log"].contains("simulated boot line 60") && data["server"] == server, "{data:?}");
+    let note = w
+        .cluster
+        .node_events(&victim)
+        .await
+        .into_iter()
+        .filter(|(r, _)| r == "RepairIssued")
+        .map(|(_, n)| n)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(note.contains("Console output before the step kept in ConfigMap kube-system/autohealer-evidence-"), "{note}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
