@@ -314,7 +314,13 @@ impl OpenStackConfig {
         let strategy = match (self.strategy.as_deref(), cluster_name) {
             (Some("magnum"), Some(_)) | (None, Some(_)) => Strategy::Magnum,
             (Some("magnum"), None) => return Err(err("cluster-name", "required by openstack.strategy magnum")),
-            (Some("nova"), _) | (None, None) => Strategy::Nova,
+            (Some("nova"), _) => Strategy::Nova,
+            (None, None) => {
+                return Err(err(
+                    "cluster-name",
+                    "required by the magnum strategy; set openstack.strategy: nova for clusters Magnum does not manage",
+                ));
+            }
             (Some(other), _) => return Err(err("openstack.strategy", format!("must be magnum or nova (value: {other:?})"))),
         };
         Ok(Settings {
@@ -467,7 +473,7 @@ mod tests {
             &json!({"auth-url": "https://k/v3", "user-id": "u", "password": "p", "os-endpoint-type": "internalURL"}),
         ))
         .unwrap();
-        assert_eq!(c.resolve(None, &no_env).unwrap().interface, "internal");
+        assert_eq!(c.resolve(Some("c"), &no_env).unwrap().interface, "internal");
     }
 
     #[test]
@@ -476,7 +482,7 @@ mod tests {
             OpenStackConfig::parse(Some(&json!({"auth-url": "https://k/v3", "application-credential-id": "ac", "project-id": "ignored"})))
                 .unwrap();
         let env = |k: &str| (k == "OS_APPLICATION_CREDENTIAL_SECRET").then(|| "s3".to_string());
-        match c.resolve(None, &env).unwrap().credentials {
+        match c.resolve(Some("c"), &env).unwrap().credentials {
             Credentials::ApplicationCredential { id, secret, user, .. } => {
                 assert_eq!((id.as_deref(), secret.expose(), user), (Some("ac"), "s3", None));
             }
@@ -492,7 +498,7 @@ mod tests {
         std::fs::write(dir.join("secure.yaml"), "clouds:\n  prod:\n    auth:\n      password: from-secure\n").unwrap();
         let c =
             OpenStackConfig::parse(Some(&json!({"use-clouds": true, "clouds-file": dir.join("clouds.yaml"), "cloud": "prod"}))).unwrap();
-        let s = c.resolve(None, &no_env).unwrap();
+        let s = c.resolve(Some("c"), &no_env).unwrap();
         assert_eq!((s.region.as_deref(), s.interface.as_str()), (Some("R2"), "internal"));
         match s.credentials {
             Credentials::Password { password, .. } => assert_eq!(password.expose(), "from-secure"),

@@ -317,8 +317,16 @@ impl Config {
 
     fn validate(&self, registry: &Registry) -> Result<Checks, ConfigError> {
         let err = |path: &str, message: String| ConfigError { path: path.into(), message };
-        if self.cloud_provider == "openstack" && self.cluster_name.as_deref().is_none_or(str::is_empty) {
-            return Err(err("cluster-name", "required by cloud-provider openstack (the Magnum cluster's UUID)".into()));
+        if self.cloud_provider == "openstack" {
+            let os = autohealer_openstack::OpenStackConfig::parse(self.openstack.as_ref())
+                .map_err(|e| ConfigError { path: e.path, message: e.message })?;
+            let nova = os.strategy.as_deref() == Some("nova");
+            if !nova && self.cluster_name.as_deref().is_none_or(str::is_empty) {
+                return Err(err(
+                    "cluster-name",
+                    "required by cloud-provider openstack (the Magnum cluster's UUID), unless openstack.strategy is nova".into(),
+                ));
+            }
         }
         if self.monitor_interval.is_zero() {
             return Err(err("monitor-interval", "must be more than 0s".into()));
@@ -437,6 +445,9 @@ mod tests {
         let e = load("cluster-name: c\nkubernetes:\n  apihost: x\n").unwrap_err();
         assert_eq!(e.path, "kubernetes.apihost");
         assert!(e.message.contains("did you mean \"api-host\""), "{e}");
+        let e = load("cluster-name: c\nopenstack:\n  auth-urll: https://k/v3\n").unwrap_err();
+        assert_eq!(e.path, "openstack.auth-urll");
+        assert!(load("cloud-provider: openstack\nopenstack:\n  strategy: nova\n").is_ok(), "nova needs no cluster-name");
         let e = load("cluster-name: c\nrepair-steps:\n  worker: [reboot, rebuild]\n").unwrap_err();
         assert!(e.path.starts_with("repair-steps.worker"), "{e}");
     }
@@ -472,5 +483,24 @@ mod readme {
             readme.contains(&super::reference_markdown()),
             "README's key table differs from `autohealer config-reference`: paste its output into README.md"
         );
+    }
+}
+
+#[cfg(test)]
+mod examples {
+    use super::*;
+
+    #[test]
+    fn every_example_config_is_valid() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                Config::load_file(&path, &Registry::with_builtins()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3);
     }
 }
