@@ -17,7 +17,11 @@ pub struct KeyDoc {
 }
 
 pub const KEYS: &[KeyDoc] = &[
-    KeyDoc { key: "cluster-name", default: "(none)", doc: "The Magnum cluster's UUID. Required by `cloud-provider: openstack` unless `openstack.strategy` is `nova`." },
+    KeyDoc {
+        key: "cluster-name",
+        default: "(none)",
+        doc: "The Magnum cluster's UUID. Required by `cloud-provider: openstack` unless `openstack.strategy` is `nova`.",
+    },
     KeyDoc { key: "cloud-provider", default: "openstack", doc: "The cloud provider that repairs nodes." },
     KeyDoc {
         key: "dry-run",
