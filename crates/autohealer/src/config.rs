@@ -138,7 +138,7 @@ pub struct Config {
     #[serde(default)]
     pub healthcheck: HealthcheckConfig,
     #[serde(default)]
-    pub openstack: Option<serde_json::Value>,
+    pub openstack: Option<ProviderBlock>,
     #[serde(default)]
     pub leader_election: LeaderElection,
     #[serde(default)]
@@ -279,6 +279,19 @@ impl Default for Admin {
     }
 }
 
+/// A provider's settings as written, handed to the provider to read. It may hold
+/// credentials, so its `Debug` shows the keys only.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct ProviderBlock(pub serde_json::Value);
+
+impl std::fmt::Debug for ProviderBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&String> = self.0.as_object().map(|m| m.keys().collect()).unwrap_or_default();
+        f.debug_struct("ProviderBlock").field("keys", &keys).finish_non_exhaustive()
+    }
+}
+
 /// A config error: the key path, and what is wrong with the value there.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -322,7 +335,7 @@ impl Config {
     fn validate(&self, registry: &Registry) -> Result<Checks, ConfigError> {
         let err = |path: &str, message: String| ConfigError { path: path.into(), message };
         if self.cloud_provider == "openstack" {
-            let os = autohealer_openstack::OpenStackConfig::parse(self.openstack.as_ref())
+            let os = autohealer_openstack::OpenStackConfig::parse(self.openstack.as_ref().map(|b| &b.0))
                 .map_err(|e| ConfigError { path: e.path, message: e.message })?;
             let nova = os.strategy.as_deref() == Some("nova");
             if !nova && self.cluster_name.as_deref().is_none_or(str::is_empty) {
@@ -454,6 +467,14 @@ mod tests {
         assert!(load("cloud-provider: openstack\nopenstack:\n  strategy: nova\n").is_ok(), "nova needs no cluster-name");
         let e = load("cluster-name: c\nrepair-steps:\n  worker: [reboot, rebuild]\n").unwrap_err();
         assert!(e.path.starts_with("repair-steps.worker"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_credentials() {
+        let l = load("cluster-name: c\nopenstack:\n  user-id: u\n  password: hunter2-secret\n").unwrap();
+        let shown = format!("{l:?}");
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+        assert!(shown.contains("password"), "the keys are shown: {shown}");
     }
 
     #[test]

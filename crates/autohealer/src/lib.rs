@@ -88,16 +88,7 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
     } else {
         Arc::new(AlwaysLeader::default())
     };
-    let settings = HealerSettings {
-        policy: c.policy(),
-        checks: loaded.checks.clone(),
-        monitor_interval: c.monitor_interval,
-        identity: rt.identity.clone(),
-        probe_concurrency: c.probe_concurrency,
-        debounce: Duration::from_millis(50),
-        node_selector: c.node_selector.clone(),
-        evidence: autohealer_core::actor::EvidenceSettings { namespace: c.evidence.namespace.clone(), keep: c.evidence.keep_per_node },
-    };
+    let settings = healer_settings(&loaded, &rt.identity);
     tracing::info!(identity = %rt.identity, provider = rt.provider.name(), dry_run = c.dry_run, leader_elect = c.leader_elect, "autohealer starting");
     let healer = Healer::new(rt.client, rt.provider, leader.clone(), settings, rt.metrics, rt.status);
     let result = healer.run(shutdown).await;
@@ -106,19 +97,24 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
     result
 }
 
-/// Everything `autohealer plan` needs: one evaluation, no writes.
-pub async fn plan(loaded: Loaded, rt: Runtime) -> anyhow::Result<String> {
+/// What the healer loop reads, from the config.
+fn healer_settings(loaded: &Loaded, identity: &str) -> HealerSettings {
     let c = &loaded.config;
-    let settings = HealerSettings {
+    HealerSettings {
         policy: c.policy(),
         checks: loaded.checks.clone(),
         monitor_interval: c.monitor_interval,
-        identity: rt.identity.clone(),
+        identity: identity.to_string(),
         probe_concurrency: c.probe_concurrency,
-        debounce: Duration::ZERO,
+        debounce: Duration::from_millis(50),
         node_selector: c.node_selector.clone(),
         evidence: autohealer_core::actor::EvidenceSettings { namespace: c.evidence.namespace.clone(), keep: c.evidence.keep_per_node },
-    };
+    }
+}
+
+/// Everything `autohealer plan` needs: one evaluation, no writes.
+pub async fn plan(loaded: Loaded, rt: Runtime) -> anyhow::Result<String> {
+    let settings = healer_settings(&loaded, &rt.identity);
     let healer = Healer::new(rt.client, rt.provider, Arc::new(AlwaysLeader::default()), settings, rt.metrics, rt.status);
     let (rows, _) = healer.plan_once().await?;
     Ok(admin::plan_table(&rows))

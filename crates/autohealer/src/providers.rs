@@ -18,7 +18,7 @@ pub fn build(loaded: &Loaded, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn 
             let observer: autohealer_openstack::Observer = Arc::new(move |service: &str, code: u16| {
                 m.cloud_requests.get_or_create(&CloudLabels { service: service.into(), code: code.to_string() }).inc();
             });
-            let p = autohealer_openstack::build(c.openstack.as_ref(), c.cluster_name.as_deref(), Some(observer))
+            let p = autohealer_openstack::build(c.openstack.as_ref().map(|b| &b.0), c.cluster_name.as_deref(), Some(observer))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(Arc::new(p))
         }
