@@ -2,7 +2,7 @@
 //! precondition before every cloud call, cordon and uncordon, cloud calls, Events.
 
 use crate::leader::LeaderElector;
-use crate::ledger::{Ledger, REPAIR_ANNOTATION, RepairRecord};
+use crate::ledger::{HISTORY_ANNOTATION, HistoryEntry, Ledger, REPAIR_ANNOTATION, RepairRecord, push_history};
 use crate::metrics::{ActionLabels, Metrics};
 use crate::node;
 use autohealer_cloud::{Action, CloudProvider};
@@ -161,17 +161,20 @@ impl Actor {
             Ledger::Record(r) => Some(r),
             _ => None,
         };
+        // After a failed repair, a retry is a new repair that keeps only the cordon.
+        let continuing = previous.as_ref().filter(|p| p.failed.is_none());
         let cordon_now = cordon && !node::unschedulable(n);
         let record = RepairRecord {
             action,
             attempt,
             started: now,
-            first_started: previous.as_ref().map_or(now, |p| p.first_started),
+            first_started: continuing.map_or(now, |p| p.first_started),
             reason: reason.to_string(),
             boot_id: node::boot_id(n).map(String::from),
             server_id: previous.as_ref().and_then(|p| p.server_id.clone()),
             cordoned: cordon_now || previous.as_ref().is_some_and(|p| p.cordoned),
             failed: None,
+            failed_at: None,
             by: self.identity.clone(),
         };
         let mut patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: record.to_json(), node::REMEDIATE_ANNOTATION: null}}});
@@ -226,19 +229,8 @@ impl Actor {
             }
             Err(e) => {
                 tracing::warn!(node = %n.name_any(), %action, error = %e, "repair step failed");
-                self.metrics.repair(role.as_str(), action.as_str(), "failed");
-                let mut r = record;
-                r.failed = Some(e.to_string());
-                let _ = self.fenced_patch(&written, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await;
-                self.event(
-                    n,
-                    true,
-                    "RepairFailed",
-                    action_name(action),
-                    format!("{action} failed: {e}. The node is left alone until the annotation {REPAIR_ANNOTATION} is removed."),
-                )
-                .await;
-                Ok(())
+                let why = format!("{action} failed: {e}");
+                self.failed(&written, &record, &why).await
             }
         }
     }
@@ -246,6 +238,17 @@ impl Actor {
     /// The node is healthy again: clear the ledger and uncordon what the healer cordoned.
     pub async fn recovered(&self, n: &Node, record: &RepairRecord) -> Result<(), ActError> {
         let mut patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: null}}});
+        // A failed repair is already in the history; a node that recovers after it is not a success of the healer's.
+        if record.failed.is_none() {
+            let entry = HistoryEntry {
+                action: record.action,
+                started: record.first_started,
+                ended: Timestamp::now(),
+                succeeded: true,
+                reason: record.reason.clone(),
+            };
+            patch["metadata"]["annotations"][HISTORY_ANNOTATION] = json!(push_history(node::annotation(n, HISTORY_ANNOTATION), entry));
+        }
         if record.cordoned {
             patch["spec"] = json!({"unschedulable": null});
         }
@@ -274,11 +277,17 @@ impl Actor {
         Ok(())
     }
 
-    /// The step did not bring the node back in time: record the failure.
+    /// The step failed or did not bring the node back in time: record the failure in
+    /// the ledger (the node stays cordoned) and in the history the retry budget counts.
     pub async fn failed(&self, n: &Node, record: &RepairRecord, why: &str) -> Result<(), ActError> {
+        let now = Timestamp::now();
         let mut r = record.clone();
         r.failed = Some(why.to_string());
-        self.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await?;
+        r.failed_at = Some(now);
+        let entry =
+            HistoryEntry { action: record.action, started: record.first_started, ended: now, succeeded: false, reason: why.to_string() };
+        let history = push_history(node::annotation(n, HISTORY_ANNOTATION), entry);
+        self.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json(), HISTORY_ANNOTATION: history}}})).await?;
         self.metrics.repair(node::role(n).as_str(), record.action.as_str(), "failed");
         tracing::warn!(node = %n.name_any(), why, "repair failed");
         self.event(
@@ -286,7 +295,7 @@ impl Actor {
             true,
             "RepairFailed",
             "Verify",
-            format!("{why}. The node is left alone until the annotation {REPAIR_ANNOTATION} is removed."),
+            format!("{why}. It is retried after repair-retry-delay, within the node's retry budget."),
         )
         .await;
         Ok(())

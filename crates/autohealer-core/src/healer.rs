@@ -9,17 +9,17 @@ use crate::metrics::{CheckLabels, HeldLabels, Metrics, RoleLabels};
 use crate::node;
 pub use crate::observe::Checks;
 use crate::observe::{self, CheckVerdict, Observations};
-use crate::planner::{self, Decision, Input, NodeState, Plan, Policy};
+use crate::planner::{self, Decision, Gate, Input, NodeState, Plan, Policy, Scope};
 use autohealer_cloud::{Action, CloudProvider, HealthReport, RepairGate, Role};
 use autohealer_healthcheck::{CheckKind, Health, HealthCheck};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::ResourceExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +39,27 @@ pub struct HealerSettings {
     /// A label selector limiting the nodes the healer watches; `None` for all.
     pub node_selector: Option<String>,
     pub evidence: crate::actor::EvidenceSettings,
+    /// The ConfigMap (namespace, name) whose `autohealer.dev/paused` annotation pauses
+    /// new repairs.
+    pub pause_configmap: Option<(String, String)>,
 }
+
+pub const PAUSED_ANNOTATION: &str = "autohealer.dev/paused";
+
+const ALL_GATES: &[Gate] = &[
+    Gate::Unreadable,
+    Gate::Skip,
+    Gate::Leader,
+    Gate::Paused,
+    Gate::Provider,
+    Gate::MaxUnhealthy,
+    Gate::Zone,
+    Gate::StormCooldown,
+    Gate::RetryBudget,
+    Gate::Concurrency,
+    Gate::Rate,
+    Gate::Unsupported,
+];
 
 /// What `/readyz` reports.
 #[derive(Debug, Default)]
@@ -65,7 +85,8 @@ pub struct Row {
     pub decision: Decision,
 }
 
-struct Gate {
+/// The provider's last answer to `repair_allowed`, reused for `monitor-interval`.
+struct GateCache {
     value: RepairGate,
     at: tokio::time::Instant,
 }
@@ -134,7 +155,10 @@ impl Healer {
         let mut in_flight: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut announced: HashSet<(String, String)> = HashSet::new();
         let mut term = CancellationToken::new();
-        let mut gate: Option<Gate> = None;
+        let mut gate: Option<GateCache> = None;
+        let paused = self.watch_pause(changed.clone());
+        let mut cooldowns: BTreeMap<Scope, Timestamp> = BTreeMap::new();
+        let mut shorted: BTreeSet<Scope> = BTreeSet::new();
         let supported = self.supported();
         let last_report: Arc<Mutex<Option<HealthReport>>> = Arc::default();
 
@@ -144,12 +168,16 @@ impl Healer {
             let snapshot = reader.state();
             let now = Timestamp::now();
             let (states, _) = self.evaluate(&snapshot, &obs, now);
+            cooldowns.retain(|_, until| *until > now);
+            let is_paused = paused.load(Ordering::Relaxed);
             let mut p = planner::plan(&Input {
                 nodes: &states,
                 leader,
+                paused: is_paused,
                 gate: &RepairGate::Allowed,
                 supported: &supported,
                 policy: &self.settings.policy,
+                cooldowns: &cooldowns,
                 now,
             });
             let wants_new_step = p.nodes.iter().any(|n| matches!(n.decision, Decision::Repair { .. }));
@@ -160,11 +188,21 @@ impl Healer {
                         Ok(v) => v,
                         Err(e) => RepairGate::Denied(format!("cannot ask the cloud: {e}")),
                     };
-                    gate = Some(Gate { value, at: tokio::time::Instant::now() });
+                    gate = Some(GateCache { value, at: tokio::time::Instant::now() });
                 }
                 let g = gate.as_ref().map_or(RepairGate::Allowed, |g| g.value.clone());
-                p = planner::plan(&Input { nodes: &states, leader, gate: &g, supported: &supported, policy: &self.settings.policy, now });
+                p = planner::plan(&Input {
+                    nodes: &states,
+                    leader,
+                    paused: is_paused,
+                    gate: &g,
+                    supported: &supported,
+                    policy: &self.settings.policy,
+                    cooldowns: &cooldowns,
+                    now,
+                });
             }
+            self.track_storms(&p, &mut shorted, &mut cooldowns, now);
             self.publish_metrics(&states, &p);
             let wake = p.wake_at.map(|w| tokio::time::Instant::now() + Duration::try_from(w.duration_since(now)).unwrap_or(Duration::ZERO));
             if leader {
@@ -196,6 +234,59 @@ impl Healer {
         probe_task.abort();
         self.metrics.leader.set(0);
         Ok(())
+    }
+
+    /// Remembers when short-circuits clear (for the storm cooldown) and says when they
+    /// start and end.
+    fn track_storms(&self, p: &Plan, shorted: &mut BTreeSet<Scope>, cooldowns: &mut BTreeMap<Scope, Timestamp>, now: Timestamp) {
+        let active: BTreeSet<Scope> = p.short_circuits.iter().map(|(s, _)| s.clone()).collect();
+        for (scope, why) in &p.short_circuits {
+            if !shorted.contains(scope) {
+                tracing::warn!(scope = %scope, why = %why, "short-circuit: no new repairs");
+            }
+        }
+        for scope in shorted.difference(&active) {
+            let until = planner::add(now, self.settings.policy.limits.storm_cooldown);
+            tracing::info!(scope = %scope, until = %until, "short-circuit cleared; storm cooldown");
+            cooldowns.insert(scope.clone(), until);
+        }
+        self.metrics.short_circuits.set(active.len() as i64);
+        *shorted = active;
+    }
+
+    /// Follows the pause annotation on the healer's ConfigMap.
+    fn watch_pause(&self, changed: Arc<Notify>) -> Arc<AtomicBool> {
+        let paused = Arc::new(AtomicBool::new(false));
+        let Some((ns, name)) = self.settings.pause_configmap.clone() else { return paused };
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+        let flag = paused.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            let mut events = watcher(api, cfg).default_backoff().boxed();
+            while let Some(ev) = events.next().await {
+                let now = match ev {
+                    Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => cm
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(PAUSED_ANNOTATION))
+                        .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                    Ok(watcher::Event::Delete(_)) => false,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "watching the healer's ConfigMap");
+                        continue;
+                    }
+                };
+                if flag.swap(now, Ordering::Relaxed) != now {
+                    tracing::info!(paused = now, configmap = %format!("{ns}/{name}"), "repairs {}", if now { "paused" } else { "resumed" });
+                    metrics.paused.set(i64::from(now));
+                    changed.notify_one();
+                }
+            }
+        });
+        paused
     }
 
     /// Tells the cloud which nodes are unhealthy past their duration (Magnum's
@@ -235,6 +326,7 @@ impl Healer {
         let uids: HashSet<String> = snapshot.iter().filter_map(|n| n.metadata.uid.clone()).collect();
         obs.probes.retain(|(uid, _), _| uids.contains(uid));
         obs.first_seen.retain(|(uid, _), _| uids.contains(uid));
+        obs.healthy_since.retain(|uid, _| uids.contains(uid));
         snapshot.iter().map(|n| observe::evaluate(n, &self.settings.checks, &mut obs, now)).unzip()
     }
 
@@ -256,8 +348,16 @@ impl Healer {
         let (states, verdicts) = self.evaluate(&snapshot, &obs, now);
         let gate = self.provider.repair_allowed().await.unwrap_or_else(|e| RepairGate::Denied(format!("cannot ask the cloud: {e}")));
         let supported = self.supported();
-        let p =
-            planner::plan(&Input { nodes: &states, leader: true, gate: &gate, supported: &supported, policy: &self.settings.policy, now });
+        let p = planner::plan(&Input {
+            nodes: &states,
+            leader: true,
+            paused: false,
+            gate: &gate,
+            supported: &supported,
+            policy: &self.settings.policy,
+            cooldowns: &BTreeMap::new(),
+            now,
+        });
         let rows = p
             .nodes
             .iter()
@@ -271,8 +371,11 @@ impl Healer {
         for role in [Role::Master, Role::Worker] {
             let count = states.iter().filter(|s| s.role == role).count();
             self.metrics.nodes.get_or_create(&RoleLabels { role: role.as_str().into() }).set(count as i64);
-            let held = p.nodes.iter().filter(|n| n.role == role && matches!(n.decision, Decision::Held { .. })).count();
-            self.metrics.held.get_or_create(&HeldLabels { role: role.as_str().into(), gate: "any".into() }).set(held as i64);
+            for g in ALL_GATES {
+                let held =
+                    p.nodes.iter().filter(|n| n.role == role && matches!(&n.decision, Decision::Held { gate, .. } if gate == g)).count();
+                self.metrics.held.get_or_create(&HeldLabels { role: role.as_str().into(), gate: g.as_str().into() }).set(held as i64);
+            }
             let mut per_check: HashMap<&str, i64> = HashMap::new();
             for check in self.settings.checks.for_role(role) {
                 per_check.insert(check.type_name(), 0);
@@ -310,7 +413,7 @@ impl Healer {
             if in_flight.contains_key(&uid) {
                 continue;
             }
-            if matches!(np.decision, Decision::Healthy | Decision::NotMonitored) {
+            if !matches!(np.decision, Decision::Held { .. } | Decision::Repair { .. }) {
                 announced.retain(|(u, _)| u != &uid);
             }
             // A node the provider cannot act on is never cordoned or recorded.
@@ -322,15 +425,21 @@ impl Healer {
             };
             // Events for states that hold, once per node and reason.
             let notice = impossible.or_else(|| match &np.decision {
-                Decision::Held { why } => Some(("RepairHeld", why.clone())),
-                Decision::GaveUp { why } => Some(("RepairAbandoned", why.clone())),
+                Decision::Held { gate, why, .. } => {
+                    Some((if *gate == Gate::RetryBudget { "RetryBudgetExhausted" } else { "RepairHeld" }, why.clone()))
+                }
                 Decision::Repair { action, reason, .. } if self.settings.policy.dry_run => {
                     Some(("DryRun", format!("Would {action} node: {reason} (dry-run: nothing was changed)")))
                 }
                 _ => None,
             });
             if let Some((reason, note)) = notice {
-                if announced.insert((uid.clone(), note.clone())) {
+                // Once per node and gate, not once per evaluation (counts in the text change).
+                let key = match &np.decision {
+                    Decision::Held { gate, .. } => gate.as_str().to_string(),
+                    _ => note.clone(),
+                };
+                if announced.insert((uid.clone(), key)) {
                     let actor = actor.clone();
                     let n = n.clone();
                     tracing::info!(node = %np.name, reason, note = %note, "decision");

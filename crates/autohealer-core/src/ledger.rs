@@ -6,6 +6,11 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub const REPAIR_ANNOTATION: &str = "autohealer.dev/repair";
+/// The node's finished repairs, newest last, bounded: what the rate and retry budgets
+/// count, so they survive failover too.
+pub const HISTORY_ANNOTATION: &str = "autohealer.dev/repair-history";
+/// How many finished repairs a node keeps in its history.
+pub const HISTORY_LEN: usize = 10;
 
 /// One repair of one node, as written to the annotation before each cloud call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,10 +34,12 @@ pub struct RepairRecord {
     /// Whether the healer cordoned the node, so it uncordons only what it cordoned.
     #[serde(default)]
     pub cordoned: bool,
-    /// Set when the step failed or timed out; the node is then left alone until an
-    /// operator removes the annotation.
+    /// Set when the step failed or timed out; the node is retried after
+    /// `repair-retry-delay`, within its retry budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<Timestamp>,
     /// The replica that wrote the record.
     #[serde(default)]
     pub by: String,
@@ -66,6 +73,34 @@ impl RepairRecord {
     }
 }
 
+/// One finished repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// The last step taken.
+    pub action: Action,
+    pub started: Timestamp,
+    pub ended: Timestamp,
+    pub succeeded: bool,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The history as read from a node; an unreadable one counts as empty (it only
+/// loosens budgets that the healer's other gates still bound).
+pub fn parse_history(value: Option<&str>) -> Vec<HistoryEntry> {
+    value.and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default()
+}
+
+/// The history with `entry` appended, trimmed to [`HISTORY_LEN`], as JSON.
+pub fn push_history(value: Option<&str>, entry: HistoryEntry) -> String {
+    let mut h = parse_history(value);
+    h.push(entry);
+    let excess = h.len().saturating_sub(HISTORY_LEN);
+    h.drain(..excess);
+    serde_json::to_string(&h).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,10 +117,30 @@ mod tests {
             server_id: None,
             cordoned: true,
             failed: None,
+            failed_at: None,
             by: "a".into(),
         };
         assert_eq!(Ledger::parse(Some(&r.to_json())), Ledger::Record(r));
         assert!(matches!(Ledger::parse(Some("{not json")), Ledger::Unreadable(_)));
         assert_eq!(Ledger::parse(Some("")), Ledger::None);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let e = |i: i64| HistoryEntry {
+            action: Action::Reboot,
+            started: Timestamp::from_second(i).unwrap(),
+            ended: Timestamp::from_second(i + 1).unwrap(),
+            succeeded: true,
+            reason: String::new(),
+        };
+        let mut json = None;
+        for i in 0..15 {
+            json = Some(push_history(json.as_deref(), e(i)));
+        }
+        let h = parse_history(json.as_deref());
+        assert_eq!(h.len(), HISTORY_LEN);
+        assert_eq!(h[0].started, Timestamp::from_second(5).unwrap());
+        assert!(parse_history(Some("garbage")).is_empty());
     }
 }

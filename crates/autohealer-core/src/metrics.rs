@@ -53,6 +53,8 @@ pub struct Metrics {
     pub leader: Gauge,
     pub cloud_requests: Family<CloudLabels, Counter>,
     pub held: Family<HeldLabels, Gauge>,
+    pub short_circuits: Gauge,
+    pub paused: Gauge,
 }
 
 impl Default for Metrics {
@@ -84,7 +86,27 @@ impl Metrics {
         registry.register("cloud_requests", "Cloud API requests by service and HTTP status code", cloud_requests.clone());
         let held = Family::<HeldLabels, Gauge>::default();
         registry.register("repairs_held", "Repairs held back now, by role and the gate that holds them", held.clone());
-        Self { registry, nodes, unhealthy_nodes, repairs, repair_duration, detection_lag, leader, cloud_requests, held }
+        let short_circuits = Gauge::default();
+        registry.register(
+            "short_circuits",
+            "Short-circuits in force (roles over max-unhealthy, zones over their share)",
+            short_circuits.clone(),
+        );
+        let paused = Gauge::default();
+        registry.register("paused", "1 while repairs are paused through the healer's ConfigMap", paused.clone());
+        Self {
+            registry,
+            nodes,
+            unhealthy_nodes,
+            repairs,
+            repair_duration,
+            detection_lag,
+            leader,
+            cloud_requests,
+            held,
+            short_circuits,
+            paused,
+        }
     }
 
     pub fn encode(&self) -> String {

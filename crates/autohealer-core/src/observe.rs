@@ -36,6 +36,8 @@ impl Checks {
 pub struct Observations {
     pub probes: HashMap<(String, usize), Health>,
     pub first_seen: HashMap<(String, usize), Timestamp>,
+    /// Per node uid: since when every check has passed, as observed here.
+    pub healthy_since: HashMap<String, Timestamp>,
 }
 
 /// One check's verdict on one node, for `autohealer plan` and the metrics.
@@ -83,9 +85,18 @@ pub fn evaluate(n: &Node, checks: &Checks, obs: &mut Observations, now: Timestam
         }
         verdicts.push(CheckVerdict { check: check.type_name().to_string(), health });
     }
+    let healthy_since = if findings.is_empty() {
+        Some(*obs.healthy_since.entry(uid.clone()).or_insert(now))
+    } else {
+        obs.healthy_since.remove(&uid);
+        None
+    };
     let state = NodeState {
         name: node::name(n).to_string(),
         role,
+        zone: n.metadata.labels.as_ref().and_then(|l| l.get(node::ZONE_LABEL)).cloned(),
+        healthy_since,
+        history: crate::ledger::parse_history(node::annotation(n, crate::ledger::HISTORY_ANNOTATION)),
         created: node::created(n),
         boot_id: node::boot_id(n).map(String::from),
         findings,

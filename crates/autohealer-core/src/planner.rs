@@ -2,11 +2,90 @@
 //! decision per node and the next instant it needs to look again. No I/O, no clock:
 //! everything it knows is in [`Input`], so every gate is tested at exact instants.
 
-use crate::ledger::{Ledger, RepairRecord};
+use crate::ledger::{HistoryEntry, Ledger, RepairRecord};
 use autohealer_cloud::{Action, RepairGate, Role};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::time::Duration;
+
+/// A limit written as a count (`3`) or a share of the nodes (`40%`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    Count(usize),
+    Percent(f64),
+}
+
+impl Threshold {
+    /// The most unhealthy nodes out of `total` that stay within the limit. A share
+    /// always allows one node: a single failure is never a storm, however small the pool.
+    pub fn limit(self, total: usize) -> usize {
+        match self {
+            Threshold::Count(n) => n,
+            Threshold::Percent(p) => (((total as f64) * p / 100.0).floor() as usize).max(1),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        match s.strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().ok().filter(|p| (0.0..=100.0).contains(p)).map(Threshold::Percent),
+            None => s.parse().ok().map(Threshold::Count),
+        }
+    }
+}
+
+impl fmt::Display for Threshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Threshold::Count(n) => write!(f, "{n}"),
+            Threshold::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// The limits that keep a storm or a partition from becoming a repair storm.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Above this many unhealthy nodes of the role, no new repair of that role.
+    pub master_max_unhealthy: Threshold,
+    pub worker_max_unhealthy: Threshold,
+    /// Above this share of unhealthy nodes in one zone (and at least two), no new
+    /// repair in that zone: a zone outage is not a node fault.
+    pub zone_max_unhealthy: Threshold,
+    /// After a short-circuit clears, how long before new repairs in its scope.
+    pub storm_cooldown: Duration,
+    /// Repairs in flight at once, per role.
+    pub master_concurrency: usize,
+    pub worker_concurrency: usize,
+    /// New repairs started in any hour, all roles together.
+    pub repairs_per_hour: usize,
+    /// Failed repairs of one node within `node_cooldown` after which it is left alone.
+    pub node_max_failures: usize,
+    pub node_cooldown: Duration,
+    /// How long after a failed repair before the next attempt.
+    pub retry_delay: Duration,
+    /// How long a repaired node must stay healthy before the repair counts as done.
+    pub stable_window: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            master_max_unhealthy: Threshold::Count(1),
+            worker_max_unhealthy: Threshold::Percent(40.0),
+            zone_max_unhealthy: Threshold::Percent(50.0),
+            storm_cooldown: Duration::from_secs(300),
+            master_concurrency: 1,
+            worker_concurrency: 5,
+            repairs_per_hour: 30,
+            node_max_failures: 3,
+            node_cooldown: Duration::from_secs(3600),
+            retry_delay: Duration::from_secs(600),
+            stable_window: Duration::from_secs(60),
+        }
+    }
+}
 
 /// The policy knobs the planner reads, from the config.
 #[derive(Debug, Clone)]
@@ -23,6 +102,7 @@ pub struct Policy {
     /// The steps of a repair per role, in order; unsupported ones are skipped.
     pub master_steps: Vec<Action>,
     pub worker_steps: Vec<Action>,
+    pub limits: Limits,
 }
 
 impl Default for Policy {
@@ -36,6 +116,7 @@ impl Default for Policy {
             replace_timeout: Duration::from_secs(1800),
             master_steps: vec![Action::Reboot, Action::Replace],
             worker_steps: vec![Action::Reboot, Action::Replace],
+            limits: Limits::default(),
         }
     }
 }
@@ -52,6 +133,20 @@ impl Policy {
         match role {
             Role::Master => &self.master_steps,
             Role::Worker => &self.worker_steps,
+        }
+    }
+
+    fn max_unhealthy(&self, role: Role) -> Threshold {
+        match role {
+            Role::Master => self.limits.master_max_unhealthy,
+            Role::Worker => self.limits.worker_max_unhealthy,
+        }
+    }
+
+    fn concurrency(&self, role: Role) -> usize {
+        match role {
+            Role::Master => self.limits.master_concurrency,
+            Role::Worker => self.limits.worker_concurrency,
         }
     }
 }
@@ -76,25 +171,95 @@ impl Finding {
 pub struct NodeState {
     pub name: String,
     pub role: Role,
+    pub zone: Option<String>,
     pub created: Option<Timestamp>,
     pub boot_id: Option<String>,
     /// Unhealthy findings only; an empty list means every check passed.
     pub findings: Vec<Finding>,
+    /// Since when every check has passed without a break, as observed.
+    pub healthy_since: Option<Timestamp>,
     pub ledger: Ledger,
+    pub history: Vec<HistoryEntry>,
     /// `autohealer.dev/skip`.
     pub skip: bool,
     /// `autohealer.dev/remediate`.
     pub remediate: bool,
 }
 
+impl NodeState {
+    fn in_repair(&self) -> bool {
+        matches!(&self.ledger, Ledger::Record(r) if r.failed.is_none())
+    }
+
+    /// Unhealthy past a check's duration, or being repaired.
+    fn counts_unhealthy(&self, now: Timestamp) -> bool {
+        self.in_repair() || self.findings.iter().any(|f| f.actionable_at() <= now)
+    }
+}
+
+/// Where a short-circuit holds repairs back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    Role(Role),
+    Zone(Role, String),
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Role(r) => write!(f, "{r} nodes"),
+            Scope::Zone(r, z) => write!(f, "{r} nodes in zone {z}"),
+        }
+    }
+}
+
 pub struct Input<'a> {
     pub nodes: &'a [NodeState],
     pub leader: bool,
+    pub paused: bool,
     pub gate: &'a RepairGate,
     /// The (role, action) pairs the provider supports.
     pub supported: &'a BTreeSet<(Role, Action)>,
     pub policy: &'a Policy,
+    /// Scopes whose short-circuit cleared recently: no new repair there until then.
+    pub cooldowns: &'a BTreeMap<Scope, Timestamp>,
     pub now: Timestamp,
+}
+
+/// Which gate holds a repair back, for metrics and Events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Gate {
+    Unreadable,
+    Skip,
+    Leader,
+    Paused,
+    Provider,
+    MaxUnhealthy,
+    Zone,
+    StormCooldown,
+    RetryBudget,
+    Concurrency,
+    Rate,
+    Unsupported,
+}
+
+impl Gate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::Unreadable => "unreadable_ledger",
+            Gate::Skip => "skip",
+            Gate::Leader => "not_leader",
+            Gate::Paused => "paused",
+            Gate::Provider => "provider",
+            Gate::MaxUnhealthy => "max_unhealthy",
+            Gate::Zone => "zone",
+            Gate::StormCooldown => "storm_cooldown",
+            Gate::RetryBudget => "retry_budget",
+            Gate::Concurrency => "concurrency",
+            Gate::Rate => "rate",
+            Gate::Unsupported => "unsupported",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,16 +267,19 @@ pub enum Decision {
     Healthy,
     /// The node's role is not monitored.
     NotMonitored,
-    /// Unhealthy, but not yet for long enough (or the node is too young).
+    /// Unhealthy, but not yet for long enough (or the node is too young, or a failed
+    /// repair waits for its retry).
     Waiting {
         until: Timestamp,
         why: String,
     },
-    /// Actionable, but a gate holds the repair back.
+    /// Actionable, but a gate holds the repair back; `until` when the gate lifts by itself.
     Held {
+        gate: Gate,
         why: String,
+        until: Option<Timestamp>,
     },
-    /// Start a step: the first of a repair or the next after a failed one.
+    /// Start a step: the first of a repair or the next after one that did not help.
     Repair {
         action: Action,
         attempt: u32,
@@ -124,17 +292,13 @@ pub enum Decision {
         action: Action,
         until: Timestamp,
     },
-    /// The node is healthy again after the step in `record`.
+    /// The node is healthy again, for the stable window, after the repair in `record`.
     Recovered {
         record: RepairRecord,
     },
     /// The step in progress did not bring the node back in time.
     Failed {
         record: RepairRecord,
-        why: String,
-    },
-    /// A failed repair: left alone until an operator clears the annotation.
-    GaveUp {
         why: String,
     },
 }
@@ -158,18 +322,127 @@ pub struct Plan {
     pub nodes: Vec<NodePlan>,
     /// The earliest instant at which a decision can change without any new event.
     pub wake_at: Option<Timestamp>,
+    /// The short-circuits in force now, with why.
+    pub short_circuits: Vec<(Scope, String)>,
 }
 
 pub fn add(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)).unwrap_or(Timestamp::MAX)
 }
 
+fn sub(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_sub(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)).unwrap_or(Timestamp::MIN)
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The short-circuits in force: roles over `max-unhealthy`, zones over their share.
+fn short_circuits(input: &Input) -> Vec<(Scope, String)> {
+    let now = input.now;
+    let mut out = Vec::new();
+    for role in [Role::Master, Role::Worker] {
+        let of_role: Vec<&NodeState> = input.nodes.iter().filter(|n| n.role == role).collect();
+        let unhealthy = of_role.iter().filter(|n| n.counts_unhealthy(now)).count();
+        let limit = input.policy.max_unhealthy(role);
+        if unhealthy > limit.limit(of_role.len()) {
+            out.push((
+                Scope::Role(role),
+                format!("{unhealthy} of {} {role} nodes are unhealthy, above max-unhealthy {limit}", of_role.len()),
+            ));
+        }
+        let mut zones: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for n in &of_role {
+            if let Some(z) = &n.zone {
+                let e = zones.entry(z.as_str()).or_default();
+                e.0 += 1;
+                e.1 += usize::from(n.counts_unhealthy(now));
+            }
+        }
+        if zones.len() < 2 {
+            continue;
+        }
+        let zl = input.policy.limits.zone_max_unhealthy;
+        for (zone, (total, bad)) in zones {
+            if bad >= 2 && bad > zl.limit(total) {
+                out.push((
+                    Scope::Zone(role, zone.to_string()),
+                    format!("{bad} of {total} {role} nodes in zone {zone} are unhealthy, above {zl}: a zone outage is not a node fault"),
+                ));
+            }
+        }
+    }
+    out
+}
+
 pub fn plan(input: &Input) -> Plan {
-    let mut out = Plan::default();
-    for node in input.nodes {
-        let decision = decide(input, node);
-        if let Decision::Waiting { until, .. } | Decision::InProgress { until, .. } = &decision {
-            out.wake_at = Some(out.wake_at.map_or(*until, |w| w.min(*until)));
+    let mut out = Plan { short_circuits: short_circuits(input), ..Default::default() };
+    let mut decisions: Vec<Decision> = input.nodes.iter().map(|n| decide(input, n, &out.short_circuits)).collect();
+
+    // Budgets are shared: hand them out to the candidates that became actionable first.
+    let now = input.now;
+    let hour_ago = sub(now, HOUR);
+    let mut starts: Vec<Timestamp> = input
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            let current = match &n.ledger {
+                Ledger::Record(r) => Some(r.first_started),
+                _ => None,
+            };
+            n.history.iter().map(|h| h.started).chain(current)
+        })
+        .filter(|t| *t > hour_ago)
+        .collect();
+    starts.sort();
+    starts.dedup();
+    let mut in_flight: BTreeMap<Role, usize> = BTreeMap::new();
+    for n in input.nodes.iter().filter(|n| n.in_repair()) {
+        *in_flight.entry(n.role).or_default() += 1;
+    }
+    let mut candidates: Vec<usize> =
+        (0..decisions.len()).filter(|i| matches!(decisions[*i], Decision::Repair { attempt: 1, .. })).collect();
+    candidates.sort_by_key(|i| match &decisions[*i] {
+        Decision::Repair { actionable_since, .. } => (*actionable_since, input.nodes[*i].name.clone()),
+        _ => (Timestamp::MAX, String::new()),
+    });
+    for i in candidates {
+        let node = &input.nodes[i];
+        let reason = match &decisions[i] {
+            Decision::Repair { reason, .. } => reason.clone(),
+            _ => continue,
+        };
+        let busy = in_flight.get(&node.role).copied().unwrap_or(0);
+        let max = input.policy.concurrency(node.role);
+        if busy >= max {
+            decisions[i] = Decision::Held {
+                gate: Gate::Concurrency,
+                why: format!("{reason}; {busy} {} repairs in flight, the most allowed at once", node.role),
+                until: None,
+            };
+            continue;
+        }
+        let per_hour = input.policy.limits.repairs_per_hour;
+        if starts.len() >= per_hour {
+            let until = starts.first().map(|t| add(*t, HOUR));
+            decisions[i] = Decision::Held {
+                gate: Gate::Rate,
+                why: format!("{reason}; {} repairs started in the last hour, the most allowed", starts.len()),
+                until,
+            };
+            continue;
+        }
+        *in_flight.entry(node.role).or_default() += 1;
+        starts.push(now);
+    }
+
+    for (node, decision) in input.nodes.iter().zip(decisions) {
+        let until = match &decision {
+            Decision::Waiting { until, .. } | Decision::InProgress { until, .. } => Some(*until),
+            Decision::Held { until, .. } => *until,
+            _ => None,
+        };
+        if let Some(u) = until {
+            out.wake_at = Some(out.wake_at.map_or(u, |w| w.min(u)));
         }
         out.nodes.push(NodePlan { name: node.name.clone(), role: node.role, decision });
     }
@@ -185,25 +458,48 @@ fn next_step(input: &Input, role: Role, after: Option<Action>) -> Option<Action>
     steps[start..].iter().copied().find(|a| input.supported.contains(&(role, *a)))
 }
 
-/// The gates that hold back a new step, in the order DESIGN.md gives them.
-fn held(input: &Input) -> Option<String> {
+/// The gates that hold back any step: leader, pause, the provider.
+fn held(input: &Input, what: &str) -> Option<Decision> {
+    let hold = |gate, why: String| Some(Decision::Held { gate, why: format!("{what}; {why}"), until: None });
     if !input.leader {
-        return Some("this replica is not the leader".into());
+        return hold(Gate::Leader, "this replica is not the leader".into());
+    }
+    if input.paused {
+        return hold(Gate::Paused, "repairs are paused (autohealer.dev/paused on the healer's ConfigMap)".into());
     }
     if let RepairGate::Denied(why) = input.gate {
-        return Some(format!("the cloud provider does not allow repairs now: {why}"));
+        return hold(Gate::Provider, format!("the cloud provider does not allow repairs now: {why}"));
     }
     None
 }
 
-fn decide(input: &Input, node: &NodeState) -> Decision {
+/// The short-circuits and cooldowns that apply to this node.
+fn storm(input: &Input, node: &NodeState, active: &[(Scope, String)], what: &str) -> Option<Decision> {
+    let scopes = [Some(Scope::Role(node.role)), node.zone.clone().map(|z| Scope::Zone(node.role, z))];
+    for scope in scopes.iter().flatten() {
+        if let Some((s, why)) = active.iter().find(|(s, _)| s == scope) {
+            let gate = if matches!(s, Scope::Zone(..)) { Gate::Zone } else { Gate::MaxUnhealthy };
+            return Some(Decision::Held { gate, why: format!("{what}; short-circuit: {why}"), until: None });
+        }
+        if let Some(until) = input.cooldowns.get(scope).filter(|u| input.now < **u) {
+            return Some(Decision::Held {
+                gate: Gate::StormCooldown,
+                why: format!("{what}; the short-circuit of {scope} cleared recently; storm cooldown"),
+                until: Some(*until),
+            });
+        }
+    }
+    None
+}
+
+fn decide(input: &Input, node: &NodeState, active: &[(Scope, String)]) -> Decision {
     let now = input.now;
     let policy = input.policy;
     match &node.ledger {
         Ledger::Unreadable(why) => {
-            return Decision::Held { why: format!("{why}; fix or remove it to let the healer act") };
+            return Decision::Held { gate: Gate::Unreadable, why: format!("{why}; fix or remove it to let the healer act"), until: None };
         }
-        Ledger::Record(r) => return decide_in_progress(input, node, r),
+        Ledger::Record(r) => return decide_in_progress(input, node, r, active),
         Ledger::None => {}
     }
     if !policy.enabled(node.role) {
@@ -219,7 +515,7 @@ fn decide(input: &Input, node: &NodeState) -> Decision {
         return Decision::Healthy;
     };
     if node.skip {
-        return Decision::Held { why: format!("{}; excluded by autohealer.dev/skip", worst.reason) };
+        return Decision::Held { gate: Gate::Skip, why: format!("{}; excluded by autohealer.dev/skip", worst.reason), until: None };
     }
     if let Some(created) = node.created {
         let old_enough = add(created, policy.check_delay_after_add);
@@ -231,23 +527,66 @@ fn decide(input: &Input, node: &NodeState) -> Decision {
     if now < at {
         return Decision::Waiting { until: at, why: format!("{} (check {}, since {})", worst.reason, worst.check, worst.since) };
     }
-    if let Some(why) = held(input) {
-        return Decision::Held { why: format!("{}; {why}", worst.reason) };
+    start(input, node, &worst.reason, at, active, 1, node.role == Role::Worker)
+}
+
+/// A new repair (first step), behind every gate but the shared budgets, which
+/// [`plan`] applies across nodes.
+fn start(input: &Input, node: &NodeState, reason: &str, at: Timestamp, active: &[(Scope, String)], attempt: u32, cordon: bool) -> Decision {
+    if let Some(d) = held(input, reason).or_else(|| storm(input, node, active, reason)) {
+        return d;
+    }
+    let l = &input.policy.limits;
+    let window_start = sub(input.now, l.node_cooldown);
+    let failures: Vec<Timestamp> = node.history.iter().filter(|h| !h.succeeded && h.ended > window_start).map(|h| h.ended).collect();
+    if failures.len() >= l.node_max_failures {
+        let until = failures.iter().min().map(|t| add(*t, l.node_cooldown));
+        return Decision::Held {
+            gate: Gate::RetryBudget,
+            why: format!(
+                "{reason}; {} failed repairs within {}: out of retry budget (remove autohealer.dev/repair-history to retry now)",
+                failures.len(),
+                humantime::format_duration(l.node_cooldown)
+            ),
+            until,
+        };
     }
     match next_step(input, node.role, None) {
-        Some(action) => {
-            Decision::Repair { action, attempt: 1, reason: worst.reason.clone(), actionable_since: at, cordon: node.role == Role::Worker }
-        }
-        None => Decision::Held { why: format!("{}; the provider supports no repair for {} nodes", worst.reason, node.role) },
+        Some(action) => Decision::Repair { action, attempt, reason: reason.to_string(), actionable_since: at, cordon },
+        None => Decision::Held {
+            gate: Gate::Unsupported,
+            why: format!("{reason}; the provider supports no repair for {} nodes", node.role),
+            until: None,
+        },
     }
 }
 
-fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord) -> Decision {
+fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active: &[(Scope, String)]) -> Decision {
     let now = input.now;
-    if let Some(why) = &r.failed {
-        return Decision::GaveUp { why: format!("{} failed: {why}; remove the annotation autohealer.dev/repair to retry", r.action) };
-    }
+    let l = &input.policy.limits;
     let healthy = node.findings.is_empty();
+    let stable_at = node.healthy_since.map(|h| add(h, l.stable_window));
+    if let Some(failed_at) = r.failed_at.or(r.failed.as_ref().map(|_| r.started)) {
+        if healthy {
+            return match stable_at {
+                Some(t) if t <= now => Decision::Recovered { record: r.clone() },
+                Some(t) => Decision::InProgress { action: r.action, until: t },
+                None => Decision::InProgress { action: r.action, until: add(now, l.stable_window) },
+            };
+        }
+        let retry_at = add(failed_at, l.retry_delay);
+        if now < retry_at {
+            return Decision::Waiting {
+                until: retry_at,
+                why: format!("{} failed ({}); next attempt after repair-retry-delay", r.action, r.failed.clone().unwrap_or_default()),
+            };
+        }
+        let reason = node.findings.first().map_or_else(|| r.reason.clone(), |f| f.reason.clone());
+        if node.skip {
+            return Decision::Held { gate: Gate::Skip, why: format!("{reason}; excluded by autohealer.dev/skip"), until: None };
+        }
+        return start(input, node, &reason, retry_at, active, 1, false);
+    }
     let rebooted = match (&r.boot_id, &node.boot_id) {
         (Some(before), Some(now_id)) => before != now_id,
         // Without a boot id to compare, a healthy node is taken at its word.
@@ -258,15 +597,27 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord) -> Deci
         Action::Replace => add(r.started, input.policy.replace_timeout),
     };
     if healthy && (rebooted || now >= deadline) {
-        return Decision::Recovered { record: r.clone() };
+        return match stable_at {
+            Some(t) if t <= now => Decision::Recovered { record: r.clone() },
+            // Healthy, but not yet for the stable window: flaps do not count.
+            Some(t) => Decision::InProgress { action: r.action, until: t },
+            None => Decision::InProgress { action: r.action, until: add(now, l.stable_window) },
+        };
     }
     if now < deadline {
         return Decision::InProgress { action: r.action, until: deadline };
     }
     let reason = node.findings.first().map_or_else(|| r.reason.clone(), |f| f.reason.clone());
+    if node.skip {
+        return Decision::Held {
+            gate: Gate::Skip,
+            why: format!("{} did not recover the node; excluded by autohealer.dev/skip", r.action),
+            until: None,
+        };
+    }
     match next_step(input, node.role, Some(r.action)) {
-        Some(action) => match held(input) {
-            Some(why) => Decision::Held { why: format!("{} did not recover the node; {why}", r.action) },
+        Some(action) => match held(input, &format!("{} did not recover the node", r.action)) {
+            Some(d) => d,
             None => Decision::Repair { action, attempt: r.attempt + 1, reason, actionable_since: deadline, cordon: false },
         },
         None => Decision::Failed {
@@ -293,17 +644,24 @@ mod tests {
         [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect()
     }
 
-    fn worker(findings: Vec<Finding>) -> NodeState {
+    fn node(name: &str, role: Role, findings: Vec<Finding>) -> NodeState {
         NodeState {
-            name: "w1".into(),
-            role: Role::Worker,
+            name: name.into(),
+            role,
+            zone: None,
             created: Some(t("00:00:00")),
             boot_id: Some("b1".into()),
+            healthy_since: if findings.is_empty() { Some(t("00:00:00")) } else { None },
             findings,
             ledger: Ledger::None,
+            history: vec![],
             skip: false,
             remediate: false,
         }
+    }
+
+    fn worker(findings: Vec<Finding>) -> NodeState {
+        node("w1", Role::Worker, findings)
     }
 
     fn not_ready(since: &str) -> Finding {
@@ -315,19 +673,54 @@ mod tests {
         }
     }
 
-    fn run(nodes: &[NodeState], now: &str, leader: bool, gate: RepairGate) -> Plan {
-        let policy = Policy { check_delay_after_add: Duration::from_secs(600), ..Default::default() };
-        let supported = all_supported();
-        plan(&Input { nodes, leader, gate: &gate, supported: &supported, policy: &policy, now: t(now) })
+    struct Run {
+        leader: bool,
+        paused: bool,
+        gate: RepairGate,
+        policy: Policy,
+        cooldowns: BTreeMap<Scope, Timestamp>,
+    }
+
+    impl Default for Run {
+        fn default() -> Self {
+            Self { leader: true, paused: false, gate: RepairGate::Allowed, policy: Policy::default(), cooldowns: BTreeMap::new() }
+        }
+    }
+
+    impl Run {
+        fn plan(&self, nodes: &[NodeState], now: &str) -> Plan {
+            let supported = all_supported();
+            plan(&Input {
+                nodes,
+                leader: self.leader,
+                paused: self.paused,
+                gate: &self.gate,
+                supported: &supported,
+                policy: &self.policy,
+                cooldowns: &self.cooldowns,
+                now: t(now),
+            })
+        }
+    }
+
+    fn run(nodes: &[NodeState], now: &str) -> Plan {
+        Run::default().plan(nodes, now)
+    }
+
+    fn held_by(d: &Decision) -> Option<Gate> {
+        match d {
+            Decision::Held { gate, .. } => Some(*gate),
+            _ => None,
+        }
     }
 
     #[test]
     fn actionable_exactly_when_the_duration_expires() {
         let nodes = [worker(vec![not_ready("01:00:00")])];
-        let p = run(&nodes, "01:00:59", true, RepairGate::Allowed);
+        let p = run(&nodes, "01:00:59");
         assert!(matches!(p.nodes[0].decision, Decision::Waiting { .. }));
         assert_eq!(p.wake_at, Some(t("01:01:00")));
-        let p = run(&nodes, "01:01:00", true, RepairGate::Allowed);
+        let p = run(&nodes, "01:01:00");
         assert!(matches!(p.nodes[0].decision, Decision::Repair { action: Action::Reboot, attempt: 1, cordon: true, .. }), "{p:?}");
         assert_eq!(p.wake_at, None);
     }
@@ -335,7 +728,7 @@ mod tests {
     #[test]
     fn young_nodes_wait_for_check_delay_after_add() {
         let nodes = [worker(vec![not_ready("00:00:00")])];
-        let p = run(&nodes, "00:05:00", true, RepairGate::Allowed);
+        let p = run(&nodes, "00:05:00");
         assert!(matches!(&p.nodes[0].decision, Decision::Waiting { why, .. } if why.contains("check-delay-after-add")));
         assert_eq!(p.wake_at, Some(t("00:10:00")));
     }
@@ -343,24 +736,16 @@ mod tests {
     #[test]
     fn gates_hold_repairs() {
         let nodes = [worker(vec![not_ready("01:00:00")])];
-        let p = run(&nodes, "02:00:00", false, RepairGate::Allowed);
-        assert!(matches!(&p.nodes[0].decision, Decision::Held { why } if why.contains("not the leader")));
-        let p = run(&nodes, "02:00:00", true, RepairGate::Denied("auto_healing_enabled is false".into()));
-        assert!(matches!(&p.nodes[0].decision, Decision::Held { why } if why.contains("auto_healing_enabled")));
+        let p = Run { leader: false, ..Default::default() }.plan(&nodes, "02:00:00");
+        assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::Leader));
+        let p = Run { paused: true, ..Default::default() }.plan(&nodes, "02:00:00");
+        assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::Paused));
+        let p = Run { gate: RepairGate::Denied("auto_healing_enabled is false".into()), ..Default::default() }.plan(&nodes, "02:00:00");
+        assert!(matches!(&p.nodes[0].decision, Decision::Held { gate: Gate::Provider, why, .. } if why.contains("auto_healing_enabled")));
         let mut skipped = nodes.clone();
         skipped[0].skip = true;
-        let p = run(&skipped, "02:00:00", true, RepairGate::Allowed);
-        assert!(matches!(&p.nodes[0].decision, Decision::Held { why } if why.contains("autohealer.dev/skip")));
-        let policy = Policy { worker_enabled: false, ..Default::default() };
-        let supported = all_supported();
-        let p = plan(&Input {
-            nodes: &nodes,
-            leader: true,
-            gate: &RepairGate::Allowed,
-            supported: &supported,
-            policy: &policy,
-            now: t("02:00:00"),
-        });
+        assert_eq!(held_by(&run(&skipped, "02:00:00").nodes[0].decision), Some(Gate::Skip));
+        let p = Run { policy: Policy { worker_enabled: false, ..Default::default() }, ..Default::default() }.plan(&nodes, "02:00:00");
         assert_eq!(p.nodes[0].decision, Decision::NotMonitored);
     }
 
@@ -368,7 +753,7 @@ mod tests {
     fn remediate_annotation_repairs_a_healthy_node_now() {
         let mut n = worker(vec![]);
         n.remediate = true;
-        let p = run(&[n], "00:01:00", true, RepairGate::Allowed);
+        let p = run(&[n], "00:01:00");
         assert!(matches!(&p.nodes[0].decision, Decision::Repair { reason, .. } if reason.contains("remediate")));
     }
 
@@ -383,49 +768,75 @@ mod tests {
             server_id: None,
             cordoned: true,
             failed: None,
+            failed_at: None,
             by: "a".into(),
         }
     }
 
     #[test]
-    fn reboot_is_verified_by_boot_id_then_escalated_to_replace() {
+    fn reboot_is_verified_by_boot_id_and_a_stable_window_then_escalated() {
         let mut n = worker(vec![not_ready("01:00:00")]);
         n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
         // Still unhealthy before the rebuild delay: wait, even through flaps.
-        let p = run(std::slice::from_ref(&n), "01:03:00", true, RepairGate::Allowed);
+        let p = run(std::slice::from_ref(&n), "01:03:00");
         assert_eq!(p.nodes[0].decision, Decision::InProgress { action: Action::Reboot, until: t("01:06:00") });
         // Healthy again but the same boot: the reboot has not happened yet.
-        let mut same_boot = n.clone();
-        same_boot.findings.clear();
-        let p = run(std::slice::from_ref(&same_boot), "01:02:00", true, RepairGate::Allowed);
+        let mut back = n.clone();
+        back.findings.clear();
+        back.healthy_since = Some(t("01:02:00"));
+        let p = run(std::slice::from_ref(&back), "01:02:30");
         assert!(matches!(p.nodes[0].decision, Decision::InProgress { .. }));
-        same_boot.boot_id = Some("b2".into());
-        let p = run(&[same_boot], "01:02:00", true, RepairGate::Allowed);
-        assert!(matches!(p.nodes[0].decision, Decision::Recovered { .. }));
+        // A new boot, healthy since 01:02:00: done only after the 60s stable window.
+        back.boot_id = Some("b2".into());
+        let p = run(std::slice::from_ref(&back), "01:02:30");
+        assert_eq!(p.nodes[0].decision, Decision::InProgress { action: Action::Reboot, until: t("01:03:00") });
+        assert!(matches!(run(&[back], "01:03:00").nodes[0].decision, Decision::Recovered { .. }));
         // Still broken at the deadline: the next step.
-        let p = run(std::slice::from_ref(&n), "01:06:00", true, RepairGate::Allowed);
+        let p = run(std::slice::from_ref(&n), "01:06:00");
         assert!(matches!(p.nodes[0].decision, Decision::Repair { action: Action::Replace, attempt: 2, cordon: false, .. }), "{p:?}");
     }
 
     #[test]
-    fn replace_times_out_into_failure_and_then_gives_up() {
+    fn failed_repair_retries_after_the_delay_within_the_retry_budget() {
         let mut n = worker(vec![not_ready("01:00:00")]);
-        n.ledger = Ledger::Record(record(Action::Replace, "01:00:00"));
-        let p = run(std::slice::from_ref(&n), "01:30:00", true, RepairGate::Allowed);
-        assert!(matches!(p.nodes[0].decision, Decision::Failed { .. }));
         let mut failed = record(Action::Replace, "01:00:00");
         failed.failed = Some("timed out".into());
+        failed.failed_at = Some(t("01:30:00"));
         n.ledger = Ledger::Record(failed);
-        let p = run(&[n], "02:00:00", true, RepairGate::Allowed);
-        assert!(matches!(p.nodes[0].decision, Decision::GaveUp { .. }));
+        n.history = vec![HistoryEntry {
+            action: Action::Replace,
+            started: t("01:00:00"),
+            ended: t("01:30:00"),
+            succeeded: false,
+            reason: "timed out".into(),
+        }];
+        let p = run(std::slice::from_ref(&n), "01:35:00");
+        assert!(matches!(p.nodes[0].decision, Decision::Waiting { .. }));
+        assert_eq!(p.wake_at, Some(t("01:40:00")));
+        assert!(matches!(
+            run(std::slice::from_ref(&n), "01:40:00").nodes[0].decision,
+            Decision::Repair { action: Action::Reboot, attempt: 1, cordon: false, .. }
+        ));
+        // Three failures within the node cooldown: left alone until the oldest ages out.
+        for m in ["01:10:00", "01:20:00"] {
+            n.history.push(HistoryEntry {
+                action: Action::Replace,
+                started: t("01:00:00"),
+                ended: t(m),
+                succeeded: false,
+                reason: String::new(),
+            });
+        }
+        let p = run(std::slice::from_ref(&n), "01:45:00");
+        assert!(matches!(p.nodes[0].decision, Decision::Held { gate: Gate::RetryBudget, .. }), "{p:?}");
+        assert_eq!(p.wake_at, Some(t("02:10:00")));
     }
 
     #[test]
     fn unreadable_ledger_is_never_acted_on() {
         let mut n = worker(vec![not_ready("01:00:00")]);
         n.ledger = Ledger::Unreadable("garbage".into());
-        let p = run(&[n], "05:00:00", true, RepairGate::Allowed);
-        assert!(matches!(p.nodes[0].decision, Decision::Held { .. }));
+        assert_eq!(held_by(&run(&[n], "05:00:00").nodes[0].decision), Some(Gate::Unreadable));
     }
 
     #[test]
@@ -436,11 +847,118 @@ mod tests {
         let p = plan(&Input {
             nodes: &nodes,
             leader: true,
+            paused: false,
             gate: &RepairGate::Allowed,
             supported: &supported,
             policy: &policy,
+            cooldowns: &BTreeMap::new(),
             now: t("02:00:00"),
         });
         assert!(matches!(p.nodes[0].decision, Decision::Repair { action: Action::Replace, .. }));
+    }
+
+    fn workers(n: usize, broken: usize, zone_of: impl Fn(usize) -> &'static str) -> Vec<NodeState> {
+        (0..n)
+            .map(|i| {
+                let mut w = node(&format!("w{i:02}"), Role::Worker, if i < broken { vec![not_ready("01:00:00")] } else { vec![] });
+                w.zone = Some(zone_of(i).into());
+                w
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_partition_of_most_workers_short_circuits() {
+        let nodes = workers(10, 6, |i| ["a", "b", "c"][i % 3]);
+        let p = run(&nodes, "02:00:00");
+        assert!(p.nodes.iter().all(|n| !matches!(n.decision, Decision::Repair { .. })), "{p:?}");
+        assert!(p.short_circuits.iter().any(|(s, _)| *s == Scope::Role(Role::Worker)));
+        // Four of ten is within 40%: repaired, within the concurrency budget.
+        let p = run(&workers(10, 4, |i| ["a", "b", "c"][i % 3]), "02:00:00");
+        assert_eq!(p.nodes.iter().filter(|n| matches!(n.decision, Decision::Repair { .. })).count(), 4);
+    }
+
+    #[test]
+    fn a_zone_outage_short_circuits_that_zone_only() {
+        // Zone a: w00..w03 all broken (4 of 12 workers = 33%, under the role limit).
+        let mut nodes = workers(12, 4, |i| {
+            if i < 4 {
+                "a"
+            } else if i < 8 {
+                "b"
+            } else {
+                "c"
+            }
+        });
+        nodes[11].findings = vec![not_ready("01:00:00")];
+        nodes[11].healthy_since = None;
+        let limits = Limits { worker_max_unhealthy: Threshold::Percent(50.0), ..Default::default() };
+        let p = Run { policy: Policy { limits, ..Default::default() }, ..Default::default() }.plan(&nodes, "02:00:00");
+        for n in &p.nodes[..4] {
+            assert_eq!(held_by(&n.decision), Some(Gate::Zone), "{n:?}");
+        }
+        assert!(matches!(p.nodes[11].decision, Decision::Repair { .. }), "a lone failure elsewhere is still repaired");
+    }
+
+    #[test]
+    fn storm_cooldown_holds_after_a_short_circuit_clears() {
+        let nodes = workers(5, 1, |_| "a");
+        let run = Run { cooldowns: [(Scope::Role(Role::Worker), t("02:05:00"))].into(), ..Default::default() };
+        let p = run.plan(&nodes, "02:00:00");
+        assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::StormCooldown));
+        assert_eq!(p.wake_at, Some(t("02:05:00")));
+        assert!(matches!(run.plan(&nodes, "02:05:00").nodes[0].decision, Decision::Repair { .. }));
+    }
+
+    #[test]
+    fn concurrency_and_rate_budgets_are_shared_in_order_of_actionability() {
+        let mut nodes = workers(20, 6, |i| ["a", "b", "c", "d"][i % 4]);
+        nodes[5].findings[0].since = t("00:30:00");
+        let run = Run {
+            policy: Policy {
+                limits: Limits { worker_concurrency: 2, worker_max_unhealthy: Threshold::Percent(50.0), ..Default::default() },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let p = run.plan(&nodes, "02:00:00");
+        let repaired: Vec<&str> =
+            p.nodes.iter().filter(|n| matches!(n.decision, Decision::Repair { .. })).map(|n| n.name.as_str()).collect();
+        assert_eq!(repaired, ["w00", "w05"], "the longest broken first, then by name");
+        assert_eq!(p.nodes.iter().filter(|n| held_by(&n.decision) == Some(Gate::Concurrency)).count(), 4);
+
+        let mut busy = nodes.clone();
+        busy[19].history = (0..30)
+            .map(|i| HistoryEntry {
+                action: Action::Reboot,
+                started: add(t("01:01:00"), Duration::from_secs(i)),
+                ended: t("01:30:00"),
+                succeeded: true,
+                reason: String::new(),
+            })
+            .collect();
+        let p = run.plan(&busy, "02:00:00");
+        assert!(p.nodes.iter().all(|n| !matches!(n.decision, Decision::Repair { .. })));
+        assert!(matches!(&p.nodes[0].decision, Decision::Held { gate: Gate::Rate, until: Some(u), .. } if *u == t("02:01:00")));
+    }
+
+    #[test]
+    fn one_master_at_a_time_and_none_when_two_are_down() {
+        let masters = |broken: usize| -> Vec<NodeState> {
+            (0..3).map(|i| node(&format!("m{i}"), Role::Master, if i < broken { vec![not_ready("01:00:00")] } else { vec![] })).collect()
+        };
+        let p = run(&masters(1), "02:00:00");
+        assert!(matches!(p.nodes[0].decision, Decision::Repair { .. }));
+        let p = run(&masters(2), "02:00:00");
+        assert!(p.nodes.iter().all(|n| !matches!(n.decision, Decision::Repair { .. })), "quorum is never touched");
+    }
+
+    #[test]
+    fn thresholds_parse() {
+        assert_eq!(Threshold::parse("40%"), Some(Threshold::Percent(40.0)));
+        assert_eq!(Threshold::parse("3"), Some(Threshold::Count(3)));
+        assert_eq!(Threshold::parse("140%"), None);
+        assert_eq!(Threshold::Percent(40.0).limit(12), 4);
+        assert_eq!(Threshold::Percent(40.0).limit(2), 1, "one node is never a storm");
     }
 }

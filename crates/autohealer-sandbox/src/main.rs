@@ -80,8 +80,9 @@ async fn main() -> anyhow::Result<()> {
 
     let scale = |secs: f64| format!("{}ms", (secs * 1000.0 * args.time_scale).round() as u64);
     let config = format!(
-        "cluster-name: {CLUSTER}\ncloud-provider: openstack\nmonitor-interval: {}\ncheck-delay-after-add: 0s\nrebuild-delay-after-reboot: {}\nreplace-timeout: {}\nleader-elect: true\nleader-election:\n  lease-duration: 4s\n  renew-grace: 1s\nadmin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  master:\n    - type: Endpoint\n      params:\n        protocol: HTTP\n        port: {}\n        unhealthy-duration: {}\n        timeout: 1s\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {}\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {}\nopenstack:\n  auth-url: {}\n  user-id: {}\n  password: {}\n  project-id: {}\n  region: {}\n  stop-timeout: 5s\n",
+        "cluster-name: {CLUSTER}\ncloud-provider: openstack\nmonitor-interval: {}\ncheck-delay-after-add: 0s\nrecovery-stable-window: {}\nrebuild-delay-after-reboot: {}\nreplace-timeout: {}\nleader-elect: true\nleader-election:\n  lease-duration: 4s\n  renew-grace: 1s\nadmin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  master:\n    - type: Endpoint\n      params:\n        protocol: HTTP\n        port: {}\n        unhealthy-duration: {}\n        timeout: 1s\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {}\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {}\nopenstack:\n  auth-url: {}\n  user-id: {}\n  password: {}\n  project-id: {}\n  region: {}\n  stop-timeout: 5s\n",
         scale(20.0),
+        scale(60.0),
         scale(300.0),
         scale(900.0),
         sim.healthz_port(),

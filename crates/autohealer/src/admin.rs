@@ -54,12 +54,17 @@ fn describe(d: &Decision) -> (String, String) {
         Decision::Healthy => ("none".into(), "healthy".into()),
         Decision::NotMonitored => ("none".into(), "role not monitored".into()),
         Decision::Waiting { until, why } => ("none yet".into(), format!("{why}; actionable at {until}")),
-        Decision::Held { why } => ("held".into(), why.clone()),
+        Decision::Held { gate, why, until } => (
+            format!("held ({})", gate.as_str()),
+            match until {
+                Some(u) => format!("{why}; until {u}"),
+                None => why.clone(),
+            },
+        ),
         Decision::Repair { action, attempt, reason, .. } => (format!("{action} (attempt {attempt})"), reason.clone()),
         Decision::InProgress { action, until } => (format!("wait for {action}"), format!("in progress until {until}")),
         Decision::Recovered { record } => ("finish".into(), format!("healthy again after {}", record.action)),
         Decision::Failed { why, .. } => ("record failure".into(), why.clone()),
-        Decision::GaveUp { why } => ("none".into(), why.clone()),
     }
 }
 

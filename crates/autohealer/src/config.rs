@@ -3,6 +3,7 @@
 //! shared by the README and `autohealer config-reference`.
 
 use autohealer_cloud::Action;
+use autohealer_core::planner::{Limits, Threshold};
 use autohealer_core::{Checks, Policy};
 use autohealer_healthcheck::{ParamError, Registry, from_value};
 use serde::Deserialize;
@@ -85,6 +86,46 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "leader-election.identity", default: "$POD_NAME or the hostname", doc: "This replica's name in the Lease." },
     KeyDoc { key: "admin.listen", default: "0.0.0.0:9102", doc: "Address of /healthz, /readyz and /metrics." },
     KeyDoc {
+        key: "max-unhealthy.master",
+        default: "1",
+        doc: "Above this many unhealthy masters (a count, or a share like `40%`), no new master repair: quorum is never touched.",
+    },
+    KeyDoc {
+        key: "max-unhealthy.worker",
+        default: "40%",
+        doc: "Above this many unhealthy workers, no new worker repair (a partition is not a node fault). A share always allows one node.",
+    },
+    KeyDoc {
+        key: "max-unhealthy.zone",
+        default: "50%",
+        doc: "Above this share of unhealthy nodes of a role in one `topology.kubernetes.io/zone` (and at least two), no new repair in that zone.",
+    },
+    KeyDoc { key: "storm-cooldown", default: "5m", doc: "After a short-circuit clears, how long before new repairs in its scope." },
+    KeyDoc { key: "concurrency.master", default: "1", doc: "Master repairs in flight at once." },
+    KeyDoc { key: "concurrency.worker", default: "5", doc: "Worker repairs in flight at once." },
+    KeyDoc { key: "repairs-per-hour", default: "30", doc: "New repairs started in any hour, all roles together." },
+    KeyDoc {
+        key: "node-retry.max-failures",
+        default: "3",
+        doc: "After this many failed repairs of one node within `node-retry.cooldown`, it is left alone (Event `RetryBudgetExhausted`).",
+    },
+    KeyDoc {
+        key: "node-retry.cooldown",
+        default: "1h",
+        doc: "The window of `node-retry.max-failures`; removing the node's `autohealer.dev/repair-history` annotation clears it at once.",
+    },
+    KeyDoc { key: "node-retry.delay", default: "10m", doc: "How long after a failed repair before the next attempt." },
+    KeyDoc {
+        key: "recovery-stable-window",
+        default: "60s",
+        doc: "How long a repaired node must stay healthy (and, after a reboot, with a new bootID) before the repair counts as done.",
+    },
+    KeyDoc {
+        key: "pause-configmap",
+        default: "kube-system/autohealer-config",
+        doc: "The ConfigMap whose annotation `autohealer.dev/paused: \"true\"` pauses new repairs on the fly; empty to disable.",
+    },
+    KeyDoc {
         key: "evidence.namespace",
         default: "kube-system",
         doc: "Where the console output captured before a destructive step is kept, as ConfigMaps named after the node and the time.",
@@ -149,6 +190,118 @@ pub struct Config {
     pub node_selector: Option<String>,
     #[serde(default)]
     pub evidence: Evidence,
+    #[serde(default)]
+    pub max_unhealthy: MaxUnhealthy,
+    #[serde(default = "d5m", with = "humantime_serde")]
+    pub storm_cooldown: Duration,
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    #[serde(default = "d30")]
+    pub repairs_per_hour: usize,
+    #[serde(default)]
+    pub node_retry: NodeRetry,
+    #[serde(default = "d60s", with = "humantime_serde")]
+    pub recovery_stable_window: Duration,
+    #[serde(default = "pause_cm")]
+    pub pause_configmap: String,
+}
+
+fn d30() -> usize {
+    30
+}
+
+fn pause_cm() -> String {
+    "kube-system/autohealer-config".into()
+}
+
+/// A count (`3`) or a share (`"40%"`), as YAML writes either.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ThresholdValue {
+    Count(usize),
+    Text(String),
+}
+
+impl ThresholdValue {
+    fn parse(&self, path: &str) -> Result<Threshold, ConfigError> {
+        match self {
+            ThresholdValue::Count(n) => Ok(Threshold::Count(*n)),
+            ThresholdValue::Text(t) => Threshold::parse(t).ok_or_else(|| ConfigError {
+                path: path.into(),
+                message: format!("not a count or a percentage like \"40%\" (value: {t:?})"),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MaxUnhealthy {
+    #[serde(default = "one")]
+    pub master: ThresholdValue,
+    #[serde(default = "forty")]
+    pub worker: ThresholdValue,
+    #[serde(default = "fifty")]
+    pub zone: ThresholdValue,
+}
+
+fn one() -> ThresholdValue {
+    ThresholdValue::Count(1)
+}
+fn forty() -> ThresholdValue {
+    ThresholdValue::Text("40%".into())
+}
+fn fifty() -> ThresholdValue {
+    ThresholdValue::Text("50%".into())
+}
+
+impl Default for MaxUnhealthy {
+    fn default() -> Self {
+        Self { master: one(), worker: forty(), zone: fifty() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Concurrency {
+    #[serde(default = "one_usize")]
+    pub master: usize,
+    #[serde(default = "five")]
+    pub worker: usize,
+}
+
+fn one_usize() -> usize {
+    1
+}
+fn five() -> usize {
+    5
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Self { master: 1, worker: 5 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeRetry {
+    #[serde(default = "three")]
+    pub max_failures: usize,
+    #[serde(default = "d1h", with = "humantime_serde")]
+    pub cooldown: Duration,
+    #[serde(default = "d10m", with = "humantime_serde")]
+    pub delay: Duration,
+}
+
+fn d1h() -> Duration {
+    secs(3600)
+}
+
+impl Default for NodeRetry {
+    fn default() -> Self {
+        Self { max_failures: 3, cooldown: d1h(), delay: d10m() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -353,6 +506,18 @@ impl Config {
         {
             return Err(err("node-selector", format!("not a label selector (value: {sel:?})")));
         }
+        self.max_unhealthy.master.parse("max-unhealthy.master")?;
+        self.max_unhealthy.worker.parse("max-unhealthy.worker")?;
+        self.max_unhealthy.zone.parse("max-unhealthy.zone")?;
+        if self.concurrency.master == 0 || self.concurrency.worker == 0 {
+            return Err(err(
+                "concurrency",
+                "must be at least 1 per role (to stop repairs, pause them or disable the role's monitoring)".into(),
+            ));
+        }
+        if !self.pause_configmap.is_empty() && self.pause_configmap.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty()) {
+            return Err(err("pause-configmap", format!("must be namespace/name (value: {:?})", self.pause_configmap)));
+        }
         if self.probe_concurrency == 0 {
             return Err(err("probe-concurrency", "must be at least 1 (value: 0)".into()));
         }
@@ -395,8 +560,24 @@ impl Config {
         Ok(Checks { master: build("master", &self.healthcheck.master)?, worker: build("worker", &self.healthcheck.worker)? })
     }
 
+    /// The planner's policy; the thresholds were checked by `validate`.
     pub fn policy(&self) -> Policy {
+        let t = |v: &ThresholdValue, fallback: Threshold| v.parse("").unwrap_or(fallback);
+        let limits = Limits {
+            master_max_unhealthy: t(&self.max_unhealthy.master, Threshold::Count(1)),
+            worker_max_unhealthy: t(&self.max_unhealthy.worker, Threshold::Percent(40.0)),
+            zone_max_unhealthy: t(&self.max_unhealthy.zone, Threshold::Percent(50.0)),
+            storm_cooldown: self.storm_cooldown,
+            master_concurrency: self.concurrency.master,
+            worker_concurrency: self.concurrency.worker,
+            repairs_per_hour: self.repairs_per_hour,
+            node_max_failures: self.node_retry.max_failures,
+            node_cooldown: self.node_retry.cooldown,
+            retry_delay: self.node_retry.delay,
+            stable_window: self.recovery_stable_window,
+        };
         Policy {
+            limits,
             dry_run: self.dry_run,
             master_enabled: self.master_monitor_enabled,
             worker_enabled: self.worker_monitor_enabled,
@@ -465,6 +646,11 @@ mod tests {
         let e = load("cluster-name: c\nopenstack:\n  auth-urll: https://k/v3\n").unwrap_err();
         assert_eq!(e.path, "openstack.auth-urll");
         assert!(load("cloud-provider: openstack\nopenstack:\n  strategy: nova\n").is_ok(), "nova needs no cluster-name");
+        let e = load("cluster-name: c\nmax-unhealthy:\n  worker: lots\n").unwrap_err();
+        assert_eq!(e.path, "max-unhealthy.worker");
+        assert!(e.message.contains("lots"), "{e}");
+        let p = load("cluster-name: c\nmax-unhealthy:\n  worker: 3\n  zone: 30%\n").unwrap().config.policy();
+        assert_eq!((p.limits.worker_max_unhealthy, p.limits.zone_max_unhealthy), (Threshold::Count(3), Threshold::Percent(30.0)));
         let e = load("cluster-name: c\nrepair-steps:\n  worker: [reboot, rebuild]\n").unwrap_err();
         assert!(e.path.starts_with("repair-steps.worker"), "{e}");
     }
@@ -490,7 +676,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
-        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\n";
+        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\nrecovery-stable-window: 1s\npause-configmap: a/b\n";
         load(sample).unwrap();
         for line in sample.lines() {
             let key = line.split(':').next().unwrap();

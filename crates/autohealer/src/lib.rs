@@ -109,6 +109,7 @@ fn healer_settings(loaded: &Loaded, identity: &str) -> HealerSettings {
         debounce: Duration::from_millis(50),
         node_selector: c.node_selector.clone(),
         evidence: autohealer_core::actor::EvidenceSettings { namespace: c.evidence.namespace.clone(), keep: c.evidence.keep_per_node },
+        pause_configmap: c.pause_configmap.split_once('/').map(|(ns, n)| (ns.to_string(), n.to_string())),
     }
 }
 

@@ -45,7 +45,7 @@ impl Env {
     fn config(&self, extra: &str) -> Loaded {
         let single = if extra.contains("leader-elect:") { "" } else { "leader-elect: false\n" };
         let text = format!(
-            "cluster-name: sim\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nrebuild-delay-after-reboot: 60s\nnode-selector: {SIM_LABEL}={}\n{single}admin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n{extra}",
+            "cluster-name: sim\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nrecovery-stable-window: 1s\nrebuild-delay-after-reboot: 60s\nnode-selector: {SIM_LABEL}={}\n{single}admin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n{extra}",
             self.prefix
         );
         Config::load_str(&text, &Registry::with_builtins()).unwrap()

@@ -1,0 +1,119 @@
+//! Properties of the planner over random clusters and histories: the safety promises
+//! hold whatever the nodes look like.
+
+use autohealer_cloud::{Action, RepairGate, Role};
+use autohealer_core::ledger::{HistoryEntry, Ledger, RepairRecord};
+use autohealer_core::planner::{Decision, Finding, Input, Limits, NodeState, Policy, Threshold, plan};
+use k8s_openapi::jiff::Timestamp;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const NOW: i64 = 1_800_000_000;
+
+fn ts(offset: i64) -> Timestamp {
+    Timestamp::from_second(NOW + offset).unwrap()
+}
+
+#[derive(Debug, Clone)]
+enum L {
+    None,
+    InProgress(i64),
+    Failed(i64),
+}
+
+prop_compose! {
+    fn arb_node(i: usize)(
+        master in prop::bool::weighted(0.2),
+        zone in 0..3usize,
+        broken in prop::bool::weighted(0.5),
+        since in -7200i64..0,
+        dur in 0u64..600,
+        ledger in prop_oneof![3 => Just(L::None), 1 => (-3600i64..0).prop_map(L::InProgress), 1 => (-3600i64..0).prop_map(L::Failed)],
+        skip in prop::bool::weighted(0.1),
+        remediate in prop::bool::weighted(0.05),
+        failures in 0usize..5,
+        healthy_for in 0i64..300,
+    ) -> NodeState {
+        let findings = if broken { vec![Finding { check: "NodeCondition".into(), since: ts(since), unhealthy_duration: Duration::from_secs(dur), reason: "r".into() }] } else { vec![] };
+        let record = |started: i64, failed: bool| RepairRecord {
+            action: Action::Reboot, attempt: 1, started: ts(started), first_started: ts(started), reason: "r".into(),
+            boot_id: Some("b".into()), server_id: None, cordoned: true,
+            failed: failed.then(|| "x".into()), failed_at: failed.then(|| ts(started + 60)), by: "a".into(),
+        };
+        let ledger = match ledger { L::None => Ledger::None, L::InProgress(s) => Ledger::Record(record(s, false)), L::Failed(s) => Ledger::Record(record(s, true)) };
+        NodeState {
+            name: format!("n{i:03}"),
+            role: if master { Role::Master } else { Role::Worker },
+            zone: Some(format!("z{zone}")),
+            created: Some(ts(-86400)),
+            boot_id: Some("b".into()),
+            healthy_since: (!broken).then(|| ts(-healthy_for)),
+            findings,
+            ledger,
+            history: (0..failures).map(|k| HistoryEntry { action: Action::Reboot, started: ts(-(k as i64) * 600 - 60), ended: ts(-(k as i64) * 600), succeeded: k % 2 == 0, reason: String::new() }).collect(),
+            skip,
+            remediate,
+        }
+    }
+}
+
+fn arb_nodes() -> impl Strategy<Value = Vec<NodeState>> {
+    (1usize..40).prop_flat_map(|n| (0..n).map(arb_node).collect::<Vec<_>>())
+}
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    (1usize..4, 1usize..6, prop_oneof![(0usize..10).prop_map(Threshold::Count), (0.0f64..100.0).prop_map(Threshold::Percent)], 1usize..50)
+        .prop_map(|(mc, wc, wt, rate)| Policy {
+            check_delay_after_add: Duration::from_secs(60),
+            limits: Limits {
+                master_concurrency: mc,
+                worker_concurrency: wc,
+                worker_max_unhealthy: wt,
+                repairs_per_hour: rate,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+}
+
+fn in_repair(n: &NodeState) -> bool {
+    matches!(&n.ledger, Ledger::Record(r) if r.failed.is_none())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn safety_properties(nodes in arb_nodes(), policy in arb_policy(), leader in prop::bool::weighted(0.8), paused in prop::bool::weighted(0.2)) {
+        let supported: BTreeSet<(Role, Action)> = [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect();
+        let cooldowns = BTreeMap::new();
+        let p = plan(&Input { nodes: &nodes, leader, paused, gate: &RepairGate::Allowed, supported: &supported, policy: &policy, cooldowns: &cooldowns, now: ts(0) });
+        let repairs: Vec<(&NodeState, &Decision)> = nodes.iter().zip(p.nodes.iter().map(|n| &n.decision)).filter(|(_, d)| matches!(d, Decision::Repair { .. })).collect();
+        let new: Vec<&NodeState> = repairs.iter().filter(|(_, d)| matches!(d, Decision::Repair { attempt: 1, .. })).map(|(n, _)| *n).collect();
+
+        if paused || !leader {
+            prop_assert!(repairs.is_empty(), "no step while paused or not leading");
+        }
+        for (n, _) in &repairs {
+            prop_assert!(!n.skip, "a skipped node never gets a step: {}", n.name);
+        }
+        for role in [Role::Master, Role::Worker] {
+            let busy = nodes.iter().filter(|n| n.role == role && in_repair(n)).count();
+            let started = new.iter().filter(|n| n.role == role).count();
+            let max = if role == Role::Master { policy.limits.master_concurrency } else { policy.limits.worker_concurrency };
+            prop_assert!(started == 0 || busy + started <= max, "{role}: {busy} in flight + {started} new > {max}");
+            if role == Role::Master && policy.limits.master_concurrency == 1 {
+                prop_assert!(started == 0 || busy == 0, "never two masters at once");
+            }
+            let of_role: Vec<&NodeState> = nodes.iter().filter(|n| n.role == role).collect();
+            let unhealthy = of_role.iter().filter(|n| in_repair(n) || n.findings.iter().any(|f| f.actionable_at() <= ts(0))).count();
+            let limit = if role == Role::Master { policy.limits.master_max_unhealthy } else { policy.limits.worker_max_unhealthy };
+            if unhealthy > limit.limit(of_role.len()) {
+                prop_assert_eq!(started, 0, "no new {} repair over max-unhealthy", role);
+            }
+        }
+        let recent = nodes.iter().flat_map(|n| n.history.iter().map(|h| h.started).chain(match &n.ledger { Ledger::Record(r) => Some(r.first_started), _ => None })).filter(|t| *t > ts(-3600)).collect::<BTreeSet<_>>().len();
+        prop_assert!(new.is_empty() || recent + new.len() <= policy.limits.repairs_per_hour, "rate budget: {recent} recent + {} new", new.len());
+    }
+}
