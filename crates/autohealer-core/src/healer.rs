@@ -170,16 +170,18 @@ impl Healer {
             let (states, _) = self.evaluate(&snapshot, &obs, now);
             cooldowns.retain(|_, until| *until > now);
             let is_paused = paused.load(Ordering::Relaxed);
-            let mut p = planner::plan(&Input {
+            let probe = Input {
                 nodes: &states,
                 leader,
                 paused: is_paused,
                 gate: &RepairGate::Allowed,
                 supported: &supported,
                 policy: &self.settings.policy,
-                cooldowns: &cooldowns,
+                cooldowns: &BTreeMap::new(),
                 now,
-            });
+            };
+            self.track_storms(&planner::short_circuits(&probe), &mut shorted, &mut cooldowns, now);
+            let mut p = planner::plan(&Input { cooldowns: &cooldowns, ..probe });
             let wants_new_step = p.nodes.iter().any(|n| matches!(n.decision, Decision::Repair { .. }));
             if wants_new_step {
                 let fresh = gate.as_ref().is_some_and(|g| g.at.elapsed() < self.settings.monitor_interval);
@@ -202,7 +204,6 @@ impl Healer {
                     now,
                 });
             }
-            self.track_storms(&p, &mut shorted, &mut cooldowns, now);
             self.publish_metrics(&states, &p);
             let wake = p.wake_at.map(|w| tokio::time::Instant::now() + Duration::try_from(w.duration_since(now)).unwrap_or(Duration::ZERO));
             if leader {
@@ -238,9 +239,15 @@ impl Healer {
 
     /// Remembers when short-circuits clear (for the storm cooldown) and says when they
     /// start and end.
-    fn track_storms(&self, p: &Plan, shorted: &mut BTreeSet<Scope>, cooldowns: &mut BTreeMap<Scope, Timestamp>, now: Timestamp) {
-        let active: BTreeSet<Scope> = p.short_circuits.iter().map(|(s, _)| s.clone()).collect();
-        for (scope, why) in &p.short_circuits {
+    fn track_storms(
+        &self,
+        circuits: &[(Scope, String)],
+        shorted: &mut BTreeSet<Scope>,
+        cooldowns: &mut BTreeMap<Scope, Timestamp>,
+        now: Timestamp,
+    ) {
+        let active: BTreeSet<Scope> = circuits.iter().map(|(s, _)| s.clone()).collect();
+        for (scope, why) in circuits {
             if !shorted.contains(scope) {
                 tracing::warn!(scope = %scope, why = %why, "short-circuit: no new repairs");
             }

@@ -191,9 +191,12 @@ impl NodeState {
         matches!(&self.ledger, Ledger::Record(r) if r.failed.is_none())
     }
 
-    /// Unhealthy past a check's duration, or being repaired.
-    fn counts_unhealthy(&self, now: Timestamp) -> bool {
-        self.in_repair() || self.findings.iter().any(|f| f.actionable_at() <= now)
+    /// Failing a check (whether or not for long enough yet), or being repaired. Counting
+    /// problems before they are actionable is what catches a partition: its nodes fail
+    /// within moments of each other, and the first to become actionable must already
+    /// see the others.
+    fn counts_unhealthy(&self) -> bool {
+        self.in_repair() || !self.findings.is_empty()
     }
 }
 
@@ -201,14 +204,15 @@ impl NodeState {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     Role(Role),
-    Zone(Role, String),
+    /// A zone, all roles together: an outage takes masters and workers alike.
+    Zone(String),
 }
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Scope::Role(r) => write!(f, "{r} nodes"),
-            Scope::Zone(r, z) => write!(f, "{r} nodes in zone {z}"),
+            Scope::Zone(z) => write!(f, "nodes in zone {z}"),
         }
     }
 }
@@ -337,12 +341,13 @@ fn sub(t: Timestamp, d: Duration) -> Timestamp {
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// The short-circuits in force: roles over `max-unhealthy`, zones over their share.
-fn short_circuits(input: &Input) -> Vec<(Scope, String)> {
-    let now = input.now;
+/// The loop looks at them before planning, so that the evaluation in which one clears
+/// already sees its storm cooldown.
+pub fn short_circuits(input: &Input) -> Vec<(Scope, String)> {
     let mut out = Vec::new();
     for role in [Role::Master, Role::Worker] {
         let of_role: Vec<&NodeState> = input.nodes.iter().filter(|n| n.role == role).collect();
-        let unhealthy = of_role.iter().filter(|n| n.counts_unhealthy(now)).count();
+        let unhealthy = of_role.iter().filter(|n| n.counts_unhealthy()).count();
         let limit = input.policy.max_unhealthy(role);
         if unhealthy > limit.limit(of_role.len()) {
             out.push((
@@ -350,23 +355,22 @@ fn short_circuits(input: &Input) -> Vec<(Scope, String)> {
                 format!("{unhealthy} of {} {role} nodes are unhealthy, above max-unhealthy {limit}", of_role.len()),
             ));
         }
-        let mut zones: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-        for n in &of_role {
-            if let Some(z) = &n.zone {
-                let e = zones.entry(z.as_str()).or_default();
-                e.0 += 1;
-                e.1 += usize::from(n.counts_unhealthy(now));
-            }
+    }
+    let mut zones: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for n in input.nodes {
+        if let Some(z) = &n.zone {
+            let e = zones.entry(z.as_str()).or_default();
+            e.0 += 1;
+            e.1 += usize::from(n.counts_unhealthy());
         }
-        if zones.len() < 2 {
-            continue;
-        }
+    }
+    if zones.len() >= 2 {
         let zl = input.policy.limits.zone_max_unhealthy;
         for (zone, (total, bad)) in zones {
             if bad >= 2 && bad > zl.limit(total) {
                 out.push((
-                    Scope::Zone(role, zone.to_string()),
-                    format!("{bad} of {total} {role} nodes in zone {zone} are unhealthy, above {zl}: a zone outage is not a node fault"),
+                    Scope::Zone(zone.to_string()),
+                    format!("{bad} of {total} nodes in zone {zone} are unhealthy, above {zl}: a zone outage is not a node fault"),
                 ));
             }
         }
@@ -475,7 +479,7 @@ fn held(input: &Input, what: &str) -> Option<Decision> {
 
 /// The short-circuits and cooldowns that apply to this node.
 fn storm(input: &Input, node: &NodeState, active: &[(Scope, String)], what: &str) -> Option<Decision> {
-    let scopes = [Some(Scope::Role(node.role)), node.zone.clone().map(|z| Scope::Zone(node.role, z))];
+    let scopes = [Some(Scope::Role(node.role)), node.zone.clone().map(Scope::Zone)];
     for scope in scopes.iter().flatten() {
         if let Some((s, why)) = active.iter().find(|(s, _)| s == scope) {
             let gate = if matches!(s, Scope::Zone(..)) { Gate::Zone } else { Gate::MaxUnhealthy };

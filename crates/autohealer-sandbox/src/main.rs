@@ -39,6 +39,7 @@ struct Args {
 }
 
 const CLUSTER: &str = "0f8e3a52-sandbox";
+const OUTAGE_ZONE: &str = "zone-c";
 
 struct Step {
     node: String,
@@ -152,13 +153,6 @@ async fn main() -> anyhow::Result<()> {
     sim.inject(&n1, Fault::KubeletStopped, Cure::Replace);
     say(start, &m0, "INJECT", "/healthz answers 500");
     sim.inject(&m0, Fault::HealthzDown, Cure::Reboot);
-    say(
-        start,
-        "zone-c (all nodes)",
-        "NOT SUPPORTED",
-        "a whole zone going NotReady must be short-circuited; zone short-circuit is not built yet, so the sandbox does not inject it",
-    );
-
     let deadline = Instant::now() + Duration::from_secs(args.deadline);
     let done = loop {
         let ok = {
@@ -170,6 +164,67 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+
+    // Act two: a whole zone goes down at once. A zone outage is not a node fault: the
+    // healer must short-circuit it and repair nothing there.
+    let zone_nodes: Vec<String> = sim
+        .node_names(Role::Worker)
+        .into_iter()
+        .chain(sim.node_names(Role::Master))
+        .filter(|n| sim.zone_of(n).as_deref() == Some(OUTAGE_ZONE))
+        .collect();
+    let zone_start = start.elapsed();
+    say(start, OUTAGE_ZONE, "INJECT", &format!("the kubelets of all {} nodes in the zone stop at once", zone_nodes.len()));
+    for n in &zone_nodes {
+        sim.inject(n, Fault::KubeletStopped, Cure::Reboot);
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let mut zone_held = None;
+    while done && Instant::now() < deadline {
+        let list = events.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+        let held = zone_nodes.iter().all(|n| {
+            list.iter().any(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(n.as_str())
+                    && e.reason.as_deref() == Some("RepairHeld")
+                    && e.note.as_deref().is_some_and(|t| t.contains(&format!("zone {OUTAGE_ZONE}")))
+            })
+        });
+        if held {
+            zone_held = Some(start.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    say(start, OUTAGE_ZONE, "HEAL", "the zone comes back by itself");
+    for n in &zone_nodes {
+        sim.heal(n);
+    }
+    let nodes_api: Api<Node> = Api::all(client.clone());
+    let mut zone_back = None;
+    while zone_held.is_some() && Instant::now() < deadline {
+        let mut all = true;
+        for n in &zone_nodes {
+            let ready = nodes_api
+                .get(n)
+                .await
+                .ok()
+                .and_then(|n| n.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            all &= ready;
+        }
+        if all {
+            zone_back = Some(start.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let zone_calls: usize = zone_nodes
+        .iter()
+        .filter_map(|n| sim.server_id(n))
+        .map(|id| cloud.count("POST", &format!("/servers/{id}/action"), None) + cloud.count("POST", "/actions/resize", Some(&id)))
+        .sum();
+
     stop.cancel();
     let _ = healer.await;
     timeline.abort();
@@ -197,8 +252,20 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    println!("{:<24} {:<48} {:>11} {:<20} {:>12}", "zone-c", "whole zone NotReady", "-", "not yet supported", "-");
-    if done && expected_calls {
+    let fmt = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("+{:.1}s", d.as_secs_f64()));
+    let zone_action = if zone_calls == 0 { "short-circuited".to_string() } else { format!("{zone_calls} cloud calls!") };
+    println!(
+        "{:<24} {:<48} {:>11} {:<20} {:>12}",
+        format!("{OUTAGE_ZONE} ({} nodes)", zone_nodes.len()),
+        format!("whole zone down at +{:.1}s, back by itself", zone_start.as_secs_f64()),
+        fmt(zone_held),
+        zone_action,
+        fmt(zone_back)
+    );
+    if zone_calls > 0 {
+        println!("  a zone outage must repair nothing; the cloud saw {zone_calls} call(s) for its nodes");
+    }
+    if done && expected_calls && zone_held.is_some() && zone_back.is_some() && zone_calls == 0 {
         let changes = cloud.requests().into_iter().filter(|r| r.method != "GET" && r.service != "identity").count();
         println!("\nThe story ended as expected ({changes} changing OpenStack calls).");
         Ok(())

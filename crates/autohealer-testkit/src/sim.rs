@@ -233,6 +233,15 @@ impl SimCluster {
         }
     }
 
+    /// Ends a node's fault by itself (a network comes back, a kubelet restarts).
+    pub fn heal(&self, name: &str) {
+        if let Some(n) = lock(&self.shared.nodes).get_mut(name) {
+            n.fault = None;
+            n.down = false;
+            n.generation += 1;
+        }
+    }
+
     /// The cloud calls received so far.
     pub fn calls(&self) -> Vec<CloudCall> {
         lock(&self.shared.calls).clone()

@@ -45,7 +45,7 @@ impl Env {
     fn config(&self, extra: &str) -> Loaded {
         let single = if extra.contains("leader-elect:") { "" } else { "leader-elect: false\n" };
         let text = format!(
-            "cluster-name: sim\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nrecovery-stable-window: 1s\nrebuild-delay-after-reboot: 60s\nnode-selector: {SIM_LABEL}={}\n{single}admin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n{extra}",
+            "cluster-name: sim\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nrecovery-stable-window: 1s\nrebuild-delay-after-reboot: 60s\nnode-selector: {SIM_LABEL}={}\n{single}admin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  master:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n{extra}",
             self.prefix
         );
         Config::load_str(&text, &Registry::with_builtins()).unwrap()
@@ -281,4 +281,80 @@ async fn two_replicas_one_acts_and_the_standby_takes_over_when_it_dies() {
     until_async("the second repair is done", || async { released(&e.node(&second).await) }).await;
     assert_eq!(e.sim.calls().len(), 2, "{:?}", e.sim.calls());
     b.kill();
+}
+
+async fn zones_env() -> Env {
+    let cluster = TestCluster::start().await.unwrap();
+    let prefix = format!("e2e-{}", &uuid_like()[..6]);
+    let opts = SimOptions { masters: 3, workers: 9, time_scale: 0.05, prefix: prefix.clone(), ..Default::default() };
+    let sim = SimCluster::start(cluster.client.clone(), opts).await.unwrap();
+    Env { cluster, sim, prefix }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_outage_is_short_circuited_and_repairs_nothing() {
+    let e = zones_env().await;
+    let (token, task) = e.healer(e.config(""), "replica-a").await;
+    let zone_c: Vec<String> = e
+        .sim
+        .node_names(Role::Worker)
+        .into_iter()
+        .chain(e.sim.node_names(Role::Master))
+        .filter(|n| e.sim.zone_of(n).as_deref() == Some("zone-c"))
+        .collect();
+    assert_eq!(zone_c.len(), 4, "three workers and a master");
+    for n in &zone_c {
+        e.sim.inject(n, Fault::KubeletStopped, Cure::Reboot);
+    }
+    for n in &zone_c {
+        until_async("the zone short-circuit is announced", || async { e.event_note(n, "RepairHeld").await.contains("zone zone-c") }).await;
+    }
+    for n in &zone_c {
+        e.sim.heal(n);
+    }
+    for n in &zone_c {
+        until_async("the zone is back", || async { e.node(n).await.is_some_and(|n| ready(&n)) }).await;
+    }
+    assert!(e.sim.calls().is_empty(), "a zone outage is not a node fault: {:?}", e.sim.calls());
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_of_most_workers_repairs_nothing_and_pause_holds_repairs() {
+    let e = zones_env().await;
+    let cm = format!("autohealer-{}", e.prefix);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(e.cluster.client.clone(), "kube-system");
+    let paused_cm: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": cm, "annotations": {"autohealer.dev/paused": "true"}}})).unwrap();
+    cms.create(&Default::default(), &paused_cm).await.unwrap();
+    let (token, task) = e.healer(e.config(&format!("pause-configmap: kube-system/{cm}\n")), "replica-a").await;
+
+    // Paused: a broken worker is held, not repaired.
+    let mut workers = e.sim.node_names(Role::Worker);
+    workers.sort();
+    e.sim.inject(&workers[0], Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until_async("the pause is announced", || async { e.event_note(&workers[0], "RepairHeld").await.contains("paused") }).await;
+    assert!(e.sim.calls().is_empty());
+    // Resumed within moments of removing the annotation.
+    cms.patch(&cm, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"autohealer.dev/paused": null}}})))
+        .await
+        .unwrap();
+    until("the repair goes ahead once resumed", || e.sim.calls_for(&workers[0], Action::Reboot) == 1).await;
+    until_async("the first repair closes", || async { released(&e.node(&workers[0]).await) }).await;
+
+    // Six of nine workers down at once: a partition, not six node faults.
+    for w in &workers[1..7] {
+        e.sim.inject(w, Fault::KubeletStopped, Cure::Reboot);
+    }
+    until_async("the partition is announced", || async { e.event_note(&workers[1], "RepairHeld").await.contains("max-unhealthy") }).await;
+    for w in &workers[1..7] {
+        e.sim.heal(w);
+    }
+    for w in &workers[1..7] {
+        until_async("the partition heals", || async { e.node(w).await.is_some_and(|n| ready(&n)) }).await;
+    }
+    assert_eq!(e.sim.calls().len(), 1, "only the paused-then-resumed repair: {:?}", e.sim.calls());
+    token.cancel();
+    task.await.unwrap().unwrap();
 }
