@@ -1,6 +1,7 @@
 //! Carrying out the planner's decisions: ledger writes with a resourceVersion
 //! precondition before every cloud call, cordon and uncordon, cloud calls, Events.
 
+use crate::drain::DrainSettings;
 use crate::leader::LeaderElector;
 use crate::ledger::{HISTORY_ANNOTATION, HistoryEntry, Ledger, REPAIR_ANNOTATION, RepairRecord, push_history};
 use crate::metrics::{ActionLabels, Metrics};
@@ -31,6 +32,7 @@ pub struct Actor {
     pub nodes: Api<Node>,
     pub client: kube::Client,
     pub evidence: EvidenceSettings,
+    pub drain: DrainSettings,
     pub recorder: Recorder,
     pub provider: Arc<dyn CloudProvider>,
     pub leader: Arc<dyn LeaderElector>,
@@ -57,6 +59,7 @@ impl Actor {
         metrics: Arc<Metrics>,
         identity: String,
         evidence: EvidenceSettings,
+        drain: DrainSettings,
     ) -> Self {
         let reporter = Reporter { controller: "autohealer".into(), instance: Some(identity.clone()) };
         Self {
@@ -64,11 +67,43 @@ impl Actor {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             evidence,
+            drain,
             provider,
             leader,
             metrics,
             identity,
         }
+    }
+
+    /// Whether this step drains the node first (workers only, per the settings).
+    pub fn drains(&self, n: &Node, action: Action) -> bool {
+        node::role(n) == autohealer_cloud::Role::Worker
+            && match action {
+                Action::Reboot => self.drain.before_reboot,
+                Action::Replace => self.drain.before_replace,
+            }
+    }
+
+    /// Ends the drain phase in the ledger, right before the cloud call, so that a new
+    /// leader never makes the call a second time. The node may have changed during the
+    /// drain: re-read it, and go on only while the record is still this drain.
+    async fn end_drain(&self, last: &Node, record: &RepairRecord) -> Result<Node, ActError> {
+        let mut r = record.clone();
+        r.draining = false;
+        let mut current = last.clone();
+        for _ in 0..5 {
+            match self.fenced_patch(&current, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await {
+                Err(ActError::Conflict(name)) => {
+                    let fresh = self.nodes.get(&name).await.map_err(|source| ActError::Kube { node: name.clone(), source })?;
+                    match Ledger::parse(node::annotation(&fresh, REPAIR_ANNOTATION)) {
+                        Ledger::Record(x) if x.draining && x.by == self.identity && x.started == record.started => current = fresh,
+                        _ => return Err(ActError::Conflict(name)),
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(ActError::Conflict(last.name_any()))
     }
 
     /// Keeps `text` in a ConfigMap named after the node and the time, and prunes the
@@ -163,11 +198,14 @@ impl Actor {
         };
         // After a failed repair, a retry is a new repair that keeps only the cordon.
         let continuing = previous.as_ref().filter(|p| p.failed.is_none());
+        // A drain that a previous leader left unfinished is resumed, not restarted.
+        let resuming = continuing.filter(|p| p.draining && p.action == action);
+        let drain = self.drains(n, action);
         let cordon_now = cordon && !node::unschedulable(n);
         let record = RepairRecord {
             action,
             attempt,
-            started: now,
+            started: resuming.map_or(now, |p| p.started),
             first_started: continuing.map_or(now, |p| p.first_started),
             reason: reason.to_string(),
             boot_id: node::boot_id(n).map(String::from),
@@ -176,22 +214,57 @@ impl Actor {
             failed: None,
             failed_at: None,
             by: self.identity.clone(),
+            draining: drain,
         };
         let mut patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: record.to_json(), node::REMEDIATE_ANNOTATION: null}}});
         if cordon_now {
             patch["spec"] = json!({"unschedulable": true});
         }
-        let written = self.fenced_patch(n, patch).await?;
+        let mut written = self.fenced_patch(n, patch).await?;
         let role = node::role(n);
-        let lag = now.duration_since(actionable_since).as_secs_f64().max(0.0);
-        if attempt == 1 {
-            self.metrics.detection_lag.observe(lag);
+        if resuming.is_some() {
+            tracing::info!(node = %n.name_any(), %action, "resuming a drain a previous leader left unfinished");
+            self.event(
+                n,
+                false,
+                "RepairResumed",
+                action_name(action),
+                format!(
+                    "Resuming the drain before {action} (attempt {attempt}), left unfinished by {}.",
+                    resuming.map(|p| p.by.as_str()).unwrap_or_default()
+                ),
+            )
+            .await;
+        } else {
+            let lag = now.duration_since(actionable_since).as_secs_f64().max(0.0);
+            if attempt == 1 {
+                self.metrics.detection_lag.observe(lag);
+            }
+            self.metrics.repair(role.as_str(), action.as_str(), "started");
+            tracing::info!(node = %n.name_any(), %role, %action, attempt, reason, cordoned = cordon_now, "repair step started");
+            let verb = if action == Action::Reboot { "Rebooting" } else { "Replacing" };
+            let cordoned = if cordon_now { " Cordoned." } else { "" };
+            let draining = if drain { " Draining first." } else { "" };
+            self.event(
+                n,
+                false,
+                "RepairStarted",
+                action_name(action),
+                format!("{verb} node (attempt {attempt}): {reason}.{cordoned}{draining}"),
+            )
+            .await;
         }
-        self.metrics.repair(role.as_str(), action.as_str(), "started");
-        tracing::info!(node = %n.name_any(), %role, %action, attempt, reason, cordoned = cordon_now, "repair step started");
-        let verb = if action == Action::Reboot { "Rebooting" } else { "Replacing" };
-        let cordoned = if cordon_now { " Cordoned." } else { "" };
-        self.event(n, false, "RepairStarted", action_name(action), format!("{verb} node (attempt {attempt}): {reason}.{cordoned}")).await;
+        if drain {
+            let unreachable = node_unreachable(n);
+            let name = n.name_any();
+            let report = crate::drain::drain(&self.client, &name, unreachable, &self.drain, &tokio_util::sync::CancellationToken::new())
+                .await
+                .map_err(|source| ActError::Kube { node: name.clone(), source })?;
+            let warn = !report.left.is_empty();
+            tracing::info!(node = %name, summary = %report.summary(), "drain finished");
+            self.event(n, warn, "Drained", "Drain", report.summary()).await;
+            written = self.end_drain(&written, &record).await?;
+        }
 
         if !self.leader.is_leader() {
             return Err(ActError::NotLeader);
@@ -323,4 +396,14 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(cut);
     }
     s
+}
+
+/// A node whose kubelet stopped reporting: its pods cannot terminate, so a drain does
+/// not wait for them.
+fn node_unreachable(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "Unknown")
 }

@@ -39,6 +39,7 @@ pub struct HealerSettings {
     /// A label selector limiting the nodes the healer watches; `None` for all.
     pub node_selector: Option<String>,
     pub evidence: crate::actor::EvidenceSettings,
+    pub drain: crate::drain::DrainSettings,
     /// The ConfigMap (namespace, name) whose `autohealer.dev/paused` annotation pauses
     /// new repairs.
     pub pause_configmap: Option<(String, String)>,
@@ -149,6 +150,7 @@ impl Healer {
             self.metrics.clone(),
             self.settings.identity.clone(),
             self.settings.evidence.clone(),
+            self.settings.drain.clone(),
         ));
         let mut leader_rx = self.leader.subscribe();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();

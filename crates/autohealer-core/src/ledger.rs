@@ -43,6 +43,10 @@ pub struct RepairRecord {
     /// The replica that wrote the record.
     #[serde(default)]
     pub by: String,
+    /// Set while the node is being drained before the step's cloud call; a record
+    /// without it means the call may have been made, so a new leader never repeats it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// The ledger as read from a node.
@@ -119,6 +123,7 @@ mod tests {
             failed: None,
             failed_at: None,
             by: "a".into(),
+            draining: false,
         };
         assert_eq!(Ledger::parse(Some(&r.to_json())), Ledger::Record(r));
         assert!(matches!(Ledger::parse(Some("{not json")), Ledger::Unreadable(_)));

@@ -3,6 +3,7 @@
 //! to the node's repair ledger before the cloud call.
 
 pub mod actor;
+pub mod drain;
 pub mod healer;
 pub mod leader;
 pub mod ledger;

@@ -591,6 +591,21 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
         }
         return start(input, node, &reason, retry_at, active, 1, false);
     }
+    if r.draining {
+        // The drain was under way (perhaps under a leader that died): resume it and
+        // make the call, which has not been made.
+        let what = format!("{} was draining the node", r.action);
+        if node.skip {
+            return Decision::Held { gate: Gate::Skip, why: format!("{what}; excluded by autohealer.dev/skip"), until: None };
+        }
+        return held(input, &what).unwrap_or(Decision::Repair {
+            action: r.action,
+            attempt: r.attempt,
+            reason: r.reason.clone(),
+            actionable_since: r.started,
+            cordon: false,
+        });
+    }
     let rebooted = match (&r.boot_id, &node.boot_id) {
         (Some(before), Some(now_id)) => before != now_id,
         // Without a boot id to compare, a healthy node is taken at its word.
@@ -774,6 +789,7 @@ mod tests {
             failed: None,
             failed_at: None,
             by: "a".into(),
+            draining: false,
         }
     }
 

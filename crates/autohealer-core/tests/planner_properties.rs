@@ -39,7 +39,7 @@ prop_compose! {
         let record = |started: i64, failed: bool| RepairRecord {
             action: Action::Reboot, attempt: 1, started: ts(started), first_started: ts(started), reason: "r".into(),
             boot_id: Some("b".into()), server_id: None, cordoned: true,
-            failed: failed.then(|| "x".into()), failed_at: failed.then(|| ts(started + 60)), by: "a".into(),
+            failed: failed.then(|| "x".into()), failed_at: failed.then(|| ts(started + 60)), by: "a".into(), draining: false,
         };
         let ledger = match ledger { L::None => Ledger::None, L::InProgress(s) => Ledger::Record(record(s, false)), L::Failed(s) => Ledger::Record(record(s, true)) };
         NodeState {
@@ -90,7 +90,7 @@ proptest! {
         let cooldowns = BTreeMap::new();
         let p = plan(&Input { nodes: &nodes, leader, paused, gate: &RepairGate::Allowed, supported: &supported, policy: &policy, cooldowns: &cooldowns, now: ts(0) });
         let repairs: Vec<(&NodeState, &Decision)> = nodes.iter().zip(p.nodes.iter().map(|n| &n.decision)).filter(|(_, d)| matches!(d, Decision::Repair { .. })).collect();
-        let new: Vec<&NodeState> = repairs.iter().filter(|(_, d)| matches!(d, Decision::Repair { attempt: 1, .. })).map(|(n, _)| *n).collect();
+        let new: Vec<&NodeState> = repairs.iter().filter(|(n, _)| !in_repair(n)).map(|(n, _)| *n).collect();
 
         if paused || !leader {
             prop_assert!(repairs.is_empty(), "no step while paused or not leading");

@@ -121,6 +121,22 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "How long a repaired node must stay healthy (and, after a reboot, with a new bootID) before the repair counts as done.",
     },
     KeyDoc {
+        key: "drain.before-replace",
+        default: "true",
+        doc: "Drain a worker (Eviction API, PodDisruptionBudgets honoured) before replacing it.",
+    },
+    KeyDoc { key: "drain.before-reboot", default: "false", doc: "Drain a worker before rebooting it too." },
+    KeyDoc {
+        key: "drain.timeout",
+        default: "5m",
+        doc: "How long evictions refused by a PodDisruptionBudget are retried, and evicted pods waited for (not on an unreachable node).",
+    },
+    KeyDoc {
+        key: "drain.force-delete-after-timeout",
+        default: "false",
+        doc: "After the drain timeout, delete the pods that could not be evicted; otherwise the step goes on and the `Drained` Event names them.",
+    },
+    KeyDoc {
         key: "pause-configmap",
         default: "kube-system/autohealer-config",
         doc: "The ConfigMap whose annotation `autohealer.dev/paused: \"true\"` pauses new repairs on the fly; empty to disable.",
@@ -204,6 +220,27 @@ pub struct Config {
     pub recovery_stable_window: Duration,
     #[serde(default = "pause_cm")]
     pub pause_configmap: String,
+    #[serde(default)]
+    pub drain: Drain,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Drain {
+    #[serde(default = "yes")]
+    pub before_replace: bool,
+    #[serde(default)]
+    pub before_reboot: bool,
+    #[serde(default = "d5m", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub force_delete_after_timeout: bool,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self { before_replace: true, before_reboot: false, timeout: d5m(), force_delete_after_timeout: false }
+    }
 }
 
 fn d30() -> usize {
@@ -676,7 +713,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
-        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\nrecovery-stable-window: 1s\npause-configmap: a/b\n";
+        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\nrecovery-stable-window: 1s\npause-configmap: a/b\ndrain: {}\n";
         load(sample).unwrap();
         for line in sample.lines() {
             let key = line.split(':').next().unwrap();

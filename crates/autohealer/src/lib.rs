@@ -109,6 +109,13 @@ fn healer_settings(loaded: &Loaded, identity: &str) -> HealerSettings {
         debounce: Duration::from_millis(50),
         node_selector: c.node_selector.clone(),
         evidence: autohealer_core::actor::EvidenceSettings { namespace: c.evidence.namespace.clone(), keep: c.evidence.keep_per_node },
+        drain: autohealer_core::drain::DrainSettings {
+            before_reboot: c.drain.before_reboot,
+            before_replace: c.drain.before_replace,
+            timeout: c.drain.timeout,
+            force_delete: c.drain.force_delete_after_timeout,
+            retry_interval: std::time::Duration::from_secs(2).min(c.drain.timeout),
+        },
         pause_configmap: c.pause_configmap.split_once('/').map(|(ns, n)| (ns.to_string(), n.to_string())),
     }
 }

@@ -173,7 +173,30 @@ async fn worker_that_stays_broken_is_replaced_once_through_magnum_resize() {
     let original = w.sim.node_names(Role::Worker);
     let victim = original.iter().min().unwrap().clone();
     let server = w.server(&victim);
-    let h = w.healer(&w.config("replace", ""), "replica-a").await;
+    // Workloads on the node: one evictable, one protected by a PodDisruptionBudget, one
+    // of a DaemonSet (left alone).
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(w.cluster.client.clone(), "default");
+    let pod = |name: &str, app: &str, daemon: bool| -> k8s_openapi::api::core::v1::Pod {
+        let mut meta = serde_json::json!({"name": format!("{}-{name}", w.prefix), "labels": {"app": format!("{}-{app}", w.prefix)}});
+        if daemon {
+            meta["ownerReferences"] =
+                serde_json::json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "d1", "controller": true}]);
+        }
+        serde_json::from_value(
+            serde_json::json!({"metadata": meta, "spec": {"nodeName": victim, "containers": [{"name": "c", "image": "x"}]}}),
+        )
+        .unwrap()
+    };
+    for (name, app, daemon) in [("batch", "batch", false), ("web", "web", false), ("agent", "agent", true)] {
+        pods.create(&Default::default(), &pod(name, app, daemon)).await.unwrap();
+        let ready = serde_json::json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+        pods.patch_status(&format!("{}-{name}", w.prefix), &Default::default(), &kube::api::Patch::Merge(&ready)).await.unwrap();
+    }
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = Api::namespaced(w.cluster.client.clone(), "default");
+    let pdb = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("{}-web", w.prefix)}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": format!("{}-web", w.prefix)}}}})).unwrap();
+    pdbs.create(&Default::default(), &pdb).await.unwrap();
+
+    let h = w.healer(&w.config("replace", "drain:\n  timeout: 3s\n"), "replica-a").await;
     w.sim.inject(&victim, Fault::KubeletStopped, Cure::Replace);
     until("Nova got the reboot", &[&h], || async { w.reboots(&server) == 1 }).await;
     until("Magnum got the resize", &[&h], || async { w.os.count("POST", "/actions/resize", None) == 1 }).await;
@@ -194,6 +217,22 @@ async fn worker_that_stays_broken_is_replaced_once_through_magnum_resize() {
     assert_eq!(w.reboots(&server), 1);
     assert_eq!(w.os.count("POST", &format!("/servers/{server}/action"), Some("os-stop")), 1);
     assert_eq!(w.os.count("POST", "/actions/resize", None), 1, "exactly one replace");
+
+    // The node was drained before the replace: the evictable pod went, the PDB kept its
+    // pod (named in the Event), the DaemonSet pod was left alone.
+    let events = w.cluster.node_events(&victim).await;
+    let drained = events.iter().position(|(r, _)| r == "Drained").expect("a Drained Event");
+    let issued_replace = events.iter().rposition(|(r, n)| r == "RepairIssued" && n.contains("node group")).unwrap();
+    assert!(drained < issued_replace, "drained before the replace: {events:?}");
+    let note = &events[drained].1;
+    assert!(
+        note.contains("1 pods evicted")
+            && note.contains(&format!("default/{}-web", w.prefix))
+            && note.contains("1 DaemonSet or mirror pods"),
+        "{note}"
+    );
+    assert!(pods.get_opt(&format!("{}-batch", w.prefix)).await.unwrap().is_none(), "the evictable pod was evicted");
+    assert!(pods.get_opt(&format!("{}-web", w.prefix)).await.unwrap().is_some(), "the PDB was honoured");
 
     // The console output from before the stop is kept for the operator, and the Event says where.
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(w.cluster.client.clone(), "kube-system");
