@@ -13,6 +13,7 @@ use crate::planner::{self, Decision, Gate, Input, NodeState, Plan, Policy, Scope
 use autohealer_cloud::{Action, CloudProvider, HealthReport, RepairGate, Role};
 use autohealer_healthcheck::{CheckKind, Health, HealthCheck};
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
@@ -141,6 +142,10 @@ impl Healer {
         self.status.synced.store(true, Ordering::Relaxed);
         tracing::info!(nodes = reader.state().len(), "node cache synced");
 
+        let leases = self.settings.checks.need_leases().then(|| self.watch_leases());
+        // A stale Lease is a change no event announces: look again every monitor-interval.
+        let mut tick = tokio::time::interval(self.settings.monitor_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let obs = Arc::new(Mutex::new(Observations::default()));
         let probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone()));
         let actor = Arc::new(Actor::new(
@@ -169,7 +174,8 @@ impl Healer {
             self.metrics.leader.set(i64::from(leader));
             let snapshot = reader.state();
             let now = Timestamp::now();
-            let (states, _) = self.evaluate(&snapshot, &obs, now);
+            let renewals = leases.as_ref().map(renewals).unwrap_or_default();
+            let (states, _) = self.evaluate(&snapshot, &obs, now, &renewals);
             cooldowns.retain(|_, until| *until > now);
             let is_paused = paused.load(Ordering::Relaxed);
             let probe = Input {
@@ -229,6 +235,7 @@ impl Healer {
                     }
                 }
                 Some(uid) = done_rx.recv() => { in_flight.remove(&uid); }
+                _ = tick.tick(), if leases.is_some() => {}
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
             }
         }
@@ -261,6 +268,28 @@ impl Healer {
         }
         self.metrics.short_circuits.set(active.len() as i64);
         *shorted = active;
+    }
+
+    /// Keeps a cache of the nodes' Leases for the Heartbeat check, reduced to what it reads.
+    fn watch_leases(&self) -> Store<Lease> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+        let (reader, writer) = reflector::store();
+        let stream = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|l: &mut Lease| {
+                l.metadata.managed_fields = None;
+            })
+            .reflect(writer)
+            .touched_objects();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(r) = stream.next().await {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "watching node Leases");
+                }
+            }
+        });
+        reader
     }
 
     /// Follows the pause annotation on the healer's ConfigMap.
@@ -330,13 +359,19 @@ impl Healer {
         });
     }
 
-    fn evaluate(&self, snapshot: &[Arc<Node>], obs: &Mutex<Observations>, now: Timestamp) -> (Vec<NodeState>, Vec<Vec<CheckVerdict>>) {
+    fn evaluate(
+        &self,
+        snapshot: &[Arc<Node>],
+        obs: &Mutex<Observations>,
+        now: Timestamp,
+        leases: &observe::LeaseRenewals,
+    ) -> (Vec<NodeState>, Vec<Vec<CheckVerdict>>) {
         let mut obs = obs.lock().unwrap_or_else(|p| p.into_inner());
         let uids: HashSet<String> = snapshot.iter().filter_map(|n| n.metadata.uid.clone()).collect();
         obs.probes.retain(|(uid, _), _| uids.contains(uid));
         obs.first_seen.retain(|(uid, _), _| uids.contains(uid));
         obs.healthy_since.retain(|uid, _| uids.contains(uid));
-        snapshot.iter().map(|n| observe::evaluate(n, &self.settings.checks, &mut obs, now)).unzip()
+        snapshot.iter().map(|n| observe::evaluate(n, &self.settings.checks, &mut obs, now, leases)).unzip()
     }
 
     /// One evaluation without acting: what `autohealer plan` prints.
@@ -354,7 +389,14 @@ impl Healer {
         let obs = Mutex::new(Observations::default());
         probe_all(&snapshot, &self.settings, &obs).await;
         let now = Timestamp::now();
-        let (states, verdicts) = self.evaluate(&snapshot, &obs, now);
+        let renewals = if self.settings.checks.need_leases() {
+            let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+            let list = leases.list(&Default::default()).await.map_err(|e| anyhow::anyhow!("list leases in kube-node-lease failed: {e}"))?;
+            list.items.iter().filter_map(lease_renewal).collect()
+        } else {
+            Default::default()
+        };
+        let (states, verdicts) = self.evaluate(&snapshot, &obs, now, &renewals);
         let gate = self.provider.repair_allowed().await.unwrap_or_else(|e| RepairGate::Denied(format!("cannot ask the cloud: {e}")));
         let supported = self.supported();
         let p = planner::plan(&Input {
@@ -540,6 +582,14 @@ impl Healer {
             }
         }
     }
+}
+
+fn lease_renewal(l: &Lease) -> Option<(String, Timestamp)> {
+    Some((l.metadata.name.clone()?, l.spec.as_ref()?.renew_time.as_ref()?.0))
+}
+
+fn renewals(store: &Store<Lease>) -> observe::LeaseRenewals {
+    store.state().iter().filter_map(|l| lease_renewal(l)).collect()
 }
 
 async fn probe_all(snapshot: &[Arc<Node>], settings: &HealerSettings, obs: &Mutex<Observations>) -> bool {

@@ -21,6 +21,11 @@ pub struct Checks {
 }
 
 impl Checks {
+    /// Whether any check reads the nodes' Leases.
+    pub fn need_leases(&self) -> bool {
+        self.master.iter().chain(&self.worker).any(|c| c.needs_node_leases())
+    }
+
     pub fn for_role(&self, role: Role) -> &[Arc<dyn HealthCheck>] {
         match role {
             Role::Master => &self.master,
@@ -57,15 +62,25 @@ pub fn format_probe_time(t: Timestamp) -> String {
 }
 
 /// Judges one node with its role's checks.
-pub fn evaluate(n: &Node, checks: &Checks, obs: &mut Observations, now: Timestamp) -> (NodeState, Vec<CheckVerdict>) {
+/// Node name to the last renewal of its Lease in `kube-node-lease`.
+pub type LeaseRenewals = HashMap<String, Timestamp>;
+
+pub fn evaluate(
+    n: &Node,
+    checks: &Checks,
+    obs: &mut Observations,
+    now: Timestamp,
+    leases: &LeaseRenewals,
+) -> (NodeState, Vec<CheckVerdict>) {
     let role = node::role(n);
+    let ctx = autohealer_healthcheck::Context { now, lease_renewed: leases.get(node::name(n)).copied() };
     let uid = n.metadata.uid.clone().unwrap_or_default();
     let mut findings = Vec::new();
     let mut verdicts = Vec::new();
     for (i, check) in checks.for_role(role).iter().enumerate() {
         let key = (uid.clone(), i);
         let health = match check.kind() {
-            CheckKind::Pure => check.judge(n),
+            CheckKind::Pure => check.judge(n, &ctx),
             CheckKind::Probe => obs.probes.get(&key).cloned().unwrap_or(Health::Healthy),
         };
         match &health {

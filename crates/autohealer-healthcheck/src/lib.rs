@@ -7,13 +7,19 @@
 //! reason; the healer decides when that becomes a repair.
 
 mod endpoint;
+mod heartbeat;
 mod node_condition;
 mod params;
+mod startup;
+mod webhook;
 
 pub use endpoint::Endpoint;
+pub use heartbeat::Heartbeat;
 pub use k8s_openapi::jiff::Timestamp;
 pub use node_condition::NodeCondition;
 pub use params::{ParamError, did_you_mean, from_value, parse_params};
+pub use startup::StartupTimeout;
+pub use webhook::Webhook;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Node;
@@ -45,6 +51,15 @@ impl Health {
     }
 }
 
+/// What a pure check may read besides the Node.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub now: Timestamp,
+    /// The last renewal of the node's Lease in `kube-node-lease`, when the healer
+    /// watches them (see [`HealthCheck::needs_node_leases`]).
+    pub lease_renewed: Option<Timestamp>,
+}
+
 /// How a check gets its evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckKind {
@@ -68,8 +83,14 @@ pub trait HealthCheck: Send + Sync + fmt::Debug {
     }
 
     /// For [`CheckKind::Pure`] checks.
-    fn judge(&self, _node: &Node) -> Health {
+    fn judge(&self, _node: &Node, _ctx: &Context) -> Health {
         Health::Healthy
+    }
+
+    /// Whether [`Context::lease_renewed`] must be filled in: the healer then watches
+    /// the nodes' Leases in `kube-node-lease`.
+    fn needs_node_leases(&self) -> bool {
+        false
     }
 
     /// For [`CheckKind::Probe`] checks. Must not fail: an error of the probe itself
@@ -111,6 +132,9 @@ impl Registry {
         let mut r = Self::empty();
         r.register("NodeCondition", |p, path| Ok(Arc::new(NodeCondition::from_params(p, path)?)));
         r.register("Endpoint", |p, path| Ok(Arc::new(Endpoint::from_params(p, path)?)));
+        r.register("StartupTimeout", |p, path| Ok(Arc::new(StartupTimeout::from_params(p, path)?)));
+        r.register("Heartbeat", |p, path| Ok(Arc::new(Heartbeat::from_params(p, path)?)));
+        r.register("Webhook", |p, path| Ok(Arc::new(Webhook::from_params(p, path)?)));
         r
     }
 

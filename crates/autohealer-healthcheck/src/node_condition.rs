@@ -1,5 +1,5 @@
 use crate::params::{ParamError, parse_params};
-use crate::{Health, HealthCheck};
+use crate::{Context, Health, HealthCheck};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
@@ -70,7 +70,7 @@ impl HealthCheck for NodeCondition {
         self.unhealthy_duration
     }
 
-    fn judge(&self, node: &Node) -> Health {
+    fn judge(&self, node: &Node, _ctx: &Context) -> Health {
         let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
         let mut worst: Option<Health> = None;
         for c in conditions.into_iter().flatten() {
@@ -101,6 +101,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn ctx() -> Context {
+        Context { now: "2026-06-01T00:00:00Z".parse().unwrap(), lease_renewed: None }
+    }
+
     fn node(conds: serde_json::Value) -> Node {
         serde_json::from_value(json!({"metadata": {"name": "n"}, "status": {"conditions": conds}})).unwrap()
     }
@@ -119,22 +123,22 @@ mod tests {
         let n = node(
             json!([{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "lastTransitionTime": "2026-01-01T00:00:00Z"}]),
         );
-        match c.judge(&n) {
+        match c.judge(&n, &ctx()) {
             Health::Unhealthy { since, reason } => {
                 assert_eq!(since.unwrap().to_string(), "2026-01-01T00:00:00Z");
                 assert!(reason.contains("Ready is Unknown (NodeStatusUnknown)"), "{reason}");
             }
             h => panic!("{h:?}"),
         }
-        assert!(c.judge(&node(json!([{"type": "Ready", "status": "True"}]))).is_healthy());
-        assert!(c.judge(&node(json!([]))).is_healthy(), "a missing condition is no evidence");
+        assert!(c.judge(&node(json!([{"type": "Ready", "status": "True"}])), &ctx()).is_healthy());
+        assert!(c.judge(&node(json!([])), &ctx()).is_healthy(), "a missing condition is no evidence");
     }
 
     #[test]
     fn error_values_for_pressure_conditions() {
         let c = NodeCondition::from_params(&json!({"types": ["DiskPressure"], "error-values": ["True"]}), "p").unwrap();
-        assert!(!c.judge(&node(json!([{"type": "DiskPressure", "status": "True"}]))).is_healthy());
-        assert!(c.judge(&node(json!([{"type": "DiskPressure", "status": "Unknown"}]))).is_healthy());
+        assert!(!c.judge(&node(json!([{"type": "DiskPressure", "status": "True"}])), &ctx()).is_healthy());
+        assert!(c.judge(&node(json!([{"type": "DiskPressure", "status": "Unknown"}])), &ctx()).is_healthy());
     }
 
     #[test]

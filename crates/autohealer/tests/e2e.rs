@@ -358,3 +358,22 @@ async fn a_partition_of_most_workers_repairs_nothing_and_pause_holds_repairs() {
     token.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_check_reads_the_node_lease_directly() {
+    let e = env(2).await;
+    let victim = e.worker(0);
+    let text = format!(
+        "cluster-name: sim\nmonitor-interval: 200ms\ncheck-delay-after-add: 0s\nrecovery-stable-window: 1s\nleader-elect: false\nnode-selector: {SIM_LABEL}={}\nadmin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  worker:\n    - type: Heartbeat\n      params:\n        unhealthy-duration: 1s\n",
+        e.prefix
+    );
+    let loaded = Config::load_str(&text, &Registry::with_builtins()).unwrap();
+    let (token, task) = e.healer(loaded, "replica-a").await;
+    e.sim.inject(&victim, Fault::KubeletStopped, Cure::Reboot);
+    until("the stale Lease gets the node rebooted", || e.sim.calls_for(&victim, Action::Reboot) == 1).await;
+    let note = e.event_note(&victim, "RepairStarted").await;
+    assert!(note.contains("Lease not renewed"), "{note}");
+    assert_eq!(e.sim.calls().len(), 1, "the healthy node's Lease keeps it healthy");
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
