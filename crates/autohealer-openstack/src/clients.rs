@@ -70,7 +70,9 @@ impl Nova<'_> {
             r if r.status == 202 => Ok(Reboot::Accepted),
             r => {
                 let msg = crate::session::error_message(&r.body);
-                if msg.contains("reboot") {
+                // Only a reboot under way is "in progress"; a stopped server refusing a
+                // soft reboot is a real failure.
+                if msg.contains("task_state") && msg.contains("reboot") {
                     Ok(Reboot::AlreadyInProgress(msg))
                 } else {
                     Err(CloudError::Call { call: format!("nova POST /servers/{id}/action (reboot)"), status: Some(409), message: msg })
