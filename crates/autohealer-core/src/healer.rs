@@ -76,6 +76,7 @@ pub struct Healer {
     settings: HealerSettings,
     metrics: Arc<Metrics>,
     status: Arc<Status>,
+    reload: Option<mpsc::Receiver<HealerSettings>>,
 }
 
 /// One node's row of an evaluation, for `autohealer plan`.
@@ -102,7 +103,14 @@ impl Healer {
         metrics: Arc<Metrics>,
         status: Arc<Status>,
     ) -> Self {
-        Self { client, provider, leader, settings, metrics, status }
+        Self { client, provider, leader, settings, metrics, status, reload: None }
+    }
+
+    /// New settings arriving here (a validated config change) apply without a restart:
+    /// checks, policy, limits and probe schedule from the next evaluation on.
+    pub fn with_reload(mut self, reload: mpsc::Receiver<HealerSettings>) -> Self {
+        self.reload = Some(reload);
+        self
     }
 
     fn supported(&self) -> BTreeSet<(Role, Action)> {
@@ -115,7 +123,7 @@ impl Healer {
 
     /// Runs until `shutdown` is cancelled. Returns an error only when the healer
     /// cannot start (e.g. the node watch never syncs before shutdown).
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let (reader, writer) = reflector::store();
         let changed = Arc::new(Notify::new());
@@ -142,13 +150,14 @@ impl Healer {
         self.status.synced.store(true, Ordering::Relaxed);
         tracing::info!(nodes = reader.state().len(), "node cache synced");
 
-        let leases = self.settings.checks.need_leases().then(|| self.watch_leases());
+        let mut leases = self.settings.checks.need_leases().then(|| self.watch_leases());
         // A stale Lease is a change no event announces: look again every monitor-interval.
         let mut tick = tokio::time::interval(self.settings.monitor_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let obs = Arc::new(Mutex::new(Observations::default()));
-        let probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone()));
-        let actor = Arc::new(Actor::new(
+        let mut probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone()));
+        let mut reload = self.reload.take();
+        let mut actor = Arc::new(Actor::new(
             self.client.clone(),
             self.provider.clone(),
             self.leader.clone(),
@@ -236,6 +245,27 @@ impl Healer {
                 }
                 Some(uid) = done_rx.recv() => { in_flight.remove(&uid); }
                 _ = tick.tick(), if leases.is_some() => {}
+                Some(new) = async { match reload.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!("configuration reloaded");
+                    self.settings = new;
+                    if leases.is_none() && self.settings.checks.need_leases() {
+                        leases = Some(self.watch_leases());
+                    }
+                    probe_task.abort();
+                    probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone()));
+                    actor = Arc::new(Actor::new(
+                        self.client.clone(),
+                        self.provider.clone(),
+                        self.leader.clone(),
+                        self.metrics.clone(),
+                        self.settings.identity.clone(),
+                        self.settings.evidence.clone(),
+                        self.settings.drain.clone(),
+                    ));
+                    // Check indices may have moved: forget what the old checks observed.
+                    *obs.lock().unwrap_or_else(|p| p.into_inner()) = Observations::default();
+                    announced.clear();
+                }
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
             }
         }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod config;
 pub mod providers;
+pub mod reload;
 
 use anyhow::Context;
 use autohealer_cloud::CloudProvider;
@@ -90,7 +91,12 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
     };
     let settings = healer_settings(&loaded, &rt.identity);
     tracing::info!(identity = %rt.identity, provider = rt.provider.name(), dry_run = c.dry_run, leader_elect = c.leader_elect, "autohealer starting");
-    let healer = Healer::new(rt.client, rt.provider, leader.clone(), settings, rt.metrics, rt.status);
+    let mut healer = Healer::new(rt.client.clone(), rt.provider, leader.clone(), settings, rt.metrics, rt.status);
+    if let Some((ns, name)) = c.pause_configmap.split_once('/') {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(reload::watch(rt.client, ns.to_string(), name.to_string(), loaded.clone(), rt.identity.clone(), tx, shutdown.clone()));
+        healer = healer.with_reload(rx);
+    }
     let result = healer.run(shutdown).await;
     leader.release().await;
     tracing::info!("autohealer stopped");
@@ -98,7 +104,7 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
 }
 
 /// What the healer loop reads, from the config.
-fn healer_settings(loaded: &Loaded, identity: &str) -> HealerSettings {
+pub fn healer_settings(loaded: &Loaded, identity: &str) -> HealerSettings {
     let c = &loaded.config;
     HealerSettings {
         policy: c.policy(),

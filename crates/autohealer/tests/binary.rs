@@ -400,3 +400,54 @@ async fn node_without_a_server_is_never_touched_and_an_event_says_why() {
     }
     assert_eq!(w.os.count("POST", "/action", None), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_changes_apply_without_restart_and_bad_ones_are_rejected() {
+    let w = world(1, true).await;
+    let cfg = w.config("reload", "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(w.cluster.client.clone(), "kube-system");
+    let name = format!("autohealer-{}", w.prefix);
+    let cm = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"config.yaml": text}})).unwrap();
+    cms.create(&Default::default(), &cm).await.unwrap();
+    let h = w.healer(&cfg, "replica-a").await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(w.cluster.client.clone(), "kube-system");
+    let cm_event = |reason: &'static str| {
+        let events = events.clone();
+        let name = name.clone();
+        async move {
+            events
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str()) && e.reason.as_deref() == Some(reason)
+                })
+                .and_then(|e| e.note)
+        }
+    };
+    until("the healer leads", &[&h], || async { w.holder().await.as_deref() == Some("replica-a") }).await;
+
+    let set = |t: String| {
+        let cms = cms.clone();
+        let name = name.clone();
+        async move {
+            cms.patch(&name, &Default::default(), &kube::api::Patch::Merge(serde_json::json!({"data": {"config.yaml": t}}))).await.unwrap();
+        }
+    };
+    set(text.replace("monitor-interval: 1s", "monitor-interval: 1s\ndry-run: maybe")).await;
+    until("the bad config is rejected", &[&h], || async {
+        cm_event("ConfigRejected").await.is_some_and(|n| n.contains("dry-run") && n.contains("maybe"))
+    })
+    .await;
+    set(text.replace("monitor-interval: 1s", "monitor-interval: 1s\ndry-run: true")).await;
+    until("the good config is applied", &[&h], || async { cm_event("ConfigReloaded").await.is_some() }).await;
+
+    // The running healer now works in dry-run: it announces, and repairs nothing.
+    let victim = w.sim.node_names(Role::Worker).pop().unwrap();
+    w.sim.inject(&victim, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until("the dry-run Event", &[&h], || async { w.cluster.node_events(&victim).await.iter().any(|(r, _)| r == "DryRun") }).await;
+    assert_eq!(w.reboots(&w.server(&victim)), 0);
+}
