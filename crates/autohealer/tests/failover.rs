@@ -119,12 +119,9 @@ async fn one_run(kill_after: Duration) {
         .collect();
     assert!(reboots() <= 1, "killed after {kill_after:?}: {} reboots\n{}", reboots(), log.join("\n"));
     assert!(resizes() <= 1, "killed after {kill_after:?}: {} replaces\n{}", resizes(), log.join("\n"));
-    assert_eq!(
-        os.count("POST", &format!("/servers/{server}/action"), Some("os-stop")),
-        resizes(),
-        "one stop per replace\n{}",
-        log.join("\n")
-    );
+    // A replace cut short between its stop and its resize stays cut short: never repeated.
+    let stops = os.count("POST", &format!("/servers/{server}/action"), Some("os-stop"));
+    assert!(stops <= 1 && stops >= resizes(), "killed after {kill_after:?}: {stops} stops for {} replaces\n{}", resizes(), log.join("\n"));
     if done.is_ok() {
         assert_eq!(reboots(), 1, "killed after {kill_after:?}: the reboot came first, exactly once\n{}", log.join("\n"));
     }
