@@ -103,7 +103,7 @@ async fn one_run(kill_after: Duration) {
 
     let reboots = || os.count("POST", &format!("/servers/{server}/action"), Some("\"reboot\""));
     let resizes = || os.count("POST", "/actions/resize", Some(&server));
-    let done = tokio::time::timeout(Duration::from_secs(60), async {
+    let done = tokio::time::timeout(Duration::from_secs(30), async {
         while resizes() == 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
