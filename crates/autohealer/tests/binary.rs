@@ -3,6 +3,8 @@
 //! `AUTOHEALER_E2E_KUBECONFIG`) and the fake OpenStack, both coupled to a simulated
 //! cluster. The fake cloud's request log shows what the healer did.
 
+mod common;
+
 use autohealer_cloud::Role;
 use autohealer_testkit::cluster::{NodeRecorder, TestCluster};
 use autohealer_testkit::openstack::{self as fake, FakeOpenStack, OsOptions};
@@ -46,7 +48,13 @@ async fn world(workers: usize, heat: bool) -> World {
     let dir = std::env::temp_dir().join(format!("autohealer-e2e-{prefix}"));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, &cluster.kubeconfig).unwrap();
+    // On the fake apiserver the healer gets its own identity, so its calls can be held
+    // to the shipped RBAC.
+    let text = match &cluster.fake {
+        Some(f) => f.kubeconfig_for("healer"),
+        None => cluster.kubeconfig.clone(),
+    };
+    std::fs::write(&kubeconfig, text).unwrap();
     World { cluster, os, sim, dir, prefix, kubeconfig }
 }
 
@@ -66,6 +74,18 @@ impl Healer {
 }
 
 impl World {
+    /// Every call the healer made is one the shipped RBAC grants.
+    fn assert_rbac_covers_calls(&self) {
+        let Some(fake) = &self.cluster.fake else { return };
+        let granted = common::granted();
+        let calls = fake.client_calls("healer");
+        assert!(!calls.is_empty());
+        for (verb, resource) in calls {
+            let need = common::as_rbac(&verb, &resource);
+            assert!(granted.contains(&need), "the healer called {verb} {resource}, which manifests/rbac.yaml does not grant");
+        }
+    }
+
     fn config(&self, name: &str, extra: &str) -> PathBuf {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let text = format!(
@@ -250,6 +270,7 @@ async fn worker_that_stays_broken_is_replaced_once_through_magnum_resize() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(note.contains("Console output before the step kept in ConfigMap kube-system/autohealer-evidence-"), "{note}");
+    w.assert_rbac_covers_calls();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,6 +328,7 @@ async fn killed_leader_hands_over_and_sigterm_releases_the_lease() {
     let status = tokio::time::timeout(Duration::from_secs(30), b.child.wait()).await.expect("exits after SIGTERM").unwrap();
     assert!(status.success(), "SIGTERM ends with exit 0: {status:?}\n{}", b.log());
     assert_ne!(w.holder().await.as_deref(), Some("replica-b"), "the Lease was released");
+    w.assert_rbac_covers_calls();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,6 +90,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 struct Shared {
+    /// Bearer tokens of named clients, whose calls are recorded per client.
+    clients: Mutex<HashMap<String, String>>,
+    client_calls: Mutex<BTreeMap<String, std::collections::BTreeSet<(String, String)>>>,
     /// The CA of the server certificate, PEM, when serving HTTPS.
     ca_pem: Option<String>,
     store: Store,
@@ -130,6 +133,8 @@ impl FakeApiServer {
         let (kill_tx, _) = broadcast::channel(4);
         let tls = if opts.tls { Some(generate_tls().map_err(std::io::Error::other)?) } else { None };
         let shared = Arc::new(Shared {
+            clients: Mutex::new(HashMap::new()),
+            client_calls: Mutex::new(BTreeMap::new()),
             ca_pem: tls.as_ref().map(|(ca, _)| ca.clone()),
             store: Store::new(opts.history_window),
             opts,
@@ -170,9 +175,26 @@ impl FakeApiServer {
         &self.shared.faults
     }
 
+    /// A kubeconfig for a named client whose calls are recorded apart (see
+    /// [`FakeApiServer::client_calls`]), e.g. the healer under test.
+    pub fn kubeconfig_for(&self, name: &str) -> String {
+        let token = format!("client-{name}-{}", uuid::Uuid::new_v4().simple());
+        lock(&self.shared.clients).insert(token.clone(), name.to_string());
+        self.kubeconfig_with(Some(&token))
+    }
+
+    /// The (verb, resource) pairs a named client has used, e.g. `("create", "pods/eviction")`.
+    pub fn client_calls(&self, name: &str) -> std::collections::BTreeSet<(String, String)> {
+        lock(&self.shared.client_calls).get(name).cloned().unwrap_or_default()
+    }
+
     /// A kubeconfig that `kube::Config` loads as-is.
     pub fn kubeconfig_yaml(&self) -> String {
-        let user = match &self.shared.opts.token {
+        self.kubeconfig_with(self.shared.opts.token.as_deref())
+    }
+
+    fn kubeconfig_with(&self, token: Option<&str>) -> String {
+        let user = match token {
             Some(t) => format!("{{token: {t}}}"),
             None => "{}".to_string(),
         };
@@ -397,9 +419,10 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
             .collect();
         return (StatusCode::OK, axum::Json(json!({"stats": rows}))).into_response();
     }
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")).map(String::from);
+    let caller = bearer.as_ref().and_then(|b| lock(&shared.clients).get(b).cloned());
     if let Some(token) = &shared.opts.token {
-        let ok = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()) == Some(&format!("Bearer {token}"));
-        if !ok {
+        if bearer.as_deref() != Some(token.as_str()) && caller.is_none() {
             return error_response(&shared, "unauthorized", "", &ApiError::new(401, "Unauthorized", "Unauthorized"));
         }
     }
@@ -437,6 +460,9 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
         Some(sub) => format!("{}/{sub}", target.res.key()),
         None => target.res.key(),
     };
+    if let Some(name) = &caller {
+        lock(&shared.client_calls).entry(name.clone()).or_default().insert((verb.to_string(), resource.clone()));
+    }
     let rate = lock(&shared.faults.error_rates).get(verb).copied().unwrap_or(0.0);
     if rate > 0.0 && rand::random::<f64>() < rate {
         return error_response(
