@@ -421,10 +421,11 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
     }
     let bearer = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")).map(String::from);
     let caller = bearer.as_ref().and_then(|b| lock(&shared.clients).get(b).cloned());
-    if let Some(token) = &shared.opts.token {
-        if bearer.as_deref() != Some(token.as_str()) && caller.is_none() {
-            return error_response(&shared, "unauthorized", "", &ApiError::new(401, "Unauthorized", "Unauthorized"));
-        }
+    if let Some(token) = &shared.opts.token
+        && bearer.as_deref() != Some(token.as_str())
+        && caller.is_none()
+    {
+        return error_response(&shared, "unauthorized", "", &ApiError::new(401, "Unauthorized", "Unauthorized"));
     }
     let path = uri.path().to_string();
     if method == Method::GET
