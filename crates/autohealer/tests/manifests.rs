@@ -90,3 +90,38 @@ fn rbac_grants_exactly_what_the_code_uses() {
     assert!(extra.is_empty(), "granted but never used: {extra:?}");
     assert!(missing.is_empty(), "used but not granted: {missing:?}");
 }
+
+#[test]
+fn alerts_and_dashboard_use_only_metrics_the_healer_exports() {
+    use autohealer_core::metrics::*;
+    let m = autohealer_core::Metrics::new();
+    // Families are exported once they have a series; give each one.
+    m.nodes.get_or_create(&RoleLabels { role: "worker".into() }).set(1);
+    m.unhealthy_nodes.get_or_create(&CheckLabels { role: "worker".into(), check: "NodeCondition".into() }).set(0);
+    m.repair("worker", "reboot", "started");
+    m.repair_duration.get_or_create(&ActionLabels { role: "worker".into(), action: "reboot".into() }).observe(1.0);
+    m.cloud_requests.get_or_create(&CloudLabels { service: "nova".into(), code: "202".into() }).inc();
+    m.held.get_or_create(&HeldLabels { role: "worker".into(), gate: "rate".into() }).set(0);
+    let exported: BTreeSet<String> =
+        m.encode().lines().filter_map(|l| l.strip_prefix("# TYPE ").and_then(|t| t.split_whitespace().next()).map(String::from)).collect();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/monitoring");
+    let mut seen = 0;
+    for file in ["alerts.yaml", "grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        if file.ends_with(".json") {
+            serde_json::from_str::<serde_json::Value>(&text).unwrap();
+        } else {
+            serde_saphyr::from_str::<serde_json::Value>(&text).unwrap();
+        }
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("autohealer_") {
+            let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            rest = &rest[i + name.len()..];
+            let base =
+                ["_total", "_bucket", "_sum", "_count"].iter().fold(name.clone(), |n, s| n.strip_suffix(s).map(String::from).unwrap_or(n));
+            assert!(exported.contains(&base), "{file} uses {name}, which the healer does not export (exported: {exported:?})");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 10);
+}
