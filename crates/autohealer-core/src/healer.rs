@@ -157,15 +157,7 @@ impl Healer {
         let obs = Arc::new(Mutex::new(Observations::default()));
         let mut probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone()));
         let mut reload = self.reload.take();
-        let mut actor = Arc::new(Actor::new(
-            self.client.clone(),
-            self.provider.clone(),
-            self.leader.clone(),
-            self.metrics.clone(),
-            self.settings.identity.clone(),
-            self.settings.evidence.clone(),
-            self.settings.drain.clone(),
-        ));
+        let mut actor = self.actor();
         let mut leader_rx = self.leader.subscribe();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
         let mut in_flight: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
@@ -253,15 +245,7 @@ impl Healer {
                     }
                     probe_task.abort();
                     probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone()));
-                    actor = Arc::new(Actor::new(
-                        self.client.clone(),
-                        self.provider.clone(),
-                        self.leader.clone(),
-                        self.metrics.clone(),
-                        self.settings.identity.clone(),
-                        self.settings.evidence.clone(),
-                        self.settings.drain.clone(),
-                    ));
+                    actor = self.actor();
                     // Check indices may have moved: forget what the old checks observed.
                     *obs.lock().unwrap_or_else(|p| p.into_inner()) = Observations::default();
                     announced.clear();
@@ -274,6 +258,18 @@ impl Healer {
         probe_task.abort();
         self.metrics.leader.set(0);
         Ok(())
+    }
+
+    fn actor(&self) -> Arc<Actor> {
+        Arc::new(Actor::new(
+            self.client.clone(),
+            self.provider.clone(),
+            self.leader.clone(),
+            self.metrics.clone(),
+            self.settings.identity.clone(),
+            self.settings.evidence.clone(),
+            self.settings.drain.clone(),
+        ))
     }
 
     /// Remembers when short-circuits clear (for the storm cooldown) and says when they
