@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use autohealer_testkit::apiserver::resources;
+use autohealer_testkit::apiserver::store::Mutation;
 use autohealer_testkit::apiserver::{ApiServerOptions, FakeApiServer};
 use clap::Parser;
 use serde_json::json;
@@ -21,6 +22,61 @@ struct Args {
     /// Steady-state window measured after the cache synced.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+}
+
+const UNHEALTHY_SECS: u64 = 2;
+const WAVE: usize = 20;
+
+/// Breaks `WAVE` workers one after the other (Ready=False, as the kubelet would write
+/// it) and measures, for each, the time from the instant it became actionable (its
+/// transition, at the API's one-second precision, plus `unhealthy-duration`) to the
+/// healer's ledger write, the first thing a repair does.
+async fn failure_wave(api: &FakeApiServer, n: usize) -> anyhow::Result<String> {
+    let nodes = resources::find("", "v1", "nodes").context("nodes")?;
+    let victims: Vec<String> = (3..n).step_by(((n - 3) / WAVE).max(1)).take(WAVE).map(|i| format!("node-{i:05}")).collect();
+    let mut actionable = Vec::new();
+    for v in &victims {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady", "lastTransitionTime": rfc3339(secs)}]}});
+        api.store().mutate(nodes, "", v, true, Mutation::StrategicPatch(patch), "bench").map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        actionable.push((secs + UNHEALTHY_SECS) as f64);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut lags = vec![f64::NAN; victims.len()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lags.iter().any(|l| l.is_nan()) && Instant::now() < deadline {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+        for (i, v) in victims.iter().enumerate() {
+            if lags[i].is_nan()
+                && api.store().get(nodes, "", v).is_ok_and(|n| n.pointer("/metadata/annotations/autohealer.dev~1repair").is_some())
+            {
+                lags[i] = (now - actionable[i]) * 1000.0;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut done: Vec<f64> = lags.into_iter().filter(|l| !l.is_nan()).collect();
+    done.sort_by(|a, b| a.total_cmp(b));
+    if done.len() < victims.len() {
+        return Ok(format!("{} of {} repaired within 60 s", done.len(), victims.len()));
+    }
+    let q = |p: f64| done[((done.len() - 1) as f64 * p).round() as usize];
+    Ok(format!("{:.0} / {:.0} / {:.0}", q(0.5), q(0.99), done[done.len() - 1]))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix second (civil-from-days, Howard Hinnant).
+fn rfc3339(secs: u64) -> String {
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 fn proc_status(pid: u32, key: &str) -> Option<u64> {
@@ -65,7 +121,7 @@ async fn measure(n: usize, args: &Args) -> anyhow::Result<String> {
     std::fs::write(
         &config,
         format!(
-            "cloud-provider: openstack\nleader-elect: true\nadmin:\n  listen: 127.0.0.1:{port}\nopenstack:\n  strategy: nova\n  auth-url: http://127.0.0.1:9/v3\n  user-id: u\n  password: p\n"
+            "cloud-provider: openstack\nleader-elect: true\ncheck-delay-after-add: 0s\nadmin:\n  listen: 127.0.0.1:{port}\nmax-unhealthy:\n  worker: 100%\n  zone: 100%\nconcurrency:\n  worker: 100000\nrepairs-per-hour: 100000\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {UNHEALTHY_SECS}s\nopenstack:\n  strategy: nova\n  auth-url: http://127.0.0.1:9/v3\n  user-id: u\n  password: p\n  request-timeout: 1s\n"
         ),
     )?;
     let mut child = tokio::process::Command::new(&args.binary)
@@ -110,9 +166,10 @@ async fn measure(n: usize, args: &Args) -> anyhow::Result<String> {
         bytes += s.bytes;
         by_verb.push(format!("{verb} {res}: {}", s.requests));
     }
+    let lag = failure_wave(&api, n).await?;
     let _ = child.kill().await;
     Ok(format!(
-        "| {n} | {:.2} | {} | {} | {:.3} | {:.1} | {:.0} | {} |",
+        "| {n} | {:.2} | {} | {} | {:.3} | {:.1} | {:.0} | {} | {lag} |",
         sync.as_secs_f64(),
         hwm / 1024,
         rss / 1024,
@@ -127,9 +184,9 @@ async fn measure(n: usize, args: &Args) -> anyhow::Result<String> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     println!(
-        "| nodes | start to cache synced (s) | peak RSS (MiB) | steady RSS (MiB) | CPU s/min | apiserver requests/min (no Leases) | apiserver bytes/min | requests by verb |"
+        "| nodes | start to cache synced (s) | peak RSS (MiB) | steady RSS (MiB) | CPU s/min | apiserver requests/min (no Leases) | apiserver bytes/min | requests by verb | detection lag past unhealthy-duration, {WAVE} failures: p50 / p99 / max (ms) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for n in &args.nodes {
         println!("{}", measure(*n, &args).await?);
     }
