@@ -586,18 +586,6 @@ impl Store {
         Ok(self.commit(&mut g, res, key, None, Some(old)))
     }
 
-    /// Every retained version of one object, oldest first (deletions included, as the
-    /// last state with the deleting resourceVersion), for tests that check what was
-    /// written on the way, not only where it ended.
-    pub fn history_of(&self, res: &'static Resource, ns: &str, name: &str) -> Vec<Arc<Value>> {
-        self.lock()
-            .history
-            .iter()
-            .filter(|c| c.resource == res && c.namespace == ns && meta_str(&c.object, "name") == Some(name))
-            .map(|c| c.object.clone())
-            .collect()
-    }
-
     /// Every object of a type, for the tests and the simulation to inspect.
     pub fn all(&self, res: &'static Resource) -> Vec<Arc<Value>> {
         self.lock().objects.get(&slot(res)).map(|m| m.values().cloned().collect()).unwrap_or_default()
