@@ -152,6 +152,14 @@ pub trait CloudProvider: Send + Sync {
     async fn replace(&self, nodes: &[NodeInfo]) -> Result<Vec<ActionOutcome>, CloudError>;
 
     /// Publishes the cluster's health where the cloud shows it. Optional.
+    /// Whether the node's machine is confirmed not running (stopped, crashed or gone),
+    /// with what says so; `None` when it runs or the provider cannot tell. Fencing
+    /// (the out-of-service taint that frees the node's pods and volumes) acts only on
+    /// `Some`, so a provider that cannot tell keeps the default.
+    async fn machine_down(&self, _node: &NodeInfo) -> Result<Option<String>, CloudError> {
+        Ok(None)
+    }
+
     async fn report_health(&self, _report: &HealthReport) -> Result<(), CloudError> {
         Ok(())
     }

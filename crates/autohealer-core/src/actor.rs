@@ -6,6 +6,7 @@ use crate::leader::LeaderElector;
 use crate::ledger::{HISTORY_ANNOTATION, HistoryEntry, Ledger, REPAIR_ANNOTATION, RepairRecord, push_history};
 use crate::metrics::{ActionLabels, Metrics};
 use crate::node;
+use crate::notice::{Kind, Notification, Notifier, Severity, node_incident};
 use autohealer_cloud::{Action, CloudProvider};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
@@ -38,7 +39,31 @@ pub struct Actor {
     pub leader: Arc<dyn LeaderElector>,
     pub metrics: Arc<Metrics>,
     pub identity: String,
+    pub notifier: Arc<dyn Notifier>,
+    pub dry_run: bool,
+    pub fencing: FencingSettings,
 }
+
+/// Tainting a node out-of-service once the cloud confirms it is down, so Kubernetes
+/// force-deletes its pods and detaches their volumes instead of waiting for a kubelet
+/// that will never answer.
+#[derive(Debug, Clone)]
+pub struct FencingSettings {
+    pub enabled: bool,
+    /// How long after a replace began the cloud is asked whether the machine is down.
+    pub confirm_timeout: std::time::Duration,
+    /// How often it is asked within that time.
+    pub poll: std::time::Duration,
+}
+
+impl Default for FencingSettings {
+    fn default() -> Self {
+        Self { enabled: true, confirm_timeout: std::time::Duration::from_secs(300), poll: std::time::Duration::from_secs(10) }
+    }
+}
+
+/// The taint Kubernetes' pod GC acts on (GA since 1.28).
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
 
 /// Why a step was not carried out.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +77,7 @@ pub enum ActError {
 }
 
 impl Actor {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: kube::Client,
         provider: Arc<dyn CloudProvider>,
@@ -60,6 +86,9 @@ impl Actor {
         identity: String,
         evidence: EvidenceSettings,
         drain: DrainSettings,
+        notifier: Arc<dyn Notifier>,
+        dry_run: bool,
+        fencing: FencingSettings,
     ) -> Self {
         let reporter = Reporter { controller: "autohealer".into(), instance: Some(identity.clone()) };
         Self {
@@ -72,7 +101,24 @@ impl Actor {
             leader,
             metrics,
             identity,
+            notifier,
+            dry_run,
+            fencing,
         }
+    }
+
+    /// Hands a notification about node `n` to the notifier (which never waits).
+    pub fn tell(&self, n: &Node, kind: Kind, severity: Severity, incident: String, summary: String) {
+        self.notifier.notify(Notification {
+            kind,
+            severity,
+            node: Some(n.name_any()),
+            role: Some(node::role(n)),
+            summary,
+            incident,
+            dry_run: self.dry_run,
+            at: Timestamp::now(),
+        });
     }
 
     /// Whether this step drains the node first (workers only, per the settings).
@@ -182,6 +228,7 @@ impl Actor {
     }
 
     /// Starts a repair step: ledger (and cordon) first, then the cloud call.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_step(
         &self,
         n: &Node,
@@ -190,6 +237,7 @@ impl Actor {
         reason: &str,
         actionable_since: Timestamp,
         cordon: bool,
+        severity: (Severity, String),
     ) -> Result<(), ActError> {
         let now = Timestamp::now();
         let previous = match Ledger::parse(node::annotation(n, REPAIR_ANNOTATION)) {
@@ -215,7 +263,11 @@ impl Actor {
             failed_at: None,
             by: self.identity.clone(),
             draining: drain,
+            detected: continuing.and_then(|p| p.detected).or(Some(actionable_since)),
+            severity: Some(severity.0),
+            fenced: previous.as_ref().is_some_and(|p| p.fenced),
         };
+        let incident = node_incident(&n.name_any(), record.detected.unwrap_or(record.first_started));
         let mut patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: record.to_json(), node::REMEDIATE_ANNOTATION: null}}});
         if cordon_now {
             patch["spec"] = json!({"unschedulable": true});
@@ -239,9 +291,11 @@ impl Actor {
             let lag = now.duration_since(actionable_since).as_secs_f64().max(0.0);
             if attempt == 1 {
                 self.metrics.detection_lag.observe(lag);
+                self.metrics.detected(role.as_str(), severity.0.as_str());
             }
             self.metrics.repair(role.as_str(), action.as_str(), "started");
-            tracing::info!(node = %n.name_any(), %role, %action, attempt, reason, cordoned = cordon_now, "repair step started");
+            let (sev, why) = &severity;
+            tracing::info!(node = %n.name_any(), %role, %action, attempt, reason, severity = %sev, cordoned = cordon_now, "repair step started");
             let verb = if action == Action::Reboot { "Rebooting" } else { "Replacing" };
             let cordoned = if cordon_now { " Cordoned." } else { "" };
             let draining = if drain { " Draining first." } else { "" };
@@ -250,9 +304,16 @@ impl Actor {
                 false,
                 "RepairStarted",
                 action_name(action),
-                format!("{verb} node (attempt {attempt}): {reason}.{cordoned}{draining}"),
+                format!("{verb} node (attempt {attempt}): {reason}.{cordoned}{draining} Severity: {sev} ({why})."),
             )
             .await;
+            self.tell(
+                n,
+                Kind::RepairStarted,
+                *sev,
+                incident.clone(),
+                format!("{verb} node {} (attempt {attempt}): {reason}", n.name_any()),
+            );
         }
         if drain {
             let unreachable = node_unreachable(n);
@@ -293,10 +354,17 @@ impl Actor {
                     None => outcome.detail.clone(),
                 };
                 self.event(n, false, "RepairIssued", action_name(action), note).await;
+                let mut record = record;
                 if outcome.server_id.is_some() && outcome.server_id != record.server_id {
-                    let mut r = record.clone();
-                    r.server_id = outcome.server_id;
-                    let _ = self.fenced_patch(&written, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await;
+                    record.server_id = outcome.server_id;
+                    if let Ok(w) =
+                        self.fenced_patch(&written, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: record.to_json()}}})).await
+                    {
+                        written = w;
+                    }
+                }
+                if action == Action::Replace && self.fencing.enabled && !record.fenced {
+                    self.fence(written, record, severity.0, incident).await;
                 }
                 Ok(())
             }
@@ -308,7 +376,75 @@ impl Actor {
         }
     }
 
-    /// The node is healthy again: clear the ledger and uncordon what the healer cordoned.
+    /// Taints the node out-of-service once the cloud confirms its machine is down, so
+    /// Kubernetes deletes its pods and detaches their volumes. Asks until
+    /// `fencing.confirm-timeout`; a machine never confirmed down is never tainted.
+    async fn fence(&self, mut last: Node, record: RepairRecord, severity: Severity, incident: String) {
+        let info = node::info(&last);
+        let deadline = tokio::time::Instant::now() + self.fencing.confirm_timeout;
+        let evidence = loop {
+            match self.provider.machine_down(&info).await {
+                Ok(Some(why)) => break why,
+                Ok(None) => {}
+                Err(e) => tracing::debug!(node = %last.name_any(), error = %e, "cannot tell whether the machine is down"),
+            }
+            if tokio::time::Instant::now() + self.fencing.poll > deadline {
+                tracing::info!(node = %last.name_any(), "machine not confirmed down in time: not fenced");
+                return;
+            }
+            tokio::time::sleep(self.fencing.poll).await;
+        };
+        let mut r = record.clone();
+        r.fenced = true;
+        for _ in 0..5 {
+            let mut taints: Vec<Value> = last
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .map(|t| t.iter().filter(|t| t.key != OUT_OF_SERVICE_TAINT).filter_map(|t| serde_json::to_value(t).ok()).collect())
+                .unwrap_or_default();
+            taints.push(json!({"key": OUT_OF_SERVICE_TAINT, "value": "nodeshutdown", "effect": "NoExecute"}));
+            let patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}, "spec": {"taints": taints}});
+            match self.fenced_patch(&last, patch).await {
+                Ok(_) => break,
+                Err(ActError::Conflict(name)) => {
+                    let Ok(fresh) = self.nodes.get(&name).await else { return };
+                    // Fence only while the ledger still holds this repair.
+                    match Ledger::parse(node::annotation(&fresh, REPAIR_ANNOTATION)) {
+                        Ledger::Record(x) if x.started == record.started && x.action == record.action && x.failed.is_none() => last = fresh,
+                        _ => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = %last.name_any(), error = %e, "cannot taint the node out-of-service");
+                    return;
+                }
+            }
+        }
+        let pods = crate::drain::pods_on(&self.client, &last.name_any()).await.unwrap_or_default();
+        let listed = if pods.is_empty() {
+            "no pods were on it".to_string()
+        } else {
+            let shown: Vec<&str> = pods.iter().take(20).map(String::as_str).collect();
+            let more = pods.len().saturating_sub(shown.len());
+            format!("pods on it: {}{}", shown.join(", "), if more > 0 { format!(" and {more} more") } else { String::new() })
+        };
+        tracing::info!(node = %last.name_any(), evidence, pods = pods.len(), "node fenced");
+        self.event(
+            &last,
+            true,
+            "Fenced",
+            "Fence",
+            format!(
+                "Machine confirmed down ({evidence}): tainted {OUT_OF_SERVICE_TAINT}=nodeshutdown:NoExecute so Kubernetes deletes its pods and detaches their volumes; {listed}."
+            ),
+        )
+        .await;
+        self.tell(&last, Kind::Fenced, severity, incident, format!("Node {} fenced ({evidence}); {listed}", last.name_any()));
+    }
+
+    /// The node is healthy again: clear the ledger, uncordon what the healer cordoned
+    /// and lift the out-of-service taint it set.
     pub async fn recovered(&self, n: &Node, record: &RepairRecord) -> Result<(), ActError> {
         let mut patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: null}}});
         // A failed repair is already in the history; a node that recovers after it is not a success of the healer's.
@@ -319,11 +455,22 @@ impl Actor {
                 ended: Timestamp::now(),
                 succeeded: true,
                 reason: record.reason.clone(),
+                severity: record.severity,
             };
             patch["metadata"]["annotations"][HISTORY_ANNOTATION] = json!(push_history(node::annotation(n, HISTORY_ANNOTATION), entry));
         }
         if record.cordoned {
-            patch["spec"] = json!({"unschedulable": null});
+            patch["spec"]["unschedulable"] = Value::Null;
+        }
+        let tainted = n.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
+        if record.fenced && tainted {
+            let kept: Vec<Value> = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .map(|t| t.iter().filter(|t| t.key != OUT_OF_SERVICE_TAINT).filter_map(|t| serde_json::to_value(t).ok()).collect())
+                .unwrap_or_default();
+            patch["spec"]["taints"] = json!(kept);
         }
         self.fenced_patch(n, patch).await?;
         let role = node::role(n);
@@ -338,15 +485,25 @@ impl Actor {
             _ => "",
         };
         let uncordon = if record.cordoned { " Uncordoned." } else { "" };
+        let unfence = if record.fenced && tainted { " Out-of-service taint removed." } else { "" };
         tracing::info!(node = %n.name_any(), action = %record.action, seconds = took, "node recovered");
         self.event(
             n,
             false,
             "Recovered",
             "Verify",
-            format!("Node is healthy again after {}{how}, {:.0}s after the repair began.{uncordon}", record.action, took),
+            format!("Node is healthy again after {}{how}, {:.0}s after the repair began.{uncordon}{unfence}", record.action, took),
         )
         .await;
+        if record.failed.is_none() {
+            self.tell(
+                n,
+                Kind::RepairSucceeded,
+                record.severity.unwrap_or(Severity::Medium),
+                node_incident(&n.name_any(), record.detected.unwrap_or(record.first_started)),
+                format!("Node {} is healthy again after {} ({took:.0}s)", n.name_any(), record.action),
+            );
+        }
         Ok(())
     }
 
@@ -357,8 +514,14 @@ impl Actor {
         let mut r = record.clone();
         r.failed = Some(why.to_string());
         r.failed_at = Some(now);
-        let entry =
-            HistoryEntry { action: record.action, started: record.first_started, ended: now, succeeded: false, reason: why.to_string() };
+        let entry = HistoryEntry {
+            action: record.action,
+            started: record.first_started,
+            ended: now,
+            succeeded: false,
+            reason: why.to_string(),
+            severity: record.severity,
+        };
         let history = push_history(node::annotation(n, HISTORY_ANNOTATION), entry);
         self.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json(), HISTORY_ANNOTATION: history}}})).await?;
         self.metrics.repair(node::role(n).as_str(), record.action.as_str(), "failed");
@@ -371,6 +534,13 @@ impl Actor {
             format!("{why}. It is retried after repair-retry-delay, within the node's retry budget."),
         )
         .await;
+        self.tell(
+            n,
+            Kind::RepairFailed,
+            record.severity.unwrap_or(Severity::Medium),
+            node_incident(&n.name_any(), record.detected.unwrap_or(record.first_started)),
+            format!("Repair of node {} failed: {why}", n.name_any()),
+        );
         Ok(())
     }
 

@@ -75,6 +75,14 @@ fn finished(p: &Pod) -> bool {
     matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
+/// The pods still bound to `node` (namespace/name), for the Event that says whose
+/// workloads a fence freed.
+pub async fn pods_on(client: &kube::Client, node: &str) -> Result<Vec<String>, kube::Error> {
+    let all: Api<Pod> = Api::all(client.clone());
+    let list = all.list(&ListParams::default().fields(&format!("spec.nodeName={node}"))).await?;
+    Ok(list.items.iter().filter(|p| !finished(p)).map(key).collect())
+}
+
 /// Drains `node`. When it is `unreachable` (its kubelet is gone), pods cannot
 /// terminate, so the drain evicts and moves on instead of waiting for them to go.
 pub async fn drain(

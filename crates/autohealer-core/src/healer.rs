@@ -7,6 +7,7 @@ use crate::actor::Actor;
 use crate::leader::LeaderElector;
 use crate::metrics::{CheckLabels, HeldLabels, Metrics, RoleLabels};
 use crate::node;
+use crate::notice::{self, Kind, NoNotifier, Notification, Notifier, Severity};
 pub use crate::observe::Checks;
 use crate::observe::{self, CheckVerdict, Observations};
 use crate::planner::{self, Decision, Gate, Input, NodeState, Plan, Policy, Scope};
@@ -44,6 +45,7 @@ pub struct HealerSettings {
     /// The ConfigMap (namespace, name) whose `autohealer.dev/paused` annotation pauses
     /// new repairs.
     pub pause_configmap: Option<(String, String)>,
+    pub fencing: crate::actor::FencingSettings,
 }
 
 pub const PAUSED_ANNOTATION: &str = "autohealer.dev/paused";
@@ -63,6 +65,14 @@ const ALL_GATES: &[Gate] = &[
     Gate::Unsupported,
 ];
 
+/// What the leader has said about nodes that hold: one Event per node and gate, and
+/// the incidents it opened, to close when the node heals without a repair.
+#[derive(Default)]
+struct Announced {
+    keys: HashSet<(String, String)>,
+    open: HashMap<String, (String, Severity)>,
+}
+
 /// What `/readyz` reports.
 #[derive(Debug, Default)]
 pub struct Status {
@@ -77,6 +87,7 @@ pub struct Healer {
     metrics: Arc<Metrics>,
     status: Arc<Status>,
     reload: Option<mpsc::Receiver<HealerSettings>>,
+    notifier: Arc<dyn Notifier>,
 }
 
 /// One node's row of an evaluation, for `autohealer plan`.
@@ -86,6 +97,7 @@ pub struct Row {
     pub role: Role,
     pub verdicts: Vec<CheckVerdict>,
     pub decision: Decision,
+    pub severity: Option<(Severity, String)>,
 }
 
 /// The provider's last answer to `repair_allowed`, reused for `monitor-interval`.
@@ -103,7 +115,29 @@ impl Healer {
         metrics: Arc<Metrics>,
         status: Arc<Status>,
     ) -> Self {
-        Self { client, provider, leader, settings, metrics, status, reload: None }
+        Self { client, provider, leader, settings, metrics, status, reload: None, notifier: Arc::new(NoNotifier) }
+    }
+
+    /// Where notifications go (Slack, PagerDuty, email, ...); none without it.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// A cluster-wide notification (no node), from the leader only.
+    fn tell(&self, kind: Kind, severity: Severity, incident: String, summary: String) {
+        if self.leader.is_leader() {
+            self.notifier.notify(Notification {
+                kind,
+                severity,
+                node: None,
+                role: None,
+                summary,
+                incident,
+                dry_run: self.settings.policy.dry_run,
+                at: Timestamp::now(),
+            });
+        }
     }
 
     /// New settings arriving here (a validated config change) apply without a restart:
@@ -161,7 +195,8 @@ impl Healer {
         let mut leader_rx = self.leader.subscribe();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
         let mut in_flight: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-        let mut announced: HashSet<(String, String)> = HashSet::new();
+        let mut announced = Announced::default();
+        let mut alerted: HashSet<(String, String)> = HashSet::new();
         let mut term = CancellationToken::new();
         let mut gate: Option<GateCache> = None;
         let paused = self.watch_pause(changed.clone());
@@ -216,7 +251,8 @@ impl Healer {
             self.publish_metrics(&states, &p);
             let wake = p.wake_at.map(|w| tokio::time::Instant::now() + Duration::try_from(w.duration_since(now)).unwrap_or(Duration::ZERO));
             if leader {
-                self.act(&p, &snapshot, &actor, &mut in_flight, &mut announced, &done_tx, &term, &obs);
+                self.act(&p, &states, &snapshot, &actor, &mut in_flight, &mut announced, &done_tx, &term, &obs);
+                self.alert(&states, &snapshot, &actor, &mut alerted, now);
                 if !self.settings.policy.dry_run {
                     self.report_health(&states, now, &last_report);
                 }
@@ -232,7 +268,8 @@ impl Healer {
                         term.cancel();
                         term = CancellationToken::new();
                         in_flight.clear();
-                        announced.clear();
+                        announced = Announced::default();
+                        alerted.clear();
                     }
                 }
                 Some(uid) = done_rx.recv() => { in_flight.remove(&uid); }
@@ -248,7 +285,7 @@ impl Healer {
                     actor = self.actor();
                     // Check indices may have moved: forget what the old checks observed.
                     *obs.lock().unwrap_or_else(|p| p.into_inner()) = Observations::default();
-                    announced.clear();
+                    announced.keys.clear();
                 }
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
             }
@@ -269,7 +306,45 @@ impl Healer {
             self.settings.identity.clone(),
             self.settings.evidence.clone(),
             self.settings.drain.clone(),
+            self.notifier.clone(),
+            self.settings.policy.dry_run,
+            self.settings.fencing.clone(),
         ))
+    }
+
+    /// Notify-only checks: an Event and a notification once per node and check when
+    /// the problem has lasted its unhealthy-duration; never a repair.
+    fn alert(
+        &self,
+        states: &[NodeState],
+        snapshot: &[Arc<Node>],
+        actor: &Arc<Actor>,
+        alerted: &mut HashSet<(String, String)>,
+        now: Timestamp,
+    ) {
+        let mut current = HashSet::new();
+        for (state, n) in states.iter().zip(snapshot) {
+            for f in state.alerts.iter().filter(|f| f.actionable_at() <= now) {
+                let key = (state.name.clone(), f.check.clone());
+                current.insert(key.clone());
+                if alerted.insert(key) {
+                    let (sev, why) = notice::severity(state.role, &state.history, now, false);
+                    self.metrics.detected(state.role.as_str(), sev.as_str());
+                    tracing::warn!(node = %state.name, check = %f.check, reason = %f.reason, severity = %sev, "notify-only check failed");
+                    let note = format!("{}: {} (notify-only check: no repair). Severity: {sev} ({why}).", f.check, f.reason);
+                    actor.tell(
+                        n,
+                        Kind::Detected,
+                        sev,
+                        format!("alert/{}/{}/{}", state.name, f.check, f.since.as_second()),
+                        format!("Node {}: {}: {}", state.name, f.check, f.reason),
+                    );
+                    let (actor, n) = (actor.clone(), n.clone());
+                    tokio::spawn(async move { actor.event(&n, true, "NodeProblem", "Notify", note).await });
+                }
+            }
+        }
+        alerted.retain(|k| current.contains(k));
     }
 
     /// Remembers when short-circuits clear (for the storm cooldown) and says when they
@@ -284,12 +359,24 @@ impl Healer {
         let active: BTreeSet<Scope> = circuits.iter().map(|(s, _)| s.clone()).collect();
         for (scope, why) in circuits {
             if !shorted.contains(scope) {
-                tracing::warn!(scope = %scope, why = %why, "short-circuit: no new repairs");
+                tracing::warn!(scope = %scope, why = %why, severity = "critical", "short-circuit: no new repairs");
+                self.tell(
+                    Kind::ShortCircuitOn,
+                    Severity::Critical,
+                    format!("short-circuit/{scope}"),
+                    format!("Short-circuit ({scope}): no new repairs. {why}"),
+                );
             }
         }
         for scope in shorted.difference(&active) {
             let until = planner::add(now, self.settings.policy.limits.storm_cooldown);
             tracing::info!(scope = %scope, until = %until, "short-circuit cleared; storm cooldown");
+            self.tell(
+                Kind::ShortCircuitOff,
+                Severity::Critical,
+                format!("short-circuit/{scope}"),
+                format!("Short-circuit ({scope}) cleared; new repairs there after {until}"),
+            );
             cooldowns.insert(scope.clone(), until);
         }
         self.metrics.short_circuits.set(active.len() as i64);
@@ -325,6 +412,9 @@ impl Healer {
         let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(self.client.clone(), &ns);
         let flag = paused.clone();
         let metrics = self.metrics.clone();
+        let leader = self.leader.clone();
+        let notifier = self.notifier.clone();
+        let dry_run = self.settings.policy.dry_run;
         tokio::spawn(async move {
             let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
             let mut events = watcher(api, cfg).default_backoff().boxed();
@@ -346,6 +436,18 @@ impl Healer {
                 if flag.swap(now, Ordering::Relaxed) != now {
                     tracing::info!(paused = now, configmap = %format!("{ns}/{name}"), "repairs {}", if now { "paused" } else { "resumed" });
                     metrics.paused.set(i64::from(now));
+                    if leader.is_leader() {
+                        notifier.notify(Notification {
+                            kind: if now { Kind::Paused } else { Kind::Resumed },
+                            severity: Severity::Medium,
+                            node: None,
+                            role: None,
+                            summary: format!("Repairs {} through ConfigMap {ns}/{name}", if now { "paused" } else { "resumed" }),
+                            incident: format!("paused/{ns}/{name}"),
+                            dry_run,
+                            at: Timestamp::now(),
+                        });
+                    }
                     changed.notify_one();
                 }
             }
@@ -439,7 +541,14 @@ impl Healer {
             .nodes
             .iter()
             .zip(verdicts)
-            .map(|(np, v)| Row { name: np.name.clone(), role: np.role, verdicts: v, decision: np.decision.clone() })
+            .zip(&states)
+            .map(|((np, v), st)| Row {
+                name: np.name.clone(),
+                role: np.role,
+                verdicts: v,
+                decision: np.decision.clone(),
+                severity: notice::of_decision(st, &np.decision, now),
+            })
             .collect();
         Ok((rows, p))
     }
@@ -473,16 +582,18 @@ impl Healer {
     fn act(
         &self,
         p: &Plan,
+        states: &[NodeState],
         snapshot: &[Arc<Node>],
         actor: &Arc<Actor>,
         in_flight: &mut HashMap<String, tokio::task::JoinHandle<()>>,
-        announced: &mut HashSet<(String, String)>,
+        announced: &mut Announced,
         done: &mpsc::UnboundedSender<String>,
         term: &CancellationToken,
         obs: &Mutex<Observations>,
     ) {
         let by_name: HashMap<&str, &Arc<Node>> = snapshot.iter().map(|n| (node::name(n), n)).collect();
-        for np in &p.nodes {
+        let now = Timestamp::now();
+        for (np, state) in p.nodes.iter().zip(states) {
             let Some(n) = by_name.get(np.name.as_str()).map(|n| (*n).clone()) else {
                 continue;
             };
@@ -491,7 +602,20 @@ impl Healer {
                 continue;
             }
             if !matches!(np.decision, Decision::Held { .. } | Decision::Repair { .. }) {
-                announced.retain(|(u, _)| u != &uid);
+                announced.keys.retain(|(u, _)| u != &uid);
+            }
+            if let Some((incident, sev)) = announced.open.get(&uid).cloned() {
+                match &np.decision {
+                    Decision::Healthy | Decision::NotMonitored => {
+                        announced.open.remove(&uid);
+                        actor.tell(&n, Kind::Recovered, sev, incident, format!("Node {} is healthy again", np.name));
+                    }
+                    // A repair under way closes the incident when it succeeds.
+                    Decision::InProgress { .. } | Decision::Repair { .. } => {
+                        announced.open.remove(&uid);
+                    }
+                    _ => {}
+                }
             }
             // A node the provider cannot act on is never cordoned or recorded.
             let impossible = match &np.decision {
@@ -516,13 +640,28 @@ impl Healer {
                     Decision::Held { gate, .. } => gate.as_str().to_string(),
                     _ => note.clone(),
                 };
-                if announced.insert((uid.clone(), key)) {
+                if announced.keys.insert((uid.clone(), key)) {
                     let actor = actor.clone();
                     let n = n.clone();
-                    tracing::info!(node = %np.name, reason, note = %note, "decision");
+                    let (sev, why) = notice::of_decision(state, &np.decision, now).unwrap_or((Severity::Medium, String::new()));
+                    tracing::info!(node = %np.name, reason, note = %note, severity = %sev, "decision");
+                    let kind = match (reason, &np.decision) {
+                        ("DryRun", _) => Kind::RepairStarted,
+                        ("RetryBudgetExhausted", _) => Kind::RetryBudgetExhausted,
+                        _ => Kind::Detected,
+                    };
                     if let (true, Decision::Repair { action, .. }) = (reason == "DryRun", &np.decision) {
                         self.metrics.repair(np.role.as_str(), action.as_str(), "dry_run");
                     }
+                    if kind != Kind::RetryBudgetExhausted {
+                        self.metrics.detected(np.role.as_str(), sev.as_str());
+                    }
+                    let incident = notice::incident_of(state, now);
+                    if kind != Kind::RepairStarted {
+                        announced.open.insert(uid.clone(), (incident.clone(), sev));
+                    }
+                    actor.tell(&n, kind, sev, incident, format!("Node {}: {note}", np.name));
+                    let note = format!("{note} Severity: {sev} ({why}).");
                     tokio::spawn(async move { actor.event(&n, reason != "DryRun", reason, "Decide", note).await });
                 }
                 continue;
@@ -532,6 +671,7 @@ impl Healer {
             }
             let actor = actor.clone();
             let decision = np.decision.clone();
+            let severity = notice::of_decision(state, &np.decision, now).unwrap_or((Severity::Medium, String::new()));
             let done = done.clone();
             let term = term.clone();
             let key = uid.clone();
@@ -539,7 +679,7 @@ impl Healer {
                 let work = async {
                     match &decision {
                         Decision::Repair { action, attempt, reason, actionable_since, cordon } => {
-                            actor.start_step(&n, *action, *attempt, reason, *actionable_since, *cordon).await
+                            actor.start_step(&n, *action, *attempt, reason, *actionable_since, *cordon, severity).await
                         }
                         Decision::Recovered { record } => actor.recovered(&n, record).await,
                         Decision::Failed { record, why } => actor.failed(&n, record, why).await,

@@ -1,6 +1,7 @@
 //! The repair ledger: the `autohealer.dev/repair` annotation on the node is the only
 //! place repair state lives, so a new leader resumes a repair instead of repeating it.
 
+use crate::notice::Severity;
 use autohealer_cloud::Action;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,14 @@ pub struct RepairRecord {
     /// without it means the call may have been made, so a new leader never repeats it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// When the failure became actionable: the detection this repair answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// Set once the node was tainted out-of-service, so the taint is removed when it returns.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
 }
 
 /// The ledger as read from a node.
@@ -77,7 +86,7 @@ impl RepairRecord {
     }
 }
 
-/// One finished repair.
+/// One finished repair: a detection and its outcome, which failure severity counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
@@ -88,6 +97,9 @@ pub struct HistoryEntry {
     pub succeeded: bool,
     #[serde(default)]
     pub reason: String,
+    /// The failure's severity when it was detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
 }
 
 /// The history as read from a node; an unreadable one counts as empty (it only
@@ -124,6 +136,9 @@ mod tests {
             failed_at: None,
             by: "a".into(),
             draining: false,
+            detected: None,
+            severity: Some(Severity::High),
+            fenced: false,
         };
         assert_eq!(Ledger::parse(Some(&r.to_json())), Ledger::Record(r));
         assert!(matches!(Ledger::parse(Some("{not json")), Ledger::Unreadable(_)));
@@ -138,6 +153,7 @@ mod tests {
             ended: Timestamp::from_second(i + 1).unwrap(),
             succeeded: true,
             reason: String::new(),
+            severity: None,
         };
         let mut json = None;
         for i in 0..15 {

@@ -9,10 +9,12 @@ pub mod leader;
 pub mod ledger;
 pub mod metrics;
 pub mod node;
+pub mod notice;
 pub mod observe;
 pub mod planner;
 
 pub use healer::{Checks, Healer, HealerSettings, Status};
 pub use leader::{AlwaysLeader, LeaderElector, LeaseElector, LeaseSettings};
 pub use metrics::Metrics;
+pub use notice::{Kind, Notification, Notifier, Severity};
 pub use planner::{Decision, Plan, Policy};

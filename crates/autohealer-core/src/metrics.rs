@@ -38,6 +38,18 @@ pub struct CloudLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeverityLabels {
+    pub role: String,
+    pub severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub sink: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HeldLabels {
     pub role: String,
     pub gate: String,
@@ -55,6 +67,8 @@ pub struct Metrics {
     pub held: Family<HeldLabels, Gauge>,
     pub short_circuits: Gauge,
     pub paused: Gauge,
+    pub detections: Family<SeverityLabels, Counter>,
+    pub notifications: Family<NotificationLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -94,6 +108,18 @@ impl Metrics {
         );
         let paused = Gauge::default();
         registry.register("paused", "1 while repairs are paused through the healer's ConfigMap", paused.clone());
+        let detections = Family::<SeverityLabels, Counter>::default();
+        registry.register(
+            "detections",
+            "Node failures detected (a repair began, or a repair or notify-only check was held back), by role and severity",
+            detections.clone(),
+        );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications by sink and result (sent, failed after retries, dropped when the queue was full, coalesced into a summary)",
+            notifications.clone(),
+        );
         Self {
             registry,
             nodes,
@@ -106,6 +132,8 @@ impl Metrics {
             held,
             short_circuits,
             paused,
+            detections,
+            notifications,
         }
     }
 
@@ -113,6 +141,14 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    pub fn detected(&self, role: &str, severity: &str) {
+        self.detections.get_or_create(&SeverityLabels { role: role.into(), severity: severity.into() }).inc();
+    }
+
+    pub fn notification(&self, sink: &str, result: &str) {
+        self.notifications.get_or_create(&NotificationLabels { sink: sink.into(), result: result.into() }).inc();
     }
 
     pub fn repair(&self, role: &str, action: &str, result: &str) {

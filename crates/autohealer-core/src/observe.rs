@@ -18,6 +18,8 @@ pub const PROBE_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 pub struct Checks {
     pub master: Vec<Arc<dyn HealthCheck>>,
     pub worker: Vec<Arc<dyn HealthCheck>>,
+    /// The checks (role, index) whose findings are only told (`action: notify-only`).
+    pub notify_only: std::collections::BTreeSet<(Role, usize)>,
 }
 
 impl Checks {
@@ -76,6 +78,7 @@ pub fn evaluate(
     let ctx = autohealer_healthcheck::Context { now, lease_renewed: leases.get(node::name(n)).copied() };
     let uid = n.metadata.uid.clone().unwrap_or_default();
     let mut findings = Vec::new();
+    let mut alerts = Vec::new();
     let mut verdicts = Vec::new();
     for (i, check) in checks.for_role(role).iter().enumerate() {
         let key = (uid.clone(), i);
@@ -90,12 +93,17 @@ pub fn evaluate(
             Health::Unhealthy { since, reason } => {
                 let persisted = check.unhealthy_annotation().and_then(|a| node::annotation(n, a)).and_then(parse_probe_time);
                 let since = since.or(persisted).unwrap_or_else(|| *obs.first_seen.entry(key).or_insert(now));
-                findings.push(Finding {
+                let finding = Finding {
                     check: check.type_name().to_string(),
                     since,
                     unhealthy_duration: check.unhealthy_duration(),
                     reason: reason.clone(),
-                });
+                };
+                if checks.notify_only.contains(&(role, i)) {
+                    alerts.push(finding);
+                } else {
+                    findings.push(finding);
+                }
             }
         }
         verdicts.push(CheckVerdict { check: check.type_name().to_string(), health });
@@ -115,6 +123,7 @@ pub fn evaluate(
         created: node::created(n),
         boot_id: node::boot_id(n).map(String::from),
         findings,
+        alerts,
         ledger: Ledger::parse(node::annotation(n, REPAIR_ANNOTATION)),
         skip: node::flag(n, node::SKIP_ANNOTATION),
         remediate: node::flag(n, node::REMEDIATE_ANNOTATION),

@@ -176,6 +176,8 @@ pub struct NodeState {
     pub boot_id: Option<String>,
     /// Unhealthy findings only; an empty list means every check passed.
     pub findings: Vec<Finding>,
+    /// Findings of notify-only checks: told, never repaired, not counted by any gate.
+    pub alerts: Vec<Finding>,
     /// Since when every check has passed without a break, as observed.
     pub healthy_since: Option<Timestamp>,
     pub ledger: Ledger,
@@ -334,7 +336,7 @@ pub fn add(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)).unwrap_or(Timestamp::MAX)
 }
 
-fn sub(t: Timestamp, d: Duration) -> Timestamp {
+pub fn sub(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_sub(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)).unwrap_or(Timestamp::MIN)
 }
 
@@ -672,6 +674,7 @@ mod tests {
             boot_id: Some("b1".into()),
             healthy_since: if findings.is_empty() { Some(t("00:00:00")) } else { None },
             findings,
+            alerts: vec![],
             ledger: Ledger::None,
             history: vec![],
             skip: false,
@@ -790,6 +793,9 @@ mod tests {
             failed_at: None,
             by: "a".into(),
             draining: false,
+            detected: None,
+            severity: None,
+            fenced: false,
         }
     }
 
@@ -829,6 +835,7 @@ mod tests {
             ended: t("01:30:00"),
             succeeded: false,
             reason: "timed out".into(),
+            severity: None,
         }];
         let p = run(std::slice::from_ref(&n), "01:35:00");
         assert!(matches!(p.nodes[0].decision, Decision::Waiting { .. }));
@@ -845,6 +852,7 @@ mod tests {
                 ended: t(m),
                 succeeded: false,
                 reason: String::new(),
+                severity: None,
             });
         }
         let p = run(std::slice::from_ref(&n), "01:45:00");
@@ -955,6 +963,7 @@ mod tests {
                 ended: t("01:30:00"),
                 succeeded: true,
                 reason: String::new(),
+                severity: None,
             })
             .collect();
         let p = run.plan(&busy, "02:00:00");

@@ -40,6 +40,7 @@ prop_compose! {
             action: Action::Reboot, attempt: 1, started: ts(started), first_started: ts(started), reason: "r".into(),
             boot_id: Some("b".into()), server_id: None, cordoned: true,
             failed: failed.then(|| "x".into()), failed_at: failed.then(|| ts(started + 60)), by: "a".into(), draining: false,
+            detected: None, severity: None, fenced: false,
         };
         let ledger = match ledger { L::None => Ledger::None, L::InProgress(s) => Ledger::Record(record(s, false)), L::Failed(s) => Ledger::Record(record(s, true)) };
         NodeState {
@@ -50,8 +51,9 @@ prop_compose! {
             boot_id: Some("b".into()),
             healthy_since: (!broken).then(|| ts(-healthy_for)),
             findings,
+            alerts: vec![],
             ledger,
-            history: (0..failures).map(|k| HistoryEntry { action: Action::Reboot, started: ts(-(k as i64) * 600 - 60), ended: ts(-(k as i64) * 600), succeeded: k % 2 == 0, reason: String::new() }).collect(),
+            history: (0..failures).map(|k| HistoryEntry { action: Action::Reboot, started: ts(-(k as i64) * 600 - 60), ended: ts(-(k as i64) * 600), succeeded: k % 2 == 0, reason: String::new(), severity: None }).collect(),
             skip,
             remediate,
         }

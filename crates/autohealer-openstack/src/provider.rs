@@ -313,6 +313,20 @@ impl CloudProvider for OpenStackProvider {
         Ok(out)
     }
 
+    async fn machine_down(&self, node: &NodeInfo) -> Result<Option<String>, CloudError> {
+        let id = self.server(node)?;
+        match Nova(&self.session).server(&id).await {
+            // Only states in which the guest cannot be running: never a maybe (ERROR,
+            // REBUILD and the like may still run the old workloads).
+            Ok(s) if matches!(s.status.as_str(), "SHUTOFF" | "DELETED" | "SOFT_DELETED") => {
+                Ok(Some(format!("server {id} is {}", s.status)))
+            }
+            Ok(_) => Ok(None),
+            Err(CloudError::Call { status: Some(404), .. }) => Ok(Some(format!("server {id} is gone (404 from Nova)"))),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn report_health(&self, report: &HealthReport) -> Result<(), CloudError> {
         if self.strategy == Strategy::Nova {
             return Ok(());

@@ -19,21 +19,22 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("admin.listen: cannot bind {addr}: {e}"))?;
     let bound = listener.local_addr()?;
     let ready = status.clone();
+    let readyz = axum::routing::get(move || {
+        let ready = ready.clone();
+        async move {
+            if ready.synced.load(Ordering::Relaxed) {
+                (StatusCode::OK, "ok")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "node cache not synced yet")
+            }
+        }
+    });
+    // `/health` and `/ready` are what the seed design's manifests probe.
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            axum::routing::get(move || {
-                let ready = ready.clone();
-                async move {
-                    if ready.synced.load(Ordering::Relaxed) {
-                        (StatusCode::OK, "ok")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "node cache not synced yet")
-                    }
-                }
-            }),
-        )
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", readyz.clone())
+        .route("/ready", readyz)
         .route(
             "/metrics",
             axum::routing::get(move || {
@@ -68,9 +69,10 @@ fn describe(d: &Decision) -> (String, String) {
     }
 }
 
-/// A plain-text table: node, role, each check's verdict, the action and why.
+/// A plain-text table: node, role, each check's verdict, the failure's severity,
+/// the action and why.
 pub fn plan_table(rows: &[Row]) -> String {
-    let mut lines = vec![["NODE".to_string(), "ROLE".into(), "CHECKS".into(), "ACTION".into(), "WHY".into()]];
+    let mut lines = vec![vec!["NODE".to_string(), "ROLE".into(), "CHECKS".into(), "SEVERITY".into(), "ACTION".into(), "WHY".into()]];
     for r in rows {
         let checks: Vec<String> = r
             .verdicts
@@ -81,24 +83,21 @@ pub fn plan_table(rows: &[Row]) -> String {
             })
             .collect();
         let (action, why) = describe(&r.decision);
-        lines.push([r.name.clone(), r.role.to_string(), checks.join(","), action, why]);
+        let severity = r.severity.as_ref().map_or("-".to_string(), |(s, _)| s.to_string());
+        let why = match &r.severity {
+            Some((_, because)) if !because.is_empty() => format!("{why} [severity: {because}]"),
+            _ => why,
+        };
+        lines.push(vec![r.name.clone(), r.role.to_string(), checks.join(","), severity, action, why]);
     }
-    let widths: Vec<usize> = (0..4).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
+    let columns = lines[0].len();
+    let widths: Vec<usize> = (0..columns - 1).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
     lines
         .iter()
         .map(|l| {
-            format!(
-                "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}",
-                l[0],
-                l[1],
-                l[2],
-                l[3],
-                l[4],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            )
+            let mut out: String = l.iter().zip(&widths).map(|(cell, w)| format!("{cell:w$}  ")).collect();
+            out.push_str(&l[columns - 1]);
+            out
         })
         .collect::<Vec<_>>()
         .join("\n")

@@ -2,7 +2,7 @@
 //! default, plus the keys this healer adds. [`KEYS`] documents them all in one place,
 //! shared by the README and `autohealer config-reference`.
 
-use autohealer_cloud::Action;
+use autohealer_cloud::{Action, Role};
 use autohealer_core::planner::{Limits, Threshold};
 use autohealer_core::{Checks, Policy};
 use autohealer_healthcheck::{ParamError, Registry, from_value};
@@ -153,7 +153,85 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "A label selector (`key=value,...`) limiting the nodes the healer watches and repairs.",
     },
     KeyDoc { key: "probe-concurrency", default: "32", doc: "How many probes (Endpoint checks) run at once." },
+    KeyDoc {
+        key: "fencing.enabled",
+        default: "true",
+        doc: "Once the cloud confirms a node's machine is down (stopped or gone) during a replace, taint it `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute` so Kubernetes deletes its pods and detaches their volumes; the taint is lifted when the node returns.",
+    },
+    KeyDoc {
+        key: "fencing.confirm-timeout",
+        default: "5m",
+        doc: "How long after a replace began the cloud is asked whether the machine is down; never confirmed, never tainted.",
+    },
+    KeyDoc {
+        key: "notifications",
+        default: "(none)",
+        doc: "Where to tell people: `sinks` of type slack, webhook, pagerduty, email, routed by `min-severity` and `events`; see README, Notifications.",
+    },
 ];
+
+/// Environment variables with the `AUTOHEALER_` prefix that are not config keys.
+const NOT_CONFIG_VARS: &[&str] = &["AUTOHEALER_CONFIG", "AUTOHEALER_E2E_KUBECONFIG"];
+
+/// `AUTOHEALER_*` variables that override top-level keys of the config file, so a
+/// Secret can supply what must not live in the ConfigMap. Values are YAML (a map is
+/// merged into the file's map); only names are ever shown.
+#[derive(Clone, Default)]
+pub struct EnvOverrides(Vec<(String, String)>);
+
+impl std::fmt::Debug for EnvOverrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+    }
+}
+
+impl EnvOverrides {
+    /// The process's `AUTOHEALER_*` variables.
+    pub fn from_env() -> Self {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut v: Vec<(String, String)> =
+            vars.into_iter().filter(|(k, _)| k.starts_with("AUTOHEALER_") && !NOT_CONFIG_VARS.contains(&k.as_str())).collect();
+        v.sort();
+        Self(v)
+    }
+
+    /// The config key a variable overrides: `AUTOHEALER_DRY_RUN` is `dry-run`.
+    pub fn key_of(var: &str) -> String {
+        var.trim_start_matches("AUTOHEALER_").to_ascii_lowercase().replace('_', "-")
+    }
+
+    fn apply(&self, value: &mut serde_json::Value) -> Result<Vec<(String, String)>, ConfigError> {
+        let top: Vec<&str> = {
+            let mut t: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
+            t.dedup();
+            t
+        };
+        let mut applied = Vec::new();
+        for (var, raw) in &self.0 {
+            let key = Self::key_of(var);
+            if !top.contains(&key.as_str()) {
+                let near: Vec<String> = top.iter().map(|k| format!("AUTOHEALER_{}", k.to_ascii_uppercase().replace('-', "_"))).collect();
+                let near: Vec<&str> = near.iter().map(String::as_str).collect();
+                return Err(ConfigError {
+                    path: format!("${var}"),
+                    message: format!("not a config key override{}", autohealer_healthcheck::did_you_mean(var, &near)),
+                });
+            }
+            let parsed: serde_json::Value = serde_saphyr::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.clone()));
+            let parsed = if parsed.is_null() { serde_json::Value::String(raw.clone()) } else { parsed };
+            let slot = &mut value[key.as_str()];
+            match (slot.as_object_mut(), parsed) {
+                (Some(map), serde_json::Value::Object(over)) => map.extend(over),
+                (_, v) => *slot = v,
+            }
+            applied.push((var.clone(), key));
+        }
+        Ok(applied)
+    }
+}
 
 fn default_provider() -> String {
     "openstack".into()
@@ -222,6 +300,26 @@ pub struct Config {
     pub pause_configmap: String,
     #[serde(default)]
     pub drain: Drain,
+    #[serde(default)]
+    pub fencing: Fencing,
+    /// Parsed and validated by `autohealer-notify`, which names its key paths.
+    #[serde(default)]
+    pub notifications: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Fencing {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "d5m", with = "humantime_serde")]
+    pub confirm_timeout: Duration,
+}
+
+impl Default for Fencing {
+    fn default() -> Self {
+        Self { enabled: true, confirm_timeout: d5m() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -422,6 +520,19 @@ pub struct CheckSpec {
     pub type_: String,
     #[serde(default)]
     pub params: serde_json::Value,
+    #[serde(default)]
+    pub action: CheckAction,
+}
+
+/// What a check's finding leads to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckAction {
+    /// The node is repaired (reboot, then replace).
+    #[default]
+    Repair,
+    /// An Event and a notification; never a repair (e.g. MemoryPressure).
+    NotifyOnly,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -501,25 +612,41 @@ impl From<ParamError> for ConfigError {
 pub struct Loaded {
     pub config: Config,
     pub checks: Checks,
+    pub notify: autohealer_notify::NotifyConfig,
+    /// The environment overrides in force, and the keys they replaced.
+    pub env: EnvOverrides,
+    pub overridden: Vec<(String, String)>,
 }
 
 impl Config {
     pub fn load_file(path: &Path, registry: &Registry) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError { path: path.display().to_string(), message: format!("cannot read the config file: {e}") })?;
-        Self::load_str(&text, registry)
+        Self::load_str_with(&text, registry, &EnvOverrides::from_env())
     }
 
+    /// Loads a config file's text alone, without environment overrides.
     pub fn load_str(text: &str, registry: &Registry) -> Result<Loaded, ConfigError> {
+        Self::load_str_with(text, registry, &EnvOverrides::default())
+    }
+
+    pub fn load_str_with(text: &str, registry: &Registry, env: &EnvOverrides) -> Result<Loaded, ConfigError> {
         let value: serde_json::Value =
             serde_saphyr::from_str(text).map_err(|e| ConfigError { path: "(file)".into(), message: format!("not valid YAML: {e}") })?;
-        let value = if value.is_null() { serde_json::json!({}) } else { value };
+        let mut value = if value.is_null() { serde_json::json!({}) } else { value };
         if !value.is_object() {
             return Err(ConfigError { path: "(file)".into(), message: format!("the config must be a map of keys, got {value}") });
         }
+        let overridden = env.apply(&mut value)?;
         let config: Config = from_value(&value, "")?;
         let checks = config.validate(registry)?;
-        Ok(Loaded { config, checks })
+        let notify = match &config.notifications {
+            Some(v) => {
+                autohealer_notify::NotifyConfig::parse(v, "notifications").map_err(|e| ConfigError { path: e.path, message: e.message })?
+            }
+            None => Default::default(),
+        };
+        Ok(Loaded { config, checks, notify, env: env.clone(), overridden })
     }
 
     fn validate(&self, registry: &Registry) -> Result<Checks, ConfigError> {
@@ -584,6 +711,9 @@ impl Config {
                 return Err(err(&format!("repair-steps.{role}"), format!("{dup} is listed twice")));
             }
         }
+        let notify_only = |role: Role, specs: &Option<Vec<CheckSpec>>| -> Vec<(Role, usize)> {
+            specs.iter().flatten().enumerate().filter(|(_, s)| s.action == CheckAction::NotifyOnly).map(|(i, _)| (role, i)).collect()
+        };
         let build = |role: &str, specs: &Option<Vec<CheckSpec>>| -> Result<Vec<_>, ConfigError> {
             match specs {
                 None => Ok(vec![registry.build("NodeCondition", &serde_json::Value::Null, &format!("healthcheck.{role}[default]"))?]),
@@ -594,7 +724,14 @@ impl Config {
                     .collect(),
             }
         };
-        Ok(Checks { master: build("master", &self.healthcheck.master)?, worker: build("worker", &self.healthcheck.worker)? })
+        Ok(Checks {
+            master: build("master", &self.healthcheck.master)?,
+            worker: build("worker", &self.healthcheck.worker)?,
+            notify_only: notify_only(Role::Master, &self.healthcheck.master)
+                .into_iter()
+                .chain(notify_only(Role::Worker, &self.healthcheck.worker))
+                .collect(),
+        })
     }
 
     /// The planner's policy; the thresholds were checked by `validate`.
@@ -713,7 +850,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
-        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\nrecovery-stable-window: 1s\npause-configmap: a/b\ndrain: {}\n";
+        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\nrecovery-stable-window: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
         load(sample).unwrap();
         for line in sample.lines() {
             let key = line.split(':').next().unwrap();

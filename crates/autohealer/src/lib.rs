@@ -91,7 +91,14 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
     };
     let settings = healer_settings(&loaded, &rt.identity);
     tracing::info!(identity = %rt.identity, provider = rt.provider.name(), dry_run = c.dry_run, leader_elect = c.leader_elect, "autohealer starting");
-    let mut healer = Healer::new(rt.client.clone(), rt.provider, leader.clone(), settings, rt.metrics, rt.status);
+    let mut healer = Healer::new(rt.client.clone(), rt.provider, leader.clone(), settings, rt.metrics.clone(), rt.status);
+    if !loaded.notify.sinks.is_empty() {
+        let cluster = c.cluster_name.clone().unwrap_or_else(|| "kubernetes".into());
+        let dispatcher = autohealer_notify::Dispatcher::start(&loaded.notify, &cluster, rt.metrics).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sinks: Vec<String> = loaded.notify.sinks.iter().map(|s| s.name()).collect();
+        tracing::info!(?sinks, "notifications on");
+        healer = healer.with_notifier(dispatcher);
+    }
     if let Some((ns, name)) = c.pause_configmap.split_once('/') {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(reload::watch(rt.client, ns.to_string(), name.to_string(), loaded.clone(), rt.identity.clone(), tx, shutdown.clone()));
@@ -123,6 +130,11 @@ pub fn healer_settings(loaded: &Loaded, identity: &str) -> HealerSettings {
             retry_interval: std::time::Duration::from_secs(2).min(c.drain.timeout),
         },
         pause_configmap: c.pause_configmap.split_once('/').map(|(ns, n)| (ns.to_string(), n.to_string())),
+        fencing: autohealer_core::actor::FencingSettings {
+            enabled: c.fencing.enabled,
+            confirm_timeout: c.fencing.confirm_timeout,
+            poll: Duration::from_secs(10).min(c.fencing.confirm_timeout),
+        },
     }
 }
 

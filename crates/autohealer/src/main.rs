@@ -123,6 +123,18 @@ async fn real_main() -> anyhow::Result<()> {
                     .collect();
                 println!("  {role}: {}{}", list.join(", "), if on { "" } else { "  [monitoring disabled]" });
             }
+            if l.notify.sinks.is_empty() {
+                println!("  notifications: none");
+            }
+            for s in &l.notify.sinks {
+                let events =
+                    s.events.as_ref().map_or("all kinds".to_string(), |e| e.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(","));
+                println!("  notifications: {} ({}), severity {} and above, {events}", s.name(), s.kind.as_str(), s.min_severity());
+            }
+            println!("  fencing: {}", if c.fencing.enabled { "on" } else { "off" });
+            for (var, key) in &l.overridden {
+                println!("  {key}: overridden by ${var} (value not shown)");
+            }
         }
         Command::Plan { config, kubeconfig } => {
             let l = load(&config)?;

@@ -44,6 +44,9 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.pause_configmap != new.pause_configmap {
         keys.push("pause-configmap");
     }
+    if old.notifications != new.notifications {
+        keys.push("notifications");
+    }
     keys
 }
 
@@ -103,7 +106,7 @@ pub async fn watch(
                 }
             }
         };
-        match Config::load_str(&text, &Registry::with_builtins()) {
+        match Config::load_str_with(&text, &Registry::with_builtins(), &current.env) {
             Err(e) => {
                 tracing::warn!(error = %e, "new config rejected; the running one stays");
                 publish(
