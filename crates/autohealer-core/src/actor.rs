@@ -415,6 +415,10 @@ impl Actor {
                         _ => return,
                     }
                 }
+                Err(ActError::Kube { source: kube::Error::Api(s), .. }) if s.code == 404 => {
+                    tracing::debug!(node = %last.name_any(), "node deleted before it was fenced: nothing to fence");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(node = %last.name_any(), error = %e, "cannot taint the node out-of-service");
                     return;

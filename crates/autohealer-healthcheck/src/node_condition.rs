@@ -142,6 +142,20 @@ mod tests {
     }
 
     #[test]
+    fn each_pressure_and_node_problem_condition_is_judged_with_error_values() {
+        for t in ["MemoryPressure", "DiskPressure", "PIDPressure", "KernelDeadlock", "ReadonlyFilesystem"] {
+            let c = NodeCondition::from_params(&json!({"types": [t], "error-values": ["True"]}), "p").unwrap();
+            let bad = node(json!([{"type": "Ready", "status": "True"}, {"type": t, "status": "True", "reason": "Problem"}]));
+            match c.judge(&bad, &ctx()) {
+                Health::Unhealthy { reason, .. } => assert!(reason.contains(t), "{t}: {reason}"),
+                h => panic!("{t}: {h:?}"),
+            }
+            assert!(c.judge(&node(json!([{"type": t, "status": "False"}])), &ctx()).is_healthy(), "{t} False is fine");
+            assert!(c.judge(&node(json!([{"type": "Ready", "status": "False"}])), &ctx()).is_healthy(), "{t} only looks at {t}");
+        }
+    }
+
+    #[test]
     fn ok_and_error_values_together_are_rejected() {
         let e = NodeCondition::from_params(&json!({"okValues": ["True"], "errorValues": ["False"]}), "healthcheck.worker[0].params")
             .unwrap_err();

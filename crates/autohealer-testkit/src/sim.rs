@@ -59,6 +59,12 @@ pub struct SimOptions {
     pub reboot_time: Duration,
     /// How long a replacement machine takes to join.
     pub join_time: Duration,
+    /// How long a machine being replaced stays powered off with its Node still there
+    /// before the Node goes (a cloud controller's delay); 0: at once.
+    pub replace_time: Duration,
+    /// A replace rebuilds the machine in place (Nova rebuild): it is powered off for
+    /// `replace_time`, then boots fresh under the same name.
+    pub rebuild_in_place: bool,
     /// Masters serve `/healthz` on their InternalIP at this port (0: pick one).
     pub healthz_port: u16,
     /// Prefix of node names.
@@ -76,6 +82,8 @@ impl Default for SimOptions {
             grace: Duration::from_secs(40),
             reboot_time: Duration::from_secs(60),
             join_time: Duration::from_secs(120),
+            replace_time: Duration::ZERO,
+            rebuild_in_place: false,
             healthz_port: 0,
             prefix: "sim".into(),
         }
@@ -102,6 +110,8 @@ struct SimNode {
     down: bool,
     /// Deleted by a replace; the kubelet task ends.
     gone: bool,
+    /// The machine is powered off (stopped by the cloud, or being replaced).
+    off: bool,
     generation: u32,
 }
 
@@ -197,6 +207,7 @@ impl SimCluster {
             boot_id: uuid::Uuid::new_v4().to_string(),
             fault: None,
             down: false,
+            off: false,
             gone: false,
             generation: 0,
         };
@@ -344,9 +355,43 @@ impl SimCluster {
     }
 
     fn replace(self: &Arc<Self>, name: &str) {
-        if let Some((role, zone)) = self.remove(name) {
-            self.join_later(format!("{name}-r"), role, zone, None, Some(name.to_string()));
+        let delay = self.shared.opts.scaled(self.shared.opts.replace_time);
+        if delay.is_zero() && !self.shared.opts.rebuild_in_place {
+            if let Some((role, zone)) = self.remove(name) {
+                self.join_later(format!("{name}-r"), role, zone, None, Some(name.to_string()));
+            }
+            return;
         }
+        self.power_off(name);
+        let sim = self.clone();
+        let name = name.to_string();
+        let t = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if sim.shared.opts.rebuild_in_place {
+                if let Some(n) = lock(&sim.shared.nodes).get_mut(&name) {
+                    n.off = false;
+                }
+                lock(&sim.shared.events).push(format!("{name}: rebuilt"));
+                sim.reboot(&name, true);
+            } else if let Some((role, zone)) = sim.remove(&name) {
+                sim.join_later(format!("{name}-r"), role, zone, None, Some(name.clone()));
+            }
+        });
+        lock(&self.tasks).push(t);
+    }
+
+    fn power_off(&self, name: &str) {
+        if let Some(n) = lock(&self.shared.nodes).get_mut(name) {
+            n.down = true;
+            n.off = true;
+            n.generation += 1;
+        }
+        lock(&self.shared.events).push(format!("{name}: powered off"));
+    }
+
+    /// Whether the machine behind a node is powered off or gone, as a cloud would say.
+    pub fn machine_off(&self, name: &str) -> bool {
+        lock(&self.shared.nodes).get(name).is_none_or(|n| n.off || n.gone)
     }
 
     fn name_of_server(&self, server_id: &str) -> Option<String> {
@@ -579,6 +624,10 @@ impl CloudProvider for SimProvider {
         }
         Ok(out)
     }
+
+    async fn machine_down(&self, node: &NodeInfo) -> Result<Option<String>, CloudError> {
+        Ok(self.sim.find_by_info(node).filter(|n| self.sim.machine_off(n)).map(|n| format!("simulated machine of {n} is powered off")))
+    }
 }
 
 /// The cloud side of the coupling: what the fake OpenStack did to a server happens to
@@ -598,11 +647,7 @@ impl crate::openstack::MachineHooks for CloudHooks {
         if let Some(sim) = self.0.upgrade()
             && let Some(name) = sim.name_of_server(server_id)
         {
-            if let Some(n) = lock(&sim.shared.nodes).get_mut(&name) {
-                n.down = true;
-                n.generation += 1;
-            }
-            lock(&sim.shared.events).push(format!("{name}: powered off"));
+            sim.power_off(&name);
         }
     }
 

@@ -830,6 +830,29 @@ mod tests {
     }
 
     #[test]
+    fn environment_overrides_replace_scalars_and_merge_maps() {
+        let env = EnvOverrides::from_vars([
+            ("AUTOHEALER_DRY_RUN".to_string(), "true".to_string()),
+            ("AUTOHEALER_MONITOR_INTERVAL".to_string(), "15s".to_string()),
+            ("AUTOHEALER_OPENSTACK".to_string(), "{password: from-secret}".to_string()),
+            ("AUTOHEALER_CONFIG".to_string(), "/etc/autohealer/config.yaml".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ]);
+        let text = "cluster-name: c\nopenstack:\n  auth-url: https://k/v3\n  user-id: u\n";
+        let l = Config::load_str_with(text, &Registry::with_builtins(), &env).unwrap();
+        assert!(l.config.dry_run);
+        assert_eq!(l.config.monitor_interval, secs(15));
+        let os = &l.config.openstack.as_ref().unwrap().0;
+        assert_eq!((os["auth-url"].as_str(), os["password"].as_str()), (Some("https://k/v3"), Some("from-secret")), "merged");
+        let names: Vec<&str> = l.overridden.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(names, ["AUTOHEALER_DRY_RUN", "AUTOHEALER_MONITOR_INTERVAL", "AUTOHEALER_OPENSTACK"]);
+        assert!(!format!("{l:?}").contains("from-secret"), "values never shown");
+        let bad = EnvOverrides::from_vars([("AUTOHEALER_DRY_RUN".to_string(), "perhaps".to_string())]);
+        let e = Config::load_str_with(text, &Registry::with_builtins(), &bad).unwrap_err();
+        assert_eq!(e.path, "dry-run");
+    }
+
+    #[test]
     fn debug_output_never_shows_credentials() {
         let l = load("cluster-name: c\nopenstack:\n  user-id: u\n  password: hunter2-secret\n").unwrap();
         let shown = format!("{l:?}");
@@ -887,5 +910,16 @@ mod examples {
             }
         }
         assert!(seen >= 3);
+    }
+
+    #[test]
+    fn pressure_example_repairs_wedged_kernels_and_only_tells_about_pressure() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pressure-checks.yaml");
+        let l = Config::load_str(&std::fs::read_to_string(path).unwrap(), &Registry::with_builtins()).unwrap();
+        let only: Vec<(Role, usize)> = l.checks.notify_only.iter().copied().collect();
+        assert_eq!(only, [(Role::Master, 1), (Role::Worker, 2)]);
+        assert_eq!(l.checks.worker.len(), 3);
+        assert_eq!(l.notify.sinks.len(), 3);
+        assert_eq!(l.notify.sinks[1].min_severity(), autohealer_core::Severity::Critical, "PagerDuty pages only for critical");
     }
 }

@@ -356,6 +356,7 @@ async fn plan_prints_each_node_and_what_it_would_do_and_metrics_are_served() {
     assert!(out.lines().next().unwrap().starts_with("NODE"), "{out}");
     let row = out.lines().find(|l| l.starts_with(&victim)).unwrap();
     assert!(row.contains("NodeCondition=FAIL") && row.contains("KubeletNotReady"), "{row}");
+    assert!(out.lines().next().unwrap().contains("SEVERITY") && row.contains("medium"), "plan shows the severity:\n{out}");
     assert!(out.lines().filter(|l| l.contains("healthy")).count() >= 2, "the healthy nodes are listed too:\n{out}");
     assert_eq!(w.os.count("POST", "/action", None), 0, "plan changes nothing");
 
@@ -374,9 +375,12 @@ async fn plan_prints_each_node_and_what_it_would_do_and_metrics_are_served() {
             && body.contains(r#"autohealer_repairs_total{role="worker",action="reboot",result="started"} 1"#)
             && body.contains(r#"autohealer_cloud_requests_total{service="nova",code="202"}"#)
             && body.contains(r#"autohealer_nodes{role="worker"} 2"#)
+            && body.contains(r#"autohealer_detections_total{role="worker",severity="medium"} 1"#)
     })
     .await;
-    assert_eq!(reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.unwrap().status(), 200);
+    for path in ["readyz", "ready", "healthz", "health"] {
+        assert_eq!(reqwest::get(format!("http://127.0.0.1:{port}/{path}")).await.unwrap().status(), 200, "/{path}");
+    }
 }
 
 #[test]
@@ -399,6 +403,32 @@ fn validate_names_the_bad_key_and_fails() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("master: Endpoint (unhealthy after 30s), NodeCondition (unhealthy after 1m)"), "{out}");
+
+    // Environment overrides: applied, shown by name, their values never shown.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_autohealer"))
+        .args(["validate", "--config"])
+        .arg(&good)
+        .env("AUTOHEALER_DRY_RUN", "true")
+        .env("AUTOHEALER_OPENSTACK", "{password: hunter2-from-a-secret}")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("dry-run: true"), "{out}");
+    assert!(
+        out.contains("dry-run: overridden by $AUTOHEALER_DRY_RUN") && out.contains("openstack: overridden by $AUTOHEALER_OPENSTACK"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_autohealer"))
+        .args(["validate", "--config"])
+        .arg(&good)
+        .env("AUTOHEALER_DRYRUN", "true")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("$AUTOHEALER_DRYRUN") && err.contains("did you mean \"AUTOHEALER_DRY_RUN\""), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,9 +27,13 @@ struct Env {
 }
 
 async fn env(workers: usize) -> Env {
+    env_with(workers, SimOptions::default()).await
+}
+
+async fn env_with(workers: usize, base: SimOptions) -> Env {
     let cluster = TestCluster::start().await.unwrap();
     let prefix = format!("e2e-{}", &uuid_like()[..6]);
-    let opts = SimOptions { masters: 1, workers, time_scale: 0.05, prefix: prefix.clone(), ..Default::default() };
+    let opts = SimOptions { masters: 1, workers, time_scale: 0.05, prefix: prefix.clone(), ..base };
     let sim = SimCluster::start(cluster.client.clone(), opts).await.unwrap();
     Env { cluster, sim, prefix }
 }
@@ -374,6 +378,123 @@ async fn heartbeat_check_reads_the_node_lease_directly() {
     let note = e.event_note(&victim, "RepairStarted").await;
     assert!(note.contains("Lease not renewed"), "{note}");
     assert_eq!(e.sim.calls().len(), 1, "the healthy node's Lease keeps it healthy");
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// A local receiver for the generic webhook sink: every JSON body it was sent.
+async fn webhook_receiver() -> (Arc<std::sync::Mutex<Vec<Value>>>, std::path::PathBuf) {
+    let got: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let file = std::env::temp_dir().join(format!("autohealer-e2e-hook-{}", uuid_like()));
+    std::fs::write(&file, url).unwrap();
+    (got, file)
+}
+
+fn kinds(got: &std::sync::Mutex<Vec<Value>>) -> Vec<(String, String)> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .map(|b| (b["kind"].as_str().unwrap_or("").to_string(), b["severity"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn has_taint(n: &Node) -> bool {
+    n.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| {
+        t.iter()
+            .any(|t| t.key == "node.kubernetes.io/out-of-service" && t.value.as_deref() == Some("nodeshutdown") && t.effect == "NoExecute")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_confirmed_down_is_fenced_then_unfenced_when_it_returns_and_people_are_told() {
+    let e = env_with(3, SimOptions { rebuild_in_place: true, replace_time: Duration::from_secs(20), ..Default::default() }).await;
+    let victim = e.worker(0);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(e.cluster.client.clone(), "default");
+    let pod_name = format!("{}-db-0", e.prefix);
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": pod_name, "namespace": "default"},
+        "spec": {"nodeName": victim, "containers": [{"name": "db", "image": "postgres"}]},
+    }))
+    .unwrap();
+    pods.create(&Default::default(), &pod).await.unwrap();
+    let recorder = NodeRecorder::start(e.cluster.client.clone(), &victim);
+    let (got, url_file) = webhook_receiver().await;
+    let extra = format!(
+        "repair-steps:\n  worker: [replace]\ndrain:\n  before-replace: false\nfencing:\n  confirm-timeout: 60s\nnotifications:\n  coalesce-window: 100ms\n  sinks:\n    - type: webhook\n      min-severity: info\n      url-file: {}\n",
+        url_file.display()
+    );
+    let (token, task) = e.healer(e.config(&extra), "replica-a").await;
+    e.sim.inject(&victim, Fault::KubeletStopped, Cure::Replace);
+    until("the replace is issued", || e.sim.calls_for(&victim, Action::Replace) == 1).await;
+    until_async("the Fenced Event is published", || e.has_event(&victim, "Fenced")).await;
+    let note = e.event_note(&victim, "Fenced").await;
+    assert!(note.contains(&pod_name) && note.contains("powered off"), "the Event names the pods and the evidence: {note}");
+    until_async("the node has recovered and is released", || async { released(&e.node(&victim).await) }).await;
+    until("the recorder saw the release", || recorder.latest().is_some_and(|n| released(&Some(n)))).await;
+    let versions = recorder.versions();
+    let first = versions.iter().find(|v| has_taint(v)).expect("the node was tainted out-of-service");
+    assert!(!ready(first), "tainted while the machine was down, never while it might be running");
+    assert!(!has_taint(&e.node(&victim).await.unwrap()), "the taint is lifted once the node is back");
+    assert!(e.event_note(&victim, "Recovered").await.contains("Out-of-service taint removed"));
+    assert!(e.event_note(&victim, "RepairStarted").await.contains("Severity: medium"), "first failure of a worker");
+
+    until("the webhook heard the whole story", || kinds(&got).iter().any(|(k, _)| k == "repair-succeeded")).await;
+    let told = kinds(&got);
+    for want in ["repair-started", "fenced", "repair-succeeded"] {
+        assert!(told.iter().any(|(k, s)| k == want && s == "medium"), "missing {want} (medium): {told:?}");
+    }
+    let incidents: std::collections::BTreeSet<String> =
+        got.lock().unwrap().iter().filter_map(|b| b["incident"].as_str().map(String::from)).collect();
+    assert_eq!(incidents.len(), 1, "one incident from detection to recovery: {incidents:?}");
+    // The history keeps the outcome with its severity, on the node, for the next leader.
+    let history = annotation(&e.node(&victim).await.unwrap(), "autohealer.dev/repair-history").unwrap();
+    let history: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!((history[0]["succeeded"].as_bool(), history[0]["severity"].as_str()), (Some(true), Some("medium")));
+    assert_eq!(e.sim.calls().len(), 1, "{:?}", e.sim.calls());
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_only_check_tells_and_never_repairs() {
+    let e = env(2).await;
+    let victim = e.worker(0);
+    let (got, url_file) = webhook_receiver().await;
+    let extra =
+        format!("notifications:\n  coalesce-window: 100ms\n  sinks:\n    - type: webhook\n      url-file: {}\n", url_file.display());
+    let text = format!(
+        "cluster-name: sim\nleader-elect: false\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nnode-selector: {SIM_LABEL}={}\nadmin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n    - type: NodeCondition\n      action: notify-only\n      params:\n        types: [MemoryPressure]\n        error-values: [\"True\"]\n        unhealthy-duration: 1s\n{extra}",
+        e.prefix
+    );
+    let loaded = Config::load_str(&text, &Registry::with_builtins()).unwrap();
+    let (token, task) = e.healer(loaded, "replica-a").await;
+    let pressure = json!({"status": {"conditions": [{"type": "MemoryPressure", "status": "True", "reason": "KubeletHasInsufficientMemory",
+        "message": "available memory is low", "lastTransitionTime": "2026-01-01T00:00:00Z", "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}});
+    Api::<Node>::all(e.cluster.client.clone()).patch_status(&victim, &PatchParams::default(), &Patch::Strategic(&pressure)).await.unwrap();
+    until_async("the NodeProblem Event is published", || e.has_event(&victim, "NodeProblem")).await;
+    let note = e.event_note(&victim, "NodeProblem").await;
+    assert!(note.contains("MemoryPressure") && note.contains("notify-only"), "{note}");
+    until("the webhook heard it", || kinds(&got).iter().any(|(k, _)| k == "detected")).await;
+    // Well past its unhealthy-duration: told once, never repaired, never cordoned.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(kinds(&got).iter().filter(|(k, _)| k == "detected").count(), 1, "told once: {:?}", kinds(&got));
+    assert!(e.sim.calls().is_empty(), "{:?}", e.sim.calls());
+    let n = e.node(&victim).await.unwrap();
+    assert!(!cordoned(&n) && annotation(&n, REPAIR).is_none());
     token.cancel();
     task.await.unwrap().unwrap();
 }
