@@ -6,8 +6,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-fn bad(call: &str, what: &str) -> CloudError {
-    CloudError::Call { call: call.into(), status: None, message: format!("unexpected answer: {what}") }
+fn bad(service: Service, call: &str, what: &str) -> CloudError {
+    CloudError::Call { call: format!("{} {call}", service.name()), status: None, message: format!("unexpected answer: {what}") }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ impl Nova<'_> {
     pub async fn server(&self, id: &str) -> Result<Server, CloudError> {
         let call = format!("GET /servers/{id}");
         let r = self.0.request(Service::Compute, Method::GET, &format!("/servers/{id}"), None, &call, &[200]).await?;
-        parse_server(&r.body).ok_or_else(|| bad(&call, "no server in the body"))
+        parse_server(&r.body).ok_or_else(|| bad(Service::Compute, &call, "no server in the body"))
     }
 
     async fn action(&self, id: &str, body: Value, name: &str, ok: &[u16]) -> Result<Reply, CloudError> {
@@ -111,7 +111,7 @@ impl Nova<'_> {
     pub async fn attachments(&self, id: &str) -> Result<Vec<(String, String)>, CloudError> {
         let call = format!("GET /servers/{id}/os-volume_attachments");
         let r = self.0.request(Service::Compute, Method::GET, &format!("/servers/{id}/os-volume_attachments"), None, &call, &[200]).await?;
-        let list = r.body["volumeAttachments"].as_array().ok_or_else(|| bad(&call, "no volumeAttachments"))?;
+        let list = r.body["volumeAttachments"].as_array().ok_or_else(|| bad(Service::Compute, &call, "no volumeAttachments"))?;
         Ok(list.iter().filter_map(|a| Some((a["id"].as_str()?.to_string(), a["volumeId"].as_str()?.to_string()))).collect())
     }
 
@@ -131,7 +131,7 @@ impl Cinder<'_> {
         match &r.body["volume"]["bootable"] {
             Value::String(s) => Ok(s.eq_ignore_ascii_case("true")),
             Value::Bool(b) => Ok(*b),
-            _ => Err(bad(&call, "volume.bootable missing")),
+            _ => Err(bad(Service::Volume, &call, "volume.bootable missing")),
         }
     }
 }
@@ -154,24 +154,31 @@ impl Heat<'_> {
         let r = self.0.request(Service::Orchestration, Method::GET, &format!("/stacks/{name_or_id}"), None, &call, &[302, 200]).await?;
         let href = match (r.status, &r.location) {
             (302, Some(loc)) => loc.clone(),
-            _ => {
-                r.body.pointer("/stack/links/0/href").and_then(Value::as_str).map(String::from).ok_or_else(|| bad(&call, "no Location"))?
-            }
+            _ => r
+                .body
+                .pointer("/stack/links/0/href")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .ok_or_else(|| bad(Service::Orchestration, &call, "no Location"))?,
         };
-        stack_of(&href).ok_or_else(|| bad(&call, "the Location names no stack"))
+        stack_of(&href).ok_or_else(|| bad(Service::Orchestration, &call, "the Location names no stack"))
     }
 
     pub async fn status(&self, name: &str, id: &str) -> Result<String, CloudError> {
         let call = format!("GET /stacks/{name}/{id}");
         let r = self.0.request(Service::Orchestration, Method::GET, &format!("/stacks/{name}/{id}"), None, &call, &[200]).await?;
-        r.body.pointer("/stack/stack_status").and_then(Value::as_str).map(String::from).ok_or_else(|| bad(&call, "no stack_status"))
+        r.body
+            .pointer("/stack/stack_status")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| bad(Service::Orchestration, &call, "no stack_status"))
     }
 
     pub async fn resources(&self, name: &str, id: &str) -> Result<Vec<StackResource>, CloudError> {
         let path = format!("/stacks/{name}/{id}/resources?nested_depth=2");
         let call = format!("GET {path}");
         let r = self.0.request(Service::Orchestration, Method::GET, &path, None, &call, &[200]).await?;
-        let list = r.body["resources"].as_array().ok_or_else(|| bad(&call, "no resources"))?;
+        let list = r.body["resources"].as_array().ok_or_else(|| bad(Service::Orchestration, &call, "no resources"))?;
         Ok(list
             .iter()
             .map(|x| StackResource {
@@ -241,7 +248,7 @@ impl Magnum<'_> {
             .unwrap_or_default();
         let stack_id = b["stack_id"].as_str().or(b["cluster_id"].as_str()).filter(|s| !s.is_empty()).map(String::from);
         Ok(Cluster {
-            uuid: b["uuid"].as_str().ok_or_else(|| bad(&call, "no uuid"))?.to_string(),
+            uuid: b["uuid"].as_str().ok_or_else(|| bad(Service::ContainerInfra, &call, "no uuid"))?.to_string(),
             status: b["status"].as_str().unwrap_or_default().to_string(),
             labels,
             stack_id,
@@ -261,7 +268,7 @@ impl Magnum<'_> {
     pub async fn nodegroups(&self, id: &str) -> Result<Vec<NodeGroup>, CloudError> {
         let call = format!("GET /v1/clusters/{id}/nodegroups");
         let r = self.0.request(Service::ContainerInfra, Method::GET, &format!("/clusters/{id}/nodegroups"), None, &call, &[200]).await?;
-        let list = r.body["nodegroups"].as_array().ok_or_else(|| bad(&call, "no nodegroups"))?;
+        let list = r.body["nodegroups"].as_array().ok_or_else(|| bad(Service::ContainerInfra, &call, "no nodegroups"))?;
         let mut out = Vec::new();
         for ng in list {
             let uuid = ng["uuid"].as_str().unwrap_or_default();

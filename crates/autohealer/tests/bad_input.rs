@@ -1,0 +1,116 @@
+//! Bad input: a corpus of broken configs, each rejected with the key path named, and
+//! properties over the config loader and what the healer reads from Kubernetes
+//! (Node objects, the ledger and history annotations): random or truncated input
+//! never panics; it is rejected with a clear error or judged "unsure, do not repair".
+
+use autohealer::config::Config;
+use autohealer_core::ledger::{Ledger, parse_history};
+use autohealer_core::observe::{Observations, evaluate};
+use autohealer_healthcheck::Registry;
+use proptest::prelude::*;
+
+/// Every file in `tests/data/bad-configs/` starts with `# path: KEY.PATH` (and may
+/// have `# says: TEXT` lines): loading it must fail at that path, saying that.
+#[test]
+fn every_broken_config_in_the_corpus_is_rejected_at_its_key() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bad-configs");
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 20, "the corpus shrank: {}", files.len());
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let want = text.lines().find_map(|l| l.strip_prefix("# path: ")).unwrap_or_else(|| panic!("{}: no '# path:' line", f.display()));
+        let says: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# says: ")).collect();
+        let e = match Config::load_str(&text, &Registry::with_builtins()) {
+            Ok(_) => panic!("{} was accepted", f.display()),
+            Err(e) => e,
+        };
+        assert_eq!(e.path, want.trim(), "{}: {e}", f.display());
+        for s in says {
+            assert!(e.to_string().contains(s), "{}: the error does not say {s:?}: {e}", f.display());
+        }
+    }
+}
+
+const VALID: &str = "cluster-name: c\nmonitor-interval: 30s\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 1m\nmax-unhealthy:\n  worker: 40%\nnotifications:\n  sinks:\n    - type: slack\n      url-env: X\nopenstack:\n  auth-url: https://k/v3\n  user-id: u\n  password: p\n";
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_text_loads_or_names_where_it_is_wrong(text in ".{0,300}") {
+        if let Err(e) = Config::load_str(&text, &Registry::with_builtins()) {
+            prop_assert!(!e.path.is_empty() && !e.message.is_empty(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_truncated_or_mangled_config_loads_or_names_where_it_is_wrong(cut in 0usize..VALID.len(), at in 0usize..VALID.len(), junk in "[ :\\-\\[\\]{}#'\"a-z0-9%]{0,8}") {
+        let mut text = VALID[..cut].to_string();
+        let at = at.min(text.len());
+        text.insert_str(at, &junk);
+        if let Err(e) = Config::load_str(&text, &Registry::with_builtins()) {
+            prop_assert!(!e.path.is_empty() && !e.message.is_empty(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn any_ledger_or_history_annotation_is_read_or_judged_unreadable(text in ".{0,200}", cut in 0usize..400) {
+        let record = r#"{"action":"reboot","attempt":1,"started":"2026-01-01T00:00:00Z","firstStarted":"2026-01-01T00:00:00Z","reason":"r","cordoned":true,"by":"a"}"#;
+        let truncated = &record[..cut.min(record.len())];
+        for v in [text.as_str(), truncated] {
+            match Ledger::parse(Some(v)) {
+                Ledger::Unreadable(why) => prop_assert!(why.contains("autohealer.dev/repair")),
+                Ledger::None | Ledger::Record(_) => {}
+            }
+            let _ = parse_history(Some(v));
+        }
+    }
+
+    #[test]
+    fn any_node_object_is_judged_without_panicking(node in node_json()) {
+        let Ok(mut n) = serde_json::from_value::<k8s_openapi::api::core::v1::Node>(node) else { return Ok(()) };
+        autohealer_core::node::trim(&mut n);
+        let loaded = Config::load_str(VALID, &Registry::with_builtins()).unwrap();
+        let mut obs = Observations::default();
+        let now = "2026-06-01T00:00:00Z".parse().unwrap();
+        let (state, _) = evaluate(&n, &loaded.checks, &mut obs, now, &Default::default());
+        let _ = autohealer_core::node::info(&n);
+        prop_assert_eq!(state.name, n.metadata.name.unwrap_or_default());
+    }
+}
+
+/// Node-shaped JSON with random conditions, annotations, labels and addresses.
+fn node_json() -> impl Strategy<Value = serde_json::Value> {
+    let s =
+        || prop::sample::select(vec!["", "True", "False", "Unknown", "Ready", "x", "2026-01-01T00:00:00Z", "garbage", "{\"action\":1}"]);
+    let cond = (s(), s(), s()).prop_map(|(t, st, at)| serde_json::json!({"type": t, "status": st, "lastTransitionTime": at}));
+    let conds = prop::collection::vec(cond, 0..4);
+    let annotations = prop::collection::btree_map(
+        prop::sample::select(vec![
+            "autohealer.dev/repair",
+            "autohealer.dev/repair-history",
+            "autohealer.dev/skip",
+            "autohealer.dev/remediate",
+            "autohealing.openstack.org/unhealthy-timestamp",
+        ]),
+        ".{0,40}",
+        0..4,
+    );
+    let labels = prop::collection::btree_map(
+        prop::sample::select(vec![
+            "node-role.kubernetes.io/control-plane",
+            "node-role.kubernetes.io/master",
+            "topology.kubernetes.io/zone",
+        ]),
+        "[a-z]{0,5}",
+        0..3,
+    );
+    (conds, annotations, labels, s(), ".{0,30}").prop_map(|(conds, annotations, labels, created, provider)| {
+        serde_json::json!({
+            "metadata": {"name": "n", "uid": "u", "annotations": annotations, "labels": labels, "creationTimestamp": if created.starts_with("20") { serde_json::json!(created) } else { serde_json::Value::Null }},
+            "spec": {"providerID": provider},
+            "status": {"conditions": conds, "addresses": [{"type": "InternalIP", "address": provider}], "nodeInfo": {"bootID": provider, "machineID": "", "systemUUID": provider, "kernelVersion": "", "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "", "kubeProxyVersion": "", "operatingSystem": "", "architecture": ""}},
+        })
+    })
+}
