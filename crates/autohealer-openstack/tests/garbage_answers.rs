@@ -104,7 +104,7 @@ fn body() -> impl Strategy<Value = String> {
         fn tree(next: &mut dyn FnMut() -> u64, depth: u32) -> Value {
             match (next() % 7, depth) {
                 (0, _) => Value::Null,
-                (1, _) => json!(next() % 2 == 0),
+                (1, _) => json!(next().is_multiple_of(2)),
                 (2, _) => json!((next() % 100_000) as i64 - 50_000),
                 (3, _) => json!(format!("s{}", next() % 100)),
                 (4, d) if d < 4 => Value::Array((0..next() % 4).map(|_| tree(next, d + 1)).collect()),
