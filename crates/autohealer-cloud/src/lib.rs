@@ -124,6 +124,15 @@ pub enum CloudError {
     Other(String),
 }
 
+impl CloudError {
+    /// Whether the call may have been carried out although it failed (a write that
+    /// timed out): a repair step that ends so is treated as issued and verified like
+    /// one, never sent again.
+    pub fn is_uncertain(&self) -> bool {
+        matches!(self, CloudError::Call { status: None, message, .. } if message.starts_with("no answer in time"))
+    }
+}
+
 /// A cloud that can repair the machines behind Kubernetes nodes.
 #[async_trait]
 pub trait CloudProvider: Send + Sync {

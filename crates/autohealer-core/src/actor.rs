@@ -368,6 +368,18 @@ impl Actor {
                 }
                 Ok(())
             }
+            Err(e) if e.is_uncertain() => {
+                tracing::warn!(node = %n.name_any(), %action, error = %e, "no answer from the cloud: the step is treated as issued");
+                self.event(
+                    n,
+                    true,
+                    "RepairIssued",
+                    action_name(action),
+                    format!("{e}. The step is treated as issued and verified like one; it is not sent again."),
+                )
+                .await;
+                Ok(())
+            }
             Err(e) => {
                 tracing::warn!(node = %n.name_any(), %action, error = %e, "repair step failed");
                 let why = format!("{action} failed: {e}");

@@ -84,6 +84,17 @@ pub struct Reply {
     pub body: Value,
 }
 
+/// How often a call that surely did nothing (503, a read that failed, no connection)
+/// is repeated before its error is returned.
+const TRANSIENT_RETRIES: u32 = 6;
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100 * 2u64.pow(attempt.saturating_sub(1)))
+}
+
+/// The message of a write that timed out: it may or may not have been carried out.
+pub const UNCERTAIN: &str = "no answer in time: the call may have been carried out";
+
 fn call_err(call: &str, status: Option<u16>, message: impl Into<String>) -> CloudError {
     CloudError::Call { call: call.to_string(), status, message: message.into() }
 }
@@ -289,7 +300,9 @@ impl Session {
         ok: &[u16],
     ) -> Result<Reply, CloudError> {
         let call = format!("{} {call}", service.name());
-        for attempt in 0..2 {
+        let mut reauthenticated = false;
+        let mut transient = 0;
+        loop {
             let (token, epoch, base) = self.token_for(service).await?;
             let url = if path.starts_with("http") { path.to_string() } else { format!("{base}{path}") };
             let mut req =
@@ -303,25 +316,46 @@ impl Session {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| call_err(&call, None, if e.is_timeout() { "timed out".to_string() } else { error_chain(&e) }))?;
+            let read = method == Method::GET;
+            let resp = match req.send().await {
+                Ok(r) => r,
+                // A read is safe to repeat; a write that was never sent (no connection) too.
+                Err(e) if (read || e.is_connect()) && transient < TRANSIENT_RETRIES => {
+                    transient += 1;
+                    tracing::debug!(call = %call, attempt = transient, error = %error_chain(&e), "retrying");
+                    tokio::time::sleep(backoff(transient)).await;
+                    continue;
+                }
+                // A write that timed out may have been carried out: the caller must not repeat it blindly.
+                Err(e) if e.is_timeout() => return Err(call_err(&call, None, UNCERTAIN)),
+                Err(e) => return Err(call_err(&call, None, error_chain(&e))),
+            };
             let status = resp.status().as_u16();
             self.observe(service.name(), status);
             let location = resp.headers().get("location").and_then(|h| h.to_str().ok()).map(String::from);
             let text = resp.text().await.unwrap_or_default();
             let body: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-            if status == 401 && attempt == 0 {
+            if status == 401 && !reauthenticated {
                 tracing::info!(call = %call, "401 from {}: re-authenticating once", service.name());
                 self.invalidate(epoch).await;
+                reauthenticated = true;
                 continue;
             }
             if ok.contains(&status) || (ok.is_empty() && (200..300).contains(&status)) {
                 return Ok(Reply { status, location, body });
             }
+            // 503: the service did not take the request; 502/504 from a proxy: only a read is repeated.
+            let retry = status == 503 || (read && matches!(status, 502 | 504));
+            if retry && transient < TRANSIENT_RETRIES {
+                transient += 1;
+                tracing::debug!(call = %call, status, attempt = transient, "retrying");
+                tokio::time::sleep(backoff(transient)).await;
+                continue;
+            }
+            if status == 401 {
+                return Err(call_err(&call, Some(401), "still unauthorized after re-authenticating"));
+            }
             return Err(call_err(&call, Some(status), error_message(&body)));
         }
-        Err(call_err(&call, Some(401), "still unauthorized after re-authenticating"))
     }
 }

@@ -503,3 +503,103 @@ async fn config_changes_apply_without_restart_and_bad_ones_are_rejected() {
     until("the dry-run Event", &[&h], || async { w.cluster.node_events(&victim).await.iter().any(|(r, _)| r == "DryRun") }).await;
     assert_eq!(w.reboots(&w.server(&victim)), 0);
 }
+
+/// Accepted (2xx) writes in the fake cloud's log whose path ends with `path_end` and whose
+/// body contains `body`.
+fn accepted(w: &World, path_part: &str, body: &str) -> usize {
+    w.os.requests()
+        .iter()
+        .filter(|r| r.method != "GET" && r.path.contains(path_part) && r.body.contains(body) && (200..300).contains(&r.status))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openstack_faults_at_20_percent_still_repair_each_node_exactly_once_and_no_secret_leaks() {
+    // Six workers: two broken at once stay below max-unhealthy (40%).
+    let w = world(6, true).await;
+    let mut workers = w.sim.node_names(Role::Worker);
+    workers.sort();
+    let (a, b) = (workers[0].clone(), workers[1].clone());
+    let (sa, sb) = (w.server(&a), w.server(&b));
+    // One service call in five fails: one in ten answered 503, and one read in ten
+    // answered only after the client gave up.
+    w.os.set_error_rate(0.1);
+    w.os.stall_reads(0.1, Duration::from_millis(1500));
+    // A's reboot is carried out but answered too late: the healer cannot know it happened.
+    w.os.stall_next(&format!("/servers/{sa}/action"), 1, Duration::from_millis(1500));
+    let extra = "  request-timeout: 1s\nnode-retry:\n  max-failures: 10\n  delay: 2s\ndrain:\n  timeout: 2s\n";
+    let cfg = w.config("faults", extra);
+    let log = w.dir.join("faults.log");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autohealer"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .arg("--kubeconfig")
+        .arg(&w.kubeconfig)
+        .args(["--log-format", "json", "--log-level", "debug"])
+        .env("POD_NAME", "replica-a")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let h = Healer { child, log };
+    w.sim.inject(&a, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    w.sim.inject(&b, Fault::KubeletStopped, Cure::Replace);
+    until("A's reboot is carried out", &[&h], || async { accepted(&w, &format!("/servers/{sa}/action"), "reboot") == 1 }).await;
+    let mut tokens = w.os.issued_tokens();
+    // Every token expires mid-repair: the next calls get 401 and the session re-authenticates.
+    w.os.expire_tokens();
+    until("A is back and released", &[&h], || async { released(&w.node(&a).await) }).await;
+    until("B's node group resize is accepted", &[&h], || async { accepted(&w, "/actions/resize", &sb) == 1 }).await;
+    until("B is gone and a new worker is Ready", &[&h], || async {
+        let mut joined = false;
+        for n in w.sim.node_names(Role::Worker).iter().filter(|n| !workers.contains(n)) {
+            joined |= w.node(n).await.is_some_and(|n| ready(&n));
+        }
+        joined && w.node(&b).await.is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes: Vec<String> =
+        w.os.requests()
+            .iter()
+            .filter(|r| r.method != "GET" && r.service != "identity")
+            .map(|r| format!("{} {} {} {}", r.status, r.method, r.path, r.body))
+            .collect();
+    let writes = writes.join("\n");
+    assert_eq!(accepted(&w, &format!("/servers/{sa}/action"), "reboot"), 1, "A rebooted exactly once:\n{writes}");
+    assert_eq!(accepted(&w, &format!("/servers/{sb}/action"), "reboot"), 1, "B rebooted exactly once:\n{writes}");
+    assert_eq!(accepted(&w, &format!("/servers/{sb}/action"), "os-stop"), 1, "B stopped exactly once:\n{writes}");
+    assert_eq!(accepted(&w, "/actions/resize", ""), 1, "one replace in all:\n{writes}");
+    assert!(w.os.requests().iter().any(|r| r.status == 503), "faults were injected");
+    assert!(
+        w.cluster.node_events(&a).await.iter().any(|(r, n)| r == "RepairIssued" && n.contains("treated as issued")),
+        "A's unanswered reboot was not repeated"
+    );
+    assert!(h.log().contains("re-authenticating once"), "the expired token was renewed");
+
+    // Secrets: the password and every token the healer held appear nowhere a user can see.
+    tokens.extend(w.os.issued_tokens());
+    assert!(tokens.len() >= 2, "a token was issued, and another after the expiry");
+    let mut seen = vec![("log".to_string(), h.log())];
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(w.cluster.client.clone());
+    for e in events.list(&Default::default()).await.unwrap().items {
+        seen.push(("event".into(), format!("{} {}", e.reason.unwrap_or_default(), e.note.unwrap_or_default())));
+    }
+    for n in Api::<Node>::all(w.cluster.client.clone()).list(&Default::default()).await.unwrap().items {
+        seen.push(("node".into(), serde_json::to_string(&n.metadata.annotations).unwrap()));
+    }
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::all(w.cluster.client.clone());
+    for c in cms.list(&Default::default()).await.unwrap().items {
+        seen.push(("configmap".into(), serde_json::to_string(&c).unwrap()));
+    }
+    let port =
+        std::fs::read_to_string(&cfg).unwrap().lines().find_map(|l| l.trim().strip_prefix("listen: 127.0.0.1:").map(String::from)).unwrap();
+    seen.push(("metrics".into(), reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap()));
+    assert!(seen.iter().any(|(_, s)| s.contains(&sb)), "the check reads real material");
+    for (what, text) in &seen {
+        assert!(!text.contains(fake::PASSWORD), "the password is in a {what}: {text}");
+        for t in &tokens {
+            assert!(!text.contains(t.as_str()), "a token is in a {what}: {text}");
+        }
+    }
+}

@@ -320,6 +320,10 @@ async fn a_zone_outage_is_short_circuited_and_repairs_nothing() {
         until_async("the zone is back", || async { e.node(n).await.is_some_and(|n| ready(&n)) }).await;
     }
     assert!(e.sim.calls().is_empty(), "a zone outage is not a node fault: {:?}", e.sim.calls());
+    for n in &zone_c {
+        let n = e.node(n).await.unwrap();
+        assert!(!cordoned(&n) && annotation(&n, REPAIR).is_none(), "recovery is clean: nothing left on {:?}", n.metadata.name);
+    }
     token.cancel();
     task.await.unwrap().unwrap();
 }
@@ -359,6 +363,10 @@ async fn a_partition_of_most_workers_repairs_nothing_and_pause_holds_repairs() {
         until_async("the partition heals", || async { e.node(w).await.is_some_and(|n| ready(&n)) }).await;
     }
     assert_eq!(e.sim.calls().len(), 1, "only the paused-then-resumed repair: {:?}", e.sim.calls());
+    for w in &workers {
+        let n = e.node(w).await.unwrap();
+        assert!(!cordoned(&n) && annotation(&n, REPAIR).is_none(), "recovery is clean: nothing left on {w}");
+    }
     token.cancel();
     task.await.unwrap().unwrap();
 }
@@ -495,6 +503,71 @@ async fn a_notify_only_check_tells_and_never_repairs() {
     assert!(e.sim.calls().is_empty(), "{:?}", e.sim.calls());
     let n = e.node(&victim).await.unwrap();
     assert!(!cordoned(&n) && annotation(&n, REPAIR).is_none());
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// The reliability suite's Kubernetes faults run against the fake apiserver only: a
+/// real cluster cannot be taken down on demand.
+fn fake_apiserver(e: &Env) -> Option<&autohealer_testkit::apiserver::FakeApiServer> {
+    let fake = e.cluster.fake.as_ref();
+    if fake.is_none() {
+        eprintln!("skipped: needs the fake apiserver to inject faults");
+    }
+    fake
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apiserver_outage_crashes_nothing_acts_on_nothing_while_blind_and_the_healer_resumes() {
+    // A grace period longer than the outage: the nodes' own Leases do not all go stale.
+    let e = env_with(4, SimOptions { grace: Duration::from_secs(120), ..Default::default() }).await;
+    let Some(fake) = fake_apiserver(&e) else { return };
+    let extra = format!("leader-elect: true\nleader-election:\n  lease-name: ah-{}\n  lease-duration: 3s\n  renew-grace: 1s\n", e.prefix);
+    let (token, task) = e.healer(e.config(&extra), "replica-a").await;
+    let victim = e.worker(0);
+    e.sim.inject(&victim, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until_async("the node is NotReady", || async { e.node(&victim).await.is_some_and(|n| !ready(&n)) }).await;
+    // 60 s at the test's time scale; the node becomes actionable (2 s) while the healer is blind.
+    let outage = Duration::from_secs(3);
+    fake.faults().outage(outage);
+    let blind_until = tokio::time::Instant::now() + outage;
+    while tokio::time::Instant::now() < blind_until {
+        assert!(e.sim.calls().is_empty(), "a cloud call while the apiserver was down: {:?}", e.sim.calls());
+        assert!(!task.is_finished(), "the healer stopped during the outage");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    until("the repair goes ahead once the apiserver is back", || e.sim.calls_for(&victim, Action::Reboot) == 1).await;
+    until_async("the node has recovered and is released", || async { released(&e.node(&victim).await) }).await;
+    assert_eq!(e.sim.calls().len(), 1, "{:?}", e.sim.calls());
+    assert!(!task.is_finished());
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_dropped_again_and_again_and_410_gone_converge_without_a_spurious_repair() {
+    let e = env(5).await;
+    let Some(fake) = fake_apiserver(&e) else { return };
+    let (token, task) = e.healer(e.config(""), "replica-a").await;
+    let nodes: Api<Node> = Api::all(e.cluster.client.clone());
+    for i in 0..30 {
+        fake.faults().drop_watches();
+        if i % 3 == 0 {
+            // History gone: a watch resumed from an old resourceVersion gets 410 Gone and relists.
+            fake.store().compact();
+        }
+        let p = json!({"metadata": {"labels": {"churn": i.to_string()}}});
+        nodes.patch(&e.worker(i % 5), &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(e.sim.calls().is_empty(), "no repair of healthy nodes: {:?}", e.sim.calls());
+    // The cache converged: a real failure now is seen and repaired, once, on the right node.
+    let victim = e.worker(3);
+    e.sim.inject(&victim, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until("the failed node is rebooted", || e.sim.calls_for(&victim, Action::Reboot) == 1).await;
+    until_async("the node has recovered and is released", || async { released(&e.node(&victim).await) }).await;
+    assert_eq!(e.sim.calls().len(), 1, "{:?}", e.sim.calls());
     token.cancel();
     task.await.unwrap().unwrap();
 }

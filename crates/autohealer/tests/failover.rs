@@ -138,7 +138,9 @@ async fn leader_killed_at_random_points_repeats_no_destructive_call() {
         state ^= state << 17;
         state
     };
-    let mut points: Vec<Duration> = (0..4).map(|i| Duration::from_millis(1500 + i * 2000 + next() % 2000)).collect();
+    // SOAK_ITERATIONS=N runs N kill points instead of four (a longer soak, off CI).
+    let iterations: u64 = std::env::var("SOAK_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let mut points: Vec<Duration> = (0..iterations).map(|i| Duration::from_millis(1500 + (i % 4) * 2000 + next() % 2000)).collect();
     points.sort();
     eprintln!("kill points (seed {seed}): {points:?}");
     for p in points {

@@ -102,6 +102,8 @@ fn alerts_and_dashboard_use_only_metrics_the_healer_exports() {
     m.repair_duration.get_or_create(&ActionLabels { role: "worker".into(), action: "reboot".into() }).observe(1.0);
     m.cloud_requests.get_or_create(&CloudLabels { service: "nova".into(), code: "202".into() }).inc();
     m.held.get_or_create(&HeldLabels { role: "worker".into(), gate: "rate".into() }).set(0);
+    m.detected("worker", "medium");
+    m.notification("slack", "sent");
     let exported: BTreeSet<String> =
         m.encode().lines().filter_map(|l| l.strip_prefix("# TYPE ").and_then(|t| t.split_whitespace().next()).map(String::from)).collect();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/monitoring");

@@ -161,6 +161,8 @@ pub(crate) struct Inner {
     pub projects: Vec<Project>,
     pub app_creds: Vec<AppCred>,
     pub tokens: HashMap<String, Token>,
+    /// Every token ever issued, expired ones included.
+    pub issued: Vec<String>,
     pub servers: BTreeMap<String, Server>,
     pub volumes: BTreeMap<String, Volume>,
     pub stacks: BTreeMap<String, Stack>,
@@ -174,6 +176,11 @@ pub(crate) struct Faults {
     pub error_rate: f64,
     /// Answer the next N requests whose "METHOD path" contains the key with 409.
     pub conflicts: Vec<(String, usize)>,
+    /// Answer the next N requests whose "METHOD path" contains the key only after this
+    /// long, having carried them out: the client times out not knowing they happened.
+    pub stalls: Vec<(String, usize, Duration)>,
+    /// This share of GET requests is answered only after the duration.
+    pub read_stalls: Option<(f64, Duration)>,
 }
 
 pub(crate) struct State {
@@ -454,6 +461,22 @@ impl FakeOpenStack {
     /// Answers the next `n` requests whose `METHOD path` contains `key` with a 409.
     pub fn conflict_next(&self, key: &str, n: usize) {
         lock(&self.state.faults).conflicts.push((key.into(), n));
+    }
+
+    /// Carries out the next `n` requests whose `METHOD path` contains `key`, then
+    /// answers only after `d`: a client that gives up first cannot tell they happened.
+    pub fn stall_next(&self, key: &str, n: usize, d: Duration) {
+        lock(&self.state.faults).stalls.push((key.into(), n, d));
+    }
+
+    /// Answers this share of GET requests only after `d`.
+    pub fn stall_reads(&self, rate: f64, d: Duration) {
+        lock(&self.state.faults).read_stalls = (rate > 0.0).then_some((rate, d));
+    }
+
+    /// Every token issued so far, for tests that check none leaks.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.state.inner).issued.clone()
     }
 
     /// Every token issued so far expires now: the next service call gets 401.

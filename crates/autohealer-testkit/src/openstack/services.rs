@@ -67,6 +67,20 @@ pub(super) async fn handle(state: Arc<State>, req: axum::extract::Request) -> Re
         status: code.as_u16(),
         body: body_text,
     });
+    let stall = {
+        let mut f = lock(&state.faults);
+        let key = format!("{method} {path}");
+        let targeted = f.stalls.iter_mut().find(|(k, n, _)| *n > 0 && key.contains(k.as_str())).map(|slot| {
+            slot.1 -= 1;
+            slot.2
+        });
+        let read =
+            f.read_stalls.filter(|(rate, _)| method == axum::http::Method::GET && service != "identity" && rand::random::<f64>() < *rate);
+        targeted.or(read.map(|(_, d)| d))
+    };
+    if let Some(d) = stall {
+        tokio::time::sleep(d).await;
+    }
     let mut resp = if out.is_null() { code.into_response() } else { (code, axum::Json(out)).into_response() };
     resp.headers_mut().extend(headers);
     resp
@@ -204,7 +218,11 @@ fn identity(state: &Arc<State>, method: &Method, path: &str, body: &str) -> Repl
     drop(g);
     let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
     let expires = Timestamp::now() + SignedDuration::try_from(state.opts.token_ttl).unwrap_or_default();
-    lock(&state.inner).tokens.insert(token.clone(), Token { expires });
+    {
+        let mut inner = lock(&state.inner);
+        inner.tokens.insert(token.clone(), Token { expires });
+        inner.issued.push(token.clone());
+    }
     let mut body = json!({"token": {
         "methods": methods, "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(), "issued_at": Timestamp::now().to_string(),
         "user": {"id": user.id, "name": user.name, "domain": {"id": user.domain_id, "name": user.domain_name}},
