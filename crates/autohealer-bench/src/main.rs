@@ -46,6 +46,9 @@ struct Args {
     /// Simultaneous failures.
     #[arg(long, default_value_t = 100)]
     simultaneous: usize,
+    /// Images each Node lists in its status (real nodes list dozens).
+    #[arg(long, default_value_t = 40)]
+    images: usize,
     /// Which side(s) to run.
     #[arg(long, value_delimiter = ',', default_value = "autohealer,reference-model")]
     sides: Vec<String>,
@@ -115,7 +118,7 @@ struct World {
 }
 
 impl World {
-    async fn start(n: usize, tag: &str) -> anyhow::Result<Self> {
+    async fn start(n: usize, images: usize, tag: &str) -> anyhow::Result<Self> {
         let api = FakeApiServer::start(ApiServerOptions { history_window: 200_000, ..Default::default() }).await?;
         let os = FakeOpenStack::start(OsOptions::default()).await?;
         let nodes = resources::find("", "v1", "nodes").context("nodes")?;
@@ -129,7 +132,7 @@ impl World {
                 "status": {
                     "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
                     "addresses": [{"type": "InternalIP", "address": ip}],
-                    "images": (0..40).map(|k| json!({"names": [format!("registry.example/app-{k}:v1")], "sizeBytes": 123456789})).collect::<Vec<_>>(),
+                    "images": (0..images).map(|k| json!({"names": [format!("registry.example/app-{k}:v1")], "sizeBytes": 123456789})).collect::<Vec<_>>(),
                     "nodeInfo": {"machineID": "m", "systemUUID": "s", "bootID": "b", "kernelVersion": "6.1", "osImage": "x", "containerRuntimeVersion": "containerd://2",
                         "kubeletVersion": "v1.33.0", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"}
                 }
@@ -276,7 +279,7 @@ fn quantiles(mut v: Vec<f64>) -> (String, f64) {
 }
 
 async fn measure(side: &Side, n: usize, args: &Args) -> anyhow::Result<Row> {
-    let w = World::start(n, side.name().split(' ').next().unwrap_or("x")).await?;
+    let w = World::start(n, args.images, side.name().split(' ').next().unwrap_or("x")).await?;
     let started = Instant::now();
     let mut leader = side.spawn(&w, "bench-a", args.interval)?;
     wait_until("the first replica leads", Duration::from_secs(120), || w.holder().as_deref() == Some("bench-a")).await?;

@@ -249,7 +249,13 @@ impl Healer {
                 });
             }
             self.publish_metrics(&states, &p);
-            let wake = p.wake_at.map(|w| tokio::time::Instant::now() + Duration::try_from(w.duration_since(now)).unwrap_or(Duration::ZERO));
+            // Notify-only findings are not the planner's: their instants wake the loop too.
+            let alert_at = states.iter().flat_map(|s| &s.alerts).map(|f| f.actionable_at()).filter(|t| *t > now).min();
+            let wake_at = match (p.wake_at, alert_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wake = wake_at.map(|w| tokio::time::Instant::now() + Duration::try_from(w.duration_since(now)).unwrap_or(Duration::ZERO));
             if leader {
                 self.act(&p, &states, &snapshot, &actor, &mut in_flight, &mut announced, &done_tx, &term, &obs);
                 self.alert(&states, &snapshot, &actor, &mut alerted, now);
