@@ -527,6 +527,8 @@ async fn openstack_faults_at_20_percent_still_repair_each_node_exactly_once_and_
     w.os.stall_reads(0.1, Duration::from_millis(1500));
     // A's reboot is carried out but answered too late: the healer cannot know it happened.
     w.os.stall_next(&format!("/servers/{sa}/action"), 1, Duration::from_millis(1500));
+    // B's first reboot is refused with a 409 (Nova did nothing): a failed step, retried.
+    w.os.conflict_next(&format!("/servers/{sb}/action"), 1);
     let extra = "  request-timeout: 1s\nnode-retry:\n  max-failures: 10\n  delay: 2s\ndrain:\n  timeout: 2s\n";
     let cfg = w.config("faults", extra);
     let log = w.dir.join("faults.log");
@@ -571,6 +573,7 @@ async fn openstack_faults_at_20_percent_still_repair_each_node_exactly_once_and_
     assert_eq!(accepted(&w, &format!("/servers/{sb}/action"), "os-stop"), 1, "B stopped exactly once:\n{writes}");
     assert_eq!(accepted(&w, "/actions/resize", ""), 1, "one replace in all:\n{writes}");
     assert!(w.os.requests().iter().any(|r| r.status == 503), "faults were injected");
+    assert!(w.os.requests().iter().any(|r| r.status == 409 && r.path.contains(&sb)), "B's first reboot was refused");
     assert!(
         w.cluster.node_events(&a).await.iter().any(|(r, n)| r == "RepairIssued" && n.contains("treated as issued")),
         "A's unanswered reboot was not repeated"
