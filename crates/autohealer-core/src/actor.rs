@@ -230,7 +230,7 @@ impl Actor {
     /// Starts a repair step: ledger (and cordon) first, then the cloud call.
     #[allow(clippy::too_many_arguments)]
     pub async fn start_step(
-        &self,
+        self: &Arc<Self>,
         n: &Node,
         action: Action,
         attempt: u32,
@@ -363,8 +363,11 @@ impl Actor {
                         written = w;
                     }
                 }
+                // On its own: waiting for the cloud to confirm must not hold the node's
+                // next step (a fence that comes late loses its write to the newer node).
                 if action == Action::Replace && self.fencing.enabled && !record.fenced {
-                    self.fence(written, record, severity.0, incident).await;
+                    let me = self.clone();
+                    tokio::spawn(async move { me.fence(written, record, severity.0, incident).await });
                 }
                 Ok(())
             }

@@ -203,22 +203,25 @@ impl EnvOverrides {
         var.trim_start_matches("AUTOHEALER_").to_ascii_lowercase().replace('_', "-")
     }
 
-    fn apply(&self, value: &mut serde_json::Value) -> Result<Vec<(String, String)>, ConfigError> {
+    /// Applies the overrides to the file's keys; returns those applied (variable, key)
+    /// and the `AUTOHEALER_*` variables that name no key (with the nearest name), which
+    /// are ignored: Kubernetes itself sets some (the service links of a Service named
+    /// `autohealer`, e.g. `AUTOHEALER_SERVICE_HOST`), so they cannot stop the healer.
+    fn apply(&self, value: &mut serde_json::Value) -> (Vec<(String, String)>, Vec<String>) {
         let top: Vec<&str> = {
             let mut t: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
             t.dedup();
             t
         };
         let mut applied = Vec::new();
+        let mut ignored = Vec::new();
         for (var, raw) in &self.0 {
             let key = Self::key_of(var);
             if !top.contains(&key.as_str()) {
                 let near: Vec<String> = top.iter().map(|k| format!("AUTOHEALER_{}", k.to_ascii_uppercase().replace('-', "_"))).collect();
                 let near: Vec<&str> = near.iter().map(String::as_str).collect();
-                return Err(ConfigError {
-                    path: format!("${var}"),
-                    message: format!("not a config key override{}", autohealer_healthcheck::did_you_mean(var, &near)),
-                });
+                ignored.push(format!("${var} names no config key{}", autohealer_healthcheck::did_you_mean(var, &near)));
+                continue;
             }
             let parsed: serde_json::Value = serde_saphyr::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.clone()));
             let parsed = if parsed.is_null() { serde_json::Value::String(raw.clone()) } else { parsed };
@@ -229,7 +232,7 @@ impl EnvOverrides {
             }
             applied.push((var.clone(), key));
         }
-        Ok(applied)
+        (applied, ignored)
     }
 }
 
@@ -616,6 +619,8 @@ pub struct Loaded {
     /// The environment overrides in force, and the keys they replaced.
     pub env: EnvOverrides,
     pub overridden: Vec<(String, String)>,
+    /// `AUTOHEALER_*` variables that name no key, and the nearest one.
+    pub ignored_env: Vec<String>,
 }
 
 impl Config {
@@ -637,7 +642,7 @@ impl Config {
         if !value.is_object() {
             return Err(ConfigError { path: "(file)".into(), message: format!("the config must be a map of keys, got {value}") });
         }
-        let overridden = env.apply(&mut value)?;
+        let (overridden, ignored_env) = env.apply(&mut value);
         let config: Config = from_value(&value, "")?;
         let checks = config.validate(registry)?;
         let notify = match &config.notifications {
@@ -646,7 +651,7 @@ impl Config {
             }
             None => Default::default(),
         };
-        Ok(Loaded { config, checks, notify, env: env.clone(), overridden })
+        Ok(Loaded { config, checks, notify, env: env.clone(), overridden, ignored_env })
     }
 
     fn validate(&self, registry: &Registry) -> Result<Checks, ConfigError> {
@@ -847,6 +852,9 @@ mod tests {
         let names: Vec<&str> = l.overridden.iter().map(|(v, _)| v.as_str()).collect();
         assert_eq!(names, ["AUTOHEALER_DRY_RUN", "AUTOHEALER_MONITOR_INTERVAL", "AUTOHEALER_OPENSTACK"]);
         assert!(!format!("{l:?}").contains("from-secret"), "values never shown");
+        let foreign = EnvOverrides::from_vars([("AUTOHEALER_SERVICE_HOST".to_string(), "10.0.0.1".to_string())]);
+        let l = Config::load_str_with(text, &Registry::with_builtins(), &foreign).unwrap();
+        assert!(l.ignored_env[0].starts_with("$AUTOHEALER_SERVICE_HOST names no config key"), "{:?}", l.ignored_env);
         let bad = EnvOverrides::from_vars([("AUTOHEALER_DRY_RUN".to_string(), "perhaps".to_string())]);
         let e = Config::load_str_with(text, &Registry::with_builtins(), &bad).unwrap_err();
         assert_eq!(e.path, "dry-run");

@@ -135,6 +135,9 @@ async fn real_main() -> anyhow::Result<()> {
             for (var, key) in &l.overridden {
                 println!("  {key}: overridden by ${var} (value not shown)");
             }
+            for why in &l.ignored_env {
+                println!("  ignored: {why}");
+            }
         }
         Command::Plan { config, kubeconfig } => {
             let l = load(&config)?;
@@ -148,6 +151,9 @@ async fn real_main() -> anyhow::Result<()> {
         Command::Run { config, dry_run, kubeconfig, log_format, log_level } => {
             init_logs(log_format, &log_level)?;
             let mut l = load(&config)?;
+            for why in &l.ignored_env {
+                tracing::warn!("environment variable ignored: {why}");
+            }
             l.config.dry_run |= dry_run;
             let client = autohealer::kube_client(&l, kubeconfig.as_deref()).await?;
             let metrics = Arc::new(Metrics::new());
