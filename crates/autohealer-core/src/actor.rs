@@ -475,8 +475,10 @@ impl Actor {
                 succeeded: true,
                 reason: record.reason.clone(),
                 severity: record.severity,
+                held: false,
             };
-            patch["metadata"]["annotations"][HISTORY_ANNOTATION] = json!(push_history(node::annotation(n, HISTORY_ANNOTATION), entry));
+            patch["metadata"]["annotations"][HISTORY_ANNOTATION] =
+                json!(push_history(node::annotation(n, HISTORY_ANNOTATION), entry, record.detected));
         }
         if record.cordoned {
             patch["spec"]["unschedulable"] = Value::Null;
@@ -540,8 +542,9 @@ impl Actor {
             succeeded: false,
             reason: why.to_string(),
             severity: record.severity,
+            held: false,
         };
-        let history = push_history(node::annotation(n, HISTORY_ANNOTATION), entry);
+        let history = push_history(node::annotation(n, HISTORY_ANNOTATION), entry, record.detected);
         self.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json(), HISTORY_ANNOTATION: history}}})).await?;
         self.metrics.repair(node::role(n).as_str(), record.action.as_str(), "failed");
         tracing::warn!(node = %n.name_any(), why, "repair failed");
@@ -561,6 +564,27 @@ impl Actor {
             format!("Repair of node {} failed: {why}", n.name_any()),
         );
         Ok(())
+    }
+
+    /// Keeps a detection that a gate holds back in the node's history, once per failure,
+    /// so that the next failure's severity counts it, after a failover too. Replaced by
+    /// the repair's own entry if the failure is repaired later.
+    pub async fn record_detection(&self, n: &Node, entry: HistoryEntry) -> Result<(), ActError> {
+        let mut current = n.clone();
+        for _ in 0..3 {
+            let before = node::annotation(&current, HISTORY_ANNOTATION);
+            if crate::ledger::parse_history(before).iter().any(|h| h.started == entry.started) {
+                return Ok(());
+            }
+            let history = push_history(before, entry.clone(), None);
+            match self.fenced_patch(&current, json!({"metadata": {"annotations": {HISTORY_ANNOTATION: history}}})).await {
+                Err(ActError::Conflict(name)) => {
+                    current = self.nodes.get(&name).await.map_err(|source| ActError::Kube { node: name.clone(), source })?;
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+        Err(ActError::Conflict(n.name_any()))
     }
 
     /// Persists (or clears) a probing check's first-failure time, as upstream does.

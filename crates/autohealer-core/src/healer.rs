@@ -318,6 +318,34 @@ impl Healer {
         ))
     }
 
+    /// The history entry of a failure a gate holds back, for the gates that leave the
+    /// node to the healer (not `skip`, not an unreadable ledger, not dry-run: those
+    /// write nothing to the node).
+    fn held_detection(&self, state: &NodeState, d: &Decision, severity: Severity, why: String) -> Option<crate::ledger::HistoryEntry> {
+        let Decision::Held { gate, .. } = d else { return None };
+        // A repair under way (or failed) already answers the failure in the history.
+        if matches!(state.ledger, crate::ledger::Ledger::Record(_)) {
+            return None;
+        }
+        if self.settings.policy.dry_run || matches!(gate, Gate::Skip | Gate::Unreadable | Gate::RetryBudget | Gate::Leader) {
+            return None;
+        }
+        let detected = state.findings.iter().map(|f| f.actionable_at()).min()?;
+        let steps = match state.role {
+            Role::Master => &self.settings.policy.master_steps,
+            Role::Worker => &self.settings.policy.worker_steps,
+        };
+        Some(crate::ledger::HistoryEntry {
+            action: steps.first().copied().unwrap_or(Action::Reboot),
+            started: detected,
+            ended: detected,
+            succeeded: false,
+            reason: why,
+            severity: Some(severity),
+            held: true,
+        })
+    }
+
     /// Notify-only checks: an Event and a notification once per node and check when
     /// the problem has lasted its unhealthy-duration; never a repair.
     fn alert(
@@ -667,6 +695,14 @@ impl Healer {
                         announced.open.insert(uid.clone(), (incident.clone(), sev));
                     }
                     actor.tell(&n, kind, sev, incident, format!("Node {}: {note}", np.name));
+                    if let Some(entry) = self.held_detection(state, &np.decision, sev, note.clone()) {
+                        let (actor, n) = (actor.clone(), n.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = actor.record_detection(&n, entry).await {
+                                tracing::debug!(node = %n.name_any(), error = %e, "held detection not recorded; the next evaluation tries again");
+                            }
+                        });
+                    }
                     let note = format!("{note} Severity: {sev} ({why}).");
                     tokio::spawn(async move { actor.event(&n, reason != "DryRun", reason, "Decide", note).await });
                 }

@@ -100,6 +100,11 @@ pub struct HistoryEntry {
     /// The failure's severity when it was detected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<Severity>,
+    /// A detection no repair answered (a gate held it back): `started` is when the
+    /// failure became actionable, `action` the step that would have been taken. It counts
+    /// toward severity, never toward the repair budgets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// The history as read from a node; an unreadable one counts as empty (it only
@@ -108,9 +113,11 @@ pub fn parse_history(value: Option<&str>) -> Vec<HistoryEntry> {
     value.and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default()
 }
 
-/// The history with `entry` appended, trimmed to [`HISTORY_LEN`], as JSON.
-pub fn push_history(value: Option<&str>, entry: HistoryEntry) -> String {
+/// The history with `entry` appended, trimmed to [`HISTORY_LEN`], as JSON. A held
+/// detection of the same failure (`detected`) is replaced: one failure, one entry.
+pub fn push_history(value: Option<&str>, entry: HistoryEntry, detected: Option<Timestamp>) -> String {
     let mut h = parse_history(value);
+    h.retain(|e| !(e.held && Some(e.started) == detected));
     h.push(entry);
     let excess = h.len().saturating_sub(HISTORY_LEN);
     h.drain(..excess);
@@ -154,10 +161,11 @@ mod tests {
             succeeded: true,
             reason: String::new(),
             severity: None,
+            held: false,
         };
         let mut json = None;
         for i in 0..15 {
-            json = Some(push_history(json.as_deref(), e(i)));
+            json = Some(push_history(json.as_deref(), e(i), None));
         }
         let h = parse_history(json.as_deref());
         assert_eq!(h.len(), HISTORY_LEN);

@@ -193,7 +193,15 @@ mod tests {
     use autohealer_cloud::Action;
 
     fn entry(started: Timestamp) -> HistoryEntry {
-        HistoryEntry { action: Action::Reboot, started, ended: started, succeeded: true, reason: String::new(), severity: None }
+        HistoryEntry {
+            action: Action::Reboot,
+            started,
+            ended: started,
+            succeeded: true,
+            reason: String::new(),
+            severity: None,
+            held: false,
+        }
     }
 
     #[test]

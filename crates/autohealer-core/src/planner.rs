@@ -395,7 +395,7 @@ pub fn plan(input: &Input) -> Plan {
                 Ledger::Record(r) => Some(r.first_started),
                 _ => None,
             };
-            n.history.iter().map(|h| h.started).chain(current)
+            n.history.iter().filter(|h| !h.held).map(|h| h.started).chain(current)
         })
         .filter(|t| *t > hour_ago)
         .collect();
@@ -544,7 +544,8 @@ fn start(input: &Input, node: &NodeState, reason: &str, at: Timestamp, active: &
     }
     let l = &input.policy.limits;
     let window_start = sub(input.now, l.node_cooldown);
-    let failures: Vec<Timestamp> = node.history.iter().filter(|h| !h.succeeded && h.ended > window_start).map(|h| h.ended).collect();
+    let failures: Vec<Timestamp> =
+        node.history.iter().filter(|h| !h.succeeded && !h.held && h.ended > window_start).map(|h| h.ended).collect();
     if failures.len() >= l.node_max_failures {
         let until = failures.iter().min().map(|t| add(*t, l.node_cooldown));
         return Decision::Held {
@@ -836,6 +837,7 @@ mod tests {
             succeeded: false,
             reason: "timed out".into(),
             severity: None,
+            held: false,
         }];
         let p = run(std::slice::from_ref(&n), "01:35:00");
         assert!(matches!(p.nodes[0].decision, Decision::Waiting { .. }));
@@ -853,11 +855,32 @@ mod tests {
                 succeeded: false,
                 reason: String::new(),
                 severity: None,
+                held: false,
             });
         }
         let p = run(std::slice::from_ref(&n), "01:45:00");
         assert!(matches!(p.nodes[0].decision, Decision::Held { gate: Gate::RetryBudget, .. }), "{p:?}");
         assert_eq!(p.wake_at, Some(t("02:10:00")));
+    }
+
+    #[test]
+    fn held_detections_raise_nothing_but_severity() {
+        let mut n = worker(vec![not_ready("01:00:00")]);
+        n.history = (0..5)
+            .map(|i| HistoryEntry {
+                action: Action::Reboot,
+                started: add(t("00:30:00"), Duration::from_secs(i * 60)),
+                ended: add(t("00:30:00"), Duration::from_secs(i * 60)),
+                succeeded: false,
+                reason: "held: short-circuit".into(),
+                severity: None,
+                held: true,
+            })
+            .collect();
+        let p = run(std::slice::from_ref(&n), "01:06:00");
+        assert!(matches!(p.nodes[0].decision, Decision::Repair { attempt: 1, .. }), "not a retry budget, not a rate: {p:?}");
+        let (sev, _) = crate::notice::severity(Role::Worker, &n.history, t("01:06:00"), false);
+        assert_eq!(sev, crate::notice::Severity::Critical, "five failures within the hour");
     }
 
     #[test]
@@ -964,6 +987,7 @@ mod tests {
                 succeeded: true,
                 reason: String::new(),
                 severity: None,
+                held: false,
             })
             .collect();
         let p = run.plan(&busy, "02:00:00");

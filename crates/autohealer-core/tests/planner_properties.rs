@@ -53,7 +53,7 @@ prop_compose! {
             findings,
             alerts: vec![],
             ledger,
-            history: (0..failures).map(|k| HistoryEntry { action: Action::Reboot, started: ts(-(k as i64) * 600 - 60), ended: ts(-(k as i64) * 600), succeeded: k % 2 == 0, reason: String::new(), severity: None }).collect(),
+            history: (0..failures).map(|k| HistoryEntry { action: Action::Reboot, started: ts(-(k as i64) * 600 - 60), ended: ts(-(k as i64) * 600), succeeded: k % 2 == 0, reason: String::new(), severity: None, held: false }).collect(),
             skip,
             remediate,
         }

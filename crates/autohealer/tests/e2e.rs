@@ -363,6 +363,13 @@ async fn a_partition_of_most_workers_repairs_nothing_and_pause_holds_repairs() {
         until_async("the partition heals", || async { e.node(w).await.is_some_and(|n| ready(&n)) }).await;
     }
     assert_eq!(e.sim.calls().len(), 1, "only the paused-then-resumed repair: {:?}", e.sim.calls());
+    // The held failures are in the nodes' history, critical, for the next leader's severity.
+    let history = annotation(&e.node(&workers[1]).await.unwrap(), "autohealer.dev/repair-history").expect("a history");
+    let history: Value = serde_json::from_str(&history).unwrap();
+    assert!(
+        history.as_array().unwrap().iter().any(|h| h["held"] == true && h["severity"] == "critical"),
+        "a held detection was kept: {history}"
+    );
     for w in &workers {
         let n = e.node(w).await.unwrap();
         assert!(!cordoned(&n) && annotation(&n, REPAIR).is_none(), "recovery is clean: nothing left on {w}");
