@@ -411,17 +411,16 @@ impl Actor {
         };
         let mut r = record.clone();
         r.fenced = true;
+        let mut tainted = false;
         for _ in 0..5 {
-            let mut taints: Vec<Value> = last
-                .spec
-                .as_ref()
-                .and_then(|s| s.taints.as_ref())
-                .map(|t| t.iter().filter(|t| t.key != OUT_OF_SERVICE_TAINT).filter_map(|t| serde_json::to_value(t).ok()).collect())
-                .unwrap_or_default();
+            let mut taints = taints_without_fence(&last);
             taints.push(json!({"key": OUT_OF_SERVICE_TAINT, "value": "nodeshutdown", "effect": "NoExecute"}));
             let patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}, "spec": {"taints": taints}});
             match self.fenced_patch(&last, patch).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    tainted = true;
+                    break;
+                }
                 Err(ActError::Conflict(name)) => {
                     let Ok(fresh) = self.nodes.get(&name).await else { return };
                     // Fence only while the ledger still holds this repair.
@@ -439,6 +438,10 @@ impl Actor {
                     return;
                 }
             }
+        }
+        if !tainted {
+            tracing::warn!(node = %last.name_any(), "the node kept changing: not fenced");
+            return;
         }
         let pods = crate::drain::pods_on(&self.client, &last.name_any()).await.unwrap_or_default();
         let listed = if pods.is_empty() {
@@ -485,13 +488,7 @@ impl Actor {
         }
         let tainted = n.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
         if record.fenced && tainted {
-            let kept: Vec<Value> = n
-                .spec
-                .as_ref()
-                .and_then(|s| s.taints.as_ref())
-                .map(|t| t.iter().filter(|t| t.key != OUT_OF_SERVICE_TAINT).filter_map(|t| serde_json::to_value(t).ok()).collect())
-                .unwrap_or_default();
-            patch["spec"]["taints"] = json!(kept);
+            patch["spec"]["taints"] = json!(taints_without_fence(n));
         }
         self.fenced_patch(n, patch).await?;
         let role = node::role(n);
@@ -591,6 +588,16 @@ impl Actor {
     pub async fn mark_probe(&self, n: &Node, annotation: &str, value: Option<String>) -> Result<(), ActError> {
         self.fenced_patch(n, json!({"metadata": {"annotations": {annotation: value}}})).await.map(|_| ())
     }
+}
+
+/// The node's taints but the out-of-service one: a taint list is replaced whole by a
+/// merge patch, behind the resourceVersion precondition.
+fn taints_without_fence(n: &Node) -> Vec<Value> {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|t| t.iter().filter(|t| t.key != OUT_OF_SERVICE_TAINT).filter_map(|t| serde_json::to_value(t).ok()).collect())
+        .unwrap_or_default()
 }
 
 fn action_name(a: Action) -> &'static str {

@@ -70,7 +70,9 @@ pub(super) async fn handle(state: Arc<State>, req: axum::extract::Request) -> Re
     let stall = {
         let mut f = lock(&state.faults);
         let key = format!("{method} {path}");
-        let targeted = f.stalls.iter_mut().find(|(k, n, _)| *n > 0 && key.contains(k.as_str())).map(|slot| {
+        // Only a request that was carried out is answered late: that is the doubt to create.
+        let carried_out = code.is_success();
+        let targeted = f.stalls.iter_mut().find(|(k, n, _)| carried_out && *n > 0 && key.contains(k.as_str())).map(|slot| {
             slot.1 -= 1;
             slot.2
         });
