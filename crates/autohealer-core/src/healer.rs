@@ -703,7 +703,7 @@ impl Healer {
                             }
                         });
                     }
-                    let note = format!("{note} Severity: {sev} ({why}).");
+                    let note = format!("{}. Severity: {sev} ({why}).", note.trim_end_matches('.'));
                     tokio::spawn(async move { actor.event(&n, reason != "DryRun", reason, "Decide", note).await });
                 }
                 continue;
