@@ -124,12 +124,15 @@ pub enum CloudError {
     Other(String),
 }
 
+/// The message of a call that got no answer in time although it may have been carried
+/// out (a write that timed out); providers fail such calls with it.
+pub const UNCERTAIN: &str = "no answer in time: the call may have been carried out";
+
 impl CloudError {
-    /// Whether the call may have been carried out although it failed (a write that
-    /// timed out): a repair step that ends so is treated as issued and verified like
-    /// one, never sent again.
+    /// Whether the call may have been carried out although it failed: a repair step
+    /// that ends so is treated as issued and verified like one, never sent again.
     pub fn is_uncertain(&self) -> bool {
-        matches!(self, CloudError::Call { status: None, message, .. } if message.starts_with("no answer in time"))
+        matches!(self, CloudError::Call { status: None, message, .. } if message == UNCERTAIN)
     }
 }
 

@@ -56,12 +56,6 @@ pub struct FencingSettings {
     pub poll: std::time::Duration,
 }
 
-impl Default for FencingSettings {
-    fn default() -> Self {
-        Self { enabled: true, confirm_timeout: std::time::Duration::from_secs(300), poll: std::time::Duration::from_secs(10) }
-    }
-}
-
 /// The taint Kubernetes' pod GC acts on (GA since 1.28).
 pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
 

@@ -116,20 +116,6 @@ impl Kind {
         }
     }
 
-    pub const ALL: [Kind; 11] = [
-        Kind::Detected,
-        Kind::RepairStarted,
-        Kind::RepairSucceeded,
-        Kind::RepairFailed,
-        Kind::ShortCircuitOn,
-        Kind::ShortCircuitOff,
-        Kind::Paused,
-        Kind::Resumed,
-        Kind::RetryBudgetExhausted,
-        Kind::Recovered,
-        Kind::Fenced,
-    ];
-
     /// Whether this kind ends what an earlier one opened (PagerDuty resolves on it).
     pub fn resolves(self) -> bool {
         matches!(self, Kind::RepairSucceeded | Kind::Recovered | Kind::ShortCircuitOff | Kind::Resumed)

@@ -24,6 +24,8 @@ pub struct Message {
     pub severity: Severity,
     pub summary: String,
     pub node: Option<String>,
+    /// The node's role, for a single notification about a node.
+    pub role: Option<autohealer_cloud::Role>,
     /// Every node the message is about (one, or all of a summary).
     pub nodes: Vec<String>,
     pub incident: String,
@@ -120,6 +122,7 @@ fn single(n: &Notification, cluster: &str) -> Message {
         severity: n.severity,
         summary: n.summary.clone(),
         node: n.node.clone(),
+        role: n.role,
         nodes: n.node.iter().cloned().collect(),
         incident: n.incident.clone(),
         dry_run: n.dry_run,
@@ -151,6 +154,7 @@ fn summary(kind: Kind, group: &[&Notification], cluster: &str) -> Message {
         severity,
         summary,
         node: None,
+        role: None,
         nodes,
         incident: format!("storm/{kind}/{}", first.at.as_second()),
         dry_run: group.iter().any(|n| n.dry_run),

@@ -136,6 +136,7 @@ pub fn webhook_body(m: &Message) -> Value {
         "summary": m.summary,
         "text": title(m),
         "node": m.node,
+        "role": m.role,
         "nodes": m.nodes,
         "count": m.count,
         "incident": m.incident,

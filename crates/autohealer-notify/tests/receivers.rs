@@ -165,6 +165,7 @@ async fn a_storm_becomes_one_summary_and_delivery_retries_transient_failures() {
     assert_eq!(b["nodes"].as_array().unwrap().len(), 40);
     assert!(b["summary"].as_str().unwrap().contains("40 nodes"), "{b}");
     assert_eq!(b["severity"], "critical");
+    assert!(b["role"].is_null(), "a summary is about many nodes");
     assert_eq!(hook.hits.load(Ordering::SeqCst), 3, "two failures, then delivered");
     let m = metrics.encode();
     assert!(m.contains(r#"autohealer_notifications_total{sink="teams",result="sent"} 1"#), "{m}");

@@ -92,9 +92,6 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100 * 2u64.pow(attempt.saturating_sub(1)))
 }
 
-/// The message of a write that timed out: it may or may not have been carried out.
-pub const UNCERTAIN: &str = "no answer in time: the call may have been carried out";
-
 fn call_err(call: &str, status: Option<u16>, message: impl Into<String>) -> CloudError {
     CloudError::Call { call: call.to_string(), status, message: message.into() }
 }
@@ -327,7 +324,7 @@ impl Session {
                     continue;
                 }
                 // A write that timed out may have been carried out: the caller must not repeat it blindly.
-                Err(e) if e.is_timeout() => return Err(call_err(&call, None, UNCERTAIN)),
+                Err(e) if e.is_timeout() => return Err(call_err(&call, None, autohealer_cloud::UNCERTAIN)),
                 Err(e) => return Err(call_err(&call, None, error_chain(&e))),
             };
             let status = resp.status().as_u16();

@@ -104,6 +104,10 @@ impl World {
     }
 
     async fn healer(&self, config: &PathBuf, identity: &str) -> Healer {
+        self.healer_logging(config, identity, "info").await
+    }
+
+    async fn healer_logging(&self, config: &PathBuf, identity: &str, level: &str) -> Healer {
         let log = self.dir.join(format!("{identity}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autohealer"))
@@ -111,7 +115,7 @@ impl World {
             .arg(config)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .args(["--log-format", "json", "--log-level", "info"])
+            .args(["--log-format", "json", "--log-level", level])
             .env("POD_NAME", identity)
             .stderr(file)
             .kill_on_drop(true)
@@ -534,19 +538,8 @@ async fn openstack_faults_at_20_percent_still_repair_each_node_exactly_once_and_
     w.os.conflict_next(&format!("/servers/{sb}/action"), 1);
     let extra = "  request-timeout: 1s\nnode-retry:\n  max-failures: 10\n  delay: 2s\ndrain:\n  timeout: 2s\n";
     let cfg = w.config("faults", extra);
-    let log = w.dir.join("faults.log");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autohealer"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .arg("--kubeconfig")
-        .arg(&w.kubeconfig)
-        .args(["--log-format", "json", "--log-level", "debug"])
-        .env("POD_NAME", "replica-a")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let h = Healer { child, log };
+    // At debug, so the secrets check below reads everything the healer can log.
+    let h = w.healer_logging(&cfg, "replica-a", "debug").await;
     w.sim.inject(&a, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
     w.sim.inject(&b, Fault::KubeletStopped, Cure::Replace);
     until("A's reboot is carried out", &[&h], || async { accepted(&w, &format!("/servers/{sa}/action"), "reboot") == 1 }).await;

@@ -469,6 +469,7 @@ async fn a_node_confirmed_down_is_fenced_then_unfenced_when_it_returns_and_peopl
 
     until("the webhook heard the whole story", || kinds(&got).iter().any(|(k, _)| k == "repair-succeeded")).await;
     let told = kinds(&got);
+    assert!(got.lock().unwrap().iter().all(|b| b["role"] == "worker" && b["node"] == victim.as_str()), "{:?}", got.lock().unwrap());
     for want in ["repair-started", "fenced", "repair-succeeded"] {
         assert!(told.iter().any(|(k, s)| k == want && s == "medium"), "missing {want} (medium): {told:?}");
     }
