@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The role a node plays in the cluster; limits and checks are configured per role.
@@ -91,11 +92,10 @@ pub enum RepairGate {
 pub struct ActionOutcome {
     /// The cloud's id of the machine acted on, recorded in the repair ledger.
     pub server_id: Option<String>,
-    /// A human-readable account for the Event, e.g. "soft reboot of server 1234 accepted".
+    /// A human-readable account for the Event, e.g. "soft reboot of server 1234 accepted"
+    /// or "server 1234 is already rebooting": a step already under way is started, not
+    /// a failure, and is verified like one.
     pub detail: String,
-    /// The step was already under way (e.g. Nova's 409 while a reboot is in progress);
-    /// the healer treats it as started, not as a failure.
-    pub already_in_progress: bool,
     /// What the machine showed before a destructive step (e.g. the tail of its console
     /// output), kept by the healer where an operator can read it after the machine is gone.
     pub evidence: Option<String>,
@@ -120,20 +120,70 @@ pub enum CloudError {
     /// A call failed; `call` names it (e.g. `nova POST /servers/{id}/action`).
     #[error("{call} failed{}: {message}", status.map(|s| format!(" with HTTP {s}")).unwrap_or_default())]
     Call { call: String, status: Option<u16>, message: String },
+    /// A write got no answer in time although it may have been carried out. The
+    /// healer never sends it again blindly: the phase is asked again with `resumed`,
+    /// which verifies, and a last call that ends so is treated as issued.
+    #[error("{call}: no answer in time: the call may have been carried out")]
+    Uncertain { call: String },
     #[error("{0}")]
     Other(String),
 }
 
-/// The message of a call that got no answer in time although it may have been carried
-/// out (a write that timed out); providers fail such calls with it.
-pub const UNCERTAIN: &str = "no answer in time: the call may have been carried out";
-
 impl CloudError {
-    /// Whether the call may have been carried out although it failed: a repair step
-    /// that ends so is treated as issued and verified like one, never sent again.
+    /// Whether the call may have been carried out although it failed.
     pub fn is_uncertain(&self) -> bool {
-        matches!(self, CloudError::Call { status: None, message, .. } if message == UNCERTAIN)
+        matches!(self, CloudError::Uncertain { .. })
     }
+}
+
+/// Where a step made of several cloud calls stands (e.g. detach, stop, wait-stopped,
+/// resize). The healer writes it to the node's ledger before each call, so a new
+/// leader, or the same one after a cancelled task, resumes it where it stopped
+/// instead of dropping it half-way or starting it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Phase {
+    /// The call about to be made, as the provider names it (`stop`, `resize`).
+    pub name: String,
+    /// What the later calls need, as the provider chose to keep it (a node group, a count).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
+    /// Set from the phase whose call may take the machine out of service (a stop) on:
+    /// from then on the step is finished by whoever leads, or the machine restored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_service: bool,
+}
+
+impl Phase {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.into(), data: BTreeMap::new(), out_of_service: false }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.data.insert(key.into(), value.into());
+        self
+    }
+
+    /// This phase's call may take the machine out of service (and so may every later one).
+    pub fn out_of_service(mut self) -> Self {
+        self.out_of_service = true;
+        self
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.data.get(key).map(String::as_str)
+    }
+}
+
+/// What one call of a replace did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The next call to make: the healer records it, then calls [`CloudProvider::replace`]
+    /// with it. A phase that keeps `out_of_service` once set is what lets the healer
+    /// finish the step after a crash.
+    Next(Phase),
+    /// The step is issued; the healer follows its outcome on the node.
+    Done(ActionOutcome),
 }
 
 /// A cloud that can repair the machines behind Kubernetes nodes.
@@ -159,11 +209,21 @@ pub trait CloudProvider: Send + Sync {
     /// Reboots the machine behind `node`. Returns once the cloud accepted the request.
     async fn reboot(&self, node: &NodeInfo) -> Result<ActionOutcome, CloudError>;
 
-    /// Replaces the machines behind `nodes` (a provider may batch them). Returns once
-    /// the cloud accepted the request; the healer follows the outcome on the nodes.
-    async fn replace(&self, nodes: &[NodeInfo]) -> Result<Vec<ActionOutcome>, CloudError>;
+    /// Makes one call of the replace of `node`'s machine: the first with `at: None`,
+    /// then each phase the previous call returned. `resumed` says the phase was read back
+    /// from the ledger (a new leader, a cancelled task, an uncertain answer): its call
+    /// may already have been made, so the provider verifies before acting and never
+    /// repeats a call that must happen once. A provider with a single call returns
+    /// [`Progress::Done`] at once.
+    async fn replace(&self, node: &NodeInfo, at: Option<&Phase>, resumed: bool) -> Result<Progress, CloudError>;
 
-    /// Publishes the cluster's health where the cloud shows it. Optional.
+    /// Brings back a machine that a replace took out of service and could not finish
+    /// (starts a stopped server again), so that a stalled replace never leaves a machine
+    /// stopped for good. `at` is the phase the replace stalled at.
+    async fn restore(&self, _node: &NodeInfo, at: &Phase) -> Result<ActionOutcome, CloudError> {
+        Err(CloudError::Other(format!("the {} provider cannot restore a machine (the replace stalled at {})", self.name(), at.name)))
+    }
+
     /// Whether the node's machine is confirmed not running (stopped, crashed or gone),
     /// with what says so; `None` when it runs or the provider cannot tell. Fencing
     /// (the out-of-service taint that frees the node's pods and volumes) acts only on
@@ -172,6 +232,7 @@ pub trait CloudProvider: Send + Sync {
         Ok(None)
     }
 
+    /// Publishes the cluster's health where the cloud shows it. Optional.
     async fn report_health(&self, _report: &HealthReport) -> Result<(), CloudError> {
         Ok(())
     }

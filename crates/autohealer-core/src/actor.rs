@@ -1,13 +1,18 @@
-//! Carrying out the planner's decisions: ledger writes with a resourceVersion
-//! precondition before every cloud call, cordon and uncordon, cloud calls, Events.
+//! Carrying out the work the pure layer decided ([`crate::effects::Work`]): one fenced
+//! ledger write (a resourceVersion precondition), then one cloud call, as the pure
+//! transitions of [`crate::step`] say; cordon and uncordon, drain, fencing, Events.
+//! No decision is taken here that a unit test of the pure layer cannot reach.
 
-use crate::drain::DrainSettings;
+use crate::drain::{DrainContext, DrainSettings};
+use crate::effects::{Work, record_incident};
 use crate::leader::LeaderElector;
 use crate::ledger::{HISTORY_ANNOTATION, HistoryEntry, Ledger, REPAIR_ANNOTATION, RepairRecord, push_history};
 use crate::metrics::{ActionLabels, Metrics};
 use crate::node;
-use crate::notice::{Kind, Notification, Notifier, Severity, node_incident};
-use autohealer_cloud::{Action, CloudProvider};
+use crate::notice::{Kind, Notification, Notifier, Severity};
+use crate::reason::Reason;
+use crate::step::{self, After, Facts};
+use autohealer_cloud::{Action, CloudProvider, Progress};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -28,21 +33,6 @@ pub struct EvidenceSettings {
 
 /// The largest evidence kept, well under a ConfigMap's 1 MiB.
 const EVIDENCE_MAX_BYTES: usize = 256 * 1024;
-
-pub struct Actor {
-    pub nodes: Api<Node>,
-    pub client: kube::Client,
-    pub evidence: EvidenceSettings,
-    pub drain: DrainSettings,
-    pub recorder: Recorder,
-    pub provider: Arc<dyn CloudProvider>,
-    pub leader: Arc<dyn LeaderElector>,
-    pub metrics: Arc<Metrics>,
-    pub identity: String,
-    pub notifier: Arc<dyn Notifier>,
-    pub dry_run: bool,
-    pub fencing: FencingSettings,
-}
 
 /// Tainting a node out-of-service once the cloud confirms it is down, so Kubernetes
 /// force-deletes its pods and detaches their volumes instead of waiting for a kubelet
@@ -70,35 +60,60 @@ pub enum ActError {
     Kube { node: String, source: kube::Error },
 }
 
-impl Actor {
+/// What every step needs, built once per process (one Event recorder) and shared.
+pub struct Context {
+    pub client: kube::Client,
+    pub nodes: Api<Node>,
+    pub recorder: Recorder,
+    pub provider: Arc<dyn CloudProvider>,
+    pub leader: Arc<dyn LeaderElector>,
+    pub metrics: Arc<Metrics>,
+    pub notifier: Arc<dyn Notifier>,
+    pub identity: String,
+    pub evidence: EvidenceSettings,
+    pub drain: DrainSettings,
+    pub fencing: FencingSettings,
+    pub dry_run: bool,
+    /// `Limits::max_stalls`, for the Event that says what comes next.
+    pub max_stalls: u32,
+}
+
+impl Context {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: kube::Client,
         provider: Arc<dyn CloudProvider>,
         leader: Arc<dyn LeaderElector>,
         metrics: Arc<Metrics>,
-        identity: String,
-        evidence: EvidenceSettings,
-        drain: DrainSettings,
         notifier: Arc<dyn Notifier>,
-        dry_run: bool,
-        fencing: FencingSettings,
+        identity: String,
+        recorder: Recorder,
     ) -> Self {
-        let reporter = Reporter { controller: "autohealer".into(), instance: Some(identity.clone()) };
         Self {
             nodes: Api::all(client.clone()),
-            recorder: Recorder::new(client.clone(), reporter),
             client,
-            evidence,
-            drain,
+            recorder,
             provider,
             leader,
             metrics,
-            identity,
             notifier,
-            dry_run,
-            fencing,
+            identity,
+            evidence: EvidenceSettings { namespace: "kube-system".into(), keep: 0 },
+            drain: DrainSettings::default(),
+            fencing: FencingSettings {
+                enabled: false,
+                confirm_timeout: std::time::Duration::ZERO,
+                poll: std::time::Duration::from_secs(1),
+            },
+            dry_run: false,
+            max_stalls: crate::planner::Limits::default().max_stalls,
         }
+    }
+
+    /// The one Event recorder of the process: Events of every replica are told apart by
+    /// their reporting instance.
+    pub fn recorder(client: &kube::Client, identity: &str) -> Recorder {
+        Recorder::new(client.clone(), Reporter { controller: "autohealer".into(), instance: Some(identity.to_string()) })
     }
 
     /// Hands a notification about node `n` to the notifier (which never waits).
@@ -115,6 +130,39 @@ impl Actor {
         });
     }
 
+    pub async fn event(&self, n: &Node, reason: Reason, note: String) {
+        self.event_as(n, reason, reason.warning(), note).await
+    }
+
+    pub async fn event_as(&self, n: &Node, reason: Reason, warning: bool, note: String) {
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.as_str().into(),
+            note: Some(truncate(note, 1000)),
+            action: action_of(reason).into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &n.object_ref(&())).await {
+            tracing::warn!(node = %n.name_any(), %reason, error = %e, "cannot publish an Event");
+        }
+    }
+
+    /// A merge patch of the node that only succeeds if the node is unchanged since
+    /// `n` was read: the fence that makes a step start exactly once.
+    pub async fn fenced_patch(&self, n: &Node, mut patch: Value) -> Result<Node, ActError> {
+        if !self.leader.is_leader() {
+            return Err(ActError::NotLeader);
+        }
+        let name = n.name_any();
+        patch["metadata"]["resourceVersion"] = json!(n.resource_version());
+        let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        match self.nodes.patch(&name, &pp, &Patch::Merge(&patch)).await {
+            Ok(n) => Ok(n),
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(ActError::Conflict(name)),
+            Err(source) => Err(ActError::Kube { node: name, source }),
+        }
+    }
+
     /// Whether this step drains the node first (workers only, per the settings).
     pub fn drains(&self, n: &Node, action: Action) -> bool {
         node::role(n) == autohealer_cloud::Role::Worker
@@ -123,20 +171,234 @@ impl Actor {
                 Action::Replace => self.drain.before_replace,
             }
     }
+}
+
+/// The action column of an Event: the phase of the lifecycle it belongs to.
+fn action_of(reason: Reason) -> &'static str {
+    match reason {
+        Reason::RepairHeld | Reason::RetryBudgetExhausted | Reason::RepairImpossible | Reason::DryRun => "Decide",
+        Reason::RepairStarted | Reason::RepairResumed | Reason::RepairIssued | Reason::RepairStalled => "Repair",
+        Reason::MachineRestored | Reason::RestoreFailed => "Restore",
+        Reason::Drained => "Drain",
+        Reason::Recovered | Reason::RepairFailed => "Verify",
+        Reason::Fenced => "Fence",
+        Reason::NodeProblem | Reason::CheckFailing => "Notify",
+        Reason::ConfigRejected | Reason::ConfigReloaded => "Reload",
+        Reason::PauseUnknown => "Pause",
+    }
+}
+
+/// One node's work, carried out.
+pub struct Actor {
+    pub cx: Arc<Context>,
+}
+
+impl Actor {
+    pub fn new(cx: Arc<Context>) -> Self {
+        Self { cx }
+    }
+
+    pub async fn run(self: &Arc<Self>, n: &Node, work: Work) -> Result<(), ActError> {
+        match work {
+            Work::Start { action, attempt, reason, actionable_since, cordon, severity } => {
+                self.start(n, action, attempt, &reason, actionable_since, cordon, severity).await
+            }
+            Work::Continue { record } => {
+                let claimed = step::claim(&record, &self.cx.identity);
+                let written = self.write(n, &claimed).await?;
+                tracing::info!(node = %n.name_any(), action = %record.action, phase = ?record.phase.as_ref().map(|p| &p.name), "continuing a step begun earlier");
+                let at = match (&record.phase, record.draining) {
+                    (_, true) => "its drain".to_string(),
+                    (Some(p), _) => format!("phase {}", p.name),
+                    (None, _) => "its first call".to_string(),
+                };
+                let by = if record.by == self.cx.identity { String::new() } else { format!(", begun by {}", record.by) };
+                let stalled = record.stalled.as_ref().map(|s| format!(" Last try: {s}.")).unwrap_or_default();
+                self.cx
+                    .event(
+                        &written,
+                        Reason::RepairResumed,
+                        format!("Continuing {} (attempt {}) from {at}{by}.{stalled}", record.action, record.attempt),
+                    )
+                    .await;
+                self.carry_on(written, claimed, true).await
+            }
+            Work::Restore { record } => {
+                let record = step::claim(&record, &self.cx.identity);
+                let written = self.write(n, &record).await?;
+                self.restore(&written, record).await
+            }
+            Work::Recovered { record } => self.recovered(n, &record).await,
+            Work::Failed { record, why } => self.failed(n, &record, &why).await,
+        }
+    }
+
+    /// Starts a repair step: ledger (and cordon) first, then the cloud calls.
+    #[allow(clippy::too_many_arguments)]
+    async fn start(
+        self: &Arc<Self>,
+        n: &Node,
+        action: Action,
+        attempt: u32,
+        reason: &str,
+        actionable_since: Timestamp,
+        cordon: bool,
+        severity: (Severity, String),
+    ) -> Result<(), ActError> {
+        let cx = &self.cx;
+        let now = Timestamp::now();
+        let facts =
+            Facts { boot_id: node::boot_id(n).map(String::from), unschedulable: node::unschedulable(n), drains: cx.drains(n, action) };
+        let previous = Ledger::parse(node::annotation(n, REPAIR_ANNOTATION));
+        let (record, cordon_now) =
+            step::begin(&previous, action, attempt, reason, actionable_since, cordon, severity.0, &facts, &cx.identity, now);
+        let mut patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: record.to_json(), node::REMEDIATE_ANNOTATION: null}}});
+        if cordon_now {
+            patch["spec"] = json!({"unschedulable": true});
+        }
+        let written = cx.fenced_patch(n, patch).await?;
+        let role = node::role(n);
+        let lag = now.duration_since(actionable_since).as_secs_f64().max(0.0);
+        if attempt == 1 {
+            cx.metrics.detection_lag.observe(lag);
+            cx.metrics.detected(role.as_str(), severity.0.as_str());
+        }
+        cx.metrics.repair(role.as_str(), action.as_str(), "started");
+        let (sev, why) = &severity;
+        tracing::info!(node = %n.name_any(), %role, %action, attempt, reason, severity = %sev, cordoned = cordon_now, "repair step started");
+        let verb = if action == Action::Reboot { "Rebooting" } else { "Replacing" };
+        let cordoned = if cordon_now { " Cordoned." } else { "" };
+        let draining = if facts.drains { " Draining first." } else { "" };
+        cx.event(
+            n,
+            Reason::RepairStarted,
+            format!("{verb} node (attempt {attempt}): {reason}.{cordoned}{draining} Severity: {sev} ({why})."),
+        )
+        .await;
+        cx.tell(
+            n,
+            Kind::RepairStarted,
+            *sev,
+            record_incident(&n.name_any(), &record),
+            format!("{verb} node {} (attempt {attempt}): {reason}", n.name_any()),
+        );
+        self.carry_on(written, record, false).await
+    }
+
+    /// Drains if the record says so, then makes the step's calls, writing the record
+    /// before each one as [`step::after_call`] says.
+    async fn carry_on(self: &Arc<Self>, mut written: Node, mut record: RepairRecord, mut resumed: bool) -> Result<(), ActError> {
+        let cx = &self.cx;
+        if record.draining {
+            let name = written.name_any();
+            let machine_down = match cx.provider.machine_down(&node::info(&written)).await {
+                Ok(down) => down.is_some(),
+                Err(_) => false,
+            };
+            let dc = DrainContext { unreachable: node_unreachable(&written), machine_down };
+            let report = crate::drain::drain(&cx.client, &name, dc, &cx.drain, &tokio_util::sync::CancellationToken::new())
+                .await
+                .map_err(|source| ActError::Kube { node: name.clone(), source })?;
+            tracing::info!(node = %name, summary = %report.summary(), "drain finished");
+            cx.event_as(&written, Reason::Drained, !report.left.is_empty(), report.summary()).await;
+            if report.blocked {
+                let why = format!("{} not started: the drain is blocked ({})", record.action, report.summary());
+                return self.failed(&written, &record, &why).await;
+            }
+            let r = step::drained(&record);
+            written = self.end_drain(&written, &record, &r).await?;
+            record = r;
+        }
+        let info = node::info(&written);
+        let mut uncertain = 0;
+        loop {
+            if !cx.leader.is_leader() {
+                return Err(ActError::NotLeader);
+            }
+            let result = match record.action {
+                Action::Reboot => cx.provider.reboot(&info).await.map(Progress::Done),
+                Action::Replace => cx.provider.replace(&info, record.phase.as_ref(), resumed).await,
+            };
+            match step::after_call(&record, result, uncertain, Timestamp::now()) {
+                After::Call { record: next, resumed: r } => {
+                    tracing::debug!(node = %written.name_any(), phase = ?next.phase.as_ref().map(|p| &p.name), "next call of the step");
+                    written = self.write(&written, &next).await?;
+                    record = next;
+                    resumed = r;
+                    uncertain = 0;
+                }
+                After::Verify => {
+                    tracing::warn!(node = %written.name_any(), "no answer from the cloud: asking again, verifying first");
+                    resumed = true;
+                    uncertain += 1;
+                }
+                After::Issued { record: done, outcome, uncertain } => {
+                    written = self.write(&written, &done).await?;
+                    let note = match &uncertain {
+                        Some(e) => format!("{e}. The step is treated as issued and verified like one; it is not sent again."),
+                        None => {
+                            let kept = match &outcome.evidence {
+                                Some(text) => self.keep_evidence(&written, done.action, outcome.server_id.as_deref(), text).await,
+                                None => None,
+                            };
+                            match kept {
+                                Some(at) => format!("{} Console output before the step kept in ConfigMap {at}.", outcome.detail),
+                                None => outcome.detail.clone(),
+                            }
+                        }
+                    };
+                    tracing::info!(node = %written.name_any(), action = %done.action, detail = %note, "cloud accepted the step");
+                    cx.event_as(&written, Reason::RepairIssued, uncertain.is_some(), note).await;
+                    // On its own: waiting for the cloud to confirm must not hold the node's
+                    // next step (a fence that comes late loses its write to the newer node).
+                    if done.action == Action::Replace && cx.fencing.enabled && !done.fenced {
+                        let me = self.clone();
+                        let (sev, incident) = (done.severity.unwrap_or(Severity::Medium), record_incident(&written.name_any(), &done));
+                        tokio::spawn(async move { me.fence(written, done, sev, incident).await });
+                    }
+                    return Ok(());
+                }
+                After::Stalled { record: stalled, why } => {
+                    written = self.write(&written, &stalled).await?;
+                    let at = stalled.retry_at.map(|t| t.to_string()).unwrap_or_default();
+                    tracing::warn!(node = %written.name_any(), why, stalls = stalled.stalls, "step stalled with the machine out of service");
+                    let then = if stalled.stalls >= cx.max_stalls {
+                        "the machine is restored next".to_string()
+                    } else {
+                        format!("tried again at {at}")
+                    };
+                    cx.event(
+                        &written,
+                        Reason::RepairStalled,
+                        format!("{why}. The machine may be out of service: the step is not dropped; {then} (stall {}).", stalled.stalls),
+                    )
+                    .await;
+                    return Ok(());
+                }
+                After::Failed { why } => {
+                    tracing::warn!(node = %written.name_any(), why, "repair step failed");
+                    return self.failed(&written, &record, &why).await;
+                }
+            }
+        }
+    }
+
+    /// Writes the record (the phase about to be called) with the fence.
+    async fn write(&self, n: &Node, r: &RepairRecord) -> Result<Node, ActError> {
+        self.cx.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await
+    }
 
     /// Ends the drain phase in the ledger, right before the cloud call, so that a new
     /// leader never makes the call a second time. The node may have changed during the
     /// drain: re-read it, and go on only while the record is still this drain.
-    async fn end_drain(&self, last: &Node, record: &RepairRecord) -> Result<Node, ActError> {
-        let mut r = record.clone();
-        r.draining = false;
+    async fn end_drain(&self, last: &Node, record: &RepairRecord, next: &RepairRecord) -> Result<Node, ActError> {
         let mut current = last.clone();
         for _ in 0..5 {
-            match self.fenced_patch(&current, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await {
+            match self.write(&current, next).await {
                 Err(ActError::Conflict(name)) => {
-                    let fresh = self.nodes.get(&name).await.map_err(|source| ActError::Kube { node: name.clone(), source })?;
+                    let fresh = self.cx.nodes.get(&name).await.map_err(|source| ActError::Kube { node: name.clone(), source })?;
                     match Ledger::parse(node::annotation(&fresh, REPAIR_ANNOTATION)) {
-                        Ledger::Record(x) if x.draining && x.by == self.identity && x.started == record.started => current = fresh,
+                        Ledger::Record(x) if x.draining && x.by == record.by && x.started == record.started => current = fresh,
                         _ => return Err(ActError::Conflict(name)),
                     }
                 }
@@ -146,14 +408,50 @@ impl Actor {
         Err(ActError::Conflict(last.name_any()))
     }
 
+    /// Brings back the machine of a step that kept stalling with it out of service.
+    async fn restore(&self, n: &Node, record: RepairRecord) -> Result<(), ActError> {
+        let cx = &self.cx;
+        // A replace issued (or thought issued) that did not bring the node back: its
+        // machine may still be the stopped one.
+        let phase = record.phase.clone().unwrap_or_else(|| autohealer_cloud::Phase::new("issued").out_of_service());
+        let result = cx.provider.restore(&node::info(n), &phase).await;
+        match step::after_restore(&record, &result, Timestamp::now()) {
+            step::Restored::Back { record: restored, why } => {
+                cx.event(
+                    n,
+                    Reason::MachineRestored,
+                    format!("{why}. The repair ends as failed and is retried within the node's retry budget."),
+                )
+                .await;
+                self.failed(n, &restored, &why).await
+            }
+            step::Restored::Again { record: again } => {
+                let written = self.write(n, &again).await?;
+                let why = again.stalled.clone().unwrap_or_default();
+                tracing::error!(node = %n.name_any(), why, "the machine stays out of service");
+                cx.event(
+                    &written,
+                    Reason::RestoreFailed,
+                    format!(
+                        "{why}. The machine stays out of service; restoring is tried again at {}.",
+                        again.retry_at.map(|t| t.to_string()).unwrap_or_default()
+                    ),
+                )
+                .await;
+                Ok(())
+            }
+        }
+    }
+
     /// Keeps `text` in a ConfigMap named after the node and the time, and prunes the
     /// node's older ones beyond `keep`. Returns where it is, for the Event.
     async fn keep_evidence(&self, n: &Node, action: Action, server: Option<&str>, text: &str) -> Option<String> {
         use k8s_openapi::api::core::v1::ConfigMap;
-        if self.evidence.keep == 0 {
+        let cx = &self.cx;
+        if cx.evidence.keep == 0 {
             return None;
         }
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.evidence.namespace);
+        let api: Api<ConfigMap> = Api::namespaced(cx.client.clone(), &cx.evidence.namespace);
         let node = n.name_any();
         let stamp = Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
         let base: String = node.chars().take(200).collect();
@@ -178,211 +476,18 @@ impl Actor {
             }
         };
         if let Err(e) = api.create(&Default::default(), &cm).await {
-            tracing::warn!(node = %node, error = %e, "cannot keep the console output (create configmaps {}/{name})", self.evidence.namespace);
+            tracing::warn!(node = %node, error = %e, "cannot keep the console output (create configmaps {}/{name})", cx.evidence.namespace);
             return None;
         }
         if let Ok(list) = api.list(&kube::api::ListParams::default().labels(&format!("autohealer.dev/evidence-for={label}"))).await {
             let mut names: Vec<String> = list.items.iter().map(|c| c.name_any()).collect();
             names.sort();
-            let excess = names.len().saturating_sub(self.evidence.keep);
+            let excess = names.len().saturating_sub(cx.evidence.keep);
             for old in names.into_iter().take(excess) {
                 let _ = api.delete(&old, &Default::default()).await;
             }
         }
-        Some(format!("{}/{name}", self.evidence.namespace))
-    }
-
-    pub async fn event(&self, n: &Node, warning: bool, reason: &str, action: &str, note: String) {
-        let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.into(),
-            note: Some(truncate(note, 1000)),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &n.object_ref(&())).await {
-            tracing::warn!(node = %n.name_any(), reason, error = %e, "cannot publish an Event");
-        }
-    }
-
-    /// A merge patch of the node that only succeeds if the node is unchanged since
-    /// `n` was read: the fence that makes a step start exactly once.
-    async fn fenced_patch(&self, n: &Node, mut patch: Value) -> Result<Node, ActError> {
-        if !self.leader.is_leader() {
-            return Err(ActError::NotLeader);
-        }
-        let name = n.name_any();
-        patch["metadata"]["resourceVersion"] = json!(n.resource_version());
-        let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        match self.nodes.patch(&name, &pp, &Patch::Merge(&patch)).await {
-            Ok(n) => Ok(n),
-            Err(kube::Error::Api(s)) if s.code == 409 => Err(ActError::Conflict(name)),
-            Err(source) => Err(ActError::Kube { node: name, source }),
-        }
-    }
-
-    /// Starts a repair step: ledger (and cordon) first, then the cloud call.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn start_step(
-        self: &Arc<Self>,
-        n: &Node,
-        action: Action,
-        attempt: u32,
-        reason: &str,
-        actionable_since: Timestamp,
-        cordon: bool,
-        severity: (Severity, String),
-    ) -> Result<(), ActError> {
-        let now = Timestamp::now();
-        let previous = match Ledger::parse(node::annotation(n, REPAIR_ANNOTATION)) {
-            Ledger::Record(r) => Some(r),
-            _ => None,
-        };
-        // After a failed repair, a retry is a new repair that keeps only the cordon.
-        let continuing = previous.as_ref().filter(|p| p.failed.is_none());
-        // A drain that a previous leader left unfinished is resumed, not restarted.
-        let resuming = continuing.filter(|p| p.draining && p.action == action);
-        let drain = self.drains(n, action);
-        let cordon_now = cordon && !node::unschedulable(n);
-        let record = RepairRecord {
-            action,
-            attempt,
-            started: resuming.map_or(now, |p| p.started),
-            first_started: continuing.map_or(now, |p| p.first_started),
-            reason: reason.to_string(),
-            boot_id: node::boot_id(n).map(String::from),
-            server_id: previous.as_ref().and_then(|p| p.server_id.clone()),
-            cordoned: cordon_now || previous.as_ref().is_some_and(|p| p.cordoned),
-            failed: None,
-            failed_at: None,
-            by: self.identity.clone(),
-            draining: drain,
-            detected: continuing.and_then(|p| p.detected).or(Some(actionable_since)),
-            severity: Some(severity.0),
-            fenced: previous.as_ref().is_some_and(|p| p.fenced),
-        };
-        let incident = node_incident(&n.name_any(), record.detected.unwrap_or(record.first_started));
-        let mut patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: record.to_json(), node::REMEDIATE_ANNOTATION: null}}});
-        if cordon_now {
-            patch["spec"] = json!({"unschedulable": true});
-        }
-        let mut written = self.fenced_patch(n, patch).await?;
-        let role = node::role(n);
-        if resuming.is_some() {
-            tracing::info!(node = %n.name_any(), %action, "resuming a drain a previous leader left unfinished");
-            self.event(
-                n,
-                false,
-                "RepairResumed",
-                action_name(action),
-                format!(
-                    "Resuming the drain before {action} (attempt {attempt}), left unfinished by {}.",
-                    resuming.map(|p| p.by.as_str()).unwrap_or_default()
-                ),
-            )
-            .await;
-        } else {
-            let lag = now.duration_since(actionable_since).as_secs_f64().max(0.0);
-            if attempt == 1 {
-                self.metrics.detection_lag.observe(lag);
-                self.metrics.detected(role.as_str(), severity.0.as_str());
-            }
-            self.metrics.repair(role.as_str(), action.as_str(), "started");
-            let (sev, why) = &severity;
-            tracing::info!(node = %n.name_any(), %role, %action, attempt, reason, severity = %sev, cordoned = cordon_now, "repair step started");
-            let verb = if action == Action::Reboot { "Rebooting" } else { "Replacing" };
-            let cordoned = if cordon_now { " Cordoned." } else { "" };
-            let draining = if drain { " Draining first." } else { "" };
-            self.event(
-                n,
-                false,
-                "RepairStarted",
-                action_name(action),
-                format!("{verb} node (attempt {attempt}): {reason}.{cordoned}{draining} Severity: {sev} ({why})."),
-            )
-            .await;
-            self.tell(
-                n,
-                Kind::RepairStarted,
-                *sev,
-                incident.clone(),
-                format!("{verb} node {} (attempt {attempt}): {reason}", n.name_any()),
-            );
-        }
-        if drain {
-            let unreachable = node_unreachable(n);
-            let name = n.name_any();
-            let report = crate::drain::drain(&self.client, &name, unreachable, &self.drain, &tokio_util::sync::CancellationToken::new())
-                .await
-                .map_err(|source| ActError::Kube { node: name.clone(), source })?;
-            let warn = !report.left.is_empty();
-            tracing::info!(node = %name, summary = %report.summary(), "drain finished");
-            self.event(n, warn, "Drained", "Drain", report.summary()).await;
-            written = self.end_drain(&written, &record).await?;
-        }
-
-        if !self.leader.is_leader() {
-            return Err(ActError::NotLeader);
-        }
-        let info = node::info(n);
-        let result = match action {
-            Action::Reboot => self.provider.reboot(&info).await,
-            Action::Replace => self.provider.replace(std::slice::from_ref(&info)).await.map(|mut v| {
-                v.pop().unwrap_or_else(|| autohealer_cloud::ActionOutcome {
-                    server_id: None,
-                    detail: "replace accepted".into(),
-                    already_in_progress: false,
-                    evidence: None,
-                })
-            }),
-        };
-        match result {
-            Ok(outcome) => {
-                tracing::info!(node = %n.name_any(), %action, detail = %outcome.detail, "cloud accepted the step");
-                let kept = match &outcome.evidence {
-                    Some(text) => self.keep_evidence(n, action, outcome.server_id.as_deref(), text).await,
-                    None => None,
-                };
-                let note = match kept {
-                    Some(at) => format!("{} Console output before the step kept in ConfigMap {at}.", outcome.detail),
-                    None => outcome.detail.clone(),
-                };
-                self.event(n, false, "RepairIssued", action_name(action), note).await;
-                let mut record = record;
-                if outcome.server_id.is_some() && outcome.server_id != record.server_id {
-                    record.server_id = outcome.server_id;
-                    if let Ok(w) =
-                        self.fenced_patch(&written, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: record.to_json()}}})).await
-                    {
-                        written = w;
-                    }
-                }
-                // On its own: waiting for the cloud to confirm must not hold the node's
-                // next step (a fence that comes late loses its write to the newer node).
-                if action == Action::Replace && self.fencing.enabled && !record.fenced {
-                    let me = self.clone();
-                    tokio::spawn(async move { me.fence(written, record, severity.0, incident).await });
-                }
-                Ok(())
-            }
-            Err(e) if e.is_uncertain() => {
-                tracing::warn!(node = %n.name_any(), %action, error = %e, "no answer from the cloud: the step is treated as issued");
-                self.event(
-                    n,
-                    true,
-                    "RepairIssued",
-                    action_name(action),
-                    format!("{e}. The step is treated as issued and verified like one; it is not sent again."),
-                )
-                .await;
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(node = %n.name_any(), %action, error = %e, "repair step failed");
-                let why = format!("{action} failed: {e}");
-                self.failed(&written, &record, &why).await
-            }
-        }
+        Some(format!("{}/{name}", cx.evidence.namespace))
     }
 
     /// Taints the node out-of-service once the cloud confirms its machine is down, so
@@ -390,18 +495,19 @@ impl Actor {
     /// `fencing.confirm-timeout`; a machine never confirmed down is never tainted.
     async fn fence(&self, mut last: Node, record: RepairRecord, severity: Severity, incident: String) {
         let info = node::info(&last);
-        let deadline = tokio::time::Instant::now() + self.fencing.confirm_timeout;
+        let cx = &self.cx;
+        let deadline = tokio::time::Instant::now() + cx.fencing.confirm_timeout;
         let evidence = loop {
-            match self.provider.machine_down(&info).await {
+            match cx.provider.machine_down(&info).await {
                 Ok(Some(why)) => break why,
                 Ok(None) => {}
                 Err(e) => tracing::debug!(node = %last.name_any(), error = %e, "cannot tell whether the machine is down"),
             }
-            if tokio::time::Instant::now() + self.fencing.poll > deadline {
+            if tokio::time::Instant::now() + cx.fencing.poll > deadline {
                 tracing::info!(node = %last.name_any(), "machine not confirmed down in time: not fenced");
                 return;
             }
-            tokio::time::sleep(self.fencing.poll).await;
+            tokio::time::sleep(cx.fencing.poll).await;
         };
         let mut r = record.clone();
         r.fenced = true;
@@ -410,13 +516,13 @@ impl Actor {
             let mut taints = taints_without_fence(&last);
             taints.push(json!({"key": OUT_OF_SERVICE_TAINT, "value": "nodeshutdown", "effect": "NoExecute"}));
             let patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}, "spec": {"taints": taints}});
-            match self.fenced_patch(&last, patch).await {
+            match cx.fenced_patch(&last, patch).await {
                 Ok(_) => {
                     tainted = true;
                     break;
                 }
                 Err(ActError::Conflict(name)) => {
-                    let Ok(fresh) = self.nodes.get(&name).await else { return };
+                    let Ok(fresh) = cx.nodes.get(&name).await else { return };
                     // Fence only while the ledger still holds this repair.
                     match Ledger::parse(node::annotation(&fresh, REPAIR_ANNOTATION)) {
                         Ledger::Record(x) if x.started == record.started && x.action == record.action && x.failed.is_none() => last = fresh,
@@ -437,7 +543,7 @@ impl Actor {
             tracing::warn!(node = %last.name_any(), "the node kept changing: not fenced");
             return;
         }
-        let pods = crate::drain::pods_on(&self.client, &last.name_any()).await.unwrap_or_default();
+        let pods = crate::drain::pods_on(&cx.client, &last.name_any()).await.unwrap_or_default();
         let listed = if pods.is_empty() {
             "no pods were on it".to_string()
         } else {
@@ -446,34 +552,24 @@ impl Actor {
             format!("pods on it: {}{}", shown.join(", "), if more > 0 { format!(" and {more} more") } else { String::new() })
         };
         tracing::info!(node = %last.name_any(), evidence, pods = pods.len(), "node fenced");
-        self.event(
+        cx.event(
             &last,
-            true,
-            "Fenced",
-            "Fence",
+            Reason::Fenced,
             format!(
                 "Machine confirmed down ({evidence}): tainted {OUT_OF_SERVICE_TAINT}=nodeshutdown:NoExecute so Kubernetes deletes its pods and detaches their volumes; {listed}."
             ),
         )
         .await;
-        self.tell(&last, Kind::Fenced, severity, incident, format!("Node {} fenced ({evidence}); {listed}", last.name_any()));
+        cx.tell(&last, Kind::Fenced, severity, incident, format!("Node {} fenced ({evidence}); {listed}", last.name_any()));
     }
 
     /// The node is healthy again: clear the ledger, uncordon what the healer cordoned
     /// and lift the out-of-service taint it set.
     pub async fn recovered(&self, n: &Node, record: &RepairRecord) -> Result<(), ActError> {
+        let cx = &self.cx;
+        let now = Timestamp::now();
         let mut patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: null}}});
-        // A failed repair is already in the history; a node that recovers after it is not a success of the healer's.
-        if record.failed.is_none() {
-            let entry = HistoryEntry {
-                action: record.action,
-                started: record.first_started,
-                ended: Timestamp::now(),
-                succeeded: true,
-                reason: record.reason.clone(),
-                severity: record.severity,
-                held: false,
-            };
+        if let Some(entry) = step::recovered(record, now) {
             patch["metadata"]["annotations"][HISTORY_ANNOTATION] =
                 json!(push_history(node::annotation(n, HISTORY_ANNOTATION), entry, record.detected));
         }
@@ -484,11 +580,11 @@ impl Actor {
         if record.fenced && tainted {
             patch["spec"]["taints"] = json!(taints_without_fence(n));
         }
-        self.fenced_patch(n, patch).await?;
+        cx.fenced_patch(n, patch).await?;
         let role = node::role(n);
-        let took = Timestamp::now().duration_since(record.first_started).as_secs_f64().max(0.0);
-        self.metrics.repair(role.as_str(), record.action.as_str(), "succeeded");
-        self.metrics
+        let took = now.duration_since(record.first_started).as_secs_f64().max(0.0);
+        cx.metrics.repair(role.as_str(), record.action.as_str(), "succeeded");
+        cx.metrics
             .repair_duration
             .get_or_create(&ActionLabels { role: role.as_str().into(), action: record.action.as_str().into() })
             .observe(took);
@@ -499,20 +595,18 @@ impl Actor {
         let uncordon = if record.cordoned { " Uncordoned." } else { "" };
         let unfence = if record.fenced && tainted { " Out-of-service taint removed." } else { "" };
         tracing::info!(node = %n.name_any(), action = %record.action, seconds = took, "node recovered");
-        self.event(
+        cx.event(
             n,
-            false,
-            "Recovered",
-            "Verify",
+            Reason::Recovered,
             format!("Node is healthy again after {}{how}, {:.0}s after the repair began.{uncordon}{unfence}", record.action, took),
         )
         .await;
         if record.failed.is_none() {
-            self.tell(
+            cx.tell(
                 n,
                 Kind::RepairSucceeded,
                 record.severity.unwrap_or(Severity::Medium),
-                node_incident(&n.name_any(), record.detected.unwrap_or(record.first_started)),
+                record_incident(&n.name_any(), record),
                 format!("Node {} is healthy again after {} ({took:.0}s)", n.name_any(), record.action),
             );
         }
@@ -522,36 +616,18 @@ impl Actor {
     /// The step failed or did not bring the node back in time: record the failure in
     /// the ledger (the node stays cordoned) and in the history the retry budget counts.
     pub async fn failed(&self, n: &Node, record: &RepairRecord, why: &str) -> Result<(), ActError> {
-        let now = Timestamp::now();
-        let mut r = record.clone();
-        r.failed = Some(why.to_string());
-        r.failed_at = Some(now);
-        let entry = HistoryEntry {
-            action: record.action,
-            started: record.first_started,
-            ended: now,
-            succeeded: false,
-            reason: why.to_string(),
-            severity: record.severity,
-            held: false,
-        };
+        let cx = &self.cx;
+        let (r, entry) = step::failed(record, why, Timestamp::now());
         let history = push_history(node::annotation(n, HISTORY_ANNOTATION), entry, record.detected);
-        self.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json(), HISTORY_ANNOTATION: history}}})).await?;
-        self.metrics.repair(node::role(n).as_str(), record.action.as_str(), "failed");
+        cx.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json(), HISTORY_ANNOTATION: history}}})).await?;
+        cx.metrics.repair(node::role(n).as_str(), record.action.as_str(), "failed");
         tracing::warn!(node = %n.name_any(), why, "repair failed");
-        self.event(
-            n,
-            true,
-            "RepairFailed",
-            "Verify",
-            format!("{why}. It is retried after repair-retry-delay, within the node's retry budget."),
-        )
-        .await;
-        self.tell(
+        cx.event(n, Reason::RepairFailed, format!("{why}. It is retried after repair-retry-delay, within the node's retry budget.")).await;
+        cx.tell(
             n,
             Kind::RepairFailed,
             record.severity.unwrap_or(Severity::Medium),
-            node_incident(&n.name_any(), record.detected.unwrap_or(record.first_started)),
+            record_incident(&n.name_any(), record),
             format!("Repair of node {} failed: {why}", n.name_any()),
         );
         Ok(())
@@ -568,9 +644,9 @@ impl Actor {
                 return Ok(());
             }
             let history = push_history(before, entry.clone(), None);
-            match self.fenced_patch(&current, json!({"metadata": {"annotations": {HISTORY_ANNOTATION: history}}})).await {
+            match self.cx.fenced_patch(&current, json!({"metadata": {"annotations": {HISTORY_ANNOTATION: history}}})).await {
                 Err(ActError::Conflict(name)) => {
-                    current = self.nodes.get(&name).await.map_err(|source| ActError::Kube { node: name.clone(), source })?;
+                    current = self.cx.nodes.get(&name).await.map_err(|source| ActError::Kube { node: name.clone(), source })?;
                 }
                 other => return other.map(|_| ()),
             }
@@ -580,7 +656,7 @@ impl Actor {
 
     /// Persists (or clears) a probing check's first-failure time, as upstream does.
     pub async fn mark_probe(&self, n: &Node, annotation: &str, value: Option<String>) -> Result<(), ActError> {
-        self.fenced_patch(n, json!({"metadata": {"annotations": {annotation: value}}})).await.map(|_| ())
+        self.cx.fenced_patch(n, json!({"metadata": {"annotations": {annotation: value}}})).await.map(|_| ())
     }
 }
 
@@ -592,13 +668,6 @@ fn taints_without_fence(n: &Node) -> Vec<Value> {
         .and_then(|s| s.taints.as_ref())
         .map(|t| t.iter().filter(|t| t.key != OUT_OF_SERVICE_TAINT).filter_map(|t| serde_json::to_value(t).ok()).collect())
         .unwrap_or_default()
-}
-
-fn action_name(a: Action) -> &'static str {
-    match a {
-        Action::Reboot => "Reboot",
-        Action::Replace => "Replace",
-    }
 }
 
 fn truncate(mut s: String, max: usize) -> String {

@@ -1,24 +1,31 @@
-//! The loop that runs the healer: a reflector keeps the Node cache current, a prober
-//! runs network checks on `monitor-interval`, and the planner is evaluated whenever a
+//! The shell that runs the healer: a reflector keeps the Node cache current, a prober
+//! runs network checks on `monitor-interval`, and each evaluation runs the pure layer —
+//! [`observe`] (nodes to states), [`planner`] (states to decisions), [`effects`]
+//! (decisions to effects) — and then carries the effects out. It evaluates whenever a
 //! node changes, a probe result changes, leadership changes, a step finishes, or the
-//! planner's own wake-up instant arrives — never on a fixed tick.
+//! planner's own wake-up instant arrives — never on a fixed tick. What it decides by
+//! itself is only what it cannot know purely: whether it is blind, whether it leads.
 
-use crate::actor::Actor;
+use crate::actor::{Actor, Context};
+use crate::effects::{self, Count, Effect, Memory, Work};
+use crate::fleet::{FLEET_ANNOTATION, FleetState};
 use crate::leader::LeaderElector;
 use crate::metrics::{CheckLabels, HeldLabels, Metrics, RoleLabels};
 use crate::node;
 use crate::notice::{self, Kind, NoNotifier, Notification, Notifier, Severity};
 pub use crate::observe::Checks;
 use crate::observe::{self, CheckVerdict, Observations};
-use crate::planner::{self, Decision, Gate, Input, NodeState, Plan, Policy, Scope};
+use crate::planner::{self, Decision, Gate, Input, NodeState, Pause, Plan, Policy};
+use crate::reason::Reason;
 use autohealer_cloud::{Action, CloudProvider, HealthReport, RepairGate, Role};
 use autohealer_healthcheck::{CheckKind, Health, HealthCheck};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -46,6 +53,9 @@ pub struct HealerSettings {
     /// new repairs.
     pub pause_configmap: Option<(String, String)>,
     pub fencing: crate::actor::FencingSettings,
+    /// The leader Lease (namespace, name) that keeps the fleet state across failover;
+    /// `None` without leader election (then it lives as long as the process).
+    pub fleet_lease: Option<(String, String)>,
 }
 
 pub const PAUSED_ANNOTATION: &str = "autohealer.dev/paused";
@@ -64,14 +74,6 @@ const ALL_GATES: &[Gate] = &[
     Gate::Rate,
     Gate::Unsupported,
 ];
-
-/// What the leader has said about nodes that hold: one Event per node and gate, and
-/// the incidents it opened, to close when the node heals without a repair.
-#[derive(Default)]
-struct Announced {
-    keys: HashSet<(String, String)>,
-    open: HashMap<String, (String, Severity)>,
-}
 
 /// What `/readyz` reports.
 #[derive(Debug, Default)]
@@ -104,6 +106,44 @@ pub struct Row {
 struct GateCache {
     value: RepairGate,
     at: tokio::time::Instant,
+}
+
+/// Whether the healer could see the apiserver: while it cannot, neither can the
+/// kubelets, and deadlines that ran meanwhile wait for nodes to report again.
+#[derive(Debug, Default)]
+struct Sight {
+    blind_since: Option<Timestamp>,
+    regained: Option<Timestamp>,
+}
+
+impl Sight {
+    fn lost(&mut self) {
+        self.blind_since.get_or_insert_with(Timestamp::now);
+    }
+
+    fn seen(&mut self) {
+        if self.blind_since.take().is_some() {
+            self.regained = Some(Timestamp::now());
+        }
+    }
+
+    /// Until when deadlines wait: while blind, past now; after, the grace from when
+    /// sight came back.
+    fn blind_until(&self, now: Timestamp, grace: Duration) -> Option<Timestamp> {
+        if self.blind_since.is_some() {
+            return Some(planner::add(now, grace));
+        }
+        self.regained.map(|r| planner::add(r, grace)).filter(|u| *u > now)
+    }
+}
+
+/// Per node Lease: its `renewTime` and when this healer saw it change. The Heartbeat
+/// check judges by the latter, as the node-lifecycle controller does, so a node whose
+/// clock lags is not stale for ever.
+type Renewals = Arc<Mutex<HashMap<String, (Timestamp, Timestamp)>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Healer {
@@ -155,25 +195,52 @@ impl Healer {
             .collect()
     }
 
+    fn context(&self, recorder: &kube::runtime::events::Recorder) -> Arc<Context> {
+        let mut cx = Context::new(
+            self.client.clone(),
+            self.provider.clone(),
+            self.leader.clone(),
+            self.metrics.clone(),
+            self.notifier.clone(),
+            self.settings.identity.clone(),
+            recorder.clone(),
+        );
+        cx.evidence = self.settings.evidence.clone();
+        cx.drain = self.settings.drain.clone();
+        cx.fencing = self.settings.fencing.clone();
+        cx.dry_run = self.settings.policy.dry_run;
+        cx.max_stalls = self.settings.policy.limits.max_stalls;
+        Arc::new(cx)
+    }
+
     /// Runs until `shutdown` is cancelled. Returns an error only when the healer
     /// cannot start (e.g. the node watch never syncs before shutdown).
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let (reader, writer) = reflector::store();
         let changed = Arc::new(Notify::new());
+        let sight: Arc<Mutex<Sight>> = Arc::default();
         let mut wc = watcher::Config::default().any_semantic();
         if let Some(sel) = &self.settings.node_selector {
             wc = wc.labels(sel);
         }
         let stream = watcher(nodes, wc).default_backoff().modify(node::trim).reflect(writer).touched_objects();
         let notify = changed.clone();
+        let seen = sight.clone();
         let watch_task = tokio::spawn(async move {
             futures::pin_mut!(stream);
             loop {
                 match stream.try_next().await {
-                    Ok(Some(_)) => notify.notify_one(),
+                    Ok(Some(_)) => {
+                        lock(&seen).seen();
+                        notify.notify_one();
+                    }
                     Ok(None) => break,
-                    Err(e) => tracing::warn!(error = %e, "node watch error; retrying with backoff"),
+                    Err(e) => {
+                        lock(&seen).lost();
+                        tracing::warn!(error = %e, "node watch error; retrying with backoff");
+                        notify.notify_one();
+                    }
                 }
             }
         });
@@ -184,48 +251,63 @@ impl Healer {
         self.status.synced.store(true, Ordering::Relaxed);
         tracing::info!(nodes = reader.state().len(), "node cache synced");
 
-        let mut leases = self.settings.checks.need_leases().then(|| self.watch_leases());
+        let recorder = Context::recorder(&self.client, &self.settings.identity);
+        let mut leases = self.settings.checks.need_leases().then(|| self.watch_leases(sight.clone(), changed.clone()));
         // A stale Lease is a change no event announces: look again every monitor-interval.
         let mut tick = tokio::time::interval(self.settings.monitor_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let obs = Arc::new(Mutex::new(Observations::default()));
         let mut probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone()));
         let mut reload = self.reload.take();
-        let mut actor = self.actor();
+        let mut cx = self.context(&recorder);
+        let mut actor = Arc::new(Actor::new(cx.clone()));
         let mut leader_rx = self.leader.subscribe();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
         let mut in_flight: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-        let mut announced = Announced::default();
-        let mut alerted: HashSet<(String, String)> = HashSet::new();
+        let mut memory = Memory::default();
         let mut term = CancellationToken::new();
         let mut gate: Option<GateCache> = None;
-        let paused = self.watch_pause(changed.clone());
-        let mut cooldowns: BTreeMap<Scope, Timestamp> = BTreeMap::new();
-        let mut shorted: BTreeSet<Scope> = BTreeSet::new();
+        let pause = self.watch_pause(changed.clone(), recorder.clone());
+        let mut fleet: Option<FleetState> = None;
         let supported = self.supported();
         let last_report: Arc<Mutex<Option<HealthReport>>> = Arc::default();
 
         loop {
             let leader = self.leader.is_leader();
             self.metrics.leader.set(i64::from(leader));
+            if leader && fleet.is_none() {
+                fleet = self.load_fleet().await;
+            }
             let snapshot = reader.state();
             let now = Timestamp::now();
-            let renewals = leases.as_ref().map(renewals).unwrap_or_default();
+            let renewals = leases.as_ref().map(|r| lock(r).iter().map(|(k, (_, seen))| (k.clone(), *seen)).collect()).unwrap_or_default();
             let (states, _) = self.evaluate(&snapshot, &obs, now, &renewals);
-            cooldowns.retain(|_, until| *until > now);
-            let is_paused = paused.load(Ordering::Relaxed);
-            let probe = Input {
+            let pause_now = *lock(&pause);
+            let blind_until = lock(&sight).blind_until(now, self.settings.policy.blind_grace);
+            let unsure = (leader && fleet.is_none()).then_some("the fleet state on the leader Lease is not read yet");
+            let empty = FleetState::default();
+            let f = fleet.as_ref().unwrap_or(&empty);
+            let recent = f.recent_starts(now);
+            let mut probe = Input {
                 nodes: &states,
                 leader,
-                paused: is_paused,
+                pause: pause_now,
                 gate: &RepairGate::Allowed,
                 supported: &supported,
                 policy: &self.settings.policy,
                 cooldowns: &BTreeMap::new(),
+                recent_starts: &recent,
+                unsure,
+                blind_until,
                 now,
             };
-            self.track_storms(&planner::short_circuits(&probe), &mut shorted, &mut cooldowns, now);
-            let mut p = planner::plan(&Input { cooldowns: &cooldowns, ..probe });
+            let circuits = planner::short_circuits(&probe);
+            if leader && let Some(f) = fleet.as_mut() {
+                self.track_storms(f, &circuits, now);
+            }
+            let cooldowns = fleet.as_ref().map(|f| f.cooldowns(now)).unwrap_or_default();
+            probe.cooldowns = &cooldowns;
+            let mut p = planner::plan(&probe);
             let wants_new_step = p.nodes.iter().any(|n| matches!(n.decision, Decision::Repair { .. }));
             if wants_new_step {
                 let fresh = gate.as_ref().is_some_and(|g| g.at.elapsed() < self.settings.monitor_interval);
@@ -237,16 +319,7 @@ impl Healer {
                     gate = Some(GateCache { value, at: tokio::time::Instant::now() });
                 }
                 let g = gate.as_ref().map_or(RepairGate::Allowed, |g| g.value.clone());
-                p = planner::plan(&Input {
-                    nodes: &states,
-                    leader,
-                    paused: is_paused,
-                    gate: &g,
-                    supported: &supported,
-                    policy: &self.settings.policy,
-                    cooldowns: &cooldowns,
-                    now,
-                });
+                p = planner::plan(&Input { gate: &g, ..probe });
             }
             self.publish_metrics(&states, &p);
             // Notify-only findings are not the planner's: their instants wake the loop too.
@@ -257,9 +330,28 @@ impl Healer {
             };
             let wake = wake_at.map(|w| tokio::time::Instant::now() + Duration::try_from(w.duration_since(now)).unwrap_or(Duration::ZERO));
             if leader {
-                self.act(&p, &states, &snapshot, &actor, &mut in_flight, &mut announced, &done_tx, &term, &obs);
-                self.alert(&states, &snapshot, &actor, &mut alerted, now);
+                let busy: HashSet<String> = in_flight.keys().cloned().collect();
+                let provider = self.provider.clone();
+                let by_uid: HashMap<&str, &Arc<Node>> =
+                    snapshot.iter().map(|n| (n.metadata.uid.as_deref().unwrap_or_default(), n)).collect();
+                let impossible = |s: &NodeState| {
+                    by_uid.get(s.uid.as_str()).and_then(|n| provider.check_node(&node::info(n)).err()).map(|e| e.to_string())
+                };
+                let ecx = effects::Context { policy: &self.settings.policy, in_flight: &busy, impossible: &impossible, now };
+                let list = effects::effects(&p, &states, &mut memory, &ecx);
+                let started = self.execute(list, &snapshot, &actor, &mut in_flight, &done_tx, &term);
+                if let Some(f) = fleet.as_mut()
+                    && !started.is_empty()
+                {
+                    for uid in &started {
+                        f.record_start(uid, now);
+                    }
+                }
+                if let Some(f) = fleet.as_ref() {
+                    self.save_fleet(f);
+                }
                 if !self.settings.policy.dry_run {
+                    self.persist_probe_times(&snapshot, &actor, &mut in_flight, &done_tx, &obs);
                     self.report_health(&states, now, &last_report);
                 }
             }
@@ -271,11 +363,12 @@ impl Healer {
                     let leads = *leader_rx.borrow_and_update();
                     tracing::info!(leader = leads, identity = %self.settings.identity, "leadership changed");
                     if !leads {
+                        // A step cut here is finished by whoever leads next, from its phase.
                         term.cancel();
                         term = CancellationToken::new();
                         in_flight.clear();
-                        announced = Announced::default();
-                        alerted.clear();
+                        memory = Memory::default();
+                        fleet = None;
                     }
                 }
                 Some(uid) = done_rx.recv() => { in_flight.remove(&uid); }
@@ -284,14 +377,15 @@ impl Healer {
                     tracing::info!("configuration reloaded");
                     self.settings = new;
                     if leases.is_none() && self.settings.checks.need_leases() {
-                        leases = Some(self.watch_leases());
+                        leases = Some(self.watch_leases(sight.clone(), changed.clone()));
                     }
                     probe_task.abort();
                     probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone()));
-                    actor = self.actor();
+                    cx = self.context(&recorder);
+                    actor = Arc::new(Actor::new(cx.clone()));
                     // Check indices may have moved: forget what the old checks observed.
-                    *obs.lock().unwrap_or_else(|p| p.into_inner()) = Observations::default();
-                    announced.keys.clear();
+                    *lock(&obs) = Observations::default();
+                    memory = Memory::default();
                 }
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
             }
@@ -303,107 +397,73 @@ impl Healer {
         Ok(())
     }
 
-    fn actor(&self) -> Arc<Actor> {
-        Arc::new(Actor::new(
-            self.client.clone(),
-            self.provider.clone(),
-            self.leader.clone(),
-            self.metrics.clone(),
-            self.settings.identity.clone(),
-            self.settings.evidence.clone(),
-            self.settings.drain.clone(),
-            self.notifier.clone(),
-            self.settings.policy.dry_run,
-            self.settings.fencing.clone(),
-        ))
-    }
-
-    /// The history entry of a failure a gate holds back, for the gates that leave the
-    /// node to the healer (not `skip`, not an unreadable ledger, not dry-run: those
-    /// write nothing to the node).
-    fn held_detection(&self, state: &NodeState, d: &Decision, severity: Severity, why: String) -> Option<crate::ledger::HistoryEntry> {
-        let Decision::Held { gate, .. } = d else { return None };
-        // A repair under way (or failed) already answers the failure in the history.
-        if matches!(state.ledger, crate::ledger::Ledger::Record(_)) {
-            return None;
-        }
-        if self.settings.policy.dry_run || matches!(gate, Gate::Skip | Gate::Unreadable | Gate::RetryBudget | Gate::Leader) {
-            return None;
-        }
-        let detected = state.findings.iter().map(|f| f.actionable_at()).min()?;
-        let steps = match state.role {
-            Role::Master => &self.settings.policy.master_steps,
-            Role::Worker => &self.settings.policy.worker_steps,
-        };
-        Some(crate::ledger::HistoryEntry {
-            action: steps.first().copied().unwrap_or(Action::Reboot),
-            started: detected,
-            ended: detected,
-            succeeded: false,
-            reason: why,
-            severity: Some(severity),
-            held: true,
-        })
-    }
-
-    /// Notify-only checks: an Event and a notification once per node and check when
-    /// the problem has lasted its unhealthy-duration; never a repair.
-    fn alert(
+    /// Carries out the effects of one evaluation; returns the uids of the nodes whose
+    /// new repair was started (for the fleet's rate budget).
+    fn execute(
         &self,
-        states: &[NodeState],
+        list: Vec<Effect>,
         snapshot: &[Arc<Node>],
         actor: &Arc<Actor>,
-        alerted: &mut HashSet<(String, String)>,
-        now: Timestamp,
-    ) {
-        let mut current = HashSet::new();
-        for (state, n) in states.iter().zip(snapshot) {
-            for f in state.alerts.iter().filter(|f| f.actionable_at() <= now) {
-                let key = (state.name.clone(), f.check.clone());
-                current.insert(key.clone());
-                if alerted.insert(key) {
-                    let (sev, why) = notice::severity(state.role, &state.history, now, false);
-                    self.metrics.detected(state.role.as_str(), sev.as_str());
-                    tracing::warn!(node = %state.name, check = %f.check, reason = %f.reason, severity = %sev, "notify-only check failed");
-                    let note = format!("{}: {} (notify-only check: no repair). Severity: {sev} ({why}).", f.check, f.reason);
-                    actor.tell(
-                        n,
-                        Kind::Detected,
-                        sev,
-                        format!("alert/{}/{}/{}", state.name, f.check, f.since.as_second()),
-                        format!("Node {}: {}: {}", state.name, f.check, f.reason),
-                    );
-                    let (actor, n) = (actor.clone(), n.clone());
-                    tokio::spawn(async move { actor.event(&n, true, "NodeProblem", "Notify", note).await });
+        in_flight: &mut HashMap<String, tokio::task::JoinHandle<()>>,
+        done: &mpsc::UnboundedSender<String>,
+        term: &CancellationToken,
+    ) -> Vec<String> {
+        let by_name: HashMap<&str, &Arc<Node>> = snapshot.iter().map(|n| (node::name(n), n)).collect();
+        let mut started = Vec::new();
+        for effect in list {
+            let n = effect.node().and_then(|name| by_name.get(name)).map(|n| (*n).clone());
+            match (effect, n) {
+                (Effect::Count(Count::Detected { role, severity }), _) => self.metrics.detected(role.as_str(), severity.as_str()),
+                (Effect::Count(Count::DryRun { role, action }), _) => self.metrics.repair(role.as_str(), action.as_str(), "dry_run"),
+                (Effect::Notify(note), _) => self.notifier.notify(note),
+                (Effect::Event { reason, note, .. }, Some(n)) => {
+                    tracing::info!(node = %n.name_any(), %reason, note = %note, "decision");
+                    let cx = actor.cx.clone();
+                    tokio::spawn(async move { cx.event(&n, reason, note).await });
                 }
+                (Effect::RecordHeld { entry, .. }, Some(n)) => {
+                    let actor = actor.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = actor.record_detection(&n, entry).await {
+                            tracing::debug!(node = %n.name_any(), error = %e, "held detection not recorded; the next evaluation tries again");
+                        }
+                    });
+                }
+                (Effect::Work { work, .. }, Some(n)) => {
+                    let uid = n.metadata.uid.clone().unwrap_or_default();
+                    if matches!(work, Work::Start { attempt: 1, .. }) {
+                        started.push(uid.clone());
+                    }
+                    let (actor, done, term, key) = (actor.clone(), done.clone(), term.clone(), uid.clone());
+                    let task = tokio::spawn(async move {
+                        tokio::select! {
+                            _ = term.cancelled() => tracing::warn!(node = %n.name_any(), "leadership lost; the step goes on under the next leader from its recorded phase"),
+                            r = actor.run(&n, work) => if let Err(e) = r { tracing::info!(node = %n.name_any(), error = %e, "step not carried out") },
+                        }
+                        let _ = done.send(key);
+                    });
+                    in_flight.insert(uid, task);
+                }
+                (_, None) => {}
             }
         }
-        alerted.retain(|k| current.contains(k));
+        started
     }
 
-    /// Remembers when short-circuits clear (for the storm cooldown) and says when they
-    /// start and end.
-    fn track_storms(
-        &self,
-        circuits: &[(Scope, String)],
-        shorted: &mut BTreeSet<Scope>,
-        cooldowns: &mut BTreeMap<Scope, Timestamp>,
-        now: Timestamp,
-    ) {
-        let active: BTreeSet<Scope> = circuits.iter().map(|(s, _)| s.clone()).collect();
-        for (scope, why) in circuits {
-            if !shorted.contains(scope) {
-                tracing::warn!(scope = %scope, why = %why, severity = "critical", "short-circuit: no new repairs");
-                self.tell(
-                    Kind::ShortCircuitOn,
-                    Severity::Critical,
-                    format!("short-circuit/{scope}"),
-                    format!("Short-circuit ({scope}): no new repairs. {why}"),
-                );
-            }
+    /// Remembers when short-circuits start and clear (for the storm cooldown, kept in
+    /// the fleet state) and says so.
+    fn track_storms(&self, fleet: &mut FleetState, circuits: &[(planner::Scope, String)], now: Timestamp) {
+        let storms = fleet.track(circuits, self.settings.policy.limits.storm_cooldown, now);
+        for (scope, why) in storms.on {
+            tracing::warn!(scope = %scope, why = %why, severity = "critical", "short-circuit: no new repairs");
+            self.tell(
+                Kind::ShortCircuitOn,
+                Severity::Critical,
+                format!("short-circuit/{scope}"),
+                format!("Short-circuit ({scope}): no new repairs. {why}"),
+            );
         }
-        for scope in shorted.difference(&active) {
-            let until = planner::add(now, self.settings.policy.limits.storm_cooldown);
+        for (scope, until) in storms.off {
             tracing::info!(scope = %scope, until = %until, "short-circuit cleared; storm cooldown");
             self.tell(
                 Kind::ShortCircuitOff,
@@ -411,40 +471,98 @@ impl Healer {
                 format!("short-circuit/{scope}"),
                 format!("Short-circuit ({scope}) cleared; new repairs there after {until}"),
             );
-            cooldowns.insert(scope.clone(), until);
         }
-        self.metrics.short_circuits.set(active.len() as i64);
-        *shorted = active;
+        self.metrics.short_circuits.set(circuits.len() as i64);
     }
 
-    /// Keeps a cache of the nodes' Leases for the Heartbeat check, reduced to what it reads.
-    fn watch_leases(&self) -> Store<Lease> {
+    /// Reads the fleet state from the leader Lease; `None` (new repairs wait) while it
+    /// cannot be read. Without a fleet Lease it starts empty.
+    async fn load_fleet(&self) -> Option<FleetState> {
+        let Some((ns, name)) = &self.settings.fleet_lease else { return Some(FleetState::default()) };
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
+        match tokio::time::timeout(Duration::from_secs(10), api.get_opt(name)).await {
+            Ok(Ok(lease)) => {
+                let value = lease.as_ref().and_then(|l| l.metadata.annotations.as_ref()).and_then(|a| a.get(FLEET_ANNOTATION));
+                Some(FleetState::parse(value.map(String::as_str)).unwrap_or_else(|e| {
+                    tracing::warn!(lease = %format!("{ns}/{name}"), error = %e, "fleet state unreadable: starting from the nodes' own histories");
+                    FleetState::default()
+                }))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(lease = %format!("{ns}/{name}"), error = %e, "cannot read the fleet state (get leases); new repairs wait");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(lease = %format!("{ns}/{name}"), "reading the fleet state timed out; new repairs wait");
+                None
+            }
+        }
+    }
+
+    /// Writes the fleet state to the leader Lease when it changed.
+    fn save_fleet(&self, fleet: &FleetState) {
+        let Some((ns, name)) = self.settings.fleet_lease.clone() else { return };
+        static LAST: Mutex<Option<String>> = Mutex::new(None);
+        let json = fleet.to_json();
+        {
+            let mut last = lock(&LAST);
+            if last.as_deref() == Some(json.as_str()) {
+                return;
+            }
+            *last = Some(json.clone());
+        }
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &ns);
+        tokio::spawn(async move {
+            let patch = serde_json::json!({"metadata": {"annotations": {FLEET_ANNOTATION: json}}});
+            let pp = PatchParams { field_manager: Some(crate::actor::FIELD_MANAGER.into()), ..Default::default() };
+            if let Err(e) = api.patch(&name, &pp, &Patch::Merge(&patch)).await {
+                tracing::warn!(lease = %format!("{ns}/{name}"), error = %e, "cannot keep the fleet state (patch leases)");
+                *lock(&LAST) = None;
+            }
+        });
+    }
+
+    /// Follows the node Leases for the Heartbeat check: when each `renewTime` was seen
+    /// to change. A broken watch makes the healer blind like a broken node watch.
+    fn watch_leases(&self, sight: Arc<Mutex<Sight>>, changed: Arc<Notify>) -> Renewals {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
-        let (reader, writer) = reflector::store();
-        let stream = watcher(api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(|l: &mut Lease| {
-                l.metadata.managed_fields = None;
-            })
-            .reflect(writer)
-            .touched_objects();
+        let seen: Renewals = Arc::default();
+        let map = seen.clone();
+        let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff().touched_objects();
         tokio::spawn(async move {
             futures::pin_mut!(stream);
             while let Some(r) = stream.next().await {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "watching node Leases");
+                match r {
+                    Ok(l) => {
+                        let Some((name, renewed)) = lease_renewal(&l) else { continue };
+                        let now = Timestamp::now();
+                        let mut m = lock(&map);
+                        match m.get_mut(&name) {
+                            Some((r, at)) if *r != renewed => (*r, *at) = (renewed, now),
+                            Some(_) => {}
+                            None => {
+                                m.insert(name, (renewed, now));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        lock(&sight).lost();
+                        changed.notify_one();
+                        tracing::warn!(error = %e, "watching node Leases; retrying with backoff");
+                    }
                 }
             }
         });
-        reader
+        seen
     }
 
-    /// Follows the pause annotation on the healer's ConfigMap.
-    fn watch_pause(&self, changed: Arc<Notify>) -> Arc<AtomicBool> {
-        let paused = Arc::new(AtomicBool::new(false));
-        let Some((ns, name)) = self.settings.pause_configmap.clone() else { return paused };
-        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(self.client.clone(), &ns);
-        let flag = paused.clone();
+    /// Follows the pause annotation on the healer's ConfigMap. Until it is read, and
+    /// while its watch fails, the pause state is unknown and new repairs wait.
+    fn watch_pause(&self, changed: Arc<Notify>, recorder: kube::runtime::events::Recorder) -> Arc<Mutex<Pause>> {
+        let Some((ns, name)) = self.settings.pause_configmap.clone() else { return Arc::new(Mutex::new(Pause::Running)) };
+        let state = Arc::new(Mutex::new(Pause::Unknown));
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+        let flag = state.clone();
         let metrics = self.metrics.clone();
         let leader = self.leader.clone();
         let notifier = self.notifier.clone();
@@ -452,41 +570,85 @@ impl Healer {
         tokio::spawn(async move {
             let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
             let mut events = watcher(api, cfg).default_backoff().boxed();
+            let mut was = Pause::Unknown;
+            let mut told_error = false;
+            let mut listed = false;
             while let Some(ev) = events.next().await {
                 let now = match ev {
-                    Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => cm
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(PAUSED_ANNOTATION))
-                        .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-                    Ok(watcher::Event::Delete(_)) => false,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "watching the healer's ConfigMap");
+                    Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                        listed = true;
+                        let paused = cm
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(PAUSED_ANNOTATION))
+                            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                        if paused { Pause::Paused } else { Pause::Running }
+                    }
+                    Ok(watcher::Event::Delete(_)) => Pause::Running,
+                    Ok(watcher::Event::Init) => {
+                        listed = false;
                         continue;
                     }
+                    // Listed, and not there: nothing pauses repairs.
+                    Ok(watcher::Event::InitDone) if !listed => Pause::Running,
+                    Ok(watcher::Event::InitDone) => continue,
+                    Err(e) => {
+                        metrics.pause_watch_errors.inc();
+                        tracing::error!(error = %e, configmap = %format!("{ns}/{name}"), "cannot watch the healer's ConfigMap: whether repairs are paused is unknown, new repairs wait");
+                        if !told_error {
+                            told_error = true;
+                            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                                api_version: Some("v1".into()),
+                                kind: Some("ConfigMap".into()),
+                                name: Some(name.clone()),
+                                namespace: Some(ns.clone()),
+                                ..Default::default()
+                            };
+                            let ev = kube::runtime::events::Event {
+                                type_: kube::runtime::events::EventType::Warning,
+                                reason: Reason::PauseUnknown.as_str().into(),
+                                note: Some(format!(
+                                    "Cannot watch this ConfigMap ({e}): whether repairs are paused is unknown, so new repairs wait."
+                                )),
+                                action: "Pause".into(),
+                                secondary: None,
+                            };
+                            if let Err(e) = recorder.publish(&ev, &reference).await {
+                                tracing::warn!(error = %e, "cannot publish an Event");
+                            }
+                        }
+                        Pause::Unknown
+                    }
                 };
-                if flag.swap(now, Ordering::Relaxed) != now {
-                    tracing::info!(paused = now, configmap = %format!("{ns}/{name}"), "repairs {}", if now { "paused" } else { "resumed" });
-                    metrics.paused.set(i64::from(now));
-                    if leader.is_leader() {
+                if now != Pause::Unknown {
+                    told_error = false;
+                }
+                *lock(&flag) = now;
+                if now != was {
+                    let paused = now == Pause::Paused;
+                    metrics.paused.set(i64::from(paused));
+                    if was != Pause::Unknown || paused {
+                        tracing::info!(paused, configmap = %format!("{ns}/{name}"), "repairs {}", if paused { "paused" } else { "resumed" });
+                    }
+                    if leader.is_leader() && now != Pause::Unknown && (was != Pause::Unknown || paused) {
                         notifier.notify(Notification {
-                            kind: if now { Kind::Paused } else { Kind::Resumed },
+                            kind: if paused { Kind::Paused } else { Kind::Resumed },
                             severity: Severity::Medium,
                             node: None,
                             role: None,
-                            summary: format!("Repairs {} through ConfigMap {ns}/{name}", if now { "paused" } else { "resumed" }),
+                            summary: format!("Repairs {} through ConfigMap {ns}/{name}", if paused { "paused" } else { "resumed" }),
                             incident: format!("paused/{ns}/{name}"),
                             dry_run,
                             at: Timestamp::now(),
                         });
                     }
+                    was = now;
                     changed.notify_one();
                 }
             }
         });
-        paused
+        state
     }
 
     /// Tells the cloud which nodes are unhealthy past their duration (Magnum's
@@ -554,6 +716,7 @@ impl Healer {
         let renewals = if self.settings.checks.need_leases() {
             let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
             let list = leases.list(&Default::default()).await.map_err(|e| anyhow::anyhow!("list leases in kube-node-lease failed: {e}"))?;
+            // One look cannot see a renewal change: the kubelet's own renewTime is all there is.
             list.items.iter().filter_map(lease_renewal).collect()
         } else {
             Default::default()
@@ -564,11 +727,14 @@ impl Healer {
         let p = planner::plan(&Input {
             nodes: &states,
             leader: true,
-            paused: false,
+            pause: Pause::Running,
             gate: &gate,
             supported: &supported,
             policy: &self.settings.policy,
             cooldowns: &BTreeMap::new(),
+            recent_starts: &[],
+            unsure: None,
+            blind_until: None,
             now,
         });
         let rows = p
@@ -612,137 +778,10 @@ impl Healer {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn act(
-        &self,
-        p: &Plan,
-        states: &[NodeState],
-        snapshot: &[Arc<Node>],
-        actor: &Arc<Actor>,
-        in_flight: &mut HashMap<String, tokio::task::JoinHandle<()>>,
-        announced: &mut Announced,
-        done: &mpsc::UnboundedSender<String>,
-        term: &CancellationToken,
-        obs: &Mutex<Observations>,
-    ) {
-        let by_name: HashMap<&str, &Arc<Node>> = snapshot.iter().map(|n| (node::name(n), n)).collect();
-        let now = Timestamp::now();
-        for (np, state) in p.nodes.iter().zip(states) {
-            let Some(n) = by_name.get(np.name.as_str()).map(|n| (*n).clone()) else {
-                continue;
-            };
-            let uid = n.metadata.uid.clone().unwrap_or_default();
-            if in_flight.contains_key(&uid) {
-                continue;
-            }
-            if !matches!(np.decision, Decision::Held { .. } | Decision::Repair { .. }) {
-                announced.keys.retain(|(u, _)| u != &uid);
-            }
-            if let Some((incident, sev)) = announced.open.get(&uid).cloned() {
-                match &np.decision {
-                    Decision::Healthy | Decision::NotMonitored => {
-                        announced.open.remove(&uid);
-                        actor.tell(&n, Kind::Recovered, sev, incident, format!("Node {} is healthy again", np.name));
-                    }
-                    // A repair under way closes the incident when it succeeds.
-                    Decision::InProgress { .. } | Decision::Repair { .. } => {
-                        announced.open.remove(&uid);
-                    }
-                    _ => {}
-                }
-            }
-            // A node the provider cannot act on is never cordoned or recorded.
-            let impossible = match &np.decision {
-                Decision::Repair { action, .. } => {
-                    self.provider.check_node(&node::info(&n)).err().map(|e| ("RepairImpossible", format!("Cannot {action} this node: {e}")))
-                }
-                _ => None,
-            };
-            // Events for states that hold, once per node and reason.
-            let notice = impossible.or_else(|| match &np.decision {
-                Decision::Held { gate, why, .. } => {
-                    Some((if *gate == Gate::RetryBudget { "RetryBudgetExhausted" } else { "RepairHeld" }, why.clone()))
-                }
-                Decision::Repair { action, reason, .. } if self.settings.policy.dry_run => {
-                    Some(("DryRun", format!("Would {action} node: {reason} (dry-run: nothing was changed)")))
-                }
-                _ => None,
-            });
-            if let Some((reason, note)) = notice {
-                // Once per node and gate, not once per evaluation (counts in the text change).
-                let key = match &np.decision {
-                    Decision::Held { gate, .. } => gate.as_str().to_string(),
-                    _ => note.clone(),
-                };
-                if announced.keys.insert((uid.clone(), key)) {
-                    let actor = actor.clone();
-                    let n = n.clone();
-                    let (sev, why) = notice::of_decision(state, &np.decision, now).unwrap_or((Severity::Medium, String::new()));
-                    tracing::info!(node = %np.name, reason, note = %note, severity = %sev, "decision");
-                    let kind = match (reason, &np.decision) {
-                        ("DryRun", _) => Kind::RepairStarted,
-                        ("RetryBudgetExhausted", _) => Kind::RetryBudgetExhausted,
-                        _ => Kind::Detected,
-                    };
-                    if let (true, Decision::Repair { action, .. }) = (reason == "DryRun", &np.decision) {
-                        self.metrics.repair(np.role.as_str(), action.as_str(), "dry_run");
-                    }
-                    if kind != Kind::RetryBudgetExhausted {
-                        self.metrics.detected(np.role.as_str(), sev.as_str());
-                    }
-                    let incident = notice::incident_of(state, now);
-                    if kind != Kind::RepairStarted {
-                        announced.open.insert(uid.clone(), (incident.clone(), sev));
-                    }
-                    actor.tell(&n, kind, sev, incident, format!("Node {}: {note}", np.name));
-                    if let Some(entry) = self.held_detection(state, &np.decision, sev, note.clone()) {
-                        let (actor, n) = (actor.clone(), n.clone());
-                        tokio::spawn(async move {
-                            if let Err(e) = actor.record_detection(&n, entry).await {
-                                tracing::debug!(node = %n.name_any(), error = %e, "held detection not recorded; the next evaluation tries again");
-                            }
-                        });
-                    }
-                    let note = format!("{}. Severity: {sev} ({why}).", note.trim_end_matches('.'));
-                    tokio::spawn(async move { actor.event(&n, reason != "DryRun", reason, "Decide", note).await });
-                }
-                continue;
-            }
-            if self.settings.policy.dry_run || !np.decision.acts() {
-                continue;
-            }
-            let actor = actor.clone();
-            let decision = np.decision.clone();
-            let severity = notice::of_decision(state, &np.decision, now).unwrap_or((Severity::Medium, String::new()));
-            let done = done.clone();
-            let term = term.clone();
-            let key = uid.clone();
-            let task = tokio::spawn(async move {
-                let work = async {
-                    match &decision {
-                        Decision::Repair { action, attempt, reason, actionable_since, cordon } => {
-                            actor.start_step(&n, *action, *attempt, reason, *actionable_since, *cordon, severity).await
-                        }
-                        Decision::Recovered { record } => actor.recovered(&n, record).await,
-                        Decision::Failed { record, why } => actor.failed(&n, record, why).await,
-                        _ => Ok(()),
-                    }
-                };
-                tokio::select! {
-                    _ = term.cancelled() => tracing::warn!(node = %n.name_any(), "leadership lost; step abandoned before its next write"),
-                    r = work => if let Err(e) = r { tracing::info!(node = %n.name_any(), error = %e, "step not carried out") },
-                }
-                let _ = done.send(key);
-            });
-            in_flight.insert(uid, task);
-        }
-        if !self.settings.policy.dry_run {
-            self.persist_probe_times(snapshot, actor, in_flight, done, obs);
-        }
-    }
-
     /// Writes the first failure time of probing checks to their annotation (and
-    /// clears it when they pass), so a new leader continues the count.
+    /// clears it when they pass), so a new leader continues the count. Checks that
+    /// share an annotation share it as [`effects::probe_time_write`] says: one write per
+    /// node at most, never two checks rewriting it in turn.
     fn persist_probe_times(
         &self,
         snapshot: &[Arc<Node>],
@@ -751,53 +790,43 @@ impl Healer {
         done: &mpsc::UnboundedSender<String>,
         obs: &Mutex<Observations>,
     ) {
-        let obs = obs.lock().unwrap_or_else(|p| p.into_inner());
+        let obs = lock(obs);
         for n in snapshot {
             let uid = n.metadata.uid.clone().unwrap_or_default();
             if in_flight.contains_key(&uid) {
                 continue;
             }
-            let role = node::role(n);
-            for (i, check) in self.settings.checks.for_role(role).iter().enumerate() {
-                let Some(annotation) = check.unhealthy_annotation() else {
-                    continue;
-                };
-                let present = node::annotation(n, annotation).is_some();
-                let want = match obs.probes.get(&(uid.clone(), i)) {
-                    Some(Health::Unhealthy { .. }) if !present => Some(Some(observe::format_probe_time(
-                        obs.first_seen.get(&(uid.clone(), i)).copied().unwrap_or_else(Timestamp::now),
-                    ))),
-                    Some(Health::Healthy) if present => Some(None),
-                    _ => None,
-                };
-                if let Some(value) = want {
-                    let actor = actor.clone();
-                    let n = n.clone();
-                    let annotation = annotation.to_string();
-                    let done = done.clone();
-                    let key = uid.clone();
-                    in_flight.insert(
-                        uid.clone(),
-                        tokio::spawn(async move {
-                            if let Err(e) = actor.mark_probe(&n, &annotation, value).await {
-                                tracing::debug!(node = %n.name_any(), error = %e, "probe time not persisted");
-                            }
-                            let _ = done.send(key);
-                        }),
-                    );
-                    break;
-                }
-            }
+            let checks = self.settings.checks.for_role(node::role(n));
+            let probes: Vec<(Option<&str>, Option<Option<Timestamp>>)> = checks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let key = (uid.clone(), i);
+                    let h = obs.probes.get(&key).map(|h| match h {
+                        Health::Unhealthy { .. } => Some(obs.first_seen.get(&key).copied().unwrap_or_else(Timestamp::now)),
+                        Health::Healthy => None,
+                    });
+                    (c.unhealthy_annotation(), h)
+                })
+                .collect();
+            let present = |a: &str| node::annotation(n, a).map(String::from);
+            let Some((annotation, value)) = effects::probe_time_write(&probes, &present, &observe::format_probe_time) else { continue };
+            let (actor, n, done, key) = (actor.clone(), n.clone(), done.clone(), uid.clone());
+            in_flight.insert(
+                uid,
+                tokio::spawn(async move {
+                    if let Err(e) = actor.mark_probe(&n, &annotation, value).await {
+                        tracing::debug!(node = %n.name_any(), error = %e, "probe time not persisted");
+                    }
+                    let _ = done.send(key);
+                }),
+            );
         }
     }
 }
 
 fn lease_renewal(l: &Lease) -> Option<(String, Timestamp)> {
     Some((l.metadata.name.clone()?, l.spec.as_ref()?.renew_time.as_ref()?.0))
-}
-
-fn renewals(store: &Store<Lease>) -> observe::LeaseRenewals {
-    store.state().iter().filter_map(|l| lease_renewal(l)).collect()
 }
 
 async fn probe_all(snapshot: &[Arc<Node>], settings: &HealerSettings, obs: &Mutex<Observations>) -> bool {

@@ -1,8 +1,8 @@
 //! The repair ledger: the `autohealer.dev/repair` annotation on the node is the only
 //! place repair state lives, so a new leader resumes a repair instead of repeating it.
 
-use crate::notice::Severity;
-use autohealer_cloud::Action;
+use crate::severity::Severity;
+use autohealer_cloud::{Action, Phase};
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -56,9 +56,35 @@ pub struct RepairRecord {
     /// Set once the node was tainted out-of-service, so the taint is removed when it returns.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fenced: bool,
+    /// Set while the calls of a multi-call step (a replace) are not all made: whoever
+    /// leads finishes them from `phase`, so a step is never dropped half-way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+    /// The next call of a pending step, written before it is made; `None` for the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Set once a call that may take the machine out of service (a stop) was made in
+    /// this repair: such a machine is finished (replaced) or restored, never left, and a
+    /// retry never begins with a step that needs it running.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_service: bool,
+    /// How many times in a row the pending step's current call failed, and why the
+    /// last did; it is tried again at `retry_at`, then the machine restored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stalls: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The ledger as read from a node.
+/// Few at a time, short-lived: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ledger {
     None,
@@ -146,6 +172,12 @@ mod tests {
             detected: None,
             severity: Some(Severity::High),
             fenced: false,
+            pending: true,
+            phase: Some(Phase::new("stop").with("group", "default-worker").out_of_service()),
+            out_of_service: true,
+            stalls: 2,
+            stalled: Some("magnum 409".into()),
+            retry_at: Some("2026-01-01T00:01:00Z".parse().unwrap()),
         };
         assert_eq!(Ledger::parse(Some(&r.to_json())), Ledger::Record(r));
         assert!(matches!(Ledger::parse(Some("{not json")), Ledger::Unreadable(_)));

@@ -4,6 +4,8 @@
 
 pub mod actor;
 pub mod drain;
+pub mod effects;
+pub mod fleet;
 pub mod healer;
 pub mod leader;
 pub mod ledger;
@@ -12,9 +14,13 @@ pub mod node;
 pub mod notice;
 pub mod observe;
 pub mod planner;
+pub mod reason;
+pub mod severity;
+pub mod step;
 
 pub use healer::{Checks, Healer, HealerSettings, Status};
 pub use leader::{AlwaysLeader, LeaderElector, LeaseElector, LeaseSettings};
 pub use metrics::Metrics;
 pub use notice::{Kind, Notification, Notifier, Severity};
-pub use planner::{Decision, Plan, Policy};
+pub use planner::{Decision, Pause, Plan, Policy};
+pub use reason::Reason;

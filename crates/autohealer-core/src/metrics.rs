@@ -67,6 +67,9 @@ pub struct Metrics {
     pub held: Family<HeldLabels, Gauge>,
     pub short_circuits: Gauge,
     pub paused: Gauge,
+    pub pause_watch_errors: Counter,
+    pub blind: Gauge,
+    pub check_failing: Family<CheckLabels, Gauge>,
     pub detections: Family<SeverityLabels, Counter>,
     pub notifications: Family<NotificationLabels, Counter>,
 }
@@ -108,6 +111,24 @@ impl Metrics {
         );
         let paused = Gauge::default();
         registry.register("paused", "1 while repairs are paused through the healer's ConfigMap", paused.clone());
+        let pause_watch_errors = Counter::default();
+        registry.register(
+            "pause_watch_errors",
+            "Failures to watch the healer's ConfigMap; while it fails, the pause state is unknown and new repairs wait",
+            pause_watch_errors.clone(),
+        );
+        let blind = Gauge::default();
+        registry.register(
+            "blind",
+            "1 while the healer cannot watch the apiserver (deadlines that run meanwhile are extended)",
+            blind.clone(),
+        );
+        let check_failing = Family::<CheckLabels, Gauge>::default();
+        registry.register(
+            "check_failing",
+            "1 while a check cannot get its evidence (its webhook fails, say) and so answers healthy, by role and check",
+            check_failing.clone(),
+        );
         let detections = Family::<SeverityLabels, Counter>::default();
         registry.register(
             "detections",
@@ -132,6 +153,9 @@ impl Metrics {
             held,
             short_circuits,
             paused,
+            pause_watch_errors,
+            blind,
+            check_failing,
             detections,
             notifications,
         }

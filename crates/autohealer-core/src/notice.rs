@@ -9,34 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// How urgent a failure is: what routes its notifications.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    pub const ALL: [Severity; 4] = [Severity::Info, Severity::Medium, Severity::High, Severity::Critical];
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::severity::Severity;
 
 /// A node failure's severity: the role's base (a master holds the control plane),
 /// raised with how often the same node failed in the last hour, because a node that
@@ -164,8 +137,12 @@ pub fn node_incident(node: &str, detected: Timestamp) -> String {
     format!("node/{node}/{}", detected.as_second())
 }
 
-/// The incident a node's state belongs to now.
+/// The incident a node's state belongs to now. A repair asked for by hand has no
+/// instant of its own: it is one incident for as long as the request stands.
 pub fn incident_of(state: &NodeState, now: Timestamp) -> String {
+    if state.findings.is_empty() && state.remediate && !matches!(&state.ledger, Ledger::Record(r) if r.failed.is_none()) {
+        return format!("node/{}/remediate", state.name);
+    }
     let detected = match &state.ledger {
         Ledger::Record(r) if r.failed.is_none() => Some(r.detected.unwrap_or(r.first_started)),
         _ => state.findings.iter().map(|f| f.actionable_at()).min(),

@@ -116,6 +116,7 @@ pub fn evaluate(
     };
     let state = NodeState {
         name: node::name(n).to_string(),
+        uid: uid.clone(),
         role,
         zone: n.metadata.labels.as_ref().and_then(|l| l.get(node::ZONE_LABEL)).cloned(),
         healthy_since,

@@ -67,6 +67,9 @@ pub struct Limits {
     pub retry_delay: Duration,
     /// How long a repaired node must stay healthy before the repair counts as done.
     pub stable_window: Duration,
+    /// How many times a pending step's call is tried (with a growing delay) before the
+    /// machine it took out of service is restored instead.
+    pub max_stalls: u32,
 }
 
 impl Default for Limits {
@@ -83,6 +86,7 @@ impl Default for Limits {
             node_cooldown: Duration::from_secs(3600),
             retry_delay: Duration::from_secs(600),
             stable_window: Duration::from_secs(60),
+            max_stalls: 5,
         }
     }
 }
@@ -103,6 +107,10 @@ pub struct Policy {
     pub master_steps: Vec<Action>,
     pub worker_steps: Vec<Action>,
     pub limits: Limits,
+    /// After the healer (and so the kubelets, through the same apiserver) could not
+    /// reach the apiserver, how long nodes get to report again before a deadline that
+    /// ran meanwhile is acted on, as the node-lifecycle controller does after a disruption.
+    pub blind_grace: Duration,
 }
 
 impl Default for Policy {
@@ -117,6 +125,7 @@ impl Default for Policy {
             master_steps: vec![Action::Reboot, Action::Replace],
             worker_steps: vec![Action::Reboot, Action::Replace],
             limits: Limits::default(),
+            blind_grace: Duration::from_secs(60),
         }
     }
 }
@@ -170,6 +179,8 @@ impl Finding {
 #[derive(Debug, Clone)]
 pub struct NodeState {
     pub name: String,
+    /// The Node object's uid: a node deleted and recreated under its name is another node.
+    pub uid: String,
     pub role: Role,
     pub zone: Option<String>,
     pub created: Option<Timestamp>,
@@ -197,8 +208,10 @@ impl NodeState {
     /// problems before they are actionable is what catches a partition: its nodes fail
     /// within moments of each other, and the first to become actionable must already
     /// see the others.
-    fn counts_unhealthy(&self) -> bool {
-        self.in_repair() || !self.findings.is_empty()
+    /// A node asked to be repaired by hand counts too: its repair takes it out of
+    /// service like any other, so quorum is never touched, by hand or not.
+    pub fn counts_unhealthy(&self) -> bool {
+        self.in_repair() || !self.findings.is_empty() || (self.remediate && matches!(self.ledger, Ledger::None))
     }
 }
 
@@ -219,16 +232,36 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Whether repairs are paused, as read from the healer's ConfigMap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// Not read yet, or its watch fails: new repairs wait, since the healer never
+    /// repairs when unsure (an upgrade may have paused it).
+    Unknown,
+    Paused,
+    Running,
+}
+
 pub struct Input<'a> {
     pub nodes: &'a [NodeState],
     pub leader: bool,
-    pub paused: bool,
+    pub pause: Pause,
     pub gate: &'a RepairGate,
     /// The (role, action) pairs the provider supports.
     pub supported: &'a BTreeSet<(Role, Action)>,
     pub policy: &'a Policy,
     /// Scopes whose short-circuit cleared recently: no new repair there until then.
     pub cooldowns: &'a BTreeMap<Scope, Timestamp>,
+    /// When repairs began, cluster-wide, with the node's uid, as kept beyond the nodes (a
+    /// replaced node takes its history with it): those of nodes no longer here count
+    /// with the nodes' own for `repairs-per-hour`.
+    pub recent_starts: &'a [(String, Timestamp)],
+    /// Why new repairs must wait although nothing holds them (the fleet state is not
+    /// read yet): the healer never repairs when unsure.
+    pub unsure: Option<&'a str>,
+    /// Until when deadlines that ran while the healer was blind wait (see
+    /// [`Policy::blind_grace`]); `None` when it saw the apiserver all along.
+    pub blind_until: Option<Timestamp>,
     pub now: Timestamp,
 }
 
@@ -293,6 +326,17 @@ pub enum Decision {
         actionable_since: Timestamp,
         cordon: bool,
     },
+    /// Finish a step that was begun: a drain, or the remaining calls of a multi-call
+    /// step from the phase in the ledger. Behind no gate but leadership, and within the
+    /// budgets it already holds: a step once begun is never dropped half-way.
+    Continue {
+        record: RepairRecord,
+    },
+    /// A pending step kept failing after it took the machine out of service: bring the
+    /// machine back (start it again), then the repair fails and is retried.
+    Restore {
+        record: RepairRecord,
+    },
     /// A step is under way; look again at `until`.
     InProgress {
         action: Action,
@@ -312,7 +356,14 @@ pub enum Decision {
 impl Decision {
     /// Whether carrying out this decision writes to the node or the cloud.
     pub fn acts(&self) -> bool {
-        matches!(self, Decision::Repair { .. } | Decision::Recovered { .. } | Decision::Failed { .. })
+        matches!(
+            self,
+            Decision::Repair { .. }
+                | Decision::Continue { .. }
+                | Decision::Restore { .. }
+                | Decision::Recovered { .. }
+                | Decision::Failed { .. }
+        )
     }
 }
 
@@ -397,6 +448,7 @@ pub fn plan(input: &Input) -> Plan {
             };
             n.history.iter().filter(|h| !h.held).map(|h| h.started).chain(current)
         })
+        .chain(gone_starts(input))
         .filter(|t| *t > hour_ago)
         .collect();
     starts.sort();
@@ -455,13 +507,27 @@ pub fn plan(input: &Input) -> Plan {
     out
 }
 
-fn next_step(input: &Input, role: Role, after: Option<Action>) -> Option<Action> {
+/// The next step of the role's steps, after `after`. A machine a replace may have left
+/// out of service cannot be rebooted (Nova refuses a stopped server): such a retry
+/// begins with a step that applies to it.
+/// The recorded starts of nodes that are gone (deleted, replaced).
+fn gone_starts<'a>(input: &'a Input) -> impl Iterator<Item = Timestamp> + 'a {
+    let present: BTreeSet<&str> = input.nodes.iter().map(|n| n.uid.as_str()).collect();
+    input.recent_starts.iter().filter(move |(uid, _)| !present.contains(uid.as_str())).map(|(_, t)| *t)
+}
+
+fn next_step(input: &Input, role: Role, after: Option<Action>, out_of_service: bool) -> Option<Action> {
     let steps = input.policy.steps(role);
     let start = match after {
         None => 0,
         Some(a) => steps.iter().position(|s| *s == a).map_or(steps.len(), |i| i + 1),
     };
-    steps[start..].iter().copied().find(|a| input.supported.contains(&(role, *a)))
+    steps[start..].iter().copied().filter(|a| !(out_of_service && *a == Action::Reboot)).find(|a| input.supported.contains(&(role, *a)))
+}
+
+/// An instant pushed past the end of a time the healer was blind.
+fn after_blind(input: &Input, t: Timestamp) -> Timestamp {
+    input.blind_until.map_or(t, |b| t.max(b))
 }
 
 /// The gates that hold back any step: leader, pause, the provider.
@@ -470,8 +536,15 @@ fn held(input: &Input, what: &str) -> Option<Decision> {
     if !input.leader {
         return hold(Gate::Leader, "this replica is not the leader".into());
     }
-    if input.paused {
-        return hold(Gate::Paused, "repairs are paused (autohealer.dev/paused on the healer's ConfigMap)".into());
+    match input.pause {
+        Pause::Paused => return hold(Gate::Paused, "repairs are paused (autohealer.dev/paused on the healer's ConfigMap)".into()),
+        Pause::Unknown => {
+            return hold(Gate::Paused, "whether repairs are paused is not known yet (the healer's ConfigMap is not read)".into());
+        }
+        Pause::Running => {}
+    }
+    if let Some(why) = input.unsure {
+        return hold(Gate::Paused, format!("new repairs wait: {why}"));
     }
     if let RepairGate::Denied(why) = input.gate {
         return hold(Gate::Provider, format!("the cloud provider does not allow repairs now: {why}"));
@@ -529,16 +602,26 @@ fn decide(input: &Input, node: &NodeState, active: &[(Scope, String)]) -> Decisi
             return Decision::Waiting { until: old_enough, why: format!("{}; node is younger than check-delay-after-add", worst.reason) };
         }
     }
-    let at = worst.actionable_at();
+    let at = after_blind(input, worst.actionable_at());
     if now < at {
         return Decision::Waiting { until: at, why: format!("{} (check {}, since {})", worst.reason, worst.check, worst.since) };
     }
-    start(input, node, &worst.reason, at, active, 1, node.role == Role::Worker)
+    start(input, node, &worst.reason, at, active, 1, node.role == Role::Worker, false)
 }
 
 /// A new repair (first step), behind every gate but the shared budgets, which
 /// [`plan`] applies across nodes.
-fn start(input: &Input, node: &NodeState, reason: &str, at: Timestamp, active: &[(Scope, String)], attempt: u32, cordon: bool) -> Decision {
+#[allow(clippy::too_many_arguments)]
+fn start(
+    input: &Input,
+    node: &NodeState,
+    reason: &str,
+    at: Timestamp,
+    active: &[(Scope, String)],
+    attempt: u32,
+    cordon: bool,
+    out_of_service: bool,
+) -> Decision {
     if let Some(d) = held(input, reason).or_else(|| storm(input, node, active, reason)) {
         return d;
     }
@@ -558,7 +641,7 @@ fn start(input: &Input, node: &NodeState, reason: &str, at: Timestamp, active: &
             until,
         };
     }
-    match next_step(input, node.role, None) {
+    match next_step(input, node.role, None, out_of_service) {
         Some(action) => Decision::Repair { action, attempt, reason: reason.to_string(), actionable_since: at, cordon },
         None => Decision::Held {
             gate: Gate::Unsupported,
@@ -592,22 +675,25 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
         if node.skip {
             return Decision::Held { gate: Gate::Skip, why: format!("{reason}; excluded by autohealer.dev/skip"), until: None };
         }
-        return start(input, node, &reason, retry_at, active, 1, false);
+        return start(input, node, &reason, retry_at, active, 1, false, r.out_of_service);
     }
-    if r.draining {
-        // The drain was under way (perhaps under a leader that died): resume it and
-        // make the call, which has not been made.
-        let what = format!("{} was draining the node", r.action);
-        if node.skip {
-            return Decision::Held { gate: Gate::Skip, why: format!("{what}; excluded by autohealer.dev/skip"), until: None };
+    if r.draining || r.pending {
+        // Begun (perhaps under a leader that died): finish it. A drain is resumed and its
+        // call made; a pending step goes on from its recorded phase.
+        if !input.leader {
+            return Decision::Held {
+                gate: Gate::Leader,
+                why: format!("{} is under way; this replica is not the leader", r.action),
+                until: None,
+            };
         }
-        return held(input, &what).unwrap_or(Decision::Repair {
-            action: r.action,
-            attempt: r.attempt,
-            reason: r.reason.clone(),
-            actionable_since: r.started,
-            cordon: false,
-        });
+        if let Some(at) = r.retry_at.filter(|t| now < *t) {
+            return Decision::InProgress { action: r.action, until: at };
+        }
+        if r.pending && r.out_of_service && r.stalls >= l.max_stalls {
+            return Decision::Restore { record: r.clone() };
+        }
+        return Decision::Continue { record: r.clone() };
     }
     let rebooted = match (&r.boot_id, &node.boot_id) {
         (Some(before), Some(now_id)) => before != now_id,
@@ -626,8 +712,14 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
             None => Decision::InProgress { action: r.action, until: add(now, l.stable_window) },
         };
     }
+    let deadline = after_blind(input, deadline);
     if now < deadline {
         return Decision::InProgress { action: r.action, until: deadline };
+    }
+    // A deadline alone escalates nothing: a finding must be actionable by its own
+    // unhealthy-duration (a one-second flap of a node that did reboot is not a failure).
+    if let Some(at) = node.findings.iter().map(|f| after_blind(input, f.actionable_at())).min().filter(|at| now < *at) {
+        return Decision::InProgress { action: r.action, until: at };
     }
     let reason = node.findings.first().map_or_else(|| r.reason.clone(), |f| f.reason.clone());
     if node.skip {
@@ -637,11 +729,14 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
             until: None,
         };
     }
-    match next_step(input, node.role, Some(r.action)) {
+    match next_step(input, node.role, Some(r.action), r.out_of_service) {
         Some(action) => match held(input, &format!("{} did not recover the node", r.action)) {
             Some(d) => d,
-            None => Decision::Repair { action, attempt: r.attempt + 1, reason, actionable_since: deadline, cordon: false },
+            None => Decision::Repair { action, attempt: r.attempt.saturating_add(1), reason, actionable_since: deadline, cordon: false },
         },
+        // The machine may be stopped (a stop went out, the last call may never have):
+        // bring it back before the repair ends, never leave it stopped.
+        None if r.out_of_service => Decision::Restore { record: r.clone() },
         None => Decision::Failed {
             record: r.clone(),
             why: format!(
@@ -669,6 +764,7 @@ mod tests {
     fn node(name: &str, role: Role, findings: Vec<Finding>) -> NodeState {
         NodeState {
             name: name.into(),
+            uid: format!("uid-{name}"),
             role,
             zone: None,
             created: Some(t("00:00:00")),
@@ -698,7 +794,7 @@ mod tests {
 
     struct Run {
         leader: bool,
-        paused: bool,
+        pause: Pause,
         gate: RepairGate,
         policy: Policy,
         cooldowns: BTreeMap<Scope, Timestamp>,
@@ -706,7 +802,7 @@ mod tests {
 
     impl Default for Run {
         fn default() -> Self {
-            Self { leader: true, paused: false, gate: RepairGate::Allowed, policy: Policy::default(), cooldowns: BTreeMap::new() }
+            Self { leader: true, pause: Pause::Running, gate: RepairGate::Allowed, policy: Policy::default(), cooldowns: BTreeMap::new() }
         }
     }
 
@@ -716,11 +812,14 @@ mod tests {
             plan(&Input {
                 nodes,
                 leader: self.leader,
-                paused: self.paused,
+                pause: self.pause,
                 gate: &self.gate,
                 supported: &supported,
                 policy: &self.policy,
                 cooldowns: &self.cooldowns,
+                recent_starts: &[],
+                unsure: None,
+                blind_until: None,
                 now: t(now),
             })
         }
@@ -761,7 +860,7 @@ mod tests {
         let nodes = [worker(vec![not_ready("01:00:00")])];
         let p = Run { leader: false, ..Default::default() }.plan(&nodes, "02:00:00");
         assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::Leader));
-        let p = Run { paused: true, ..Default::default() }.plan(&nodes, "02:00:00");
+        let p = Run { pause: Pause::Paused, ..Default::default() }.plan(&nodes, "02:00:00");
         assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::Paused));
         let p = Run { gate: RepairGate::Denied("auto_healing_enabled is false".into()), ..Default::default() }.plan(&nodes, "02:00:00");
         assert!(matches!(&p.nodes[0].decision, Decision::Held { gate: Gate::Provider, why, .. } if why.contains("auto_healing_enabled")));
@@ -797,6 +896,12 @@ mod tests {
             detected: None,
             severity: None,
             fenced: false,
+            pending: false,
+            phase: None,
+            out_of_service: false,
+            stalls: 0,
+            stalled: None,
+            retry_at: None,
         }
     }
 
@@ -898,11 +1003,14 @@ mod tests {
         let p = plan(&Input {
             nodes: &nodes,
             leader: true,
-            paused: false,
+            pause: Pause::Running,
             gate: &RepairGate::Allowed,
             supported: &supported,
             policy: &policy,
             cooldowns: &BTreeMap::new(),
+            recent_starts: &[],
+            unsure: None,
+            blind_until: None,
             now: t("02:00:00"),
         });
         assert!(matches!(p.nodes[0].decision, Decision::Repair { action: Action::Replace, .. }));

@@ -3,7 +3,7 @@
 
 use autohealer_cloud::{Action, RepairGate, Role};
 use autohealer_core::ledger::{HistoryEntry, Ledger, RepairRecord};
-use autohealer_core::planner::{Decision, Finding, Input, Limits, NodeState, Policy, Threshold, plan};
+use autohealer_core::planner::{Decision, Finding, Input, Limits, NodeState, Pause, Policy, Threshold, plan};
 use k8s_openapi::jiff::Timestamp;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,11 +40,12 @@ prop_compose! {
             action: Action::Reboot, attempt: 1, started: ts(started), first_started: ts(started), reason: "r".into(),
             boot_id: Some("b".into()), server_id: None, cordoned: true,
             failed: failed.then(|| "x".into()), failed_at: failed.then(|| ts(started + 60)), by: "a".into(), draining: false,
-            detected: None, severity: None, fenced: false,
+            detected: None, severity: None, fenced: false, pending: false, phase: None, out_of_service: false, stalls: 0, stalled: None, retry_at: None,
         };
         let ledger = match ledger { L::None => Ledger::None, L::InProgress(s) => Ledger::Record(record(s, false)), L::Failed(s) => Ledger::Record(record(s, true)) };
         NodeState {
             name: format!("n{i:03}"),
+            uid: format!("u{i:03}"),
             role: if master { Role::Master } else { Role::Worker },
             zone: Some(format!("z{zone}")),
             created: Some(ts(-86400)),
@@ -90,7 +91,8 @@ proptest! {
     fn safety_properties(nodes in arb_nodes(), policy in arb_policy(), leader in prop::bool::weighted(0.8), paused in prop::bool::weighted(0.2)) {
         let supported: BTreeSet<(Role, Action)> = [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect();
         let cooldowns = BTreeMap::new();
-        let p = plan(&Input { nodes: &nodes, leader, paused, gate: &RepairGate::Allowed, supported: &supported, policy: &policy, cooldowns: &cooldowns, now: ts(0) });
+        let pause = if paused { Pause::Paused } else { Pause::Running };
+        let p = plan(&Input { nodes: &nodes, leader, pause, gate: &RepairGate::Allowed, supported: &supported, policy: &policy, cooldowns: &cooldowns, recent_starts: &[], unsure: None, blind_until: None, now: ts(0) });
         let repairs: Vec<(&NodeState, &Decision)> = nodes.iter().zip(p.nodes.iter().map(|n| &n.decision)).filter(|(_, d)| matches!(d, Decision::Repair { .. })).collect();
         let new: Vec<&NodeState> = repairs.iter().filter(|(n, _)| !in_repair(n)).map(|(n, _)| *n).collect();
 

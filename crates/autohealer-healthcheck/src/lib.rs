@@ -11,6 +11,7 @@ mod heartbeat;
 mod node_condition;
 mod params;
 mod startup;
+mod util;
 mod webhook;
 
 pub use endpoint::Endpoint;
@@ -94,10 +95,19 @@ pub trait HealthCheck: Send + Sync + fmt::Debug {
     }
 
     /// For [`CheckKind::Probe`] checks. Must not fail: an error of the probe itself
-    /// (no address to probe, no token) is reported as healthy with a log line, since
-    /// the healer never repairs when unsure.
+    /// (no address to probe, no token, a webhook that does not answer) is reported as
+    /// healthy, since the healer never repairs when unsure, and kept for
+    /// [`HealthCheck::trouble`] when it is the check's own.
     async fn probe(&self, _node: &Node) -> Health {
         Health::Healthy
+    }
+
+    /// The check's own latest failure to get evidence (e.g. "webhook timed out after
+    /// 5s"), cleared when a probe gets an answer again. Such a check judges every node
+    /// healthy, so without this it would go blind silently; the healer turns it into a
+    /// metric and an Event on its ConfigMap.
+    fn trouble(&self) -> Option<String> {
+        None
     }
 
     /// The node annotation in which a probing check's first failure is persisted, so

@@ -70,9 +70,11 @@ impl Nova<'_> {
             r if r.status == 202 => Ok(Reboot::Accepted),
             r => {
                 let msg = crate::session::error_message(&r.body);
-                // Only a reboot under way is "in progress"; a stopped server refusing a
-                // soft reboot is a real failure.
-                if msg.contains("task_state") && msg.contains("reboot") {
+                // Only a reboot under way is "in progress". Nova names the action in every
+                // 409 ("Cannot 'reboot' instance ..."), so the task state itself must be a
+                // reboot one; a stopped server (vm_state stopped) or one powering off
+                // refusing the reboot is a real failure.
+                if task_state_of(&msg).is_some_and(|t| t.starts_with("reboot")) {
                     Ok(Reboot::AlreadyInProgress(msg))
                 } else {
                     Err(CloudError::Call { call: format!("nova POST /servers/{id}/action (reboot)"), status: Some(409), message: msg })
@@ -81,17 +83,29 @@ impl Nova<'_> {
         }
     }
 
-    /// Stops the server; a server already stopped is not an error.
+    /// Stops the server. Nova answers 409 to a stop of a server already stopped or
+    /// already powering off; either is the state the caller asked for, so not an error.
     pub async fn stop(&self, id: &str) -> Result<(), CloudError> {
         let r = self.action(id, json!({"os-stop": null}), "os-stop", &[202, 409]).await?;
-        if r.status == 409 && !crate::session::error_message(&r.body).contains("stopped") {
-            return Err(CloudError::Call {
-                call: format!("nova POST /servers/{id}/action (os-stop)"),
-                status: Some(409),
-                message: crate::session::error_message(&r.body),
-            });
+        if r.status == 409 {
+            let msg = crate::session::error_message(&r.body);
+            let stopped = msg.contains("vm_state stopped") || task_state_of(&msg) == Some("powering-off");
+            if !stopped {
+                return Err(CloudError::Call {
+                    call: format!("nova POST /servers/{id}/action (os-stop)"),
+                    status: Some(409),
+                    message: msg,
+                });
+            }
         }
         Ok(())
+    }
+
+    /// Starts a stopped server. Nova takes it only from vm_state stopped with no task
+    /// under way and answers 409 otherwise; the caller reads the server first, so a 409
+    /// here is a real conflict and is returned as one.
+    pub async fn start(&self, id: &str) -> Result<(), CloudError> {
+        self.action(id, json!({"os-start": null}), "os-start", &[202]).await.map(|_| ())
     }
 
     pub async fn force_delete(&self, id: &str) -> Result<(), CloudError> {
@@ -115,9 +129,11 @@ impl Nova<'_> {
         Ok(list.iter().filter_map(|a| Some((a["id"].as_str()?.to_string(), a["volumeId"].as_str()?.to_string()))).collect())
     }
 
+    /// Detaches a volume. A 404 (the attachment is already gone) is the state asked
+    /// for: a detach repeated after an uncertain answer must not fail on it.
     pub async fn detach(&self, id: &str, attachment: &str) -> Result<(), CloudError> {
         let path = format!("/servers/{id}/os-volume_attachments/{attachment}");
-        self.0.request(Service::Compute, Method::DELETE, &path, None, &format!("DELETE {path}"), &[202]).await.map(|_| ())
+        self.0.request(Service::Compute, Method::DELETE, &path, None, &format!("DELETE {path}"), &[202, 404]).await.map(|_| ())
     }
 }
 
@@ -206,6 +222,12 @@ impl Heat<'_> {
         let path = format!("/stacks/{name}/{id}");
         self.0.request(Service::Orchestration, Method::PATCH, &path, Some(&json!({})), &format!("PATCH {path}"), &[202]).await.map(|_| ())
     }
+}
+
+/// The task state a Nova 409 names ("... while it is in task_state reboot_started").
+fn task_state_of(msg: &str) -> Option<&str> {
+    let rest = msg.split("task_state ").nth(1)?;
+    rest.split(|c: char| c.is_whitespace() || c == '.' || c == ',').next().filter(|t| !t.is_empty())
 }
 
 /// `(name, id)` from a stack URL `.../stacks/{name}/{id}`.
@@ -307,6 +329,13 @@ mod tests {
     fn stack_links() {
         assert_eq!(stack_of("http://h/v1/p/stacks/name/id"), Some(("name".into(), "id".into())));
         assert_eq!(stack_of("http://h/v1/p/stacks/name/id/resources/x"), Some(("name".into(), "id".into())));
+    }
+
+    #[test]
+    fn only_a_reboot_task_state_is_a_reboot_in_progress() {
+        assert_eq!(task_state_of("Cannot 'reboot' instance x while it is in task_state reboot_started"), Some("reboot_started"));
+        assert_eq!(task_state_of("Cannot 'reboot' instance x while it is in task_state powering-off."), Some("powering-off"));
+        assert_eq!(task_state_of("Cannot 'reboot' instance x while it is in vm_state stopped"), None);
     }
 
     #[test]

@@ -477,6 +477,17 @@ mod tests {
     }
 
     #[test]
+    fn secrets_of_the_wrong_type_are_named_not_shown() {
+        for (key, value) in [("password", json!(12345678)), ("application-credential-secret", json!(987654321)), ("password", json!(2.5e9))]
+        {
+            let e = OpenStackConfig::parse(Some(&json!({"auth-url": "https://k/v3", "user-id": "u", key: value}))).unwrap_err();
+            assert_eq!(e.path, format!("openstack.{key}"));
+            assert!(e.message.contains("expected a string, got") && e.message.contains("value not shown"), "{e}");
+            assert!(!e.to_string().contains(&value.to_string()) && !e.to_string().contains("25000"), "{e}");
+        }
+    }
+
+    #[test]
     fn application_credential_takes_no_scope_and_env_fills_secrets() {
         let c =
             OpenStackConfig::parse(Some(&json!({"auth-url": "https://k/v3", "application-credential-id": "ac", "project-id": "ignored"})))

@@ -324,7 +324,7 @@ impl Session {
                     continue;
                 }
                 // A write that timed out may have been carried out: the caller must not repeat it blindly.
-                Err(e) if e.is_timeout() => return Err(call_err(&call, None, autohealer_cloud::UNCERTAIN)),
+                Err(e) if e.is_timeout() => return Err(autohealer_cloud::CloudError::Uncertain { call: call.clone() }),
                 Err(e) => return Err(call_err(&call, None, error_chain(&e))),
             };
             let status = resp.status().as_u16();

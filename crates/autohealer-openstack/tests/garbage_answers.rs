@@ -153,6 +153,7 @@ async fn every_call(s: &Session) -> Vec<(&'static str, Result<(), String>)> {
         ("nova", r(nova.server("s1").await)),
         ("nova", r(nova.reboot("s1", false).await)),
         ("nova", r(nova.stop("s1").await)),
+        ("nova", r(nova.start("s1").await)),
         ("nova", r(nova.console("s1", 10).await)),
         ("nova", r(nova.attachments("s1").await)),
         ("cinder", r(cinder.bootable("v").await)),

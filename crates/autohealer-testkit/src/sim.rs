@@ -7,7 +7,7 @@
 //! The simulation writes only through the Kubernetes API, so it runs against a real
 //! apiserver too (`AUTOHEALER_E2E_KUBECONFIG`).
 
-use autohealer_cloud::{Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, RepairGate, Role};
+use autohealer_cloud::{Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, Phase, Progress, RepairGate, Role};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -600,29 +600,23 @@ impl CloudProvider for SimProvider {
         Ok(ActionOutcome {
             server_id: Some(server_id.clone()),
             detail: format!("soft reboot of server {server_id} accepted"),
-            already_in_progress: false,
             evidence: None,
         })
     }
 
-    async fn replace(&self, nodes: &[NodeInfo]) -> Result<Vec<ActionOutcome>, CloudError> {
-        let mut out = Vec::new();
-        for node in nodes {
-            let name = self
-                .sim
-                .find_by_info(node)
-                .ok_or_else(|| CloudError::NoServer { node: node.name.clone(), reason: "no simulated machine".into() })?;
-            let server_id = self.sim.server_id(&name).unwrap_or_default();
-            lock(&self.sim.shared.calls).push(CloudCall { action: Action::Replace, node: name.clone(), server_id: server_id.clone() });
-            self.sim.replace(&name);
-            out.push(ActionOutcome {
-                server_id: Some(server_id.clone()),
-                detail: format!("server {server_id} is being replaced"),
-                already_in_progress: false,
-                evidence: None,
-            });
-        }
-        Ok(out)
+    async fn replace(&self, node: &NodeInfo, _at: Option<&Phase>, _resumed: bool) -> Result<Progress, CloudError> {
+        let name = self
+            .sim
+            .find_by_info(node)
+            .ok_or_else(|| CloudError::NoServer { node: node.name.clone(), reason: "no simulated machine".into() })?;
+        let server_id = self.sim.server_id(&name).unwrap_or_default();
+        lock(&self.sim.shared.calls).push(CloudCall { action: Action::Replace, node: name.clone(), server_id: server_id.clone() });
+        self.sim.replace(&name);
+        Ok(Progress::Done(ActionOutcome {
+            server_id: Some(server_id.clone()),
+            detail: format!("server {server_id} is being replaced"),
+            evidence: None,
+        }))
     }
 
     async fn machine_down(&self, node: &NodeInfo) -> Result<Option<String>, CloudError> {

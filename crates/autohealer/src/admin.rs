@@ -63,6 +63,17 @@ fn describe(d: &Decision) -> (String, String) {
             },
         ),
         Decision::Repair { action, attempt, reason, .. } => (format!("{action} (attempt {attempt})"), reason.clone()),
+        Decision::Continue { record } => (
+            format!("continue {}", record.action),
+            match (&record.phase, record.draining) {
+                (_, true) => "resume its drain".into(),
+                (Some(p), _) => format!("from phase {}", p.name),
+                (None, _) => "from its first call".into(),
+            },
+        ),
+        Decision::Restore { record } => {
+            ("restore machine".into(), format!("{} stalled: {}", record.action, record.stalled.clone().unwrap_or_default()))
+        }
         Decision::InProgress { action, until } => (format!("wait for {action}"), format!("in progress until {until}")),
         Decision::Recovered { record } => ("finish".into(), format!("healthy again after {}", record.action)),
         Decision::Failed { why, .. } => ("record failure".into(), why.clone()),

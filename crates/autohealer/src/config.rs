@@ -62,10 +62,14 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "kubernetes.kubeconfig", default: "(in-cluster)", doc: "A kubeconfig file to use instead of the pod's service account." },
     KeyDoc {
         key: "healthcheck.master",
-        default: "[NodeCondition]",
-        doc: "Checks for masters: a list of `{type, params}`. Without the key, one NodeCondition check with its defaults.",
+        default: "(none)",
+        doc: "Checks for masters: a list of `{type, params}`. Without the key no master is checked, so none is repaired (as magnum-auto-healer).",
     },
-    KeyDoc { key: "healthcheck.worker", default: "[NodeCondition]", doc: "Checks for workers, as for masters." },
+    KeyDoc {
+        key: "healthcheck.worker",
+        default: "(none)",
+        doc: "Checks for workers, as for masters: without the key no worker is repaired.",
+    },
     KeyDoc {
         key: "openstack",
         default: "(none)",
@@ -134,7 +138,12 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "drain.force-delete-after-timeout",
         default: "false",
-        doc: "After the drain timeout, delete the pods that could not be evicted; otherwise the step goes on and the `Drained` Event names them.",
+        doc: "After the drain timeout, delete the pods that could not be evicted; otherwise the step goes on and the `Drained` Event names them. On an unreachable node, pods are force-deleted only once the cloud confirms the machine is down.",
+    },
+    KeyDoc {
+        key: "drain.allow-bare-pods",
+        default: "false",
+        doc: "Evict pods no controller owns (nothing recreates them). Off, as with `kubectl drain` without `--force`, such a pod blocks the drain and the step fails with an Event naming it.",
     },
     KeyDoc {
         key: "pause-configmap",
@@ -203,11 +212,10 @@ impl EnvOverrides {
         var.trim_start_matches("AUTOHEALER_").to_ascii_lowercase().replace('_', "-")
     }
 
-    /// Applies the overrides to the file's keys; returns those applied (variable, key)
-    /// and the `AUTOHEALER_*` variables that name no key (with the nearest name), which
-    /// are ignored: Kubernetes itself sets some (the service links of a Service named
+    /// Applies the overrides to the file's keys. Variables that name no key are ignored,
+    /// not refused: Kubernetes itself sets some (the service links of a Service named
     /// `autohealer`, e.g. `AUTOHEALER_SERVICE_HOST`), so they cannot stop the healer.
-    fn apply(&self, value: &mut serde_json::Value) -> (Vec<(String, String)>, Vec<String>) {
+    fn apply(&self, value: &mut serde_json::Value) -> Applied {
         let top: Vec<&str> = {
             let mut t: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
             t.dedup();
@@ -215,6 +223,7 @@ impl EnvOverrides {
         };
         let mut applied = Vec::new();
         let mut ignored = Vec::new();
+        let mut from_env = Vec::new();
         for (var, raw) in &self.0 {
             let key = Self::key_of(var);
             if !top.contains(&key.as_str()) {
@@ -227,13 +236,31 @@ impl EnvOverrides {
             let parsed = if parsed.is_null() { serde_json::Value::String(raw.clone()) } else { parsed };
             let slot = &mut value[key.as_str()];
             match (slot.as_object_mut(), parsed) {
-                (Some(map), serde_json::Value::Object(over)) => map.extend(over),
-                (_, v) => *slot = v,
+                (Some(map), serde_json::Value::Object(over)) => {
+                    from_env.extend(over.keys().map(|k| (format!("{key}.{}", kebab(k)), var.clone())));
+                    map.extend(over);
+                }
+                (_, v) => {
+                    from_env.push((key.clone(), var.clone()));
+                    *slot = v;
+                }
             }
             applied.push((var.clone(), key));
         }
-        (applied, ignored)
+        Applied { applied, ignored, from_env }
     }
+}
+
+/// What [`EnvOverrides::apply`] did.
+struct Applied {
+    /// (variable, key) of each override applied.
+    applied: Vec<(String, String)>,
+    /// Why each ignored variable was ignored, with the nearest key's variable.
+    ignored: Vec<String>,
+    /// (key path, variable) of each value that now comes from a variable (a merged
+    /// map's own keys, or the whole key), so an error there names the variable and
+    /// never shows the value: a Secret supplies these.
+    from_env: Vec<(String, String)>,
 }
 
 fn default_provider() -> String {
@@ -336,11 +363,13 @@ pub struct Drain {
     pub timeout: Duration,
     #[serde(default)]
     pub force_delete_after_timeout: bool,
+    #[serde(default)]
+    pub allow_bare_pods: bool,
 }
 
 impl Default for Drain {
     fn default() -> Self {
-        Self { before_replace: true, before_reboot: false, timeout: d5m(), force_delete_after_timeout: false }
+        Self { before_replace: true, before_reboot: false, timeout: d5m(), force_delete_after_timeout: false, allow_bare_pods: false }
     }
 }
 
@@ -610,6 +639,231 @@ impl From<ParamError> for ConfigError {
     }
 }
 
+/// `okCodes` → `ok-codes`, as check params are read, so paths match the errors'.
+fn kebab(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('-');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Keys whose values are credentials wherever they appear: the OpenStack password and
+/// application-credential secret, the Endpoint check's `token`, the `url` of the
+/// Webhook check and of notification sinks (a webhook URL is its own credential),
+/// PagerDuty's routing key, and any `*-password` or `*-secret`.
+fn is_secret_key(key: &str) -> bool {
+    const NAMES: &[&str] =
+        &["password", "token", "secret", "url", "routing-key", "api-key", "access-token", "bearer-token", "client-secret"];
+    NAMES.contains(&key) || key.ends_with("-password") || key.ends_with("-secret")
+}
+
+/// A value's YAML kind, to say what was found without saying what it was.
+fn kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+/// The value at an error's key path (`a.b[0].c`, keys as the parsers spell them).
+fn at<'a>(root: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    let mut cur = root;
+    for seg in path.split('.') {
+        let (name, indices) = seg.split_once('[').map_or((seg, ""), |(n, rest)| (n, rest));
+        if !name.is_empty() {
+            cur = cur.as_object()?.iter().find(|(k, _)| kebab(k) == name).map(|(_, v)| v)?;
+        }
+        for idx in indices.split('[').filter(|i| !i.is_empty()) {
+            cur = cur.get(idx.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(cur)
+}
+
+/// A YAML syntax error without its source snippet, which quotes the lines around the
+/// error, secrets included; the position is enough to find it.
+fn yaml_error(e: &serde_saphyr::Error, text: &str) -> String {
+    let message = e.without_snippet().to_string();
+    let mut values = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        let line = line.strip_prefix("- ").unwrap_or(line);
+        if let Some((k, v)) = line.split_once(':')
+            && is_secret_key(&kebab(k.trim()))
+        {
+            let v = v.trim().trim_matches(['"', '\'']).trim();
+            if !v.is_empty() {
+                values.push(Scalar::Text(v.to_string()));
+            }
+        }
+    }
+    scrub(&message, &values)
+}
+
+/// A hidden scalar, as the parsers would print it.
+enum Scalar {
+    Text(String),
+    Number(String),
+}
+
+/// `message` with every rendering of `values` replaced by `<hidden>`: quoted as JSON,
+/// Rust and serde quote strings, and bare when long enough not to match by chance.
+/// (Serde's backticks quote key names and numbers, not strings.)
+fn scrub(message: &str, values: &[Scalar]) -> String {
+    let mut out = message.to_string();
+    for v in values {
+        match v {
+            Scalar::Text(t) => {
+                for quoted in [serde_json::to_string(t).unwrap_or_default(), format!("{t:?}")] {
+                    out = out.replace(&quoted, "\"<hidden>\"");
+                }
+                if t.chars().count() >= 6 {
+                    out = out.replace(t.as_str(), "<hidden>");
+                }
+            }
+            // Numbers only where no digit or point touches them, so "line 12" stays.
+            Scalar::Number(n) if n.len() >= 4 => {
+                let mut kept = String::with_capacity(out.len());
+                let mut rest = out.as_str();
+                while let Some(i) = rest.find(n.as_str()) {
+                    let before = rest[..i].chars().next_back();
+                    let after = rest[i + n.len()..].chars().next();
+                    let touches = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit() || c == '.');
+                    kept.push_str(&rest[..i]);
+                    kept.push_str(if touches(before) || touches(after) { n.as_str() } else { "<hidden>" });
+                    rest = &rest[i + n.len()..];
+                }
+                kept.push_str(rest);
+                out = kept;
+            }
+            Scalar::Number(_) => {}
+        }
+    }
+    out
+}
+
+/// What a config error may not show, found in the config before it is parsed: the
+/// values of secret keys and of `AUTOHEALER_*` overrides. It is applied to every error
+/// in one place because the parsers below (serde, check params, notification sinks)
+/// quote values, and config errors reach logs, `autohealer validate` and the
+/// `ConfigRejected` Event of a hot reload.
+struct Hidden {
+    root: serde_json::Value,
+    /// Key paths whose values are hidden, and why, as the message says it.
+    paths: Vec<(String, String)>,
+    /// The `AUTOHEALER_*` variable behind a key path.
+    from_env: Vec<(String, String)>,
+    /// Every hidden scalar, to scrub from errors about the maps and lists above them.
+    values: Vec<Scalar>,
+}
+
+impl Hidden {
+    fn find(root: serde_json::Value, from_env: Vec<(String, String)>) -> Self {
+        let mut h = Hidden { root: serde_json::Value::Null, paths: Vec::new(), from_env, values: Vec::new() };
+        h.walk(&root, "", None);
+        h.root = root;
+        h
+    }
+
+    fn walk(&mut self, v: &serde_json::Value, path: &str, why: Option<&str>) {
+        use serde_json::Value;
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    let key = kebab(k);
+                    let p = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    let own = match self.from_env.iter().find(|(at, _)| *at == p) {
+                        Some((_, var)) => Some(format!("it comes from ${var}")),
+                        None if is_secret_key(&key) => Some("it is a secret".to_string()),
+                        None => None,
+                    };
+                    match (why, own) {
+                        (Some(w), _) => self.walk(child, &p, Some(w)),
+                        (None, Some(own)) => {
+                            self.paths.push((p.clone(), own.clone()));
+                            self.walk(child, &p, Some(&own));
+                        }
+                        (None, None) => self.walk(child, &p, None),
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    self.walk(child, &format!("{path}[{i}]"), why);
+                }
+            }
+            Value::String(s) if why.is_some() && !s.is_empty() => self.values.push(Scalar::Text(s.clone())),
+            Value::Number(n) if why.is_some() => self.values.push(Scalar::Number(n.to_string())),
+            _ => {}
+        }
+    }
+
+    fn redact(&self, e: ConfigError) -> ConfigError {
+        let below = |a: &str, b: &str| a.is_empty() || b == a || b.starts_with(&format!("{a}.")) || b.starts_with(&format!("{a}["));
+        let under = |p: &str| below(p, &e.path);
+        let mut message = match self.paths.iter().find(|(p, _)| under(p)) {
+            Some((_, why)) => self.reword(&e, why),
+            None => e.message.clone(),
+        };
+        // Only an error at a hidden key or above one can quote its value; elsewhere a
+        // scrub would only garble messages that happen to contain a secret's text.
+        if self.paths.iter().any(|(p, _)| under(p) || below(&e.path, p)) {
+            message = scrub(&message, &self.values);
+        }
+        if let Some((_, var)) = self.from_env.iter().find(|(p, _)| under(p))
+            && !message.contains(var.as_str())
+        {
+            message.push_str(&format!(" (set by ${var})"));
+        }
+        ConfigError { path: e.path, message }
+    }
+
+    /// The message of an error at a hidden key: what was expected and what kind of
+    /// value was found, never the value.
+    fn reword(&self, e: &ConfigError, why: &str) -> String {
+        let msg = e.message.as_str();
+        // These quote key names only; the scrub takes care of any value after them.
+        let about_keys = ["unknown field", "unknown key", "missing field", "duplicate field"];
+        if msg.contains("value not shown") || about_keys.iter().any(|k| msg.starts_with(k)) {
+            return msg.to_string();
+        }
+        let got = at(&self.root, &e.path).map_or("another value", kind);
+        let serde = msg.strip_prefix("invalid type: ").or_else(|| msg.strip_prefix("invalid value: "));
+        if let Some((_, expected)) = serde.and_then(|m| m.split_once(", expected ")) {
+            let expected = expected.split(" (value: ").next().unwrap_or_default();
+            let expected = if expected.starts_with("struct ") { "a map of keys" } else { expected };
+            let safe = expected.len() <= 200 && !expected.contains(['"', '\'']);
+            let quote = expected == "a string" && matches!(got, "an integer" | "a number" | "a boolean");
+            let hint = if quote { "; put it in quotes" } else { "" };
+            return if safe {
+                format!("expected {expected}, got {got} (value not shown: {why}){hint}")
+            } else {
+                format!("wrong type, got {got} (value not shown: {why})")
+            };
+        }
+        // A check's or sink's own message: keep what it says up to where it quotes.
+        match msg.find(" (value").into_iter().chain(msg.find(['"', '`'])).min() {
+            Some(i) => {
+                let head = msg[..i].trim_end_matches([' ', ':', ',']);
+                format!("{} (value not shown: {why})", if head.is_empty() { "invalid" } else { head })
+            }
+            None => msg.to_string(),
+        }
+    }
+}
+
 /// A loaded, validated config with its checks built.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -636,14 +890,23 @@ impl Config {
     }
 
     pub fn load_str_with(text: &str, registry: &Registry, env: &EnvOverrides) -> Result<Loaded, ConfigError> {
-        let value: serde_json::Value =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError { path: "(file)".into(), message: format!("not valid YAML: {e}") })?;
+        let value: serde_json::Value = serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError { path: "(file)".into(), message: format!("not valid YAML: {}", yaml_error(&e, text)) })?;
         let mut value = if value.is_null() { serde_json::json!({}) } else { value };
         if !value.is_object() {
-            return Err(ConfigError { path: "(file)".into(), message: format!("the config must be a map of keys, got {value}") });
+            return Err(ConfigError { path: "(file)".into(), message: format!("the config must be a map of keys, got {}", kind(&value)) });
         }
-        let (overridden, ignored_env) = env.apply(&mut value);
-        let config: Config = from_value(&value, "")?;
+        let Applied { applied: overridden, ignored: ignored_env, from_env } = env.apply(&mut value);
+        let hidden = Hidden::find(value.clone(), from_env);
+        let (config, checks, notify) = Self::load_value(&value, registry).map_err(|e| hidden.redact(e))?;
+        Ok(Loaded { config, checks, notify, env: env.clone(), overridden, ignored_env })
+    }
+
+    fn load_value(
+        value: &serde_json::Value,
+        registry: &Registry,
+    ) -> Result<(Config, Checks, autohealer_notify::NotifyConfig), ConfigError> {
+        let config: Config = from_value(value, "")?;
         let checks = config.validate(registry)?;
         let notify = match &config.notifications {
             Some(v) => {
@@ -651,7 +914,7 @@ impl Config {
             }
             None => Default::default(),
         };
-        Ok(Loaded { config, checks, notify, env: env.clone(), overridden, ignored_env })
+        Ok((config, checks, notify))
     }
 
     fn validate(&self, registry: &Registry) -> Result<Checks, ConfigError> {
@@ -721,7 +984,9 @@ impl Config {
         };
         let build = |role: &str, specs: &Option<Vec<CheckSpec>>| -> Result<Vec<_>, ConfigError> {
             match specs {
-                None => Ok(vec![registry.build("NodeCondition", &serde_json::Value::Null, &format!("healthcheck.{role}[default]"))?]),
+                // magnum-auto-healer checks no node of a role without checks for it, so a
+                // config written for it that leaves masters out never has them rebooted.
+                None => Ok(Vec::new()),
                 Some(list) => list
                     .iter()
                     .enumerate()
@@ -754,6 +1019,7 @@ impl Config {
             node_cooldown: self.node_retry.cooldown,
             retry_delay: self.node_retry.delay,
             stable_window: self.recovery_stable_window,
+            ..Limits::default()
         };
         Policy {
             limits,
@@ -765,6 +1031,7 @@ impl Config {
             replace_timeout: self.replace_timeout,
             master_steps: self.repair_steps.master.clone(),
             worker_steps: self.repair_steps.worker.clone(),
+            ..Policy::default()
         }
     }
 }
@@ -874,8 +1141,42 @@ mod tests {
         let c = &l.config;
         assert_eq!((c.monitor_interval, c.check_delay_after_add, c.rebuild_delay_after_reboot), (secs(60), secs(600), secs(300)));
         assert!(c.leader_elect && c.master_monitor_enabled && c.worker_monitor_enabled && !c.dry_run);
-        assert_eq!(l.checks.worker[0].type_name(), "NodeCondition");
         assert_eq!(c.leader_election.lease_namespace, "kube-system");
+    }
+
+    #[test]
+    fn a_secret_that_is_a_common_word_leaves_other_errors_whole() {
+        let e = load("cluster-name: c\nopenstack:\n  password: password\n  auth-urll: https://k/v3\n").unwrap_err();
+        assert_eq!(e.path, "openstack.auth-urll");
+        assert!(e.message.contains("`password`, `password-file`"), "{e}");
+        let e = load("cluster-name: c\nhealthcheck:\n  master:\n    - params: {token: type}\n").unwrap_err();
+        assert_eq!(e.path, "healthcheck.master[0]");
+        assert!(e.message.contains("missing field `type`") && e.message.contains("\"<hidden>\""), "{e}");
+    }
+
+    /// magnum-auto-healer checks no node of a role without `healthcheck.<role>`; a
+    /// config written for it that checks workers only must leave masters alone here too.
+    #[test]
+    fn without_a_healthcheck_key_no_node_of_that_role_is_checked() {
+        let l = load("cluster-name: c\n").unwrap();
+        assert!(l.checks.master.is_empty() && l.checks.worker.is_empty(), "no healthcheck key: no checks");
+        let l = load("cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n").unwrap();
+        assert!(l.checks.master.is_empty());
+        assert_eq!(l.checks.worker.len(), 1);
+        let node = |name: &str, role_label: &str| -> k8s_openapi::api::core::v1::Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "uid": name, "labels": {role_label: ""}, "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+            }))
+            .unwrap()
+        };
+        let now = "2026-06-01T00:00:00Z".parse().unwrap();
+        let judge = |n| {
+            let mut obs = autohealer_core::observe::Observations::default();
+            autohealer_core::observe::evaluate(&n, &l.checks, &mut obs, now, &Default::default()).0
+        };
+        assert!(judge(node("m", "node-role.kubernetes.io/control-plane")).findings.is_empty(), "an unready master is not repaired");
+        assert!(!judge(node("w", "node-role.kubernetes.io/worker")).findings.is_empty(), "an unready worker is");
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub fn healer_settings(loaded: &Loaded, identity: &str) -> HealerSettings {
             timeout: c.drain.timeout,
             force_delete: c.drain.force_delete_after_timeout,
             retry_interval: std::time::Duration::from_secs(2).min(c.drain.timeout),
+            allow_bare_pods: c.drain.allow_bare_pods,
         },
         pause_configmap: c.pause_configmap.split_once('/').map(|(ns, n)| (ns.to_string(), n.to_string())),
         fencing: autohealer_core::actor::FencingSettings {
@@ -135,6 +136,7 @@ pub fn healer_settings(loaded: &Loaded, identity: &str) -> HealerSettings {
             confirm_timeout: c.fencing.confirm_timeout,
             poll: Duration::from_secs(10).min(c.fencing.confirm_timeout),
         },
+        fleet_lease: c.leader_elect.then(|| (c.leader_election.lease_namespace.clone(), c.leader_election.lease_name.clone())),
     }
 }
 

@@ -6,10 +6,13 @@ use crate::config::{Config, Loaded};
 use autohealer_core::HealerSettings;
 use autohealer_healthcheck::Registry;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Resource;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, DefaultBackoff};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -59,10 +62,33 @@ pub async fn watch(
     tx: mpsc::Sender<HealerSettings>,
     stop: CancellationToken,
 ) {
-    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), &ns);
+    let events = config_map_events(client.clone(), &ns, &name, DefaultBackoff::default());
     let recorder = Recorder::new(client, Reporter { controller: "autohealer".into(), instance: Some(identity.clone()) });
+    follow(events, recorder, running, identity, tx, stop).await
+}
+
+/// The healer's ConfigMap as watch events. Every failure waits `backoff` before the
+/// next LIST or WATCH: the watcher itself retries at once, which during an apiserver
+/// outage is a busy loop that spins a core and hammers the apiserver as it comes back.
+fn config_map_events(
+    client: kube::Client,
+    ns: &str,
+    name: &str,
+    backoff: impl Backoff + 'static,
+) -> BoxStream<'static, Result<watcher::Event<ConfigMap>, watcher::Error>> {
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, ns);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(api, cfg).boxed();
+    watcher::watcher(api, cfg).backoff(backoff).boxed()
+}
+
+async fn follow(
+    mut events: BoxStream<'static, Result<watcher::Event<ConfigMap>, watcher::Error>>,
+    recorder: Recorder,
+    running: Loaded,
+    identity: String,
+    tx: mpsc::Sender<HealerSettings>,
+    stop: CancellationToken,
+) {
     let mut current = running;
     let mut seen: Option<String> = None;
     loop {
@@ -74,7 +100,7 @@ pub async fn watch(
             Some(Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm))) => cm,
             Some(Ok(_)) => continue,
             Some(Err(e)) => {
-                tracing::debug!(error = %e, "watching the healer's ConfigMap for config changes");
+                tracing::debug!(error = %e, "watching the healer's ConfigMap for config changes; retrying after a pause");
                 continue;
             }
             None => return,
@@ -135,5 +161,111 @@ pub async fn watch(
                 current = new;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autohealer_testkit::apiserver::FakeApiServer;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    const NS: &str = "kube-system";
+    const NAME: &str = "autohealer-config";
+
+    fn running() -> Loaded {
+        Config::load_str("cluster-name: c\ncloud-provider: none\n", &Registry::with_builtins()).unwrap()
+    }
+
+    fn recorder(client: kube::Client) -> Recorder {
+        Recorder::new(client, Reporter { controller: "autohealer".into(), instance: Some("test".into()) })
+    }
+
+    /// Records how many LISTs the apiserver had answered at each pause, and pauses
+    /// only a moment, so the test waits on what happens, not on the clock.
+    struct Counting {
+        server: Arc<FakeApiServer>,
+        lists_at_pause: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl Iterator for Counting {
+        type Item = Duration;
+        fn next(&mut self) -> Option<Duration> {
+            let lists = self.server.requests("list", "configmaps");
+            self.lists_at_pause.lock().unwrap_or_else(|p| p.into_inner()).push(lists);
+            Some(Duration::from_millis(1))
+        }
+    }
+
+    impl Backoff for Counting {
+        fn reset(&mut self) {}
+    }
+
+    #[tokio::test]
+    async fn the_config_map_watch_pauses_after_every_failure() {
+        let server = Arc::new(FakeApiServer::start(Default::default()).await.unwrap());
+        server.faults().set_error_rate("list", 1.0);
+        server.faults().set_error_rate("watch", 1.0);
+        let client = server.client().await.unwrap();
+        let lists_at_pause = Arc::new(Mutex::new(Vec::new()));
+        let backoff = Counting { server: server.clone(), lists_at_pause: lists_at_pause.clone() };
+        let events = config_map_events(client.clone(), NS, NAME, backoff);
+        let (tx, _rx) = mpsc::channel(1);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(follow(events, recorder(client), running(), "test".into(), tx, stop.clone()));
+        // Until five pauses, or fifty LISTs without them; 30s at most.
+        for _ in 0..3000 {
+            let pauses = lists_at_pause.lock().unwrap().len();
+            if pauses >= 5 || server.requests("list", "configmaps") >= 50 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let at_pause = lists_at_pause.lock().unwrap().clone();
+        let lists = server.requests("list", "configmaps");
+        assert!(at_pause.len() >= 5, "{lists} failed LISTs and {} pauses: the watch retries without backing off", at_pause.len());
+        for (i, n) in at_pause.iter().enumerate() {
+            assert!(*n <= i as u64 + 1, "LISTs without a pause between them: {at_pause:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rejected_config_event_names_the_key_not_the_secret() {
+        use k8s_openapi::api::events::v1::Event as KubeEvent;
+        let server = FakeApiServer::start(Default::default()).await.unwrap();
+        let client = server.client().await.unwrap();
+        let cms: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), NS);
+        let cm = |text: &str| -> ConfigMap {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": NAME, "namespace": NS}, "data": {CONFIG_KEY: text}})).unwrap()
+        };
+        cms.create(&Default::default(), &cm("cluster-name: c\ncloud-provider: none\n")).await.unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch(client.clone(), NS.into(), NAME.into(), running(), "test".into(), tx, stop.clone()));
+        for _ in 0..3000 {
+            if server.requests("watch", "configmaps") >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let bad = "cluster-name: c\ncloud-provider: openstack\nopenstack:\n  auth-url: https://k/v3\n  user-id: u\n  password: 12345678\n";
+        cms.replace(NAME, &Default::default(), &cm(bad)).await.unwrap();
+        let events: kube::Api<KubeEvent> = kube::Api::namespaced(client, NS);
+        let mut note = None;
+        for _ in 0..3000 {
+            let list = events.list(&Default::default()).await.unwrap();
+            note = list.items.into_iter().find(|e| e.reason.as_deref() == Some("ConfigRejected")).and_then(|e| e.note);
+            if note.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let note = note.expect("a ConfigRejected Event");
+        assert!(note.contains("openstack.password") && !note.contains("12345678"), "{note}");
     }
 }

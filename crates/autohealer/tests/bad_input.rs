@@ -32,6 +32,83 @@ fn every_broken_config_in_the_corpus_is_rejected_at_its_key() {
     }
 }
 
+/// Every file in `tests/data/secret-configs/` holds a secret (a password, token,
+/// webhook URL, routing key) in a broken config and names it with `# secret: VALUE`
+/// lines: the error names `# path:` (and `# says:`), and shows no secret, since
+/// config errors reach logs, `validate` output and `ConfigRejected` Events.
+#[test]
+fn no_config_error_shows_a_secret_value() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/secret-configs");
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 20, "the corpus shrank: {}", files.len());
+    let mut wrong = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let want = text.lines().find_map(|l| l.strip_prefix("# path: ")).unwrap_or_else(|| panic!("{name}: no '# path:' line"));
+        let secrets: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# secret: ")).collect();
+        assert!(!secrets.is_empty(), "{name}: no '# secret:' line");
+        let says: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# says: ")).collect();
+        // The comment lines hold the secret too; a parser that echoes the source must not see them.
+        let body: String = text.lines().filter(|l| !l.starts_with("# ")).map(|l| format!("{l}\n")).collect();
+        let e = match Config::load_str(&body, &Registry::with_builtins()) {
+            Ok(_) => {
+                wrong.push(format!("{name}: accepted"));
+                continue;
+            }
+            Err(e) => e,
+        };
+        if e.path != want.trim() {
+            wrong.push(format!("{name}: not at {want}: {e}"));
+        }
+        let shown = format!("{e} {e:?}");
+        if let Some(s) = secrets.iter().find(|s| shown.contains(**s)) {
+            wrong.push(format!("{name}: shows {s:?}: {e}"));
+        }
+        if let Some(s) = says.iter().find(|s| !e.to_string().contains(**s)) {
+            wrong.push(format!("{name}: does not say {s:?}: {e}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// `AUTOHEALER_*` variables carry what a Secret supplies: a bad value is named by its
+/// variable and key, never shown.
+#[test]
+fn no_config_error_shows_an_environment_override() {
+    use autohealer::config::EnvOverrides;
+    let file = "cluster-name: c\nopenstack:\n  auth-url: https://k/v3\n  user-id: u\n";
+    let mut wrong = Vec::new();
+    for (var, value, secret, path) in [
+        ("AUTOHEALER_OPENSTACK", "{password: 12345678}", "12345678", "openstack.password"),
+        ("AUTOHEALER_OPENSTACK", "{password: \"unterminated-s3cr3t}", "unterminated-s3cr3t", "openstack"),
+        ("AUTOHEALER_OPENSTACK", "{user-id: u, pasword: typo-s3cr3t}", "typo-s3cr3t", "openstack.pasword"),
+        ("AUTOHEALER_DRY_RUN", "s3cr3t-not-a-bool", "s3cr3t-not-a-bool", "dry-run"),
+        ("AUTOHEALER_HEALTHCHECK", "{master: [{params: {token: s3cr3t-env-token}}]}", "s3cr3t-env-token", "healthcheck.master[0]"),
+    ] {
+        let env = EnvOverrides::from_vars([(var.to_string(), value.to_string())]);
+        let e = match Config::load_str_with(file, &Registry::with_builtins(), &env) {
+            Ok(_) => {
+                wrong.push(format!("{var}={value}: accepted"));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let shown = format!("{e} {e:?}");
+        if e.path != path {
+            wrong.push(format!("{var}={value}: not at {path}: {e}"));
+        }
+        if shown.contains(secret) {
+            wrong.push(format!("{var}={value}: shows the value: {e}"));
+        }
+        if !shown.contains(var) {
+            wrong.push(format!("{var}={value}: does not name the variable: {e}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 const VALID: &str = "cluster-name: c\nmonitor-interval: 30s\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 1m\nmax-unhealthy:\n  worker: 40%\nnotifications:\n  sinks:\n    - type: slack\n      url-env: X\nopenstack:\n  auth-url: https://k/v3\n  user-id: u\n  password: p\n";
 
 proptest! {

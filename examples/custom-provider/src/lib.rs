@@ -4,7 +4,7 @@
 //! `autohealer::Runtime { provider: Arc::new(PowerApi::new(url)), .. }` and `autohealer::run`.
 
 use async_trait::async_trait;
-use autohealer_cloud::{Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, RepairGate, Role};
+use autohealer_cloud::{Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, Phase, Progress, RepairGate, Role};
 
 pub struct PowerApi {
     base: String,
@@ -47,7 +47,7 @@ impl CloudProvider for PowerApi {
         })
     }
 
-    async fn replace(&self, _nodes: &[NodeInfo]) -> Result<Vec<ActionOutcome>, CloudError> {
+    async fn replace(&self, _node: &NodeInfo, _at: Option<&Phase>, _resumed: bool) -> Result<Progress, CloudError> {
         Err(CloudError::Unsupported {
             provider: "power-api".into(),
             action: Action::Replace,

@@ -17,6 +17,10 @@ use std::time::Duration;
 pub trait MachineHooks: Send + Sync {
     fn rebooted(&self, server_id: &str);
     fn stopped(&self, server_id: &str);
+    /// A stopped server was started again (`os-start`) and has booted. A no-op by
+    /// default so that hooks written before Nova's start existed still build; the
+    /// simulated cluster should power its machine back on here.
+    fn started(&self, _server_id: &str) {}
     fn deleted(&self, server_id: &str);
     /// A server was rebuilt in place (Heat, Nova rebuild): same id, fresh machine.
     fn rebuilt(&self, server_id: &str);

@@ -244,10 +244,25 @@ fn nova_err(code: StatusCode, kind: &str, message: String) -> Reply {
     reply(code, json!({kind: {"code": code.as_u16(), "message": message}}))
 }
 
+/// The vm_state behind a server status, as Nova derives the status from it: a server
+/// rebooting or rebuilding is still `active` (the task state says the rest), a SHUTOFF
+/// one is `stopped`. Nova's 409s name the vm_state, not the status.
+fn vm_state(status: &str) -> String {
+    match status {
+        "ACTIVE" | "REBOOT" | "HARD_REBOOT" | "REBUILD" | "PASSWORD" | "MIGRATING" | "RESIZE" => "active".into(),
+        "SHUTOFF" => "stopped".into(),
+        "BUILD" => "building".into(),
+        "SOFT_DELETED" => "soft-delete".into(),
+        "RESCUE" => "rescued".into(),
+        "VERIFY_RESIZE" => "resized".into(),
+        other => other.to_lowercase(),
+    }
+}
+
 fn server_json(s: &super::Server) -> Value {
     json!({"server": {
         "id": s.id, "name": s.name, "status": s.status, "OS-EXT-STS:task_state": s.task_state,
-        "OS-EXT-STS:vm_state": s.status.to_lowercase(), "image": {"id": s.image_id},
+        "OS-EXT-STS:vm_state": vm_state(&s.status), "image": {"id": s.image_id},
         "addresses": {"private": s.addresses.iter().map(|a| json!({"addr": a, "version": 4, "OS-EXT-IPS:type": "fixed"})).collect::<Vec<_>>()},
         "os-extended-volumes:volumes_attached": s.volumes.iter().map(|v| json!({"id": v})).collect::<Vec<_>>(),
     }})
@@ -311,15 +326,19 @@ fn nova(state: &Arc<State>, method: &Method, segs: &[&str], body: &Value, header
                     if !matches!(args["type"].as_str(), Some("SOFT" | "HARD")) {
                         return nova_err(StatusCode::BAD_REQUEST, "badRequest", "Invalid input for field/attribute type.".into());
                     }
-                    if server.task_state.is_some() {
-                        return busy("reboot");
-                    }
-                    if server.status != "ACTIVE" && !hard {
+                    // As Nova: the vm_state is checked before the task state, and only a
+                    // hard reboot takes a stopped (or errored) server.
+                    let vm = vm_state(&server.status);
+                    let allowed: &[&str] = if hard { &["active", "stopped", "paused", "suspended", "error"] } else { &["active"] };
+                    if !allowed.contains(&vm.as_str()) {
                         return nova_err(
                             StatusCode::CONFLICT,
                             "conflictingRequest",
-                            format!("Cannot 'reboot' instance {id} while it is in vm_state {}", server.status.to_lowercase()),
+                            format!("Cannot 'reboot' instance {id} while it is in vm_state {vm}"),
                         );
+                    }
+                    if server.task_state.is_some() {
+                        return busy("reboot");
                     }
                     if let Some(s) = g.servers.get_mut(&id) {
                         s.status = if hard { "HARD_REBOOT" } else { "REBOOT" }.into();
@@ -361,6 +380,40 @@ fn nova(state: &Arc<State>, method: &Method, segs: &[&str], body: &Value, header
                         if let Some(s) = lock(&st.inner).servers.get_mut(&id2) {
                             s.status = "SHUTOFF".into();
                             s.task_state = None;
+                        }
+                    });
+                    reply(StatusCode::ACCEPTED, Value::Null)
+                }
+                // As Nova: only from vm_state stopped with no task under way; 202 with no
+                // body, powering-on, then ACTIVE.
+                "os-start" => {
+                    let vm = vm_state(&server.status);
+                    if vm != "stopped" {
+                        return nova_err(
+                            StatusCode::CONFLICT,
+                            "conflictingRequest",
+                            format!("Cannot 'start' instance {id} while it is in vm_state {vm}"),
+                        );
+                    }
+                    if server.task_state.is_some() {
+                        return busy("start");
+                    }
+                    if let Some(s) = g.servers.get_mut(&id) {
+                        s.task_state = Some("powering-on".into());
+                    }
+                    drop(g);
+                    let id2 = id.clone();
+                    state.later(state.opts.reboot_time, move |st| {
+                        let started = match lock(&st.inner).servers.get_mut(&id2) {
+                            Some(s) if s.task_state.as_deref() == Some("powering-on") => {
+                                s.status = "ACTIVE".into();
+                                s.task_state = None;
+                                true
+                            }
+                            _ => false,
+                        };
+                        if started && let Some(h) = st.hooks() {
+                            h.started(&id2);
                         }
                     });
                     reply(StatusCode::ACCEPTED, Value::Null)

@@ -1,0 +1,298 @@
+//! From a plan to what the leader does about it: the second pure step after the
+//! planner. Plan + memory → typed effects (an Event, a notification, a held detection
+//! kept in the history, a step of work, a probe time to persist, a count). The shell
+//! only carries them out, so dry-run, the provider's refusal, the in-flight set and
+//! the once-per-failure announcements are all reachable by a unit test and by the
+//! lifecycle simulation.
+
+use crate::ledger::{HistoryEntry, Ledger, RepairRecord};
+use crate::notice::{self, Kind, Notification, node_incident};
+use crate::planner::{Decision, Gate, NodeState, Plan, Policy};
+use crate::reason::Reason;
+use crate::severity::Severity;
+use autohealer_cloud::{Action, Role};
+use k8s_openapi::jiff::Timestamp;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// Work for one node: each is carried out by one task, one at a time per node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    Start { action: Action, attempt: u32, reason: String, actionable_since: Timestamp, cordon: bool, severity: (Severity, String) },
+    Continue { record: RepairRecord },
+    Restore { record: RepairRecord },
+    Recovered { record: RepairRecord },
+    Failed { record: RepairRecord, why: String },
+}
+
+/// Something to count in the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Count {
+    Detected { role: Role, severity: Severity },
+    DryRun { role: Role, action: Action },
+}
+
+/// Few at a time, short-lived: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Event {
+        node: String,
+        reason: Reason,
+        note: String,
+    },
+    Notify(Notification),
+    /// Keep a detection a gate holds back in the node's history.
+    RecordHeld {
+        node: String,
+        entry: HistoryEntry,
+    },
+    Work {
+        node: String,
+        work: Work,
+    },
+    Count(Count),
+}
+
+impl Effect {
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Effect::Event { node, .. } | Effect::RecordHeld { node, .. } | Effect::Work { node, .. } => Some(node),
+            Effect::Notify(n) => n.node.as_deref(),
+            Effect::Count(_) => None,
+        }
+    }
+}
+
+/// What one node's announcements are about: the failure (its incident) and what was
+/// said of it. A new failure is a new incident, so it is announced again.
+#[derive(Debug, Default, Clone)]
+struct Said {
+    incident: String,
+    keys: BTreeSet<String>,
+    /// An incident opened by a detection, to close when the node heals without a repair.
+    open: Option<Severity>,
+    /// Notify-only findings told: (check, since).
+    alerts: BTreeSet<(String, Timestamp)>,
+}
+
+/// What the leader remembers between evaluations of what it said; bounded by the
+/// node count (a node gone is forgotten).
+#[derive(Debug, Default, Clone)]
+pub struct Memory {
+    said: HashMap<String, Said>,
+}
+
+impl Memory {
+    /// How many nodes are remembered (the memory bound the simulation checks).
+    pub fn len(&self) -> usize {
+        self.said.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.said.is_empty()
+    }
+}
+
+/// What the pure step needs besides the plan.
+pub struct Context<'a> {
+    pub policy: &'a Policy,
+    /// Nodes (by uid) with a task under way: nothing new is started for them.
+    pub in_flight: &'a HashSet<String>,
+    /// The provider's refusal of a node (`check_node`), asked without I/O.
+    pub impossible: &'a dyn Fn(&NodeState) -> Option<String>,
+    pub now: Timestamp,
+}
+
+fn tell(kind: Kind, severity: Severity, s: &NodeState, incident: String, summary: String, dry_run: bool, at: Timestamp) -> Effect {
+    Effect::Notify(Notification { kind, severity, node: Some(s.name.clone()), role: Some(s.role), summary, incident, dry_run, at })
+}
+
+/// The effects of one evaluation, in order. `states[i]` is `plan.nodes[i]`'s node.
+pub fn effects(plan: &Plan, states: &[NodeState], memory: &mut Memory, cx: &Context) -> Vec<Effect> {
+    let now = cx.now;
+    let dry_run = cx.policy.dry_run;
+    let mut out = Vec::new();
+    let present: HashSet<&str> = states.iter().map(|s| s.uid.as_str()).collect();
+    memory.said.retain(|uid, _| present.contains(uid.as_str()));
+    for (np, state) in plan.nodes.iter().zip(states) {
+        alerts(state, memory, dry_run, now, &mut out);
+        if cx.in_flight.contains(&state.uid) {
+            continue;
+        }
+        let incident = notice::incident_of(state, now);
+        let said = memory.said.entry(state.uid.clone()).or_default();
+        if said.incident != incident && !matches!(np.decision, Decision::InProgress { .. } | Decision::Continue { .. }) {
+            said.incident = incident.clone();
+            said.keys.clear();
+        }
+        if !matches!(np.decision, Decision::Held { .. } | Decision::Repair { .. }) {
+            said.keys.clear();
+        }
+        if let Some(sev) = said.open {
+            match &np.decision {
+                Decision::Healthy | Decision::NotMonitored => {
+                    said.open = None;
+                    let summary = format!("Node {} is healthy again", np.name);
+                    out.push(tell(Kind::Recovered, sev, state, said.incident.clone(), summary, dry_run, now));
+                }
+                // A repair under way closes the incident when it succeeds.
+                Decision::InProgress { .. } | Decision::Repair { .. } if !dry_run => said.open = None,
+                _ => {}
+            }
+        }
+        let impossible = match &np.decision {
+            Decision::Repair { action, .. } => {
+                (cx.impossible)(state).map(|e| (Reason::RepairImpossible, format!("Cannot {action} this node: {e}")))
+            }
+            _ => None,
+        };
+        let notice = impossible.or_else(|| match &np.decision {
+            Decision::Held { gate, why, .. } => {
+                Some((if *gate == Gate::RetryBudget { Reason::RetryBudgetExhausted } else { Reason::RepairHeld }, why.clone()))
+            }
+            Decision::Repair { action, reason, .. } if dry_run => {
+                Some((Reason::DryRun, format!("Would {action} node: {reason} (dry-run: nothing was changed)")))
+            }
+            _ => None,
+        });
+        if let Some((reason, note)) = notice {
+            // Once per failure and what holds it, never per evaluation (counts and ages
+            // in the text change).
+            let key = match &np.decision {
+                Decision::Held { gate, .. } => gate.as_str().to_string(),
+                _ => reason.as_str().to_string(),
+            };
+            if said.keys.insert(key) {
+                let (sev, why) = notice::of_decision(state, &np.decision, now).unwrap_or((Severity::Medium, String::new()));
+                let kind = match reason {
+                    Reason::DryRun => Kind::RepairStarted,
+                    Reason::RetryBudgetExhausted => Kind::RetryBudgetExhausted,
+                    _ => Kind::Detected,
+                };
+                if let (Reason::DryRun, Decision::Repair { action, .. }) = (reason, &np.decision) {
+                    out.push(Effect::Count(Count::DryRun { role: state.role, action: *action }));
+                }
+                if kind != Kind::RetryBudgetExhausted {
+                    out.push(Effect::Count(Count::Detected { role: state.role, severity: sev }));
+                }
+                if kind != Kind::RepairStarted {
+                    said.open = Some(sev);
+                }
+                out.push(tell(kind, sev, state, said.incident.clone(), format!("Node {}: {note}", np.name), dry_run, now));
+                if let Some(entry) = held_detection(cx.policy, state, &np.decision, sev, note.clone()) {
+                    out.push(Effect::RecordHeld { node: state.name.clone(), entry });
+                }
+                let note = format!("{}. Severity: {sev} ({why}).", note.trim_end_matches('.'));
+                out.push(Effect::Event { node: state.name.clone(), reason, note });
+            }
+            continue;
+        }
+        if dry_run {
+            continue;
+        }
+        let work = match &np.decision {
+            Decision::Repair { action, attempt, reason, actionable_since, cordon } => Work::Start {
+                action: *action,
+                attempt: *attempt,
+                reason: reason.clone(),
+                actionable_since: *actionable_since,
+                cordon: *cordon,
+                severity: notice::of_decision(state, &np.decision, now).unwrap_or((Severity::Medium, String::new())),
+            },
+            Decision::Continue { record } => Work::Continue { record: record.clone() },
+            Decision::Restore { record } => Work::Restore { record: record.clone() },
+            Decision::Recovered { record } => Work::Recovered { record: record.clone() },
+            Decision::Failed { record, why } => Work::Failed { record: record.clone(), why: why.clone() },
+            _ => continue,
+        };
+        out.push(Effect::Work { node: state.name.clone(), work });
+    }
+    out
+}
+
+/// Notify-only checks: an Event and a notification once per node, check and problem
+/// when it has lasted its unhealthy-duration; never a repair.
+fn alerts(state: &NodeState, memory: &mut Memory, dry_run: bool, now: Timestamp, out: &mut Vec<Effect>) {
+    let said = memory.said.entry(state.uid.clone()).or_default();
+    let current: BTreeSet<(String, Timestamp)> =
+        state.alerts.iter().filter(|f| f.actionable_at() <= now).map(|f| (f.check.clone(), f.since)).collect();
+    for f in state.alerts.iter().filter(|f| f.actionable_at() <= now) {
+        if said.alerts.contains(&(f.check.clone(), f.since)) {
+            continue;
+        }
+        let (sev, why) = notice::severity(state.role, &state.history, now, false);
+        out.push(Effect::Count(Count::Detected { role: state.role, severity: sev }));
+        let incident = format!("alert/{}/{}/{}", state.name, f.check, f.since.as_second());
+        out.push(tell(Kind::Detected, sev, state, incident, format!("Node {}: {}: {}", state.name, f.check, f.reason), dry_run, now));
+        let note = format!("{}: {} (notify-only check: no repair). Severity: {sev} ({why}).", f.check, f.reason);
+        out.push(Effect::Event { node: state.name.clone(), reason: Reason::NodeProblem, note });
+    }
+    said.alerts = current;
+}
+
+/// The history entry of a failure a gate holds back, for the gates that leave the
+/// node to the healer (not `skip`, not an unreadable ledger, not dry-run: those write
+/// nothing to the node).
+fn held_detection(policy: &Policy, state: &NodeState, d: &Decision, severity: Severity, why: String) -> Option<HistoryEntry> {
+    let Decision::Held { gate, .. } = d else { return None };
+    // A repair under way (or failed) already answers the failure in the history.
+    if matches!(state.ledger, Ledger::Record(_)) {
+        return None;
+    }
+    if policy.dry_run || matches!(gate, Gate::Skip | Gate::Unreadable | Gate::RetryBudget | Gate::Leader) {
+        return None;
+    }
+    let detected = state.findings.iter().map(|f| f.actionable_at()).min()?;
+    let steps = match state.role {
+        Role::Master => &policy.master_steps,
+        Role::Worker => &policy.worker_steps,
+    };
+    Some(HistoryEntry {
+        action: steps.first().copied().unwrap_or(Action::Reboot),
+        started: detected,
+        ended: detected,
+        succeeded: false,
+        reason: why,
+        severity: Some(severity),
+        held: true,
+    })
+}
+
+/// The incident key of a repair's record, across failover.
+pub fn record_incident(node: &str, r: &RepairRecord) -> String {
+    node_incident(node, r.detected.unwrap_or(r.first_started))
+}
+
+/// One probing check's persisted first-failure time: which annotation to write (or
+/// clear), when several checks share one, the first of them owns it and it holds the
+/// earliest failure among them; cleared only when all of them pass. `probes` are, per
+/// check in config order, its annotation, its latest result (`Some(since)` when
+/// failing, `None` healthy, absent when never probed) — at most one write per node.
+pub fn probe_time_write(
+    probes: &[(Option<&str>, Option<Option<Timestamp>>)],
+    present: &dyn Fn(&str) -> Option<String>,
+    format: &dyn Fn(Timestamp) -> String,
+) -> Option<(String, Option<String>)> {
+    let mut owners: Vec<&str> = Vec::new();
+    for (a, _) in probes {
+        if let Some(a) = a
+            && !owners.contains(a)
+        {
+            owners.push(a);
+        }
+    }
+    for annotation in owners {
+        let sharing: Vec<&Option<Option<Timestamp>>> = probes.iter().filter(|(a, _)| *a == Some(annotation)).map(|(_, h)| h).collect();
+        if sharing.iter().any(|h| h.is_none()) && !sharing.iter().any(|h| matches!(h, Some(Some(_)))) {
+            continue;
+        }
+        let failing = sharing.iter().filter_map(|h| h.and_then(|x| x)).min();
+        let have = present(annotation);
+        match (failing, have) {
+            (Some(t), None) => return Some((annotation.to_string(), Some(format(t)))),
+            (None, Some(_)) if sharing.iter().all(|h| matches!(h, Some(None))) => return Some((annotation.to_string(), None)),
+            _ => {}
+        }
+    }
+    None
+}
