@@ -135,11 +135,27 @@ impl Context {
     }
 
     pub async fn event_as(&self, n: &Node, reason: Reason, warning: bool, note: String) {
+        self.publish(n, reason, action_of(reason), warning, note).await
+    }
+
+    /// An Event about a step: its action is the step's, so that the Events of a
+    /// node's reboot and of its replace are told apart (the recorder folds Events of one
+    /// object, reason and action into one series).
+    pub async fn step_event(&self, n: &Node, reason: Reason, step: Action, warning: bool, note: String) {
+        self.publish(n, reason, action_name(step), warning, note).await
+    }
+
+    /// An Event whose action says what it is about (a gate, for a held repair).
+    pub async fn event_about(&self, n: &Node, reason: Reason, action: &str, note: String) {
+        self.publish(n, reason, action, reason.warning(), note).await
+    }
+
+    async fn publish(&self, n: &Node, reason: Reason, action: &str, warning: bool, note: String) {
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.as_str().into(),
             note: Some(truncate(note, 1000)),
-            action: action_of(reason).into(),
+            action: action.into(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, &n.object_ref(&())).await {
@@ -170,6 +186,13 @@ impl Context {
                 Action::Reboot => self.drain.before_reboot,
                 Action::Replace => self.drain.before_replace,
             }
+    }
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Reboot => "Reboot",
+        Action::Replace => "Replace",
     }
 }
 
@@ -215,9 +238,11 @@ impl Actor {
                 let by = if record.by == self.cx.identity { String::new() } else { format!(", begun by {}", record.by) };
                 let stalled = record.stalled.as_ref().map(|s| format!(" Last try: {s}.")).unwrap_or_default();
                 self.cx
-                    .event(
+                    .step_event(
                         &written,
                         Reason::RepairResumed,
+                        record.action,
+                        false,
                         format!("Continuing {} (attempt {}) from {at}{by}.{stalled}", record.action, record.attempt),
                     )
                     .await;
@@ -269,9 +294,11 @@ impl Actor {
         let verb = if action == Action::Reboot { "Rebooting" } else { "Replacing" };
         let cordoned = if cordon_now { " Cordoned." } else { "" };
         let draining = if facts.drains { " Draining first." } else { "" };
-        cx.event(
+        cx.step_event(
             n,
             Reason::RepairStarted,
+            action,
+            false,
             format!("{verb} node (attempt {attempt}): {reason}.{cordoned}{draining} Severity: {sev} ({why})."),
         )
         .await;
@@ -300,13 +327,13 @@ impl Actor {
                 .await
                 .map_err(|source| ActError::Kube { node: name.clone(), source })?;
             tracing::info!(node = %name, summary = %report.summary(), "drain finished");
-            cx.event_as(&written, Reason::Drained, !report.left.is_empty(), report.summary()).await;
+            cx.step_event(&written, Reason::Drained, record.action, !report.left.is_empty(), report.summary()).await;
             if report.blocked {
                 let why = format!("{} not started: the drain is blocked ({})", record.action, report.summary());
                 return self.failed(&written, &record, &why).await;
             }
             let r = step::drained(&record);
-            written = self.end_drain(&written, &record, &r).await?;
+            written = self.write_over(&written, &record, &r).await?;
             record = r;
         }
         let info = node::info(&written);
@@ -322,7 +349,7 @@ impl Actor {
             match step::after_call(&record, result, uncertain, Timestamp::now()) {
                 After::Call { record: next, resumed: r } => {
                     tracing::debug!(node = %written.name_any(), phase = ?next.phase.as_ref().map(|p| &p.name), "next call of the step");
-                    written = self.write(&written, &next).await?;
+                    written = self.write_over(&written, &record, &next).await?;
                     record = next;
                     resumed = r;
                     uncertain = 0;
@@ -333,7 +360,6 @@ impl Actor {
                     uncertain += 1;
                 }
                 After::Issued { record: done, outcome, uncertain } => {
-                    written = self.write(&written, &done).await?;
                     let note = match &uncertain {
                         Some(e) => format!("{e}. The step is treated as issued and verified like one; it is not sent again."),
                         None => {
@@ -348,7 +374,9 @@ impl Actor {
                         }
                     };
                     tracing::info!(node = %written.name_any(), action = %done.action, detail = %note, "cloud accepted the step");
-                    cx.event_as(&written, Reason::RepairIssued, uncertain.is_some(), note).await;
+                    // Said even if the record cannot be written: the cloud has the step.
+                    cx.step_event(&written, Reason::RepairIssued, done.action, uncertain.is_some(), note).await;
+                    written = self.write_over(&written, &record, &done).await?;
                     // On its own: waiting for the cloud to confirm must not hold the node's
                     // next step (a fence that comes late loses its write to the newer node).
                     if done.action == Action::Replace && cx.fencing.enabled && !done.fenced {
@@ -359,7 +387,7 @@ impl Actor {
                     return Ok(());
                 }
                 After::Stalled { record: stalled, why } => {
-                    written = self.write(&written, &stalled).await?;
+                    written = self.write_over(&written, &record, &stalled).await?;
                     let at = stalled.retry_at.map(|t| t.to_string()).unwrap_or_default();
                     tracing::warn!(node = %written.name_any(), why, stalls = stalled.stalls, "step stalled with the machine out of service");
                     let then = if stalled.stalls >= cx.max_stalls {
@@ -367,9 +395,11 @@ impl Actor {
                     } else {
                         format!("tried again at {at}")
                     };
-                    cx.event(
+                    cx.step_event(
                         &written,
                         Reason::RepairStalled,
+                        stalled.action,
+                        true,
                         format!("{why}. The machine may be out of service: the step is not dropped; {then} (stall {}).", stalled.stalls),
                     )
                     .await;
@@ -388,17 +418,20 @@ impl Actor {
         self.cx.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await
     }
 
-    /// Ends the drain phase in the ledger, right before the cloud call, so that a new
-    /// leader never makes the call a second time. The node may have changed during the
-    /// drain: re-read it, and go on only while the record is still this drain.
-    async fn end_drain(&self, last: &Node, record: &RepairRecord, next: &RepairRecord) -> Result<Node, ActError> {
+    /// Writes `next` over `mine`, the record this task last wrote. The node changes on
+    /// its own meanwhile (its kubelet reports status): on a conflict it is read again,
+    /// and the write goes on only while the ledger still holds `mine` — the fence is
+    /// the ledger, not the rest of the node. Right before the first cloud call (the end
+    /// of a drain) this is what keeps a new leader from draining again or making a call
+    /// twice.
+    async fn write_over(&self, last: &Node, mine: &RepairRecord, next: &RepairRecord) -> Result<Node, ActError> {
         let mut current = last.clone();
         for _ in 0..5 {
             match self.write(&current, next).await {
                 Err(ActError::Conflict(name)) => {
                     let fresh = self.cx.nodes.get(&name).await.map_err(|source| ActError::Kube { node: name.clone(), source })?;
                     match Ledger::parse(node::annotation(&fresh, REPAIR_ANNOTATION)) {
-                        Ledger::Record(x) if x.draining && x.by == record.by && x.started == record.started => current = fresh,
+                        Ledger::Record(x) if x == *mine => current = fresh,
                         _ => return Err(ActError::Conflict(name)),
                     }
                 }
@@ -417,9 +450,11 @@ impl Actor {
         let result = cx.provider.restore(&node::info(n), &phase).await;
         match step::after_restore(&record, &result, Timestamp::now()) {
             step::Restored::Back { record: restored, why } => {
-                cx.event(
+                cx.step_event(
                     n,
                     Reason::MachineRestored,
+                    record.action,
+                    false,
                     format!("{why}. The repair ends as failed and is retried within the node's retry budget."),
                 )
                 .await;
@@ -429,9 +464,11 @@ impl Actor {
                 let written = self.write(n, &again).await?;
                 let why = again.stalled.clone().unwrap_or_default();
                 tracing::error!(node = %n.name_any(), why, "the machine stays out of service");
-                cx.event(
+                cx.step_event(
                     &written,
                     Reason::RestoreFailed,
+                    again.action,
+                    true,
                     format!(
                         "{why}. The machine stays out of service; restoring is tried again at {}.",
                         again.retry_at.map(|t| t.to_string()).unwrap_or_default()
@@ -595,9 +632,11 @@ impl Actor {
         let uncordon = if record.cordoned { " Uncordoned." } else { "" };
         let unfence = if record.fenced && tainted { " Out-of-service taint removed." } else { "" };
         tracing::info!(node = %n.name_any(), action = %record.action, seconds = took, "node recovered");
-        cx.event(
+        cx.step_event(
             n,
             Reason::Recovered,
+            record.action,
+            false,
             format!("Node is healthy again after {}{how}, {:.0}s after the repair began.{uncordon}{unfence}", record.action, took),
         )
         .await;
@@ -622,7 +661,14 @@ impl Actor {
         cx.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json(), HISTORY_ANNOTATION: history}}})).await?;
         cx.metrics.repair(node::role(n).as_str(), record.action.as_str(), "failed");
         tracing::warn!(node = %n.name_any(), why, "repair failed");
-        cx.event(n, Reason::RepairFailed, format!("{why}. It is retried after repair-retry-delay, within the node's retry budget.")).await;
+        cx.step_event(
+            n,
+            Reason::RepairFailed,
+            record.action,
+            true,
+            format!("{why}. It is retried after repair-retry-delay, within the node's retry budget."),
+        )
+        .await;
         cx.tell(
             n,
             Kind::RepairFailed,

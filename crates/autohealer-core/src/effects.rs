@@ -35,9 +35,13 @@ pub enum Count {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// `action` is the Event's action: what it is about (a gate's name for a held
+    /// repair), so that Events of one node that say different things are not folded
+    /// into one series.
     Event {
         node: String,
         reason: Reason,
+        action: &'static str,
         note: String,
     },
     Notify(Notification),
@@ -183,7 +187,11 @@ pub fn effects(plan: &Plan, states: &[NodeState], memory: &mut Memory, cx: &Cont
                     out.push(Effect::RecordHeld { node: state.name.clone(), entry });
                 }
                 let note = format!("{}. Severity: {sev} ({why}).", note.trim_end_matches('.'));
-                out.push(Effect::Event { node: state.name.clone(), reason, note });
+                let action = match &np.decision {
+                    Decision::Held { gate, .. } => gate.as_str(),
+                    _ => "Decide",
+                };
+                out.push(Effect::Event { node: state.name.clone(), reason, action, note });
             }
             continue;
         }
@@ -225,7 +233,7 @@ fn alerts(state: &NodeState, memory: &mut Memory, dry_run: bool, now: Timestamp,
         let incident = format!("alert/{}/{}/{}", state.name, f.check, f.since.as_second());
         out.push(tell(Kind::Detected, sev, state, incident, format!("Node {}: {}: {}", state.name, f.check, f.reason), dry_run, now));
         let note = format!("{}: {} (notify-only check: no repair). Severity: {sev} ({why}).", f.check, f.reason);
-        out.push(Effect::Event { node: state.name.clone(), reason: Reason::NodeProblem, note });
+        out.push(Effect::Event { node: state.name.clone(), reason: Reason::NodeProblem, action: "Notify", note });
     }
     said.alerts = current;
 }
@@ -295,4 +303,150 @@ pub fn probe_time_write(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::{Finding, Input, Pause, plan};
+    use autohealer_cloud::RepairGate;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn t(s: &str) -> Timestamp {
+        format!("2026-01-01T{s}Z").parse().unwrap()
+    }
+
+    fn broken(name: &str, since: &str, reason: &str) -> NodeState {
+        NodeState {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            role: Role::Worker,
+            zone: None,
+            created: Some(t("00:00:00")),
+            boot_id: Some("b1".into()),
+            findings: vec![Finding {
+                check: "Heartbeat".into(),
+                since: t(since),
+                unhealthy_duration: Duration::from_secs(60),
+                reason: reason.into(),
+            }],
+            alerts: vec![],
+            healthy_since: None,
+            ledger: Ledger::None,
+            history: vec![],
+            skip: false,
+            remediate: false,
+        }
+    }
+
+    fn evaluate(states: &[NodeState], policy: &Policy, memory: &mut Memory, now: &str, refuse: bool) -> Vec<Effect> {
+        let supported = [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect();
+        let p = plan(&Input {
+            nodes: states,
+            leader: true,
+            pause: Pause::Running,
+            gate: &RepairGate::Allowed,
+            supported: &supported,
+            policy,
+            cooldowns: &BTreeMap::new(),
+            recent_starts: &[],
+            unsure: None,
+            blind_until: None,
+            now: t(now),
+        });
+        let none = HashSet::new();
+        let impossible = |_: &NodeState| refuse.then(|| "node w1 maps to no server".to_string());
+        effects(&p, states, memory, &Context { policy, in_flight: &none, impossible: &impossible, now: t(now) })
+    }
+
+    fn events(e: &[Effect]) -> Vec<(Reason, &str)> {
+        e.iter()
+            .filter_map(|e| match e {
+                Effect::Event { reason, note, .. } => Some((*reason, note.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    // Defect 8: a reason whose text changes every second (a Heartbeat age) is still one
+    // announcement per node and failure, and the memory is bounded by the nodes.
+    #[test]
+    fn dry_run_is_announced_once_per_node_and_failure() {
+        let policy = Policy { dry_run: true, ..Default::default() };
+        let mut memory = Memory::default();
+        let mut told = 0;
+        for (i, now) in ["01:02:00", "01:02:01", "01:02:02", "01:05:00"].iter().enumerate() {
+            let states = [broken("w1", "01:00:00", &format!("Lease not renewed for {}s", 120 + i))];
+            let e = evaluate(&states, &policy, &mut memory, now, false);
+            assert!(e.iter().all(|e| !matches!(e, Effect::Work { .. } | Effect::RecordHeld { .. })), "dry-run writes nothing: {e:?}");
+            told += events(&e).iter().filter(|(r, _)| *r == Reason::DryRun).count();
+        }
+        assert_eq!(told, 1);
+        // A new failure of the same node is a new announcement.
+        let states = [broken("w1", "02:00:00", "Lease not renewed")];
+        assert_eq!(events(&evaluate(&states, &policy, &mut memory, "02:01:00", false)).len(), 1);
+        // Deleted nodes are forgotten.
+        evaluate(&[], &policy, &mut memory, "02:02:00", false);
+        assert!(memory.is_empty());
+    }
+
+    #[test]
+    fn a_node_the_provider_refuses_gets_one_event_and_no_work() {
+        let policy = Policy::default();
+        let mut memory = Memory::default();
+        let states = [broken("w1", "01:00:00", "Ready is False")];
+        let e = evaluate(&states, &policy, &mut memory, "01:02:00", true);
+        assert!(matches!(events(&e)[..], [(Reason::RepairImpossible, note)] if note.contains("maps to no server")), "{e:?}");
+        assert!(e.iter().all(|e| !matches!(e, Effect::Work { .. })));
+        assert!(events(&evaluate(&states, &policy, &mut memory, "01:03:00", true)).is_empty(), "once");
+        // Mappable again: the repair starts.
+        let e = evaluate(&states, &policy, &mut memory, "01:04:00", false);
+        assert!(e.iter().any(|e| matches!(e, Effect::Work { work: Work::Start { .. }, .. })), "{e:?}");
+    }
+
+    #[test]
+    fn nodes_with_a_task_under_way_get_nothing_new() {
+        let policy = Policy::default();
+        let states = [broken("w1", "01:00:00", "Ready is False")];
+        let supported = [(Role::Worker, Action::Reboot)].into_iter().collect();
+        let p = plan(&Input {
+            nodes: &states,
+            leader: true,
+            pause: Pause::Running,
+            gate: &RepairGate::Allowed,
+            supported: &supported,
+            policy: &policy,
+            cooldowns: &BTreeMap::new(),
+            recent_starts: &[],
+            unsure: None,
+            blind_until: None,
+            now: t("01:02:00"),
+        });
+        let busy: HashSet<String> = ["uid-w1".to_string()].into();
+        let e = effects(
+            &p,
+            &states,
+            &mut Memory::default(),
+            &Context { policy: &policy, in_flight: &busy, impossible: &|_| None, now: t("01:02:00") },
+        );
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    // Defect 10: two probing checks sharing the default annotation write it once, with
+    // the earliest failure, and clear it only when both pass.
+    #[test]
+    fn two_checks_sharing_an_annotation_write_it_once() {
+        const A: &str = "autohealer.openstack.org/unhealthy-timestamp";
+        let fmt = |t: Timestamp| t.to_string();
+        let (early, late) = (t("01:00:00"), t("01:05:00"));
+        let none = |_: &str| None;
+        let write = probe_time_write(&[(Some(A), Some(Some(late))), (Some(A), Some(Some(early)))], &none, &fmt);
+        assert_eq!(write, Some((A.to_string(), Some(early.to_string()))));
+        let have = |_: &str| Some(early.to_string());
+        assert_eq!(probe_time_write(&[(Some(A), Some(Some(late))), (Some(A), Some(Some(early)))], &have, &fmt), None, "no rewrite");
+        assert_eq!(probe_time_write(&[(Some(A), Some(None)), (Some(A), Some(Some(early)))], &have, &fmt), None, "one still fails");
+        assert_eq!(probe_time_write(&[(Some(A), Some(None)), (Some(A), Some(None))], &have, &fmt), Some((A.to_string(), None)));
+        assert_eq!(probe_time_write(&[(Some(A), Some(None)), (Some(A), None)], &have, &fmt), None, "not probed yet: keep it");
+    }
 }

@@ -140,7 +140,7 @@ impl Sight {
 /// Per node Lease: its `renewTime` and when this healer saw it change. The Heartbeat
 /// check judges by the latter, as the node-lifecycle controller does, so a node whose
 /// clock lags is not stale for ever.
-type Renewals = Arc<Mutex<HashMap<String, (Timestamp, Timestamp)>>>;
+type Renewals = Arc<Mutex<observe::SeenRenewals>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -257,7 +257,9 @@ impl Healer {
         let mut tick = tokio::time::interval(self.settings.monitor_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let obs = Arc::new(Mutex::new(Observations::default()));
-        let mut probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone()));
+        let trouble = TroubleReport { metrics: self.metrics.clone(), leader: self.leader.clone(), recorder: recorder.clone() };
+        let mut probe_task =
+            tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone(), trouble.clone()));
         let mut reload = self.reload.take();
         let mut cx = self.context(&recorder);
         let mut actor = Arc::new(Actor::new(cx.clone()));
@@ -272,7 +274,17 @@ impl Healer {
         let supported = self.supported();
         let last_report: Arc<Mutex<Option<HealthReport>>> = Arc::default();
 
+        let probe_nodes: Api<Node> = Api::all(self.client.clone());
         loop {
+            // A resumed watch says nothing until something changes: while blind, one
+            // small read says whether the apiserver answers again.
+            if lock(&sight).blind_since.is_some() {
+                let lp = kube::api::ListParams::default().limit(1);
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), probe_nodes.list_metadata(&lp)).await {
+                    lock(&sight).seen();
+                    tracing::info!("the apiserver answers again");
+                }
+            }
             let leader = self.leader.is_leader();
             self.metrics.leader.set(i64::from(leader));
             if leader && fleet.is_none() {
@@ -280,10 +292,14 @@ impl Healer {
             }
             let snapshot = reader.state();
             let now = Timestamp::now();
-            let renewals = leases.as_ref().map(|r| lock(r).iter().map(|(k, (_, seen))| (k.clone(), *seen)).collect()).unwrap_or_default();
+            let renewals = leases.as_ref().map(|r| observe::renewals_seen(&lock(r))).unwrap_or_default();
             let (states, _) = self.evaluate(&snapshot, &obs, now, &renewals);
             let pause_now = *lock(&pause);
-            let blind_until = lock(&sight).blind_until(now, self.settings.policy.blind_grace);
+            let blind_until = {
+                let sight = lock(&sight);
+                self.metrics.blind.set(i64::from(sight.blind_since.is_some()));
+                sight.blind_until(now, self.settings.policy.blind_grace)
+            };
             let unsure = (leader && fleet.is_none()).then_some("the fleet state on the leader Lease is not read yet");
             let empty = FleetState::default();
             let f = fleet.as_ref().unwrap_or(&empty);
@@ -321,6 +337,15 @@ impl Healer {
                 let g = gate.as_ref().map_or(RepairGate::Allowed, |g| g.value.clone());
                 p = planner::plan(&Input { gate: &g, ..probe });
             }
+            tracing::debug!(
+                leader,
+                pause = ?pause_now,
+                blind_until = ?blind_until,
+                unsure = unsure.unwrap_or_default(),
+                wake_at = ?p.wake_at,
+                decisions = ?p.nodes.iter().filter(|n| !matches!(n.decision, Decision::Healthy)).map(|n| (&n.name, &n.decision)).collect::<Vec<_>>(),
+                "evaluated"
+            );
             self.publish_metrics(&states, &p);
             // Notify-only findings are not the planner's: their instants wake the loop too.
             let alert_at = states.iter().flat_map(|s| &s.alerts).map(|f| f.actionable_at()).filter(|t| *t > now).min();
@@ -373,6 +398,7 @@ impl Healer {
                 }
                 Some(uid) = done_rx.recv() => { in_flight.remove(&uid); }
                 _ = tick.tick(), if leases.is_some() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)), if lock(&sight).blind_since.is_some() => {}
                 Some(new) = async { match reload.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                     tracing::info!("configuration reloaded");
                     self.settings = new;
@@ -380,7 +406,7 @@ impl Healer {
                         leases = Some(self.watch_leases(sight.clone(), changed.clone()));
                     }
                     probe_task.abort();
-                    probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone()));
+                    probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone(), trouble.clone()));
                     cx = self.context(&recorder);
                     actor = Arc::new(Actor::new(cx.clone()));
                     // Check indices may have moved: forget what the old checks observed.
@@ -416,10 +442,10 @@ impl Healer {
                 (Effect::Count(Count::Detected { role, severity }), _) => self.metrics.detected(role.as_str(), severity.as_str()),
                 (Effect::Count(Count::DryRun { role, action }), _) => self.metrics.repair(role.as_str(), action.as_str(), "dry_run"),
                 (Effect::Notify(note), _) => self.notifier.notify(note),
-                (Effect::Event { reason, note, .. }, Some(n)) => {
+                (Effect::Event { reason, action, note, .. }, Some(n)) => {
                     tracing::info!(node = %n.name_any(), %reason, note = %note, "decision");
                     let cx = actor.cx.clone();
-                    tokio::spawn(async move { cx.event(&n, reason, note).await });
+                    tokio::spawn(async move { cx.event_about(&n, reason, action, note).await });
                 }
                 (Effect::RecordHeld { entry, .. }, Some(n)) => {
                     let actor = actor.clone();
@@ -535,15 +561,7 @@ impl Healer {
                 match r {
                     Ok(l) => {
                         let Some((name, renewed)) = lease_renewal(&l) else { continue };
-                        let now = Timestamp::now();
-                        let mut m = lock(&map);
-                        match m.get_mut(&name) {
-                            Some((r, at)) if *r != renewed => (*r, *at) = (renewed, now),
-                            Some(_) => {}
-                            None => {
-                                m.insert(name, (renewed, now));
-                            }
-                        }
+                        observe::saw_renewal(&mut lock(&map), &name, renewed, Timestamp::now());
                     }
                     Err(e) => {
                         lock(&sight).lost();
@@ -557,7 +575,9 @@ impl Healer {
     }
 
     /// Follows the pause annotation on the healer's ConfigMap. Until it is read, and
-    /// while its watch fails, the pause state is unknown and new repairs wait.
+    /// from a failure of its watch until it is read again (a fresh list: a resumed
+    /// watch says nothing of what changed meanwhile), the pause state is unknown and new
+    /// repairs wait.
     fn watch_pause(&self, changed: Arc<Notify>, recorder: kube::runtime::events::Recorder) -> Arc<Mutex<Pause>> {
         let Some((ns, name)) = self.settings.pause_configmap.clone() else { return Arc::new(Mutex::new(Pause::Running)) };
         let state = Arc::new(Mutex::new(Pause::Unknown));
@@ -568,84 +588,69 @@ impl Healer {
         let notifier = self.notifier.clone();
         let dry_run = self.settings.policy.dry_run;
         tokio::spawn(async move {
-            let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-            let mut events = watcher(api, cfg).default_backoff().boxed();
-            let mut was = Pause::Unknown;
-            let mut told_error = false;
-            let mut listed = false;
-            while let Some(ev) = events.next().await {
-                let now = match ev {
-                    Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
-                        listed = true;
-                        let paused = cm
-                            .metadata
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get(PAUSED_ANNOTATION))
-                            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-                        if paused { Pause::Paused } else { Pause::Running }
-                    }
-                    Ok(watcher::Event::Delete(_)) => Pause::Running,
-                    Ok(watcher::Event::Init) => {
-                        listed = false;
-                        continue;
-                    }
-                    // Listed, and not there: nothing pauses repairs.
-                    Ok(watcher::Event::InitDone) if !listed => Pause::Running,
-                    Ok(watcher::Event::InitDone) => continue,
-                    Err(e) => {
-                        metrics.pause_watch_errors.inc();
-                        tracing::error!(error = %e, configmap = %format!("{ns}/{name}"), "cannot watch the healer's ConfigMap: whether repairs are paused is unknown, new repairs wait");
-                        if !told_error {
-                            told_error = true;
-                            let reference = k8s_openapi::api::core::v1::ObjectReference {
-                                api_version: Some("v1".into()),
-                                kind: Some("ConfigMap".into()),
-                                name: Some(name.clone()),
-                                namespace: Some(ns.clone()),
-                                ..Default::default()
-                            };
-                            let ev = kube::runtime::events::Event {
-                                type_: kube::runtime::events::EventType::Warning,
-                                reason: Reason::PauseUnknown.as_str().into(),
-                                note: Some(format!(
-                                    "Cannot watch this ConfigMap ({e}): whether repairs are paused is unknown, so new repairs wait."
-                                )),
-                                action: "Pause".into(),
-                                secondary: None,
-                            };
-                            if let Err(e) = recorder.publish(&ev, &reference).await {
-                                tracing::warn!(error = %e, "cannot publish an Event");
+            let mut known: Option<bool> = None;
+            let mut failures: u32 = 0;
+            loop {
+                let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+                let mut events = watcher(api.clone(), cfg).boxed();
+                let mut listed = false;
+                let error = loop {
+                    let now = match events.next().await {
+                        None => break None,
+                        Some(Err(e)) => break Some(e),
+                        Some(Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm))) => {
+                            listed = true;
+                            cm.metadata
+                                .annotations
+                                .as_ref()
+                                .and_then(|a| a.get(PAUSED_ANNOTATION))
+                                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                        }
+                        Some(Ok(watcher::Event::Delete(_))) => false,
+                        Some(Ok(watcher::Event::Init)) => continue,
+                        // Listed, and not there: nothing pauses repairs.
+                        Some(Ok(watcher::Event::InitDone)) if !listed => false,
+                        Some(Ok(watcher::Event::InitDone)) => continue,
+                    };
+                    failures = 0;
+                    *lock(&flag) = if now { Pause::Paused } else { Pause::Running };
+                    if known != Some(now) {
+                        metrics.paused.set(i64::from(now));
+                        if known.is_some() || now {
+                            let what = if now { "paused" } else { "resumed" };
+                            tracing::info!(paused = now, configmap = %format!("{ns}/{name}"), "repairs {what}");
+                            if leader.is_leader() {
+                                notifier.notify(Notification {
+                                    kind: if now { Kind::Paused } else { Kind::Resumed },
+                                    severity: Severity::Medium,
+                                    node: None,
+                                    role: None,
+                                    summary: format!("Repairs {what} through ConfigMap {ns}/{name}"),
+                                    incident: format!("paused/{ns}/{name}"),
+                                    dry_run,
+                                    at: Timestamp::now(),
+                                });
                             }
                         }
-                        Pause::Unknown
+                        known = Some(now);
                     }
-                };
-                if now != Pause::Unknown {
-                    told_error = false;
-                }
-                *lock(&flag) = now;
-                if now != was {
-                    let paused = now == Pause::Paused;
-                    metrics.paused.set(i64::from(paused));
-                    if was != Pause::Unknown || paused {
-                        tracing::info!(paused, configmap = %format!("{ns}/{name}"), "repairs {}", if paused { "paused" } else { "resumed" });
-                    }
-                    if leader.is_leader() && now != Pause::Unknown && (was != Pause::Unknown || paused) {
-                        notifier.notify(Notification {
-                            kind: if paused { Kind::Paused } else { Kind::Resumed },
-                            severity: Severity::Medium,
-                            node: None,
-                            role: None,
-                            summary: format!("Repairs {} through ConfigMap {ns}/{name}", if paused { "paused" } else { "resumed" }),
-                            incident: format!("paused/{ns}/{name}"),
-                            dry_run,
-                            at: Timestamp::now(),
-                        });
-                    }
-                    was = now;
                     changed.notify_one();
+                };
+                *lock(&flag) = Pause::Unknown;
+                changed.notify_one();
+                if let Some(e) = error {
+                    metrics.pause_watch_errors.inc();
+                    tracing::error!(error = %e, configmap = %format!("{ns}/{name}"), "cannot watch the healer's ConfigMap: whether repairs are paused is unknown, new repairs wait");
+                    if failures == 0 && leader.is_leader() {
+                        let note =
+                            format!("Cannot watch this ConfigMap ({e}): whether repairs are paused is unknown, so new repairs wait.");
+                        configmap_event(&recorder, &ns, &name, Reason::PauseUnknown, "Pause", note).await;
+                    }
                 }
+                failures = failures.saturating_add(1);
+                // As kube-runtime's default backoff: from 0.8 s, doubling, at most 30 s.
+                let wait = Duration::from_millis(800).saturating_mul(1 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(30));
+                tokio::time::sleep(wait).await;
             }
         });
         state
@@ -856,12 +861,21 @@ async fn probe_all(snapshot: &[Arc<Node>], settings: &HealerSettings, obs: &Mute
     changed
 }
 
+/// Where the prober reports checks that cannot get their evidence.
+#[derive(Clone)]
+struct TroubleReport {
+    metrics: Arc<Metrics>,
+    leader: Arc<dyn LeaderElector>,
+    recorder: kube::runtime::events::Recorder,
+}
+
 async fn prober(
     reader: Store<Node>,
     settings: HealerSettings,
     obs: Arc<Mutex<Observations>>,
     changed: Arc<Notify>,
     shutdown: CancellationToken,
+    report: TroubleReport,
 ) {
     let any_probe = [Role::Master, Role::Worker].iter().any(|r| settings.checks.for_role(*r).iter().any(|c| c.kind() == CheckKind::Probe));
     if !any_probe {
@@ -869,6 +883,7 @@ async fn prober(
     }
     let mut tick = tokio::time::interval(settings.monitor_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut told: HashMap<(Role, usize), String> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -877,5 +892,54 @@ async fn prober(
         if probe_all(&reader.state(), &settings, &obs).await {
             changed.notify_one();
         }
+        tell_trouble(&settings, &report, &mut told).await;
+    }
+}
+
+/// A check that cannot get its evidence answers healthy; say so once per trouble: a
+/// gauge, and a Warning Event on the healer's ConfigMap from the leader.
+async fn tell_trouble(settings: &HealerSettings, report: &TroubleReport, told: &mut HashMap<(Role, usize), String>) {
+    for role in [Role::Master, Role::Worker] {
+        for (i, check) in settings.checks.for_role(role).iter().enumerate() {
+            let trouble = check.trouble();
+            let labels = CheckLabels { role: role.as_str().into(), check: check.type_name().into() };
+            report.metrics.check_failing.get_or_create(&labels).set(i64::from(trouble.is_some()));
+            let Some(why) = trouble else {
+                told.remove(&(role, i));
+                continue;
+            };
+            if told.get(&(role, i)) == Some(&why) || !report.leader.is_leader() {
+                continue;
+            }
+            told.insert((role, i), why.clone());
+            tracing::warn!(check = check.type_name(), %role, trouble = %why, "a check cannot get its evidence: it answers healthy");
+            let Some((ns, name)) = &settings.pause_configmap else { continue };
+            let note = format!(
+                "The {} check of {role} nodes cannot get its evidence ({why}): it answers healthy until it can, so it repairs nothing meanwhile.",
+                check.type_name()
+            );
+            configmap_event(&report.recorder, ns, name, Reason::CheckFailing, "Notify", note).await;
+        }
+    }
+}
+
+/// A Warning Event on the healer's own ConfigMap: about the healer, not a node.
+async fn configmap_event(recorder: &kube::runtime::events::Recorder, ns: &str, name: &str, reason: Reason, action: &str, note: String) {
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        name: Some(name.to_string()),
+        namespace: Some(ns.to_string()),
+        ..Default::default()
+    };
+    let ev = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: reason.as_str().into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &reference).await {
+        tracing::warn!(%reason, error = %e, "cannot publish an Event");
     }
 }

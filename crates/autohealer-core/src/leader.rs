@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -109,7 +109,7 @@ impl LeaseElector {
         manager_handle: tokio::task::JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>,
     ) {
         let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.settings.name));
-        let mut lease_events = watcher::watcher(leases, cfg).boxed();
+        let mut lease_events = watcher::watcher(leases, cfg).default_backoff().boxed();
         loop {
             let wake = self.deadline().map(|d| {
                 let left = d.duration_since(Timestamp::now());

@@ -67,6 +67,29 @@ pub fn format_probe_time(t: Timestamp) -> String {
 /// Node name to the last renewal of its Lease in `kube-node-lease`.
 pub type LeaseRenewals = HashMap<String, Timestamp>;
 
+/// Per node Lease: its `renewTime` and when this healer saw it change.
+pub type SeenRenewals = HashMap<String, (Timestamp, Timestamp)>;
+
+/// Takes note of a Lease as watched at `now`. A renewal counts from when it was seen
+/// to change, never from the kubelet's own clock: the node-lifecycle controller does
+/// the same, so a node whose clock lags is not stale for ever. A Lease seen for the
+/// first time counts as renewed now: the healer gives it a full duration to show it
+/// is alive, as the controller does after it starts.
+pub fn saw_renewal(seen: &mut SeenRenewals, name: &str, renewed: Timestamp, now: Timestamp) {
+    match seen.get_mut(name) {
+        Some((r, at)) if *r != renewed => (*r, *at) = (renewed, now),
+        Some(_) => {}
+        None => {
+            seen.insert(name.to_string(), (renewed, now));
+        }
+    }
+}
+
+/// When each Lease was last seen renewed, for the checks.
+pub fn renewals_seen(seen: &SeenRenewals) -> LeaseRenewals {
+    seen.iter().map(|(k, (_, at))| (k.clone(), *at)).collect()
+}
+
 pub fn evaluate(
     n: &Node,
     checks: &Checks,
@@ -135,6 +158,21 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Defect 6: a node whose clock lags a minute keeps renewing; it is never stale.
+    #[test]
+    fn a_lagging_node_clock_is_judged_by_when_the_renewal_was_seen() {
+        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let mut seen = SeenRenewals::new();
+        for k in 0..10 {
+            // The kubelet's clock is 60 s behind the healer's.
+            saw_renewal(&mut seen, "w1", at(k * 10 - 60), at(k * 10));
+        }
+        assert_eq!(renewals_seen(&seen).get("w1"), Some(&at(90)));
+        // No renewal any more: the age grows from when the last one was seen.
+        saw_renewal(&mut seen, "w1", at(30), at(200));
+        assert_eq!(renewals_seen(&seen).get("w1"), Some(&at(90)));
+    }
 
     #[test]
     fn probe_time_round_trips_in_upstream_format() {

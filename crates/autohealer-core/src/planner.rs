@@ -752,6 +752,7 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use autohealer_cloud::Phase;
 
     fn t(s: &str) -> Timestamp {
         format!("2026-01-01T{s}Z").parse().unwrap()
@@ -1112,6 +1113,180 @@ mod tests {
         assert!(matches!(p.nodes[0].decision, Decision::Repair { .. }));
         let p = run(&masters(2), "02:00:00");
         assert!(p.nodes.iter().all(|n| !matches!(n.decision, Decision::Repair { .. })), "quorum is never touched");
+    }
+
+    fn replacing(phase: Option<Phase>, stalls: u32) -> RepairRecord {
+        let out = phase.as_ref().is_some_and(|p| p.out_of_service);
+        RepairRecord { pending: true, phase, out_of_service: out, stalls, ..record(Action::Replace, "01:05:00") }
+    }
+
+    // Defect 1: a replace cut after the stop is finished from its phase by whoever
+    // leads, whatever holds new repairs, and never waits for a budget it holds.
+    #[test]
+    fn a_replace_cut_after_the_stop_is_continued_from_its_recorded_phase() {
+        let mut n = worker(vec![not_ready("01:00:00")]);
+        n.ledger = Ledger::Record(replacing(Some(Phase::new("resize").out_of_service()), 0));
+        let busy = Policy { limits: Limits { worker_concurrency: 1, ..Default::default() }, ..Default::default() };
+        for run in [
+            Run { pause: Pause::Paused, ..Default::default() },
+            Run { gate: RepairGate::Denied("cluster is UPDATE_IN_PROGRESS".into()), ..Default::default() },
+            Run { policy: busy, ..Default::default() },
+        ] {
+            let p = run.plan(std::slice::from_ref(&n), "01:06:00");
+            assert!(
+                matches!(&p.nodes[0].decision, Decision::Continue { record } if record.phase.as_ref().unwrap().name == "resize"),
+                "{p:?}"
+            );
+        }
+        let p = Run { leader: false, ..Default::default() }.plan(std::slice::from_ref(&n), "01:06:00");
+        assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::Leader));
+    }
+
+    #[test]
+    fn a_stalled_replace_waits_its_retry_then_restores_the_machine() {
+        let mut n = worker(vec![not_ready("01:00:00")]);
+        let mut r = replacing(Some(Phase::new("resize").out_of_service()), 2);
+        r.retry_at = Some(t("01:07:00"));
+        n.ledger = Ledger::Record(r.clone());
+        let p = run(std::slice::from_ref(&n), "01:06:00");
+        assert_eq!(p.nodes[0].decision, Decision::InProgress { action: Action::Replace, until: t("01:07:00") });
+        assert_eq!(p.wake_at, Some(t("01:07:00")));
+        assert!(matches!(run(std::slice::from_ref(&n), "01:07:00").nodes[0].decision, Decision::Continue { .. }));
+        r.stalls = Limits::default().max_stalls;
+        n.ledger = Ledger::Record(r);
+        assert!(matches!(run(&[n], "01:08:00").nodes[0].decision, Decision::Restore { .. }));
+    }
+
+    #[test]
+    fn a_replace_that_timed_out_with_its_machine_stopped_restores_it_and_the_retry_replaces() {
+        let mut n = worker(vec![not_ready("01:00:00")]);
+        let mut r = record(Action::Replace, "01:05:00");
+        r.attempt = 2;
+        r.out_of_service = true;
+        n.ledger = Ledger::Record(r.clone());
+        assert!(matches!(run(std::slice::from_ref(&n), "01:40:00").nodes[0].decision, Decision::Restore { .. }), "never left stopped");
+        // If restoring failed for good and the repair failed, the retry cannot begin
+        // with a reboot of a stopped server.
+        r.failed = Some("x".into());
+        r.failed_at = Some(t("01:40:00"));
+        n.ledger = Ledger::Record(r);
+        let p = run(&[n], "02:00:00");
+        assert!(matches!(p.nodes[0].decision, Decision::Repair { action: Action::Replace, attempt: 1, .. }), "{p:?}");
+    }
+
+    // Defect 2.
+    #[test]
+    fn an_unknown_pause_state_holds_new_repairs() {
+        let nodes = [worker(vec![not_ready("01:00:00")])];
+        let p = Run { pause: Pause::Unknown, ..Default::default() }.plan(&nodes, "02:00:00");
+        assert!(matches!(&p.nodes[0].decision, Decision::Held { gate: Gate::Paused, why, .. } if why.contains("not known")), "{p:?}");
+    }
+
+    // Defect 3.
+    #[test]
+    fn a_flap_after_the_rebuild_delay_does_not_escalate() {
+        let mut n = worker(vec![not_ready("01:07:00")]);
+        n.findings[0].since = t("01:07:00");
+        n.boot_id = Some("b2".into());
+        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        let p = run(std::slice::from_ref(&n), "01:07:01");
+        assert_eq!(p.nodes[0].decision, Decision::InProgress { action: Action::Reboot, until: t("01:08:00") }, "a one-second flap");
+        assert!(
+            matches!(run(&[n], "01:08:00").nodes[0].decision, Decision::Repair { action: Action::Replace, .. }),
+            "actionable by its own duration"
+        );
+    }
+
+    // Defect 4.
+    #[test]
+    fn remediate_on_a_healthy_master_while_another_is_unhealthy_is_held() {
+        let mut masters: Vec<NodeState> = (0..3).map(|i| node(&format!("m{i}"), Role::Master, vec![])).collect();
+        masters[0].findings = vec![not_ready("01:00:00")];
+        masters[0].healthy_since = None;
+        masters[0].skip = true;
+        masters[1].remediate = true;
+        let p = run(&masters, "02:00:00");
+        assert!(p.nodes.iter().all(|n| !matches!(n.decision, Decision::Repair { .. })), "quorum is never touched by hand: {p:?}");
+    }
+
+    // Defect 5.
+    #[test]
+    fn a_resumed_drain_does_not_wait_for_a_concurrency_slot() {
+        let mut n = worker(vec![not_ready("01:00:00")]);
+        n.ledger = Ledger::Record(RepairRecord { draining: true, ..record(Action::Reboot, "01:01:00") });
+        let run = Run {
+            policy: Policy { limits: Limits { worker_concurrency: 1, ..Default::default() }, ..Default::default() },
+            ..Default::default()
+        };
+        let other = node("w2", Role::Worker, vec![not_ready("01:00:00")]);
+        let healthy = (3..8).map(|i| node(&format!("w{i}"), Role::Worker, vec![]));
+        let nodes: Vec<NodeState> = [n, other].into_iter().chain(healthy).collect();
+        let p = run.plan(&nodes, "01:02:00");
+        assert!(matches!(p.nodes[0].decision, Decision::Continue { .. }), "{p:?}");
+        assert_eq!(held_by(&p.nodes[1].decision), Some(Gate::Concurrency), "the resumed drain holds the one slot");
+    }
+
+    // Defect 7.
+    #[test]
+    fn repairs_of_deleted_nodes_still_count_for_the_hourly_budget() {
+        let nodes = [worker(vec![not_ready("01:00:00")])];
+        let policy = Policy { limits: Limits { repairs_per_hour: 2, ..Default::default() }, ..Default::default() };
+        let supported = all_supported();
+        let gone =
+            [("uid-old-1".to_string(), t("01:30:00")), ("uid-old-2".to_string(), t("01:40:00")), ("uid-w1".to_string(), t("01:50:00"))];
+        let p = plan(&Input {
+            nodes: &nodes,
+            leader: true,
+            pause: Pause::Running,
+            gate: &RepairGate::Allowed,
+            supported: &supported,
+            policy: &policy,
+            cooldowns: &BTreeMap::new(),
+            recent_starts: &gone,
+            unsure: None,
+            blind_until: None,
+            now: t("02:00:00"),
+        });
+        assert!(matches!(&p.nodes[0].decision, Decision::Held { gate: Gate::Rate, why, .. } if why.contains("2 repairs")), "{p:?}");
+    }
+
+    // Defect 15.
+    #[test]
+    fn a_hand_edited_attempt_does_not_overflow() {
+        let mut n = worker(vec![not_ready("01:00:00")]);
+        n.ledger = Ledger::Record(RepairRecord { attempt: u32::MAX, ..record(Action::Reboot, "01:01:00") });
+        assert!(matches!(run(&[n], "01:10:00").nodes[0].decision, Decision::Repair { attempt: u32::MAX, .. }));
+    }
+
+    // Defect 16.
+    #[test]
+    fn deadlines_that_ran_while_the_healer_was_blind_wait_for_nodes_to_report() {
+        let mut n = worker(vec![not_ready("01:00:00")]);
+        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        let supported = all_supported();
+        let policy = Policy::default();
+        let at = |n: &NodeState, now: &str, blind_until: Option<Timestamp>| {
+            plan(&Input {
+                nodes: std::slice::from_ref(n),
+                leader: true,
+                pause: Pause::Running,
+                gate: &RepairGate::Allowed,
+                supported: &supported,
+                policy: &policy,
+                cooldowns: &BTreeMap::new(),
+                recent_starts: &[],
+                unsure: None,
+                blind_until,
+                now: t(now),
+            })
+        };
+        // Blind from 01:05 to 01:06:30: the reboot's deadline (01:06) waits a grace after.
+        let p = at(&n, "01:06:40", Some(t("01:07:30")));
+        assert_eq!(p.nodes[0].decision, Decision::InProgress { action: Action::Reboot, until: t("01:07:30") });
+        assert!(matches!(at(&n, "01:07:30", None).nodes[0].decision, Decision::Repair { action: Action::Replace, .. }));
+        // And a new failure is not actionable before nodes had a chance to report.
+        let p = at(&worker(vec![not_ready("01:00:00")]), "01:06:40", Some(t("01:07:30")));
+        assert!(matches!(p.nodes[0].decision, Decision::Waiting { until, .. } if until == t("01:07:30")), "{p:?}");
     }
 
     #[test]

@@ -552,7 +552,7 @@ impl World {
         }
         for e in list {
             match e {
-                Effect::Event { node, reason, note } => {
+                Effect::Event { node, reason, note, .. } => {
                     self.log(format!("{} Event {reason} on {node}: {note}", self.replicas[l].identity).chars().take(200).collect());
                     if let Some(n) = self.nodes.iter().find(|n| n.name == node) {
                         let key = (n.uid.clone(), n.failure);

@@ -18,7 +18,7 @@ pub use endpoint::Endpoint;
 pub use heartbeat::Heartbeat;
 pub use k8s_openapi::jiff::Timestamp;
 pub use node_condition::NodeCondition;
-pub use params::{ParamError, did_you_mean, from_value, parse_params};
+pub use params::{ParamError, did_you_mean, from_value, kebab, parse_params};
 pub use startup::StartupTimeout;
 pub use webhook::Webhook;
 

@@ -645,6 +645,17 @@ impl crate::openstack::MachineHooks for CloudHooks {
         }
     }
 
+    fn started(&self, server_id: &str) {
+        if let Some(sim) = self.0.upgrade()
+            && let Some(name) = sim.name_of_server(server_id)
+        {
+            if let Some(n) = lock(&sim.shared.nodes).get_mut(&name) {
+                n.off = false;
+            }
+            sim.reboot(&name, false);
+        }
+    }
+
     fn deleted(&self, server_id: &str) {
         if let Some(sim) = self.0.upgrade()
             && let Some(name) = sim.name_of_server(server_id)

@@ -5,7 +5,7 @@
 use autohealer_cloud::{Action, Role};
 use autohealer_core::planner::{Limits, Threshold};
 use autohealer_core::{Checks, Policy};
-use autohealer_healthcheck::{ParamError, Registry, from_value};
+use autohealer_healthcheck::{ParamError, Registry, from_value, kebab};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -123,6 +123,11 @@ pub const KEYS: &[KeyDoc] = &[
         key: "recovery-stable-window",
         default: "60s",
         doc: "How long a repaired node must stay healthy (and, after a reboot, with a new bootID) before the repair counts as done.",
+    },
+    KeyDoc {
+        key: "apiserver-outage-grace",
+        default: "60s",
+        doc: "After the healer could not watch the apiserver (nor, through it, the kubelets report), how long nodes get to report again before a deadline that ran meanwhile is acted on, as the node-lifecycle controller does after a disruption.",
     },
     KeyDoc {
         key: "drain.before-replace",
@@ -326,6 +331,8 @@ pub struct Config {
     pub node_retry: NodeRetry,
     #[serde(default = "d60s", with = "humantime_serde")]
     pub recovery_stable_window: Duration,
+    #[serde(default = "d60s", with = "humantime_serde")]
+    pub apiserver_outage_grace: Duration,
     #[serde(default = "pause_cm")]
     pub pause_configmap: String,
     #[serde(default)]
@@ -637,20 +644,6 @@ impl From<ParamError> for ConfigError {
     fn from(e: ParamError) -> Self {
         Self { path: e.path, message: e.message }
     }
-}
-
-/// `okCodes` → `ok-codes`, as check params are read, so paths match the errors'.
-fn kebab(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 4);
-    for c in key.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('-');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Keys whose values are credentials wherever they appear: the OpenStack password and
@@ -1031,7 +1024,7 @@ impl Config {
             replace_timeout: self.replace_timeout,
             master_steps: self.repair_steps.master.clone(),
             worker_steps: self.repair_steps.worker.clone(),
-            ..Policy::default()
+            blind_grace: self.apiserver_outage_grace,
         }
     }
 }
@@ -1182,7 +1175,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
-        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\nrecovery-stable-window: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
+        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\nrecovery-stable-window: 1s\napiserver-outage-grace: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
         load(sample).unwrap();
         for line in sample.lines() {
             let key = line.split(':').next().unwrap();

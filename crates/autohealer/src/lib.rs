@@ -89,6 +89,13 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
     } else {
         Arc::new(AlwaysLeader::default())
     };
+    for (role, checks, enabled) in
+        [("master", &loaded.checks.master, c.master_monitor_enabled), ("worker", &loaded.checks.worker, c.worker_monitor_enabled)]
+    {
+        if enabled && checks.is_empty() {
+            tracing::warn!(role, "no health check configured for {role} nodes (healthcheck.{role}): none is judged, none is repaired");
+        }
+    }
     let settings = healer_settings(&loaded, &rt.identity);
     tracing::info!(identity = %rt.identity, provider = rt.provider.name(), dry_run = c.dry_run, leader_elect = c.leader_elect, "autohealer starting");
     let mut healer = Healer::new(rt.client.clone(), rt.provider, leader.clone(), settings, rt.metrics.clone(), rt.status);

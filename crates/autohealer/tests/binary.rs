@@ -202,10 +202,12 @@ async fn worker_that_stays_broken_is_replaced_once_through_magnum_resize() {
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(w.cluster.client.clone(), "default");
     let pod = |name: &str, app: &str, daemon: bool| -> k8s_openapi::api::core::v1::Pod {
         let mut meta = serde_json::json!({"name": format!("{}-{name}", w.prefix), "labels": {"app": format!("{}-{app}", w.prefix)}});
-        if daemon {
-            meta["ownerReferences"] =
-                serde_json::json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "d1", "controller": true}]);
-        }
+        // Each has a controller: a pod nothing would recreate blocks the drain.
+        meta["ownerReferences"] = if daemon {
+            serde_json::json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "d1", "controller": true}])
+        } else {
+            serde_json::json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{app}-rs"), "uid": format!("rs-{app}"), "controller": true}])
+        };
         serde_json::from_value(
             serde_json::json!({"metadata": meta, "spec": {"nodeName": victim, "containers": [{"name": "c", "image": "x"}]}}),
         )
@@ -246,7 +248,10 @@ async fn worker_that_stays_broken_is_replaced_once_through_magnum_resize() {
     // pod (named in the Event), the DaemonSet pod was left alone.
     let events = w.cluster.node_events(&victim).await;
     let drained = events.iter().position(|(r, _)| r == "Drained").expect("a Drained Event");
-    let issued_replace = events.iter().rposition(|(r, n)| r == "RepairIssued" && n.contains("node group")).unwrap();
+    let issued_replace = events
+        .iter()
+        .rposition(|(r, n)| r == "RepairIssued" && n.contains("node group"))
+        .unwrap_or_else(|| panic!("no RepairIssued of the replace: {events:?}"));
     assert!(drained < issued_replace, "drained before the replace: {events:?}");
     let note = &events[drained].1;
     assert!(

@@ -201,7 +201,9 @@ async fn dry_run_writes_nothing_and_calls_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skipped_node_is_left_alone_and_remediate_repairs_on_request() {
-    let e = env(2).await;
+    // Five workers: the skipped broken one and the requested one are within max-unhealthy
+    // (a node asked for by hand counts, like any other taken out of service).
+    let e = env(5).await;
     let (skipped, requested) = (e.worker(0), e.worker(1));
     e.annotate(&skipped, "autohealer.dev/skip", "true").await;
     let (token, task) = e.healer(e.config(""), "replica-a").await;
@@ -530,7 +532,11 @@ async fn an_apiserver_outage_crashes_nothing_acts_on_nothing_while_blind_and_the
     // A grace period longer than the outage: the nodes' own Leases do not all go stale.
     let e = env_with(4, SimOptions { grace: Duration::from_secs(120), ..Default::default() }).await;
     let Some(fake) = fake_apiserver(&e) else { return };
-    let extra = format!("leader-elect: true\nleader-election:\n  lease-name: ah-{}\n  lease-duration: 3s\n  renew-grace: 1s\n", e.prefix);
+    // A minute for nodes to report again after the outage, at the test's time scale.
+    let extra = format!(
+        "leader-elect: true\nleader-election:\n  lease-name: ah-{}\n  lease-duration: 3s\n  renew-grace: 1s\napiserver-outage-grace: 3s\n",
+        e.prefix
+    );
     let (token, task) = e.healer(e.config(&extra), "replica-a").await;
     let victim = e.worker(0);
     e.sim.inject(&victim, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
