@@ -76,6 +76,9 @@ pub struct Context {
     pub dry_run: bool,
     /// `Limits::max_stalls`, for the Event that says what comes next.
     pub max_stalls: u32,
+    /// Told the uid of each node whose new repair's first write went through: the
+    /// fleet state counts it for `repairs-per-hour`, even once the node is gone.
+    pub started: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Context {
@@ -107,6 +110,7 @@ impl Context {
             },
             dry_run: false,
             max_stalls: crate::planner::Limits::default().max_stalls,
+            started: None,
         }
     }
 
@@ -282,6 +286,11 @@ impl Actor {
             patch["spec"] = json!({"unschedulable": true});
         }
         let written = cx.fenced_patch(n, patch).await?;
+        if attempt == 1
+            && let Some(tx) = &cx.started
+        {
+            let _ = tx.send(n.metadata.uid.clone().unwrap_or_default());
+        }
         let role = node::role(n);
         let lag = now.duration_since(actionable_since).as_secs_f64().max(0.0);
         if attempt == 1 {

@@ -352,6 +352,7 @@ mod tests {
             cooldowns: &BTreeMap::new(),
             recent_starts: &[],
             unsure: None,
+            starting: &std::collections::BTreeSet::new(),
             blind_until: None,
             now: t(now),
         });
@@ -420,6 +421,7 @@ mod tests {
             cooldowns: &BTreeMap::new(),
             recent_starts: &[],
             unsure: None,
+            starting: &std::collections::BTreeSet::new(),
             blind_until: None,
             now: t("01:02:00"),
         });

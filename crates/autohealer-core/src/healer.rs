@@ -90,6 +90,7 @@ pub struct Healer {
     status: Arc<Status>,
     reload: Option<mpsc::Receiver<HealerSettings>>,
     notifier: Arc<dyn Notifier>,
+    recorder: Option<kube::runtime::events::Recorder>,
 }
 
 /// One node's row of an evaluation, for `autohealer plan`.
@@ -155,7 +156,13 @@ impl Healer {
         metrics: Arc<Metrics>,
         status: Arc<Status>,
     ) -> Self {
-        Self { client, provider, leader, settings, metrics, status, reload: None, notifier: Arc::new(NoNotifier) }
+        Self { client, provider, leader, settings, metrics, status, reload: None, notifier: Arc::new(NoNotifier), recorder: None }
+    }
+
+    /// The process's one Event recorder (one of its own without it).
+    pub fn with_recorder(mut self, recorder: kube::runtime::events::Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
     }
 
     /// Where notifications go (Slack, PagerDuty, email, ...); none without it.
@@ -195,7 +202,7 @@ impl Healer {
             .collect()
     }
 
-    fn context(&self, recorder: &kube::runtime::events::Recorder) -> Arc<Context> {
+    fn context(&self, recorder: &kube::runtime::events::Recorder, started: &mpsc::UnboundedSender<String>) -> Arc<Context> {
         let mut cx = Context::new(
             self.client.clone(),
             self.provider.clone(),
@@ -210,6 +217,7 @@ impl Healer {
         cx.fencing = self.settings.fencing.clone();
         cx.dry_run = self.settings.policy.dry_run;
         cx.max_stalls = self.settings.policy.limits.max_stalls;
+        cx.started = Some(started.clone());
         Arc::new(cx)
     }
 
@@ -251,7 +259,7 @@ impl Healer {
         self.status.synced.store(true, Ordering::Relaxed);
         tracing::info!(nodes = reader.state().len(), "node cache synced");
 
-        let recorder = Context::recorder(&self.client, &self.settings.identity);
+        let recorder = self.recorder.clone().unwrap_or_else(|| Context::recorder(&self.client, &self.settings.identity));
         let mut leases = self.settings.checks.need_leases().then(|| self.watch_leases(sight.clone(), changed.clone()));
         // A stale Lease is a change no event announces: look again every monitor-interval.
         let mut tick = tokio::time::interval(self.settings.monitor_interval);
@@ -261,7 +269,8 @@ impl Healer {
         let mut probe_task =
             tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone(), trouble.clone()));
         let mut reload = self.reload.take();
-        let mut cx = self.context(&recorder);
+        let (started_tx, mut started_rx) = mpsc::unbounded_channel::<String>();
+        let mut cx = self.context(&recorder, &started_tx);
         let mut actor = Arc::new(Actor::new(cx.clone()));
         let mut leader_rx = self.leader.subscribe();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
@@ -271,6 +280,9 @@ impl Healer {
         let mut gate: Option<GateCache> = None;
         let pause = self.watch_pause(changed.clone(), recorder.clone());
         let mut fleet: Option<FleetState> = None;
+        // Nodes whose new repair was handed out and not yet seen written (true once its
+        // first write succeeded).
+        let mut starting: HashMap<String, bool> = HashMap::new();
         let supported = self.supported();
         let last_report: Arc<Mutex<Option<HealthReport>>> = Arc::default();
 
@@ -304,6 +316,10 @@ impl Healer {
             let empty = FleetState::default();
             let f = fleet.as_ref().unwrap_or(&empty);
             let recent = f.recent_starts(now);
+            // A new repair's first write shows in the cache soon after it is made; until
+            // then its task holds its budgets.
+            starting.retain(|uid, _| snapshot.iter().any(|n| n.metadata.uid.as_deref() == Some(uid.as_str()) && !node_in_repair(n)));
+            let starting_now: BTreeSet<String> = starting.keys().cloned().collect();
             let mut probe = Input {
                 nodes: &states,
                 leader,
@@ -314,6 +330,7 @@ impl Healer {
                 cooldowns: &BTreeMap::new(),
                 recent_starts: &recent,
                 unsure,
+                starting: &starting_now,
                 blind_until,
                 now,
             };
@@ -364,13 +381,8 @@ impl Healer {
                 };
                 let ecx = effects::Context { policy: &self.settings.policy, in_flight: &busy, impossible: &impossible, now };
                 let list = effects::effects(&p, &states, &mut memory, &ecx);
-                let started = self.execute(list, &snapshot, &actor, &mut in_flight, &done_tx, &term);
-                if let Some(f) = fleet.as_mut()
-                    && !started.is_empty()
-                {
-                    for uid in &started {
-                        f.record_start(uid, now);
-                    }
+                for uid in self.execute(list, &snapshot, &actor, &mut in_flight, &done_tx, &term) {
+                    starting.insert(uid, false);
                 }
                 if let Some(f) = fleet.as_ref() {
                     self.save_fleet(f);
@@ -396,7 +408,20 @@ impl Healer {
                         fleet = None;
                     }
                 }
-                Some(uid) = done_rx.recv() => { in_flight.remove(&uid); }
+                Some(uid) = done_rx.recv() => {
+                    in_flight.remove(&uid);
+                    // Never written: it holds nothing.
+                    if starting.get(&uid) == Some(&false) {
+                        starting.remove(&uid);
+                    }
+                }
+                Some(uid) = started_rx.recv() => {
+                    starting.insert(uid.clone(), true);
+                    if let Some(f) = fleet.as_mut() {
+                        f.record_start(&uid, Timestamp::now());
+                        self.save_fleet(f);
+                    }
+                }
                 _ = tick.tick(), if leases.is_some() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)), if lock(&sight).blind_since.is_some() => {}
                 Some(new) = async { match reload.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
@@ -407,7 +432,7 @@ impl Healer {
                     }
                     probe_task.abort();
                     probe_task = tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone(), trouble.clone()));
-                    cx = self.context(&recorder);
+                    cx = self.context(&recorder, &started_tx);
                     actor = Arc::new(Actor::new(cx.clone()));
                     // Check indices may have moved: forget what the old checks observed.
                     *lock(&obs) = Observations::default();
@@ -739,6 +764,7 @@ impl Healer {
             cooldowns: &BTreeMap::new(),
             recent_starts: &[],
             unsure: None,
+            starting: &BTreeSet::new(),
             blind_until: None,
             now,
         });
@@ -828,6 +854,11 @@ impl Healer {
             );
         }
     }
+}
+
+/// Whether the node's ledger holds a repair under way.
+fn node_in_repair(n: &Node) -> bool {
+    matches!(crate::ledger::Ledger::parse(node::annotation(n, crate::ledger::REPAIR_ANNOTATION)), crate::ledger::Ledger::Record(r) if r.failed.is_none())
 }
 
 fn lease_renewal(l: &Lease) -> Option<(String, Timestamp)> {

@@ -259,6 +259,10 @@ pub struct Input<'a> {
     /// Why new repairs must wait although nothing holds them (the fleet state is not
     /// read yet): the healer never repairs when unsure.
     pub unsure: Option<&'a str>,
+    /// Nodes (by uid) whose new repair was handed to a task whose first write the
+    /// nodes do not show yet: they hold a concurrency slot and a start of the hour
+    /// already, so the next evaluation does not hand them out again.
+    pub starting: &'a BTreeSet<String>,
     /// Until when deadlines that ran while the healer was blind wait (see
     /// [`Policy::blind_grace`]); `None` when it saw the apiserver all along.
     pub blind_until: Option<Timestamp>,
@@ -438,7 +442,9 @@ pub fn plan(input: &Input) -> Plan {
     // Budgets are shared: hand them out to the candidates that became actionable first.
     let now = input.now;
     let hour_ago = sub(now, HOUR);
-    let mut starts: Vec<Timestamp> = input
+    // One start per node and instant: a repair's record and its history entry name
+    // the same start, while two nodes whose repairs began in one evaluation are two.
+    let mut pairs: Vec<(&str, Timestamp)> = input
         .nodes
         .iter()
         .flat_map(|n| {
@@ -446,15 +452,18 @@ pub fn plan(input: &Input) -> Plan {
                 Ledger::Record(r) => Some(r.first_started),
                 _ => None,
             };
-            n.history.iter().filter(|h| !h.held).map(|h| h.started).chain(current)
+            n.history.iter().filter(|h| !h.held).map(|h| h.started).chain(current).map(|t| (n.uid.as_str(), t))
         })
         .chain(gone_starts(input))
-        .filter(|t| *t > hour_ago)
+        .chain(input.nodes.iter().filter(|n| !n.in_repair() && input.starting.contains(&n.uid)).map(|n| (n.uid.as_str(), now)))
+        .filter(|(_, t)| *t > hour_ago)
         .collect();
+    pairs.sort();
+    pairs.dedup();
+    let mut starts: Vec<Timestamp> = pairs.into_iter().map(|(_, t)| t).collect();
     starts.sort();
-    starts.dedup();
     let mut in_flight: BTreeMap<Role, usize> = BTreeMap::new();
-    for n in input.nodes.iter().filter(|n| n.in_repair()) {
+    for n in input.nodes.iter().filter(|n| n.in_repair() || input.starting.contains(&n.uid)) {
         *in_flight.entry(n.role).or_default() += 1;
     }
     let mut candidates: Vec<usize> =
@@ -511,9 +520,9 @@ pub fn plan(input: &Input) -> Plan {
 /// out of service cannot be rebooted (Nova refuses a stopped server): such a retry
 /// begins with a step that applies to it.
 /// The recorded starts of nodes that are gone (deleted, replaced).
-fn gone_starts<'a>(input: &'a Input) -> impl Iterator<Item = Timestamp> + 'a {
+fn gone_starts<'a>(input: &'a Input) -> impl Iterator<Item = (&'a str, Timestamp)> + 'a {
     let present: BTreeSet<&str> = input.nodes.iter().map(|n| n.uid.as_str()).collect();
-    input.recent_starts.iter().filter(move |(uid, _)| !present.contains(uid.as_str())).map(|(_, t)| *t)
+    input.recent_starts.iter().filter(move |(uid, _)| !present.contains(uid.as_str())).map(|(uid, t)| (uid.as_str(), *t))
 }
 
 fn next_step(input: &Input, role: Role, after: Option<Action>, out_of_service: bool) -> Option<Action> {
@@ -664,7 +673,7 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
                 None => Decision::InProgress { action: r.action, until: add(now, l.stable_window) },
             };
         }
-        let retry_at = add(failed_at, l.retry_delay);
+        let retry_at = after_blind(input, add(failed_at, l.retry_delay));
         if now < retry_at {
             return Decision::Waiting {
                 until: retry_at,
@@ -820,6 +829,7 @@ mod tests {
                 cooldowns: &self.cooldowns,
                 recent_starts: &[],
                 unsure: None,
+                starting: &BTreeSet::new(),
                 blind_until: None,
                 now: t(now),
             })
@@ -1011,6 +1021,7 @@ mod tests {
             cooldowns: &BTreeMap::new(),
             recent_starts: &[],
             unsure: None,
+            starting: &BTreeSet::new(),
             blind_until: None,
             now: t("02:00:00"),
         });
@@ -1244,6 +1255,7 @@ mod tests {
             cooldowns: &BTreeMap::new(),
             recent_starts: &gone,
             unsure: None,
+            starting: &BTreeSet::new(),
             blind_until: None,
             now: t("02:00:00"),
         });
@@ -1276,6 +1288,7 @@ mod tests {
                 cooldowns: &BTreeMap::new(),
                 recent_starts: &[],
                 unsure: None,
+                starting: &BTreeSet::new(),
                 blind_until,
                 now: t(now),
             })
@@ -1287,6 +1300,20 @@ mod tests {
         // And a new failure is not actionable before nodes had a chance to report.
         let p = at(&worker(vec![not_ready("01:00:00")]), "01:06:40", Some(t("01:07:30")));
         assert!(matches!(p.nodes[0].decision, Decision::Waiting { until, .. } if until == t("01:07:30")), "{p:?}");
+    }
+
+    // Found by the lifecycle simulation: two repairs begun in the same evaluation
+    // were counted as one against repairs-per-hour.
+    #[test]
+    fn repairs_begun_at_the_same_instant_count_once_each() {
+        let policy = Policy { limits: Limits { repairs_per_hour: 2, ..Default::default() }, ..Default::default() };
+        let run = Run { policy, ..Default::default() };
+        let mut nodes = workers(10, 3, |_| "a");
+        for n in &mut nodes[..2] {
+            n.ledger = Ledger::Record(record(Action::Reboot, "01:30:00"));
+        }
+        let p = run.plan(&nodes, "02:00:00");
+        assert_eq!(held_by(&p.nodes[2].decision), Some(Gate::Rate), "{p:?}");
     }
 
     #[test]

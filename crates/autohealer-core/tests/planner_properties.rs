@@ -92,7 +92,7 @@ proptest! {
         let supported: BTreeSet<(Role, Action)> = [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect();
         let cooldowns = BTreeMap::new();
         let pause = if paused { Pause::Paused } else { Pause::Running };
-        let p = plan(&Input { nodes: &nodes, leader, pause, gate: &RepairGate::Allowed, supported: &supported, policy: &policy, cooldowns: &cooldowns, recent_starts: &[], unsure: None, blind_until: None, now: ts(0) });
+        let p = plan(&Input { nodes: &nodes, leader, pause, gate: &RepairGate::Allowed, supported: &supported, policy: &policy, cooldowns: &cooldowns, recent_starts: &[], unsure: None, starting: &std::collections::BTreeSet::new(), blind_until: None, now: ts(0) });
         let repairs: Vec<(&NodeState, &Decision)> = nodes.iter().zip(p.nodes.iter().map(|n| &n.decision)).filter(|(_, d)| matches!(d, Decision::Repair { .. })).collect();
         let new: Vec<&NodeState> = repairs.iter().filter(|(n, _)| !in_repair(n)).map(|(n, _)| *n).collect();
 

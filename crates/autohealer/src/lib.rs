@@ -98,7 +98,11 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
     }
     let settings = healer_settings(&loaded, &rt.identity);
     tracing::info!(identity = %rt.identity, provider = rt.provider.name(), dry_run = c.dry_run, leader_elect = c.leader_elect, "autohealer starting");
-    let mut healer = Healer::new(rt.client.clone(), rt.provider, leader.clone(), settings, rt.metrics.clone(), rt.status);
+    // One Event recorder for the whole process: the healer's and the reloader's Events
+    // share its cache, so a repeated Event becomes a series, not a flood.
+    let recorder = autohealer_core::actor::Context::recorder(&rt.client, &rt.identity);
+    let mut healer = Healer::new(rt.client.clone(), rt.provider, leader.clone(), settings, rt.metrics.clone(), rt.status)
+        .with_recorder(recorder.clone());
     if !loaded.notify.sinks.is_empty() {
         let cluster = c.cluster_name.clone().unwrap_or_else(|| "kubernetes".into());
         let dispatcher = autohealer_notify::Dispatcher::start(&loaded.notify, &cluster, rt.metrics).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -108,7 +112,16 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
     }
     if let Some((ns, name)) = c.pause_configmap.split_once('/') {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(reload::watch(rt.client, ns.to_string(), name.to_string(), loaded.clone(), rt.identity.clone(), tx, shutdown.clone()));
+        tokio::spawn(reload::watch(
+            rt.client,
+            recorder,
+            ns.to_string(),
+            name.to_string(),
+            loaded.clone(),
+            rt.identity.clone(),
+            tx,
+            shutdown.clone(),
+        ));
         healer = healer.with_reload(rx);
     }
     let result = healer.run(shutdown).await;

@@ -10,7 +10,7 @@ use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Resource;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, DefaultBackoff};
 use tokio::sync::mpsc;
@@ -53,8 +53,11 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     keys
 }
 
+/// Follows the ConfigMap; `recorder` is the process's one Event recorder.
+#[allow(clippy::too_many_arguments)]
 pub async fn watch(
     client: kube::Client,
+    recorder: Recorder,
     ns: String,
     name: String,
     running: Loaded,
@@ -62,8 +65,7 @@ pub async fn watch(
     tx: mpsc::Sender<HealerSettings>,
     stop: CancellationToken,
 ) {
-    let events = config_map_events(client.clone(), &ns, &name, DefaultBackoff::default());
-    let recorder = Recorder::new(client, Reporter { controller: "autohealer".into(), instance: Some(identity.clone()) });
+    let events = config_map_events(client, &ns, &name, DefaultBackoff::default());
     follow(events, recorder, running, identity, tx, stop).await
 }
 
@@ -179,7 +181,7 @@ mod tests {
     }
 
     fn recorder(client: kube::Client) -> Recorder {
-        Recorder::new(client, Reporter { controller: "autohealer".into(), instance: Some("test".into()) })
+        Recorder::new(client, kube::runtime::events::Reporter { controller: "autohealer".into(), instance: Some("test".into()) })
     }
 
     /// Records how many LISTs the apiserver had answered at each pause, and pauses
@@ -244,7 +246,16 @@ mod tests {
         cms.create(&Default::default(), &cm("cluster-name: c\ncloud-provider: none\n")).await.unwrap();
         let (tx, _rx) = mpsc::channel(1);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(watch(client.clone(), NS.into(), NAME.into(), running(), "test".into(), tx, stop.clone()));
+        let task = tokio::spawn(watch(
+            client.clone(),
+            recorder(client.clone()),
+            NS.into(),
+            NAME.into(),
+            running(),
+            "test".into(),
+            tx,
+            stop.clone(),
+        ));
         for _ in 0..3000 {
             if server.requests("watch", "configmaps") >= 1 {
                 break;
