@@ -952,9 +952,10 @@ impl World {
             Action::Replace => {
                 let phase = record.phase.as_ref().map(|p| p.name.clone());
                 match phase.as_deref() {
-                    None => {
-                        self.answer(|_| Ok(Progress::Next(Phase::new("stop").with("group", "default-worker").out_of_service())), "nova GET console + detach")
-                    }
+                    None => self.answer(
+                        |_| Ok(Progress::Next(Phase::new("stop").with("group", "default-worker").out_of_service())),
+                        "nova GET console + detach",
+                    ),
                     Some("stop") => self.answer(
                         move |w| {
                             let n = w.node_mut(&u).ok_or(CloudError::NoServer { node: u.clone(), reason: "gone".into() })?;
