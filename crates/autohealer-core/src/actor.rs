@@ -78,7 +78,7 @@ pub struct Context {
     pub max_stalls: u32,
     /// Told the uid of each node whose new repair's first write went through: the
     /// fleet state counts it for `repairs-per-hour`, even once the node is gone.
-    pub started: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    pub started: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
 }
 
 impl Context {
@@ -250,7 +250,9 @@ impl Actor {
                         format!("Continuing {} (attempt {}) from {at}{by}.{stalled}", record.action, record.attempt),
                     )
                     .await;
-                self.carry_on(written, claimed, true).await
+                // Its call may have gone out, unless the last try was refused for sure.
+                let resumed = !claimed.unsent;
+                self.carry_on(written, claimed, resumed).await
             }
             Work::Restore { record } => {
                 let record = step::claim(&record, &self.cx.identity);
@@ -289,7 +291,7 @@ impl Actor {
         if attempt == 1
             && let Some(tx) = &cx.started
         {
-            let _ = tx.send(n.metadata.uid.clone().unwrap_or_default());
+            let _ = tx.send((n.metadata.uid.clone().unwrap_or_default(), written.resource_version().unwrap_or_default()));
         }
         let role = node::role(n);
         let lag = now.duration_since(actionable_since).as_secs_f64().max(0.0);
@@ -344,6 +346,8 @@ impl Actor {
             let r = step::drained(&record);
             written = self.write_over(&written, &record, &r).await?;
             record = r;
+            // The drain ended right before the first call: it has not been made.
+            resumed = false;
         }
         let info = node::info(&written);
         let mut uncertain = 0;

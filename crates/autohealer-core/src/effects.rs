@@ -157,6 +157,15 @@ pub fn effects(plan: &Plan, states: &[NodeState], memory: &mut Memory, cx: &Cont
             Decision::Repair { action, reason, .. } if dry_run => {
                 Some((Reason::DryRun, format!("Would {action} node: {reason} (dry-run: nothing was changed)")))
             }
+            // A step begun before dry-run was set: say so, its machine may be stopped.
+            Decision::Continue { record } | Decision::Restore { record } if dry_run => {
+                let what = if matches!(np.decision, Decision::Restore { .. }) { "restore the machine of" } else { "continue" };
+                let out = if record.out_of_service { "; the machine may be out of service" } else { "" };
+                Some((
+                    Reason::DryRun,
+                    format!("Would {what} the {} begun before dry-run (dry-run: nothing was changed){out}", record.action),
+                ))
+            }
             _ => None,
         });
         if let Some((reason, note)) = notice {

@@ -113,23 +113,38 @@ struct GateCache {
 /// kubelets, and deadlines that ran meanwhile wait for nodes to report again.
 #[derive(Debug, Default)]
 struct Sight {
+    /// A watch failed at this instant: whether the apiserver is gone or a stream was
+    /// only dropped (it resumes by itself) is asked with one small read.
+    suspect_since: Option<Timestamp>,
     blind_since: Option<Timestamp>,
     regained: Option<Timestamp>,
 }
 
 impl Sight {
     fn lost(&mut self) {
-        self.blind_since.get_or_insert_with(Timestamp::now);
+        self.suspect_since.get_or_insert_with(Timestamp::now);
     }
 
     fn seen(&mut self) {
+        self.suspect_since = None;
         if self.blind_since.take().is_some() {
             self.regained = Some(Timestamp::now());
         }
     }
 
+    /// The small read failed too: blind since the watch failed.
+    fn unreachable(&mut self) {
+        if self.blind_since.is_none() {
+            self.blind_since = Some(self.suspect_since.unwrap_or_else(Timestamp::now));
+        }
+    }
+
+    fn in_doubt(&self) -> bool {
+        self.suspect_since.is_some() || self.blind_since.is_some()
+    }
+
     /// Until when deadlines wait: while blind, past now; after, the grace from when
-    /// sight came back.
+    /// sight came back. A dropped watch that resumes is not blindness.
     fn blind_until(&self, now: Timestamp, grace: Duration) -> Option<Timestamp> {
         if self.blind_since.is_some() {
             return Some(planner::add(now, grace));
@@ -202,7 +217,7 @@ impl Healer {
             .collect()
     }
 
-    fn context(&self, recorder: &kube::runtime::events::Recorder, started: &mpsc::UnboundedSender<String>) -> Arc<Context> {
+    fn context(&self, recorder: &kube::runtime::events::Recorder, started: &mpsc::UnboundedSender<(String, String)>) -> Arc<Context> {
         let mut cx = Context::new(
             self.client.clone(),
             self.provider.clone(),
@@ -269,20 +284,24 @@ impl Healer {
         let mut probe_task =
             tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone(), trouble.clone()));
         let mut reload = self.reload.take();
-        let (started_tx, mut started_rx) = mpsc::unbounded_channel::<String>();
+        let (started_tx, mut started_rx) = mpsc::unbounded_channel::<(String, String)>();
         let mut cx = self.context(&recorder, &started_tx);
         let mut actor = Arc::new(Actor::new(cx.clone()));
         let mut leader_rx = self.leader.subscribe();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        // A task's end: the node, and whether it failed (a failing node waits a while
+        // before the next task: a write refused for good must not spin).
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, bool)>();
+        let mut retry_after: HashMap<String, (tokio::time::Instant, u32)> = HashMap::new();
         let mut in_flight: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut memory = Memory::default();
         let mut term = CancellationToken::new();
         let mut gate: Option<GateCache> = None;
         let pause = self.watch_pause(changed.clone(), recorder.clone());
         let mut fleet: Option<FleetState> = None;
+        let fleet_out = self.fleet_writer();
         // Nodes whose new repair was handed out and not yet seen written (true once its
         // first write succeeded).
-        let mut starting: HashMap<String, bool> = HashMap::new();
+        let mut starting: HashMap<String, Starting> = HashMap::new();
         let supported = self.supported();
         let last_report: Arc<Mutex<Option<HealthReport>>> = Arc::default();
 
@@ -290,11 +309,17 @@ impl Healer {
         loop {
             // A resumed watch says nothing until something changes: while blind, one
             // small read says whether the apiserver answers again.
-            if lock(&sight).blind_since.is_some() {
+            if lock(&sight).in_doubt() {
                 let lp = kube::api::ListParams::default().limit(1);
-                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), probe_nodes.list_metadata(&lp)).await {
-                    lock(&sight).seen();
-                    tracing::info!("the apiserver answers again");
+                let answered = matches!(tokio::time::timeout(Duration::from_secs(5), probe_nodes.list_metadata(&lp)).await, Ok(Ok(_)));
+                let mut sight = lock(&sight);
+                match (answered, sight.blind_since.is_some()) {
+                    (true, true) => {
+                        sight.seen();
+                        tracing::info!("the apiserver answers again");
+                    }
+                    (true, false) => sight.seen(),
+                    (false, _) => sight.unreachable(),
                 }
             }
             let leader = self.leader.is_leader();
@@ -312,13 +337,16 @@ impl Healer {
                 self.metrics.blind.set(i64::from(sight.blind_since.is_some()));
                 sight.blind_until(now, self.settings.policy.blind_grace)
             };
-            let unsure = (leader && fleet.is_none()).then_some("the fleet state on the leader Lease is not read yet");
+            let unsure = (leader && fleet.is_none())
+                .then_some("the fleet state on the leader Lease (annotation autohealer.dev/fleet) is not read yet, or unreadable");
             let empty = FleetState::default();
             let f = fleet.as_ref().unwrap_or(&empty);
             let recent = f.recent_starts(now);
             // A new repair's first write shows in the cache soon after it is made; until
             // then its task holds its budgets.
-            starting.retain(|uid, _| snapshot.iter().any(|n| n.metadata.uid.as_deref() == Some(uid.as_str()) && !node_in_repair(n)));
+            starting.retain(|uid, s| {
+                snapshot.iter().any(|n| n.metadata.uid.as_deref() == Some(uid.as_str()) && !node_in_repair(n) && !s.seen_in(n))
+            });
             let starting_now: BTreeSet<String> = starting.keys().cloned().collect();
             let mut probe = Input {
                 nodes: &states,
@@ -372,7 +400,9 @@ impl Healer {
             };
             let wake = wake_at.map(|w| tokio::time::Instant::now() + Duration::try_from(w.duration_since(now)).unwrap_or(Duration::ZERO));
             if leader {
-                let busy: HashSet<String> = in_flight.keys().cloned().collect();
+                let waiting = tokio::time::Instant::now();
+                retry_after.retain(|_, (until, _)| *until > waiting);
+                let busy: HashSet<String> = in_flight.keys().chain(retry_after.keys()).cloned().collect();
                 let provider = self.provider.clone();
                 let by_uid: HashMap<&str, &Arc<Node>> =
                     snapshot.iter().map(|n| (n.metadata.uid.as_deref().unwrap_or_default(), n)).collect();
@@ -382,10 +412,10 @@ impl Healer {
                 let ecx = effects::Context { policy: &self.settings.policy, in_flight: &busy, impossible: &impossible, now };
                 let list = effects::effects(&p, &states, &mut memory, &ecx);
                 for uid in self.execute(list, &snapshot, &actor, &mut in_flight, &done_tx, &term) {
-                    starting.insert(uid, false);
+                    starting.insert(uid, Starting::default());
                 }
                 if let Some(f) = fleet.as_ref() {
-                    self.save_fleet(f);
+                    save_fleet(&fleet_out, f);
                 }
                 if !self.settings.policy.dry_run {
                     self.persist_probe_times(&snapshot, &actor, &mut in_flight, &done_tx, &obs);
@@ -406,24 +436,40 @@ impl Healer {
                         in_flight.clear();
                         memory = Memory::default();
                         fleet = None;
+                        starting.clear();
                     }
                 }
-                Some(uid) = done_rx.recv() => {
+                Some((uid, failed)) = done_rx.recv() => {
                     in_flight.remove(&uid);
-                    // Never written: it holds nothing.
-                    if starting.get(&uid) == Some(&false) {
-                        starting.remove(&uid);
+                    match starting.get_mut(&uid) {
+                        // Never written: it holds nothing.
+                        Some(s) if s.written.is_none() => { starting.remove(&uid); }
+                        Some(s) => s.done = true,
+                        None => {}
+                    }
+                    if failed {
+                        let n = retry_after.get(&uid).map_or(0, |(_, n)| *n).saturating_add(1);
+                        let wait = Duration::from_secs(1u64 << n.min(6)).min(Duration::from_secs(60));
+                        retry_after.insert(uid, (tokio::time::Instant::now() + wait, n));
+                    } else {
+                        retry_after.remove(&uid);
                     }
                 }
-                Some(uid) = started_rx.recv() => {
-                    starting.insert(uid.clone(), true);
+                Some((uid, rv)) = started_rx.recv() => {
+                    starting.entry(uid.clone()).or_default().written = Some(rv);
                     if let Some(f) = fleet.as_mut() {
                         f.record_start(&uid, Timestamp::now());
-                        self.save_fleet(f);
+                        save_fleet(&fleet_out, f);
                     }
                 }
+                _ = async {
+                    match retry_after.values().map(|(u, _)| *u).min() {
+                        Some(u) => tokio::time::sleep_until(u).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
                 _ = tick.tick(), if leases.is_some() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)), if lock(&sight).blind_since.is_some() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)), if lock(&sight).in_doubt() => {}
                 Some(new) = async { match reload.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                     tracing::info!("configuration reloaded");
                     self.settings = new;
@@ -456,7 +502,7 @@ impl Healer {
         snapshot: &[Arc<Node>],
         actor: &Arc<Actor>,
         in_flight: &mut HashMap<String, tokio::task::JoinHandle<()>>,
-        done: &mpsc::UnboundedSender<String>,
+        done: &mpsc::UnboundedSender<(String, bool)>,
         term: &CancellationToken,
     ) -> Vec<String> {
         let by_name: HashMap<&str, &Arc<Node>> = snapshot.iter().map(|n| (node::name(n), n)).collect();
@@ -487,11 +533,20 @@ impl Healer {
                     }
                     let (actor, done, term, key) = (actor.clone(), done.clone(), term.clone(), uid.clone());
                     let task = tokio::spawn(async move {
-                        tokio::select! {
-                            _ = term.cancelled() => tracing::warn!(node = %n.name_any(), "leadership lost; the step goes on under the next leader from its recorded phase"),
-                            r = actor.run(&n, work) => if let Err(e) = r { tracing::info!(node = %n.name_any(), error = %e, "step not carried out") },
-                        }
-                        let _ = done.send(key);
+                        let failed = tokio::select! {
+                            _ = term.cancelled() => {
+                                tracing::warn!(node = %n.name_any(), "leadership lost; the step goes on under the next leader from its recorded phase");
+                                false
+                            }
+                            r = actor.run(&n, work) => match r {
+                                Err(e) => {
+                                    tracing::info!(node = %n.name_any(), error = %e, "step not carried out");
+                                    !matches!(e, crate::actor::ActError::Conflict(_) | crate::actor::ActError::NotLeader)
+                                }
+                                Ok(()) => false,
+                            },
+                        };
+                        let _ = done.send((key, failed));
                     });
                     in_flight.insert(uid, task);
                 }
@@ -534,10 +589,15 @@ impl Healer {
         match tokio::time::timeout(Duration::from_secs(10), api.get_opt(name)).await {
             Ok(Ok(lease)) => {
                 let value = lease.as_ref().and_then(|l| l.metadata.annotations.as_ref()).and_then(|a| a.get(FLEET_ANNOTATION));
-                Some(FleetState::parse(value.map(String::as_str)).unwrap_or_else(|e| {
-                    tracing::warn!(lease = %format!("{ns}/{name}"), error = %e, "fleet state unreadable: starting from the nodes' own histories");
-                    FleetState::default()
-                }))
+                match FleetState::parse(value.map(String::as_str)) {
+                    Ok(f) => Some(f),
+                    // Without it, a new leader could repair the stragglers of an outage the
+                    // old one was holding back: new repairs wait, and the log says how out.
+                    Err(e) => {
+                        tracing::error!(lease = %format!("{ns}/{name}"), error = %e, "fleet state unreadable: new repairs wait; remove the annotation from the Lease to start afresh");
+                        None
+                    }
+                }
             }
             Ok(Err(e)) => {
                 tracing::warn!(lease = %format!("{ns}/{name}"), error = %e, "cannot read the fleet state (get leases); new repairs wait");
@@ -550,27 +610,33 @@ impl Healer {
         }
     }
 
-    /// Writes the fleet state to the leader Lease when it changed.
-    fn save_fleet(&self, fleet: &FleetState) {
-        let Some((ns, name)) = self.settings.fleet_lease.clone() else { return };
-        static LAST: Mutex<Option<String>> = Mutex::new(None);
-        let json = fleet.to_json();
-        {
-            let mut last = lock(&LAST);
-            if last.as_deref() == Some(json.as_str()) {
-                return;
-            }
-            *last = Some(json.clone());
-        }
+    /// The one writer of the fleet state to the leader Lease: writes go out in order,
+    /// the latest wins, only while this replica leads; a failed write is tried again.
+    fn fleet_writer(&self) -> Option<tokio::sync::watch::Sender<String>> {
+        let (ns, name) = self.settings.fleet_lease.clone()?;
+        let (tx, mut rx) = tokio::sync::watch::channel(String::new());
         let api: Api<Lease> = Api::namespaced(self.client.clone(), &ns);
+        let leader = self.leader.clone();
         tokio::spawn(async move {
-            let patch = serde_json::json!({"metadata": {"annotations": {FLEET_ANNOTATION: json}}});
-            let pp = PatchParams { field_manager: Some(crate::actor::FIELD_MANAGER.into()), ..Default::default() };
-            if let Err(e) = api.patch(&name, &pp, &Patch::Merge(&patch)).await {
-                tracing::warn!(lease = %format!("{ns}/{name}"), error = %e, "cannot keep the fleet state (patch leases)");
-                *lock(&LAST) = None;
+            while rx.changed().await.is_ok() {
+                loop {
+                    let json = rx.borrow_and_update().clone();
+                    if json.is_empty() || !leader.is_leader() {
+                        break;
+                    }
+                    let patch = serde_json::json!({"metadata": {"annotations": {FLEET_ANNOTATION: json}}});
+                    let pp = PatchParams { field_manager: Some(crate::actor::FIELD_MANAGER.into()), ..Default::default() };
+                    match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(lease = %format!("{ns}/{name}"), error = %e, "cannot keep the fleet state (patch leases); trying again");
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
+                    }
+                }
             }
         });
+        Some(tx)
     }
 
     /// Follows the node Leases for the Heartbeat check: when each `renewTime` was seen
@@ -579,15 +645,22 @@ impl Healer {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
         let seen: Renewals = Arc::default();
         let map = seen.clone();
-        let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff().touched_objects();
+        // Raw events, not touched objects: a deleted Lease (a node gone) is forgotten.
+        let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
         tokio::spawn(async move {
             futures::pin_mut!(stream);
             while let Some(r) = stream.next().await {
                 match r {
-                    Ok(l) => {
+                    Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) => {
                         let Some((name, renewed)) = lease_renewal(&l) else { continue };
                         observe::saw_renewal(&mut lock(&map), &name, renewed, Timestamp::now());
                     }
+                    Ok(watcher::Event::Delete(l)) => {
+                        if let Some(name) = &l.metadata.name {
+                            lock(&map).remove(name);
+                        }
+                    }
+                    Ok(_) => {}
                     Err(e) => {
                         lock(&sight).lost();
                         changed.notify_one();
@@ -818,7 +891,7 @@ impl Healer {
         snapshot: &[Arc<Node>],
         actor: &Arc<Actor>,
         in_flight: &mut HashMap<String, tokio::task::JoinHandle<()>>,
-        done: &mpsc::UnboundedSender<String>,
+        done: &mpsc::UnboundedSender<(String, bool)>,
         obs: &Mutex<Observations>,
     ) {
         let obs = lock(obs);
@@ -846,12 +919,53 @@ impl Healer {
             in_flight.insert(
                 uid,
                 tokio::spawn(async move {
-                    if let Err(e) = actor.mark_probe(&n, &annotation, value).await {
-                        tracing::debug!(node = %n.name_any(), error = %e, "probe time not persisted");
-                    }
-                    let _ = done.send(key);
+                    let failed = match actor.mark_probe(&n, &annotation, value).await {
+                        Err(e) => {
+                            tracing::debug!(node = %n.name_any(), error = %e, "probe time not persisted");
+                            !matches!(e, crate::actor::ActError::Conflict(_) | crate::actor::ActError::NotLeader)
+                        }
+                        Ok(()) => false,
+                    };
+                    let _ = done.send((key, failed));
                 }),
             );
+        }
+    }
+}
+
+/// Hands the fleet state to its writer when it changed.
+fn save_fleet(out: &Option<tokio::sync::watch::Sender<String>>, fleet: &FleetState) {
+    if let Some(tx) = out {
+        let json = fleet.to_json();
+        tx.send_if_modified(|cur| {
+            let changed = *cur != json;
+            if changed {
+                *cur = json;
+            }
+            changed
+        });
+    }
+}
+
+/// A new repair handed to a task, holding its budgets until the cache shows its
+/// first write (or the task ended without one).
+#[derive(Debug, Default)]
+struct Starting {
+    /// The resourceVersion of the first write, once it went through.
+    written: Option<String>,
+    done: bool,
+}
+
+impl Starting {
+    /// Whether the cached node is at or past the first write: from then on the node's
+    /// own record counts. resourceVersions are compared as numbers, as every
+    /// apiserver backed by etcd gives them; one that is not a number counts once the
+    /// task ended.
+    fn seen_in(&self, n: &Node) -> bool {
+        let Some(w) = &self.written else { return false };
+        match (w.parse::<u64>(), n.metadata.resource_version.as_deref().map(str::parse::<u64>)) {
+            (Ok(w), Some(Ok(have))) => have >= w,
+            _ => self.done,
         }
     }
 }

@@ -63,9 +63,9 @@ pub struct RepairRecord {
     /// The next call of a pending step, written before it is made; `None` for the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Set once a call that may take the machine out of service (a stop) was made in
-    /// this repair: such a machine is finished (replaced) or restored, never left, and a
-    /// retry never begins with a step that needs it running.
+    /// Set, before it is made, once a call that may take the machine out of service (a
+    /// stop) is about to be made in this repair: such a machine is finished (replaced) or
+    /// restored, never left, and a retry never begins with a step that needs it running.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub out_of_service: bool,
     /// How many times in a row the pending step's current call failed, and why the
@@ -76,6 +76,10 @@ pub struct RepairRecord {
     pub stalled: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<Timestamp>,
+    /// The call at `phase` is known not to have been made (its last try failed for
+    /// sure): it is made again as it is, not verified as one that may have gone out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsent: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -178,6 +182,7 @@ mod tests {
             stalls: 2,
             stalled: Some("magnum 409".into()),
             retry_at: Some("2026-01-01T00:01:00Z".parse().unwrap()),
+            unsent: true,
         };
         assert_eq!(Ledger::parse(Some(&r.to_json())), Ledger::Record(r));
         assert!(matches!(Ledger::parse(Some("{not json")), Ledger::Unreadable(_)));

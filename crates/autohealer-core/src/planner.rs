@@ -516,15 +516,15 @@ pub fn plan(input: &Input) -> Plan {
     out
 }
 
-/// The next step of the role's steps, after `after`. A machine a replace may have left
-/// out of service cannot be rebooted (Nova refuses a stopped server): such a retry
-/// begins with a step that applies to it.
 /// The recorded starts of nodes that are gone (deleted, replaced).
 fn gone_starts<'a>(input: &'a Input) -> impl Iterator<Item = (&'a str, Timestamp)> + 'a {
     let present: BTreeSet<&str> = input.nodes.iter().map(|n| n.uid.as_str()).collect();
     input.recent_starts.iter().filter(move |(uid, _)| !present.contains(uid.as_str())).map(|(uid, t)| (uid.as_str(), *t))
 }
 
+/// The next step of the role's steps, after `after`. A machine a replace may have left
+/// out of service cannot be rebooted (Nova refuses a stopped server): such a retry
+/// begins with a step that applies to it.
 fn next_step(input: &Input, role: Role, after: Option<Action>, out_of_service: bool) -> Option<Action> {
     let steps = input.policy.steps(role);
     let start = match after {
@@ -686,6 +686,10 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
         }
         return start(input, node, &reason, retry_at, active, 1, false, r.out_of_service);
     }
+    // A stalled step, or a restore that failed, is tried again at its time.
+    if let Some(at) = r.retry_at.filter(|t| now < *t) {
+        return Decision::InProgress { action: r.action, until: at };
+    }
     if r.draining || r.pending {
         // Begun (perhaps under a leader that died): finish it. A drain is resumed and its
         // call made; a pending step goes on from its recorded phase.
@@ -696,11 +700,24 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
                 until: None,
             };
         }
-        if let Some(at) = r.retry_at.filter(|t| now < *t) {
-            return Decision::InProgress { action: r.action, until: at };
-        }
         if r.pending && r.out_of_service && r.stalls >= l.max_stalls {
             return Decision::Restore { record: r.clone() };
+        }
+        // Nothing is out of service yet: the step is held like a new one (pause, the
+        // cloud, short-circuits, skip), never like a budget it already holds, and a node
+        // that came back by itself needs it no more. Once a machine may be out of
+        // service, it is finished whatever holds new repairs.
+        if !r.out_of_service {
+            let what = format!("{} was begun and nothing is out of service yet", r.action);
+            if let Some(d) = held(input, &what).or_else(|| storm(input, node, active, &what)) {
+                return d;
+            }
+            if node.skip {
+                return Decision::Held { gate: Gate::Skip, why: format!("{what}; excluded by autohealer.dev/skip"), until: None };
+            }
+            if healthy && stable_at.is_some_and(|t| t <= now) {
+                return Decision::Recovered { record: r.clone() };
+            }
         }
         return Decision::Continue { record: r.clone() };
     }
@@ -731,6 +748,10 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
         return Decision::InProgress { action: r.action, until: at };
     }
     let reason = node.findings.first().map_or_else(|| r.reason.clone(), |f| f.reason.clone());
+    // Restoring a machine the healer stopped is not a repair: skip does not hold it.
+    if r.out_of_service && next_step(input, node.role, Some(r.action), true).is_none() && input.leader {
+        return Decision::Restore { record: r.clone() };
+    }
     if node.skip {
         return Decision::Held {
             gate: Gate::Skip,
@@ -913,6 +934,7 @@ mod tests {
             stalls: 0,
             stalled: None,
             retry_at: None,
+            unsent: false,
         }
     }
 

@@ -64,6 +64,7 @@ pub fn begin(
         stalls: 0,
         stalled: None,
         retry_at: None,
+        unsent: false,
     };
     (record, cordon_now)
 }
@@ -106,7 +107,15 @@ pub fn after_call(r: &RepairRecord, result: Result<Progress, CloudError>, uncert
     match result {
         Ok(Progress::Next(phase)) => {
             let out = r.out_of_service || phase.out_of_service;
-            let record = RepairRecord { phase: Some(phase), out_of_service: out, stalls: 0, stalled: None, retry_at: None, ..r.clone() };
+            let record = RepairRecord {
+                phase: Some(phase),
+                out_of_service: out,
+                stalls: 0,
+                stalled: None,
+                retry_at: None,
+                unsent: false,
+                ..r.clone()
+            };
             After::Call { record, resumed: false }
         }
         Ok(Progress::Done(outcome)) => After::Issued { record: issued(r, &outcome, now), outcome, uncertain: None },
@@ -122,7 +131,10 @@ pub fn after_call(r: &RepairRecord, result: Result<Progress, CloudError>, uncert
                 None => format!("{} failed: {e}", r.action),
             };
             if r.out_of_service || r.phase.as_ref().is_some_and(|p| p.out_of_service) {
-                After::Stalled { record: stall(r, &why, now), why }
+                // A definite refusal means the call was not made: the next try makes it
+                // again. Unanswered to the end, it may have been: the next try verifies.
+                let record = RepairRecord { unsent: !e.is_uncertain(), ..stall(r, &why, now) };
+                After::Stalled { record, why }
             } else {
                 After::Failed { why }
             }
@@ -139,6 +151,7 @@ fn issued(r: &RepairRecord, outcome: &ActionOutcome, now: Timestamp) -> RepairRe
         stalls: 0,
         stalled: None,
         retry_at: None,
+        unsent: false,
         server_id: outcome.server_id.clone().or_else(|| r.server_id.clone()),
         draining: false,
         ..r.clone()
@@ -271,6 +284,7 @@ mod tests {
         let After::Stalled { record, why } = after_call(&stopped, e(), 0, t("00:01:00")) else { panic!() };
         assert!(why.contains("at resize") && why.contains("409"), "{why}");
         assert_eq!((record.stalls, record.retry_at), (1, Some(t("00:01:30"))));
+        assert!(record.unsent, "a 409 means the resize was not sent: the next try sends it");
         let again = stall(&record, &why, t("00:01:30"));
         assert_eq!(again.retry_at, Some(t("00:02:30")), "the delay doubles");
     }

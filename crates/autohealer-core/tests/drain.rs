@@ -6,7 +6,7 @@ use autohealer_core::drain::{DrainContext, DrainReport, DrainSettings, drain};
 use autohealer_testkit::apiserver::{ApiServerOptions, FakeApiServer};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -60,8 +60,27 @@ impl Env {
         pdbs.create(&PostParams::default(), &pdb).await.unwrap();
     }
 
+    /// What the pod's kubelet does once its containers stopped: the finalizer goes and
+    /// a DELETE with grace 0 removes the Terminating pod, as on a real cluster.
     async fn release(&self, name: &str) {
         self.pods.patch(name, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"finalizers": null}}))).await.unwrap();
+        let _ = self.pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+    }
+
+    /// A live kubelet on the node: it completes the graceful deletion of every
+    /// Terminating pod it holds, until the handle is dropped.
+    fn kubelet(&self) -> AbortOnDrop {
+        let pods = self.pods.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                if let Ok(list) = pods.list(&Default::default()).await {
+                    for p in list.items.iter().filter(|p| p.meta().deletion_timestamp.is_some()) {
+                        let _ = pods.delete(&p.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }))
     }
 
     async fn drain(&self, ctx: DrainContext, settings: &DrainSettings) -> DrainReport {
@@ -169,10 +188,19 @@ async fn bare_pods_are_not_evicted_unless_allowed() {
     assert_eq!(e.pods.list(&Default::default()).await.unwrap().items.len(), 4);
 
     let allowed = DrainSettings { allow_bare_pods: true, ..settings(Duration::from_secs(5)) };
+    let _kubelet = e.kubelet();
     let drained = e.drain(DrainContext::default(), &allowed).await;
     assert!(!drained.blocked && drained.left.is_empty(), "{drained:?}");
     assert_eq!(drained.evicted, ["default/attached", "default/scratch", "default/web-1"]);
     assert_eq!(drained.ignored, 1);
     let names: Vec<String> = e.pods.list(&Default::default()).await.unwrap().items.iter().map(|p| p.name_any()).collect();
     assert_eq!(names, ["agent"]);
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -9,11 +9,11 @@
 
 use autohealer_cloud::{Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, Phase, Progress, RepairGate, Role};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -434,7 +434,16 @@ async fn create_node(client: &kube::Client, n: &SimNode) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the kubelet posts: nodeInfo, addresses and the Ready condition.
+/// The conditions a kubelet posts, healthy value first: (type, healthy status, reason,
+/// message). A real kubelet posts all four, so a node that goes silent has all four
+/// turned Unknown by the node-lifecycle controller.
+const PRESSURE_CONDITIONS: [(&str, &str, &str, &str); 3] = [
+    ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+    ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+    ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+];
+
+/// What the kubelet posts: nodeInfo, addresses and its conditions.
 async fn patch_status(client: &kube::Client, n: &SimNode, ready: bool, reason: Option<&str>) -> kube::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let now = now_str();
@@ -444,20 +453,28 @@ async fn patch_status(client: &kube::Client, n: &SimNode, ready: bool, reason: O
         (false, None) => ("False", "KubeletNotReady", "container runtime is down"),
     };
     let current = nodes.get_status(&n.name).await?;
-    let cond = current.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready")).cloned();
-    let transition = match &cond {
-        Some(c) if c.status == status => {
-            c.last_transition_time.as_ref().map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or(now.clone())
-        }
-        _ => now.clone(),
-    };
-    if cond.as_ref().is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason))
-        && current.status.as_ref().and_then(|s| s.node_info.as_ref()).is_some_and(|i| i.boot_id == n.boot_id)
-    {
+    let posted = current.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    let wanted: Vec<(&str, &str, &str, &str)> =
+        std::iter::once(("Ready", status, reason, message)).chain(PRESSURE_CONDITIONS.iter().copied()).collect();
+    let unchanged =
+        wanted.iter().all(|(t, st, r, _)| posted.iter().any(|c| c.type_ == *t && c.status == *st && c.reason.as_deref() == Some(*r)));
+    if unchanged && current.status.as_ref().and_then(|s| s.node_info.as_ref()).is_some_and(|i| i.boot_id == n.boot_id) {
         return Ok(());
     }
+    let conditions: Vec<serde_json::Value> = wanted
+        .iter()
+        .map(|(t, st, r, m)| {
+            let transition = posted
+                .iter()
+                .find(|c| c.type_ == *t && c.status == *st)
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_else(|| now.clone());
+            json!({"type": t, "status": st, "reason": r, "message": m, "lastHeartbeatTime": now, "lastTransitionTime": transition})
+        })
+        .collect();
     let patch = json!({"status": {
-        "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message, "lastHeartbeatTime": now, "lastTransitionTime": transition}],
+        "conditions": conditions,
         "addresses": [{"type": "InternalIP", "address": n.ip.to_string()}, {"type": "Hostname", "address": n.name}],
         "nodeInfo": {
             "machineID": n.server_id.replace('-', ""), "systemUUID": n.server_id.to_uppercase(), "bootID": n.boot_id,
@@ -469,7 +486,8 @@ async fn patch_status(client: &kube::Client, n: &SimNode, ready: bool, reason: O
     Ok(())
 }
 
-/// One node's kubelet: renews its Lease and reports Ready while it runs.
+/// One node's kubelet: renews its Lease and reports its conditions while it runs, and
+/// finishes the deletion of its Terminating pods.
 async fn kubelet(shared: Arc<Shared>, name: String) {
     let leases: Api<Lease> = Api::namespaced(shared.client.clone(), "kube-node-lease");
     let beat = shared.opts.scaled(shared.opts.heartbeat).max(Duration::from_millis(10));
@@ -491,8 +509,15 @@ async fn kubelet(shared: Arc<Shared>, name: String) {
                 let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
                     "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now())}});
                 let pp = PatchParams::apply("kubelet").force();
-                if leases.patch(&name, &pp, &Patch::Apply(&lease)).await.is_ok() {
-                    last_beat = tokio::time::Instant::now();
+                match leases.patch(&name, &pp, &Patch::Apply(&lease)).await {
+                    Ok(_) => {
+                        last_beat = tokio::time::Instant::now();
+                        finish_deletions(&shared.client, &name).await;
+                    }
+                    // The controller may have marked the node Unknown while the
+                    // apiserver was out of reach; a real kubelet's next status sync
+                    // puts its conditions back, so post them again once through.
+                    Err(_) => last_generation = u32::MAX,
                 }
             }
             if generation != last_generation {
@@ -511,39 +536,334 @@ async fn kubelet(shared: Arc<Shared>, name: String) {
     }
 }
 
-/// The node-lifecycle controller: a node whose Lease is older than the grace period
-/// gets Ready=Unknown.
+/// A graceful delete only marks a pod (deletionTimestamp); the kubelet removes it once
+/// its containers stopped, with grace 0 and the pod's uid so that a pod recreated under
+/// the same name is left alone. The simulated containers stop at once; a kubelet that
+/// is down never gets here, so its pods stay Terminating, as on a real dead node.
+async fn finish_deletions(client: &kube::Client, node: &str) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let Ok(list) = pods.list(&ListParams::default().fields(&format!("spec.nodeName={node}"))).await else {
+        return;
+    };
+    for pod in list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
+        let (Some(ns), Some(name), Some(uid)) = (pod.metadata.namespace, pod.metadata.name, pod.metadata.uid) else {
+            continue;
+        };
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+            ..DeleteParams::default()
+        };
+        if let Err(e) = Api::<Pod>::namespaced(client.clone(), &ns).delete(&name, &dp).await {
+            tracing::debug!(pod = %name, namespace = %ns, error = %e, "simulated kubelet could not finish a deletion");
+        }
+    }
+}
+
+const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
+/// `nodeConditionToTaintKeyStatusMap`: a condition in this status earns the node this
+/// NoSchedule taint.
+const CONDITION_TAINTS: [(&str, &str, &str); 6] = [
+    ("Ready", "False", NOT_READY_TAINT),
+    ("Ready", "Unknown", UNREACHABLE_TAINT),
+    ("MemoryPressure", "True", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "True", "node.kubernetes.io/disk-pressure"),
+    ("NetworkUnavailable", "True", "node.kubernetes.io/network-unavailable"),
+    ("PIDPressure", "True", "node.kubernetes.io/pid-pressure"),
+];
+
+/// The conditions the controller turns Unknown when the kubelet goes silent
+/// (NetworkUnavailable is left alone: the network plugin owns it).
+const SILENCED_CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
+
+/// `--node-eviction-rate`: NoExecute taints are added to one node per zone every 10s.
+const NO_EXECUTE_INTERVAL: Duration = Duration::from_secs(10);
+/// `--secondary-node-eviction-rate` (0.01/s), for a partially disrupted large zone.
+const NO_EXECUTE_INTERVAL_PARTIAL: Duration = Duration::from_secs(100);
+/// `--large-cluster-size-threshold`: a partially disrupted zone this small gets no new
+/// NoExecute taints at all.
+const LARGE_ZONE: usize = 50;
+/// `--unhealthy-zone-threshold`.
+const UNHEALTHY_ZONE_SHARE: f64 = 0.55;
+const EXCLUDE_DISRUPTION_LABEL: &str = "node.kubernetes.io/exclude-disruption";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ZoneState {
+    Normal,
+    PartialDisruption,
+    FullDisruption,
+}
+
+/// `ComputeZoneState`: a node without a Ready condition counts as not ready.
+fn zone_state(ready: usize, not_ready: usize) -> ZoneState {
+    if ready == 0 && not_ready > 0 {
+        ZoneState::FullDisruption
+    } else if not_ready > 2 && not_ready as f64 / (ready + not_ready) as f64 >= UNHEALTHY_ZONE_SHARE {
+        ZoneState::PartialDisruption
+    } else {
+        ZoneState::Normal
+    }
+}
+
+/// `GetZoneKey`: region and zone together.
+fn zone_key(node: &Node) -> String {
+    let labels = node.metadata.labels.as_ref();
+    let get = |k: &str| labels.and_then(|l| l.get(k)).cloned().unwrap_or_default();
+    format!("{}:\u{0}:{}", get("topology.kubernetes.io/region"), get("topology.kubernetes.io/zone"))
+}
+
+fn ready_status(node: &Node) -> Option<String> {
+    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone())
+}
+
+/// What the NoExecute taints of one node should become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoExecute {
+    /// Left as they are (no Ready condition, or the zone's tainter is held back).
+    Leave,
+    /// Exactly this node-lifecycle NoExecute taint, or none.
+    Set(Option<&'static str>),
+}
+
+/// The NoExecute taint the Ready condition calls for: `None` without a Ready condition.
+fn wanted_no_execute(node: &Node) -> Option<Option<&'static str>> {
+    match ready_status(node)?.as_str() {
+        "False" => Some(Some(NOT_READY_TAINT)),
+        "Unknown" => Some(Some(UNREACHABLE_TAINT)),
+        _ => Some(None),
+    }
+}
+
+fn has_no_execute(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.effect == "NoExecute" && (t.key == NOT_READY_TAINT || t.key == UNREACHABLE_TAINT)))
+}
+
+/// The node's taints after the controller's NoSchedule pass and `no_execute`, or
+/// `None` when nothing changes. Taints of other writers (the healer's out-of-service
+/// taint, an admin's) are kept in place; new ones are appended with `timeAdded`, as
+/// `SwapNodeControllerTaint` does.
+fn next_taints(node: &Node, no_execute: NoExecute) -> Option<Vec<Taint>> {
+    let current: Vec<Taint> = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    let mut no_schedule: Vec<&str> = CONDITION_TAINTS
+        .iter()
+        .filter(|(t, st, _)| conditions.iter().any(|c| c.type_ == *t && c.status == *st))
+        .map(|(_, _, key)| *key)
+        .collect();
+    if node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+        no_schedule.push(UNSCHEDULABLE_TAINT);
+    }
+    let managed_no_schedule = |k: &str| k == UNSCHEDULABLE_TAINT || CONDITION_TAINTS.iter().any(|(_, _, key)| *key == k);
+    let managed_no_execute = |k: &str| k == NOT_READY_TAINT || k == UNREACHABLE_TAINT;
+    let mut wanted: Vec<(&str, &str)> = no_schedule.into_iter().map(|k| (k, "NoSchedule")).collect();
+    match no_execute {
+        NoExecute::Set(Some(k)) => wanted.push((k, "NoExecute")),
+        NoExecute::Set(None) => {}
+        NoExecute::Leave => wanted.extend(
+            current.iter().filter(|t| t.effect == "NoExecute" && managed_no_execute(&t.key)).map(|t| (t.key.as_str(), "NoExecute")),
+        ),
+    }
+    let is_managed = |t: &Taint| match t.effect.as_str() {
+        "NoSchedule" => managed_no_schedule(&t.key),
+        "NoExecute" => managed_no_execute(&t.key),
+        _ => false,
+    };
+    let mut next: Vec<Taint> =
+        current.iter().filter(|t| !is_managed(t) || wanted.iter().any(|(k, e)| t.key == *k && t.effect == *e)).cloned().collect();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    for (k, e) in wanted {
+        if !next.iter().any(|t| t.key == k && t.effect == e) {
+            next.push(Taint { key: k.to_string(), effect: e.to_string(), value: None, time_added: Some(now.clone()) });
+        }
+    }
+    (next != current).then_some(next)
+}
+
+/// The controller's memory of when it last heard from each node: the Lease's renewTime
+/// and the Ready heartbeat it saw, and when it saw them change (`probeTimestamp`). Local
+/// time is what counts, as in the real controller, so clock skew does not matter.
+#[derive(Debug, Clone)]
+struct Probe {
+    renew: Option<k8s_openapi::jiff::Timestamp>,
+    heartbeat: Option<k8s_openapi::jiff::Timestamp>,
+    at: tokio::time::Instant,
+}
+
+/// The node-lifecycle controller (`monitorNodeHealth`): a node not heard from for the
+/// grace period has its conditions turned Unknown; conditions are mirrored as NoSchedule
+/// taints, and a not-ready or unreachable node gets a NoExecute taint unless every zone
+/// is fully disrupted (then they are lifted: the fault is likelier the control plane's
+/// own than every node's). Only this simulation's nodes are watched: on a shared real
+/// cluster the real controller owns the others.
 async fn node_lifecycle(shared: Arc<Shared>) {
     let nodes: Api<Node> = Api::all(shared.client.clone());
     let leases: Api<Lease> = Api::namespaced(shared.client.clone(), "kube-node-lease");
     let grace = shared.opts.scaled(shared.opts.grace);
     let period = (grace / 8).max(Duration::from_millis(20));
+    let selector = format!("{SIM_LABEL}={}", shared.opts.prefix);
+    let mut probes: HashMap<String, Probe> = HashMap::new();
+    let mut all_disrupted = false;
+    let mut next_no_execute: HashMap<String, tokio::time::Instant> = HashMap::new();
     loop {
         tokio::time::sleep(period).await;
-        let names: Vec<String> = lock(&shared.nodes).values().filter(|n| !n.gone && n.down).map(|n| n.name.clone()).collect();
-        for name in names {
-            let Ok(lease) = leases.get(&name).await else {
+        let (Ok(listed), Ok(lease_list)) =
+            (nodes.list(&ListParams::default().labels(&selector)).await, leases.list(&ListParams::default()).await)
+        else {
+            continue;
+        };
+        let renewals: HashMap<String, Option<k8s_openapi::jiff::Timestamp>> =
+            lease_list.items.into_iter().filter_map(|l| Some((l.metadata.name?, l.spec.and_then(|s| s.renew_time).map(|t| t.0)))).collect();
+        let ours: std::collections::BTreeSet<String> = lock(&shared.nodes).values().filter(|n| !n.gone).map(|n| n.name.clone()).collect();
+        let now = tokio::time::Instant::now();
+        let mut observed = Vec::new();
+        for node in listed.items {
+            let Some(name) = node.metadata.name.clone().filter(|n| ours.contains(n)) else {
                 continue;
             };
-            let renewed = lease.spec.and_then(|s| s.renew_time).map(|t| t.0);
-            let stale = renewed.is_none_or(|r| {
-                k8s_openapi::jiff::Timestamp::now().duration_since(r)
-                    > k8s_openapi::jiff::SignedDuration::try_from(grace).unwrap_or_default()
-            });
-            if !stale {
-                continue;
+            let renew = renewals.get(&name).copied().flatten();
+            let heartbeat = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                .and_then(|c| c.last_heartbeat_time.as_ref())
+                .map(|t| t.0);
+            let probe = probes.entry(name.clone()).or_insert(Probe { renew, heartbeat, at: now });
+            if probe.renew != renew || probe.heartbeat != heartbeat {
+                *probe = Probe { renew, heartbeat, at: now };
             }
-            let Ok(node) = nodes.get_status(&name).await else {
-                continue;
+            let node = if now.duration_since(probe.at) > grace { mark_unknown(&nodes, node).await } else { node };
+            observed.push(node);
+        }
+        probes.retain(|name, _| ours.contains(name));
+
+        let mut zones: HashMap<String, (usize, usize)> = HashMap::new();
+        for node in observed.iter().filter(|n| n.metadata.labels.as_ref().is_none_or(|l| !l.contains_key(EXCLUDE_DISRUPTION_LABEL))) {
+            let e = zones.entry(zone_key(node)).or_default();
+            if ready_status(node).as_deref() == Some("True") {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+        let states: HashMap<String, (ZoneState, usize)> = zones.into_iter().map(|(z, (r, nr))| (z, (zone_state(r, nr), r + nr))).collect();
+        let all_now = !states.is_empty() && states.values().all(|(s, _)| *s == ZoneState::FullDisruption);
+        if all_now && !all_disrupted {
+            tracing::info!("simulated node-lifecycle: all Nodes are not-Ready, entering master disruption mode");
+        } else if !all_now && all_disrupted {
+            tracing::info!("simulated node-lifecycle: some Nodes are Ready, exiting master disruption mode");
+            // Every node gets a fresh grace period, as the real controller resets its
+            // probe timestamps.
+            for p in probes.values_mut() {
+                p.at = now;
+            }
+        }
+        all_disrupted = all_now;
+
+        for node in observed {
+            let zone = zone_key(&node);
+            let no_execute = if all_disrupted {
+                NoExecute::Set(None)
+            } else {
+                match wanted_no_execute(&node) {
+                    None => NoExecute::Leave,
+                    Some(None) => NoExecute::Set(None),
+                    // Present already, or the opposite one to swap at once.
+                    Some(Some(k)) if has_no_execute(&node) => NoExecute::Set(Some(k)),
+                    Some(Some(k)) => {
+                        let interval = match states.get(&zone) {
+                            Some((ZoneState::PartialDisruption, size)) if *size <= LARGE_ZONE => None,
+                            Some((ZoneState::PartialDisruption, _)) => Some(NO_EXECUTE_INTERVAL_PARTIAL),
+                            _ => Some(NO_EXECUTE_INTERVAL),
+                        };
+                        match interval {
+                            Some(i) if next_no_execute.get(&zone).is_none_or(|t| now >= *t) => {
+                                next_no_execute.insert(zone.clone(), now + shared.opts.scaled(i));
+                                NoExecute::Set(Some(k))
+                            }
+                            _ => NoExecute::Leave,
+                        }
+                    }
+                }
             };
-            let ready = node.status.and_then(|s| s.conditions).and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"));
-            if ready.is_some_and(|c| c.status == "Unknown") {
-                continue;
+            write_taints(&nodes, node, no_execute).await;
+        }
+    }
+}
+
+/// Turns the conditions of a silent node Unknown (`tryUpdateNodeHealth`), keeping their
+/// last heartbeats; a condition never posted gets `NodeStatusNeverUpdated` with the
+/// node's creation as heartbeat. Written only when Ready changes, behind the
+/// resourceVersion, re-read on a conflict.
+async fn mark_unknown(nodes: &Api<Node>, mut node: Node) -> Node {
+    for _ in 0..5 {
+        let Some(name) = node.metadata.name.clone() else { return node };
+        let conditions = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        if conditions.iter().any(|c| c.type_ == "Ready" && c.status == "Unknown") {
+            return node;
+        }
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut next = conditions.clone();
+        for t in SILENCED_CONDITIONS {
+            match next.iter_mut().find(|c| c.type_ == t) {
+                Some(c) if c.status != "Unknown" => {
+                    c.status = "Unknown".into();
+                    c.reason = Some("NodeStatusUnknown".into());
+                    c.message = Some("Kubelet stopped posting node status.".into());
+                    c.last_transition_time = Some(now.clone());
+                }
+                Some(_) => {}
+                None => next.push(NodeCondition {
+                    type_: t.into(),
+                    status: "Unknown".into(),
+                    reason: Some("NodeStatusNeverUpdated".into()),
+                    message: Some("Kubelet never posted node status.".into()),
+                    last_heartbeat_time: node.metadata.creation_timestamp.clone(),
+                    last_transition_time: Some(now.clone()),
+                }),
             }
-            let now = now_str();
-            let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-                "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
-            let _ = nodes.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await;
+        }
+        let patch = json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "status": {"conditions": next}});
+        match nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(n) => return n,
+            Err(kube::Error::Api(e)) if e.code == 409 => match nodes.get_status(&name).await {
+                Ok(fresh) => node = fresh,
+                Err(_) => return node,
+            },
+            Err(e) => {
+                tracing::debug!(node = %name, error = %e, "simulated node-lifecycle could not mark the node Unknown");
+                return node;
+            }
+        }
+    }
+    node
+}
+
+/// Read-modify-write of the taint list behind the resourceVersion (`PatchNodeTaints`):
+/// a taint list is replaced whole, so a write from a stale read would drop or restore
+/// another writer's taint; on a conflict the node is read again and the change redone.
+async fn write_taints(nodes: &Api<Node>, mut node: Node, no_execute: NoExecute) {
+    for _ in 0..5 {
+        let Some(name) = node.metadata.name.clone() else { return };
+        let Some(taints) = next_taints(&node, no_execute) else { return };
+        let taints = if taints.is_empty() { serde_json::Value::Null } else { json!(taints) };
+        let patch = json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"taints": taints}});
+        match nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 409 => match nodes.get(&name).await {
+                Ok(fresh) => node = fresh,
+                Err(_) => return,
+            },
+            Err(e) => {
+                tracing::debug!(node = %name, error = %e, "simulated node-lifecycle could not write taints");
+                return;
+            }
         }
     }
 }

@@ -293,3 +293,346 @@ async fn request_counters_over_the_admin_endpoint() {
     assert_eq!(row["requests"], 1);
     assert!(row["bytes"].as_u64().unwrap() > 0);
 }
+
+// ---- Graceful deletion, evictions and pod GC, checked against a real v1.36 server ----
+
+/// What a real kube-apiserver v1.36.2 answered (see the README there).
+const FIXTURES: &str = "/work/shared/fixtures/real-apiserver-v1.36";
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = format!("{FIXTURES}/{name}");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+}
+
+/// A request as any client sends it, to see the status code and the body unchanged.
+async fn call(s: &FakeApiServer, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", s.url())).bearer_auth("testkit-admin-token");
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap())
+}
+
+async fn evict_raw(s: &FakeApiServer, ns: &str, name: &str, delete_options: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let mut body = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": ns}});
+    if let Some(o) = delete_options {
+        body["deleteOptions"] = o;
+    }
+    call(s, reqwest::Method::POST, &format!("/api/v1/namespaces/{ns}/pods/{name}/eviction"), Some(body)).await
+}
+
+async fn delete_raw(s: &FakeApiServer, ns: &str, name: &str, options: serde_json::Value) -> (u16, serde_json::Value) {
+    call(s, reqwest::Method::DELETE, &format!("/api/v1/namespaces/{ns}/pods/{name}"), Some(options)).await
+}
+
+/// A pod bound to `node` (none: never scheduled), in phase `phase`, Ready when Running.
+async fn pod_in(pods: &Api<Pod>, name: &str, app: &str, node: Option<&str>, phase: &str) -> Pod {
+    let mut spec = json!({"containers": [{"name": "c", "image": "busybox"}]});
+    if let Some(n) = node {
+        spec["nodeName"] = json!(n);
+    }
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": app}}, "spec": spec})).unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    if phase != "Pending" {
+        let ready = if phase == "Running" { "True" } else { "False" };
+        let st = json!({"status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready}]}});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(st)).await.unwrap();
+    }
+    pods.get(name).await.unwrap()
+}
+
+async fn budget(c: &kube::Client, ns: &str, name: &str, app: &str) {
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.clone(), ns);
+    let pdb = json!({"metadata": {"name": name}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": app}}}});
+    pdbs.create(&PostParams::default(), &serde_json::from_value(pdb).unwrap()).await.unwrap();
+}
+
+fn secs_from_now(ts: &str) -> i64 {
+    let t: jiff::Timestamp = ts.parse().unwrap();
+    t.as_second() - jiff::Timestamp::now().as_second()
+}
+
+/// The fields of a pod an eviction changes, as the fixtures show them.
+fn assert_terminating_like(pod: &serde_json::Value, real: &serde_json::Value) {
+    for f in ["/metadata/deletionGracePeriodSeconds", "/metadata/generation", "/status/phase"] {
+        assert_eq!(pod.pointer(f), real.pointer(f), "{f}");
+    }
+    let ts = pod.pointer("/metadata/deletionTimestamp").and_then(|t| t.as_str()).expect("deletionTimestamp is set");
+    assert!((28..=31).contains(&secs_from_now(ts)), "deletionTimestamp is now + grace: {ts}");
+    let cond = |p: &serde_json::Value| {
+        let mut c = p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "DisruptionTarget").cloned().unwrap();
+        c.as_object_mut().unwrap().remove("lastTransitionTime");
+        c
+    };
+    assert_eq!(cond(pod), cond(real));
+}
+
+#[tokio::test]
+async fn eviction_of_a_pending_pod_ignores_the_pdb() {
+    let (s, c) = server().await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    pod_in(&pods, "guarded", "g", Some("dead"), "Pending").await;
+    budget(&c, "default", "g", "g").await;
+    let (code, body) = evict_raw(&s, "default", "guarded", None).await;
+    assert_eq!((code, &body), (201, &fixture("eviction-accepted.json")));
+    let (_, pod) = call(&s, reqwest::Method::GET, "/api/v1/namespaces/default/pods/guarded", None).await;
+    assert_terminating_like(&pod, &fixture("pod-pending-evicted-despite-pdb.json"));
+}
+
+#[tokio::test]
+async fn eviction_refused_by_a_pdb_names_the_budget_like_a_real_server() {
+    let (s, c) = server().await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let real = fixture("eviction-refused-by-pdb.json");
+    pod_in(&pods, "web", "g2", Some("n1"), "Running").await;
+    budget(&c, "default", "g2", "g2").await;
+    let (code, body) = evict_raw(&s, "default", "web", None).await;
+    assert_eq!(code, 429);
+    let without_causes = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        v["details"]["causes"][0].as_object_mut().unwrap().remove("message");
+        v
+    };
+    assert_eq!(without_causes(&body), without_causes(&real));
+    assert_eq!(body["details"]["causes"][0]["message"], "The disruption budget g2 needs 1 healthy pods and has 1 currently");
+    assert!(pods.get("web").await.unwrap().metadata.deletion_timestamp.is_none(), "a refused pod is untouched");
+
+    // A running pod that is not Ready, under a budget already at its minimum: the
+    // budget's numbers are the fixture's.
+    let (s, c) = server().await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    pod_in(&pods, "web", "g2", Some("n1"), "Running").await;
+    let unready = json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}});
+    pods.patch_status("web", &PatchParams::default(), &Patch::Strategic(unready)).await.unwrap();
+    budget(&c, "default", "g2", "g2").await;
+    let (code, body) = evict_raw(&s, "default", "web", None).await;
+    assert_eq!((code, body), (429, real));
+}
+
+#[tokio::test]
+async fn evicted_pod_stays_terminating_until_its_kubelet_confirms() {
+    let (s, c) = server().await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let before = pod_in(&pods, "free", "f", Some("alive"), "Pending").await;
+    let rv = before.metadata.resource_version.clone().unwrap();
+    let mut w = pods.watch(&WatchParams::default().timeout(10), &rv).await.unwrap().boxed();
+    let (code, body) = evict_raw(&s, "default", "free", None).await;
+    assert_eq!((code, body), (201, fixture("eviction-accepted.json")));
+
+    let pod = pods.get("free").await.unwrap();
+    assert_ne!(pod.metadata.resource_version.as_deref(), Some(rv.as_str()));
+    let (_, raw) = call(&s, reqwest::Method::GET, "/api/v1/namespaces/default/pods/free", None).await;
+    assert_terminating_like(&raw, &fixture("pod-after-eviction-terminating.json"));
+    // Watchers see the condition, then the deletion mark; nothing is DELETED yet.
+    let mut marked = None;
+    while marked.is_none() {
+        match w.next().await.unwrap().unwrap() {
+            WatchEvent::Modified(p) if p.metadata.deletion_timestamp.is_some() => marked = Some(p),
+            WatchEvent::Modified(_) => {}
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(marked.unwrap().metadata.resource_version, pod.metadata.resource_version);
+    // Evicting again does not move the deadline.
+    assert_eq!(evict_raw(&s, "default", "free", None).await.0, 201);
+    assert_eq!(pods.get("free").await.unwrap().metadata.deletion_timestamp, pod.metadata.deletion_timestamp);
+
+    // The kubelet's confirmation: a grace-0 delete, with the uid it knows.
+    let (code, _) = delete_raw(&s, "default", "free", json!({"gracePeriodSeconds": 0, "preconditions": {"uid": pod.metadata.uid}})).await;
+    assert_eq!(code, 200);
+    loop {
+        match w.next().await.unwrap().unwrap() {
+            WatchEvent::Deleted(p) => {
+                assert_eq!(p.metadata.name.as_deref(), Some("free"));
+                break;
+            }
+            WatchEvent::Modified(p) => assert_eq!(p.metadata.deletion_grace_period_seconds, Some(0)),
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(pods.get_opt("free").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn delete_without_grace_zero_only_marks_a_scheduled_pod() {
+    let (s, c) = server().await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    // The spec's grace period, then the request's.
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "short"}, "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 5, "containers": [{"name": "c", "image": "x"}]}})).unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    pods.delete("short", &Default::default()).await.unwrap();
+    let short = pods.get("short").await.unwrap();
+    assert_eq!(short.metadata.deletion_grace_period_seconds, Some(5));
+    assert_eq!(short.metadata.generation, Some(2));
+    pod_in(&pods, "asked", "a", Some("n1"), "Running").await;
+    let (code, body) = delete_raw(&s, "default", "asked", json!({"gracePeriodSeconds": 7})).await;
+    assert_eq!(code, 200);
+    assert_eq!(body["metadata"]["deletionGracePeriodSeconds"], 7);
+    assert!((6..=8).contains(&secs_from_now(body["metadata"]["deletionTimestamp"].as_str().unwrap())));
+    // Only a shorter grace period changes a pending deletion.
+    let (_, again) = delete_raw(&s, "default", "asked", json!({"gracePeriodSeconds": 60})).await;
+    assert_eq!(again["metadata"]["resourceVersion"], body["metadata"]["resourceVersion"]);
+    let (_, shorter) = delete_raw(&s, "default", "asked", json!({"gracePeriodSeconds": 2})).await;
+    assert_eq!(shorter["metadata"]["deletionGracePeriodSeconds"], 2);
+    assert!((1..=3).contains(&secs_from_now(shorter["metadata"]["deletionTimestamp"].as_str().unwrap())));
+    // Status writes (the kubelet reporting termination) leave the pod in place.
+    let done = json!({"status": {"phase": "Succeeded"}});
+    pods.patch_status("asked", &PatchParams::default(), &Patch::Merge(done)).await.unwrap();
+    assert!(pods.get_opt("asked").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn force_delete_removes_a_terminating_pod() {
+    let (s, c) = server().await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    pod_in(&pods, "stuck", "s", Some("gone"), "Running").await;
+    pods.delete("stuck", &Default::default()).await.unwrap();
+    assert_eq!(pods.get("stuck").await.unwrap().metadata.deletion_grace_period_seconds, Some(30));
+    pods.delete("stuck", &kube::api::DeleteParams::default().grace_period(0)).await.unwrap();
+    assert!(pods.get_opt("stuck").await.unwrap().is_none());
+    // The query parameter works as the body's field does.
+    pod_in(&pods, "q", "s", Some("gone"), "Running").await;
+    let (code, _) = call(&s, reqwest::Method::DELETE, "/api/v1/namespaces/default/pods/q?gracePeriodSeconds=0", None).await;
+    assert_eq!(code, 200);
+    assert!(pods.get_opt("q").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn unscheduled_or_terminal_pods_are_deleted_at_once() {
+    let (s, c) = server().await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    pod_in(&pods, "unscheduled", "u", None, "Pending").await;
+    pods.delete("unscheduled", &Default::default()).await.unwrap();
+    assert!(pods.get_opt("unscheduled").await.unwrap().is_none());
+    pod_in(&pods, "done", "u", Some("n1"), "Succeeded").await;
+    pods.delete("done", &Default::default()).await.unwrap();
+    assert!(pods.get_opt("done").await.unwrap().is_none());
+    // So is an evicted one.
+    pod_in(&pods, "failed", "u", Some("n1"), "Failed").await;
+    assert_eq!(evict_raw(&s, "default", "failed", None).await.0, 201);
+    assert!(pods.get_opt("failed").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn delete_and_eviction_preconditions_conflict_like_a_real_server() {
+    let (s, c) = server().await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let p = pod_in(&pods, "p", "p", Some("n1"), "Running").await;
+    let uid = p.metadata.uid.clone().unwrap();
+    let (code, body) = delete_raw(&s, "default", "p", json!({"preconditions": {"uid": "other"}})).await;
+    assert_eq!((code, body["reason"].as_str(), body["details"].clone()), (409, Some("Conflict"), json!({"name": "p", "kind": "Pod"})));
+    assert_eq!(
+        body["message"],
+        format!(
+            "Operation cannot be fulfilled on Pod \"p\": the UID in the precondition (other) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+        )
+    );
+    let (code, body) = delete_raw(&s, "default", "p", json!({"preconditions": {"resourceVersion": "1"}})).await;
+    assert_eq!(code, 409);
+    assert!(body["message"].as_str().unwrap().contains("the ResourceVersion in the precondition (1) does not match"));
+    let (code, _) = evict_raw(&s, "default", "p", Some(json!({"preconditions": {"uid": "other"}}))).await;
+    assert_eq!(code, 409);
+    assert!(pods.get("p").await.unwrap().metadata.deletion_timestamp.is_none(), "a failed precondition changes nothing");
+    let (code, _) = evict_raw(&s, "default", "p", Some(json!({"preconditions": {"uid": uid}}))).await;
+    assert_eq!(code, 201);
+}
+
+#[tokio::test]
+async fn a_stale_patch_conflicts_like_a_real_server() {
+    let (s, c) = server().await;
+    let nodes: Api<Node> = Api::all(c);
+    let n = nodes.create(&PostParams::default(), &node("alive")).await.unwrap();
+    nodes.patch("alive", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"x": "1"}}}))).await.unwrap();
+    let stale = json!({"metadata": {"resourceVersion": n.metadata.resource_version, "annotations": {"y": "2"}}});
+    let resp = reqwest::Client::new()
+        .patch(format!("{}/api/v1/nodes/alive", s.url()))
+        .bearer_auth("testkit-admin-token")
+        .header("Content-Type", "application/merge-patch+json")
+        .body(stale.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 409);
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap(), fixture("patch-stale-resourceversion-409.json"));
+}
+
+#[tokio::test]
+async fn finalizers_hold_a_pod_until_removed_and_its_grace_period_is_over() {
+    let (s, c) = server().await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let held = |name: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "finalizers": ["example.com/hold"]}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}})).unwrap()
+    };
+    let release = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    // Force-deleted: it stays for its finalizer, and goes with it.
+    pods.create(&PostParams::default(), &held("forced")).await.unwrap();
+    pods.delete("forced", &kube::api::DeleteParams::default().grace_period(0)).await.unwrap();
+    let p = pods.get("forced").await.unwrap();
+    assert!(p.metadata.deletion_timestamp.is_some());
+    assert_eq!(p.metadata.deletion_grace_period_seconds, Some(0));
+    pods.patch("forced", &PatchParams::default(), &release).await.unwrap();
+    assert!(pods.get_opt("forced").await.unwrap().is_none());
+    // Gracefully deleted: losing its finalizer does not end its grace period.
+    pods.create(&PostParams::default(), &held("graceful")).await.unwrap();
+    pods.delete("graceful", &Default::default()).await.unwrap();
+    pods.patch("graceful", &PatchParams::default(), &release).await.unwrap();
+    assert!(pods.get_opt("graceful").await.unwrap().is_some());
+    assert_eq!(delete_raw(&s, "default", "graceful", json!({"gracePeriodSeconds": 0})).await.0, 200);
+    assert!(pods.get_opt("graceful").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn pods_of_a_deleted_node_are_garbage_collected() {
+    let (s, c) = server().await;
+    let nodes: Api<Node> = Api::all(c.clone());
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    for n in ["gone", "here"] {
+        nodes.create(&PostParams::default(), &node(n)).await.unwrap();
+    }
+    pod_in(&pods, "orphan", "o", Some("gone"), "Running").await;
+    pod_in(&pods, "kept", "o", Some("here"), "Running").await;
+    pod_in(&pods, "unscheduled", "o", None, "Pending").await;
+    nodes.delete("gone", &Default::default()).await.unwrap();
+    let rv = pods.list(&Default::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut w = pods.watch(&WatchParams::default().timeout(10), &rv).await.unwrap().boxed();
+    assert_eq!(s.store().gc_pods(autohealer_testkit::apiserver::TERMINATED_POD_GC_THRESHOLD), ["default/orphan"]);
+    loop {
+        match w.next().await.unwrap().unwrap() {
+            WatchEvent::Deleted(p) => {
+                let st = p.status.unwrap();
+                assert_eq!(st.phase.as_deref(), Some("Failed"), "marked Failed before the force delete");
+                let dt = st.conditions.unwrap().into_iter().find(|c| c.type_ == "DisruptionTarget").unwrap();
+                assert_eq!((dt.reason.as_deref(), dt.message.as_deref()), (Some("DeletionByPodGC"), Some("PodGC: node no longer exists")));
+                break;
+            }
+            WatchEvent::Modified(_) => {}
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    let mut left: Vec<_> = pods.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|p| p.metadata.name).collect();
+    left.sort();
+    assert_eq!(left, ["kept", "unscheduled"]);
+}
+
+#[tokio::test]
+async fn terminating_pods_on_an_out_of_service_node_are_garbage_collected() {
+    let (s, c) = server().await;
+    let nodes: Api<Node> = Api::all(c.clone());
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    nodes.create(&PostParams::default(), &node("down")).await.unwrap();
+    let taint = json!({"spec": {"taints": [{"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown", "effect": "NoExecute"}]}});
+    nodes.patch("down", &PatchParams::default(), &Patch::Merge(taint)).await.unwrap();
+    for name in ["terminating", "running"] {
+        pod_in(&pods, name, "t", Some("down"), "Running").await;
+    }
+    pods.delete("terminating", &Default::default()).await.unwrap();
+    // Still Ready: podgc leaves it to the kubelet.
+    assert!(s.store().gc_pods(0).is_empty());
+    let unready = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}});
+    nodes.patch_status("down", &PatchParams::default(), &Patch::Strategic(unready)).await.unwrap();
+    assert_eq!(s.store().gc_pods(0), ["default/terminating"]);
+    assert!(pods.get_opt("terminating").await.unwrap().is_none());
+    assert!(pods.get_opt("running").await.unwrap().is_some(), "only terminating pods are collected");
+}

@@ -1,6 +1,6 @@
 use super::resources::{self, RESOURCES, Resource};
 use super::selectors::{FieldSelector, LabelSelector};
-use super::store::{ApiError, ApiResult, Change, EventType, Mutation, Store};
+use super::store::{self, ApiError, ApiResult, Change, DeleteOptions, EventType, Mutation, Store};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -565,19 +565,20 @@ fn serve(
 ) -> ApiResult<(StatusCode, Value)> {
     let store = &shared.store;
     let ns = t.ns.as_deref().unwrap_or("");
+    let manager = field_manager(q, headers);
     let status = match t.sub.as_deref() {
         None => false,
         Some("status") if t.res.status_subresource => true,
         Some("eviction") if t.res.plural == "pods" && *method == Method::POST => {
             let name = t.name.as_deref().unwrap_or_default();
-            return evict(store, ns, name).map(|v| (StatusCode::CREATED, v));
+            let eviction = parse_body(headers, body)?;
+            return evict(store, ns, name, &eviction, &manager).map(|v| (StatusCode::CREATED, v));
         }
         Some(_) => {
             return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
         }
     };
     let dry_run = q.contains_key("dryRun");
-    let manager = field_manager(q, headers);
     match (verb, t.name.as_deref()) {
         ("list", None) => {
             let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
@@ -644,8 +645,16 @@ fn serve(
             Ok((StatusCode::OK, (*store.mutate(t.res, ns, name, status, m, &manager)?).clone()))
         }
         ("delete", Some(name)) => {
-            let opts: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(body).unwrap_or(Value::Null) };
-            Ok((StatusCode::OK, (*store.delete(t.res, ns, name, opts.get("preconditions"))?).clone()))
+            let body = if body.is_empty() { Value::Null } else { parse_body(headers, body)? };
+            let mut opts = DeleteOptions::from_value(&body)?;
+            // As the real handler, the query parameter fills in what the body leaves out.
+            if opts.grace_period_seconds.is_none()
+                && let Some(g) = q.get("gracePeriodSeconds")
+            {
+                opts.grace_period_seconds =
+                    Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g:?}")))?);
+            }
+            Ok((StatusCode::OK, (*store.delete_with(t.res, ns, name, &opts)?).clone()))
         }
         _ => Err(ApiError::new(
             405,
@@ -655,36 +664,94 @@ fn serve(
     }
 }
 
-/// `policy/v1` Eviction: allowed unless a PodDisruptionBudget forbids it (429).
-fn evict(store: &Store, ns: &str, name: &str) -> ApiResult<Value> {
+/// How often an eviction retries a conflict that the real server's `EvictionsRetry`
+/// would retry (it backs off 20 times; the fake's conflicts are only races).
+const EVICTION_RETRIES: usize = 20;
+
+fn pod_ready(p: &Value) -> bool {
+    p.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn pod_phase(p: &Value) -> Option<&str> {
+    p.pointer("/status/phase").and_then(Value::as_str)
+}
+
+fn terminating(p: &Value) -> bool {
+    p.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+fn too_many_requests(message: String, retry_after: Option<u64>) -> ApiError {
+    let mut details = json!({"causes": [{"reason": "DisruptionBudget", "message": message}]});
+    if let Some(s) = retry_after {
+        details["retryAfterSeconds"] = json!(s);
+    }
+    ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.").with_details(details)
+}
+
+/// `policy/v1` Eviction, as `pkg/registry/core/pod/storage/eviction.go`: a pod that
+/// is not running (Pending, terminal or already terminating) has disrupted nothing a
+/// budget protects and is deleted straight away; a running pod is deleted only if its
+/// PodDisruptionBudget allows a disruption. Deleting is graceful, so the pod stays
+/// Terminating until its kubelet (or a force delete) removes it.
+fn evict(store: &Store, ns: &str, name: &str, eviction: &Value, manager: &str) -> ApiResult<Value> {
     let pods_res = resources::find("", "v1", "pods").expect("pods are served");
     let pdb_res = resources::find("policy", "v1", "poddisruptionbudgets").expect("pdbs are served");
-    let pod = store.get(pods_res, ns, name)?;
+    if eviction.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+        return Err(ApiError::bad_request("name in URL does not match name in Eviction object"));
+    }
+    let asked = DeleteOptions::from_value(eviction.get("deleteOptions").unwrap_or(&Value::Null))?;
+    let success = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+
+    // A caller's resourceVersion precondition is a promise about one version: a
+    // conflict on it is final, as in the real server.
+    let retries = if asked.resource_version.is_some() { 1 } else { EVICTION_RETRIES };
+    let mut pod = store.get(pods_res, ns, name)?;
+    for attempt in 1..=retries {
+        pod = store.get(pods_res, ns, name)?;
+        let can_ignore_pdb = matches!(pod_phase(&pod), Some("Succeeded" | "Failed" | "Pending")) || terminating(&pod);
+        if !can_ignore_pdb {
+            break;
+        }
+        let mut opts = asked.clone();
+        // Keeps the pod from turning Running and Ready between the check and the delete.
+        let enforce_rv = !matches!(pod_phase(&pod), Some("Succeeded" | "Failed")) && !terminating(&pod);
+        if enforce_rv && opts.resource_version.is_none() {
+            opts.resource_version = pod.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        }
+        match add_condition_and_delete(store, pods_res, ns, name, opts, manager) {
+            Ok(()) => return Ok(success),
+            Err(e) if e.code == 409 && attempt < retries => continue,
+            Err(e) => return Err(e),
+        }
+    }
+
     let labels = pod.pointer("/metadata/labels").and_then(Value::as_object);
-    let ready = |p: &Value| {
-        p.pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            && p.pointer("/metadata/deletionTimestamp").is_none()
-    };
     let pdbs: Vec<_> = store
         .all(pdb_res)
         .into_iter()
         .filter(|p| p.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
-        .filter(|p| p.pointer("/spec/selector").is_some_and(|s| LabelSelector::from_object(s).matches(labels)))
+        .filter(|p| {
+            // A budget with an empty selector protects nothing, not everything.
+            p.pointer("/spec/selector").is_some_and(|s| {
+                let empty = s.get("matchLabels").and_then(Value::as_object).is_none_or(|m| m.is_empty())
+                    && s.get("matchExpressions").and_then(Value::as_array).is_none_or(Vec::is_empty);
+                !empty && LabelSelector::from_object(s).matches(labels)
+            })
+        })
         .collect();
     if pdbs.len() > 1 {
+        // The real server answers this as a bare Status (code 500, no reason).
         return Err(ApiError::new(
             500,
-            "InternalError",
+            "",
             "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
         ));
     }
-    if let Some(pdb) = pdbs.first()
-        && ready(&pod)
-    {
+    let mut guard_rv = false;
+    let mut pdb_name = String::new();
+    if let Some(pdb) = pdbs.first() {
+        pdb_name = pdb.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        // The budget's status as the disruption controller would compute it now.
         let sel = LabelSelector::from_object(&pdb["spec"]["selector"]);
         let matching: Vec<_> = store
             .all(pods_res)
@@ -693,7 +760,7 @@ fn evict(store: &Store, ns: &str, name: &str) -> ApiResult<Value> {
             .filter(|p| sel.matches(p.pointer("/metadata/labels").and_then(Value::as_object)))
             .collect();
         let expected = matching.len() as i64;
-        let healthy = matching.iter().filter(|p| ready(p)).count() as i64;
+        let healthy = matching.iter().filter(|p| pod_ready(p) && !terminating(p)).count() as i64;
         let scaled = |v: &Value| match v {
             Value::Number(n) => n.as_i64().unwrap_or(0),
             Value::String(s) => s.trim_end_matches('%').parse::<i64>().map(|p| (p * expected + 99) / 100).unwrap_or(0),
@@ -701,18 +768,75 @@ fn evict(store: &Store, ns: &str, name: &str) -> ApiResult<Value> {
         };
         let desired = match (pdb["spec"].get("minAvailable"), pdb["spec"].get("maxUnavailable")) {
             (Some(min), _) => scaled(min),
-            (None, Some(max)) => expected - scaled(max),
+            (None, Some(max)) => (expected - scaled(max)).max(0),
             _ => expected,
         };
-        if healthy - desired <= 0 {
-            let pdb_name = pdb.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-            return Err(ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.").with_details(json!({
-                "causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently")}]
-            })));
+        let always_allow = pdb.pointer("/spec/unhealthyPodEvictionPolicy").and_then(Value::as_str) == Some("AlwaysAllow");
+        // An unready pod does not count as healthy, so evicting it takes nothing from
+        // the budget; the resourceVersion guard catches it turning Ready meanwhile.
+        if !pod_ready(&pod) && (always_allow || (healthy >= desired && desired > 0)) {
+            guard_rv = true;
+        } else if healthy - desired <= 0 {
+            return Err(too_many_requests(
+                format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently"),
+                None,
+            ));
         }
     }
-    store.delete(pods_res, ns, name, None)?;
-    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+    let mut opts = asked.clone();
+    if guard_rv && opts.resource_version.is_none() {
+        opts.resource_version = pod.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+    }
+    match add_condition_and_delete(store, pods_res, ns, name, opts, manager) {
+        Ok(()) => Ok(success),
+        Err(e) if e.code == 409 && guard_rv && asked.resource_version.is_none() => {
+            Err(too_many_requests(format!("The disruption budget {pdb_name} is still being processed by the server."), Some(10)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `addConditionAndDeletePod`: the pod is marked `DisruptionTarget` (so its
+/// controller and kubelet can tell an eviction from a crash) and then deleted with the
+/// caller's options, a resourceVersion precondition moved to the marked version.
+fn add_condition_and_delete(
+    store: &Store,
+    pods_res: &'static Resource,
+    ns: &str,
+    name: &str,
+    mut opts: DeleteOptions,
+    manager: &str,
+) -> ApiResult<()> {
+    let latest = store.get(pods_res, ns, name)?;
+    let uid = latest.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let rv = latest.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
+    if let Some(want) = opts.uid.as_deref().filter(|u| !u.is_empty() && *u != uid) {
+        return Err(ApiError::precondition_conflict(
+            pods_res,
+            name,
+            format!(
+                "the UID in the precondition ({want}) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+            ),
+        ));
+    }
+    if let Some(want) = opts.resource_version.as_deref().filter(|r| !r.is_empty() && *r != rv) {
+        return Err(ApiError::precondition_conflict(
+            pods_res,
+            name,
+            format!(
+                "the ResourceVersion in the precondition ({want}) does not match the ResourceVersion in record ({rv}). The object might have been modified"
+            ),
+        ));
+    }
+    let mut marked = (*latest).clone();
+    let cond = json!({"type": "DisruptionTarget", "status": "True", "lastProbeTime": null, "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting"});
+    if store::set_pod_condition(&mut marked, cond) {
+        let updated = store.mutate(pods_res, ns, name, true, Mutation::Replace(marked), manager)?;
+        if opts.resource_version.is_some() {
+            opts.resource_version = updated.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        }
+    }
+    store.delete_with(pods_res, ns, name, &opts).map(|_| ())
 }
 
 fn watch(shared: Arc<Shared>, t: Target, q: &HashMap<String, String>, resource: &str) -> Response {

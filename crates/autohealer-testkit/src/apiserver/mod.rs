@@ -10,4 +10,4 @@ pub mod selectors;
 pub mod store;
 
 pub use http::{ApiServerOptions, FakeApiServer, Faults, RequestStats};
-pub use store::{ApiError, Store};
+pub use store::{ApiError, DeleteOptions, Store, TERMINATED_POD_GC_THRESHOLD};

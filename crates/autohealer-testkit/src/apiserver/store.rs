@@ -30,8 +30,7 @@ impl ApiError {
     }
 
     pub fn not_found(res: &Resource, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", res.key()))
-            .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
+        Self::new(404, "NotFound", format!("{} \"{name}\" not found", res.key())).with_details(status_details(res, name))
     }
 
     pub fn conflict(res: &Resource, name: &str) -> Self {
@@ -43,7 +42,18 @@ impl ApiError {
                 res.key()
             ),
         )
-        .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
+        .with_details(status_details(res, name))
+    }
+
+    /// A failed DeleteOptions precondition. The real server names the Kind here, not
+    /// the resource, because `rest.BeforeDelete` builds the error from the object's kind.
+    pub fn precondition_conflict(res: &Resource, name: &str, why: String) -> Self {
+        let qualified = if res.group.is_empty() { res.kind.to_string() } else { format!("{}.{}", res.kind, res.group) };
+        let mut details = json!({"name": name, "kind": res.kind});
+        if !res.group.is_empty() {
+            details["group"] = json!(res.group);
+        }
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {qualified} \"{name}\": {why}")).with_details(details)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -61,9 +71,13 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
+        // A Status the server builds by hand (e.g. the eviction's "more than one
+        // PodDisruptionBudget") has no reason, and `omitempty` drops the field.
+        if !self.reason.is_empty() {
+            s["reason"] = json!(self.reason);
+        }
         if !self.details.is_null() {
             s["details"] = self.details.clone();
         }
@@ -71,7 +85,110 @@ impl ApiError {
     }
 }
 
+/// `metav1.StatusDetails` of an error about one object; Go's `omitempty` drops the
+/// core group's empty name, so a client comparing details sees what a real server sends.
+fn status_details(res: &Resource, name: &str) -> Value {
+    let mut d = json!({"name": name, "kind": res.plural});
+    if !res.group.is_empty() {
+        d["group"] = json!(res.group);
+    }
+    d
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The parts of `metav1.DeleteOptions` the fake honours.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+impl DeleteOptions {
+    pub fn grace(seconds: i64) -> Self {
+        Self { grace_period_seconds: Some(seconds), ..Default::default() }
+    }
+
+    /// Reads a `DeleteOptions` body (or an Eviction's `deleteOptions`); a field of the
+    /// wrong type is refused as the real server's decoder refuses it.
+    pub fn from_value(v: &Value) -> ApiResult<Self> {
+        if v.is_null() {
+            return Ok(Self::default());
+        }
+        if !v.is_object() {
+            return Err(ApiError::bad_request("the body of the request was in an unknown format: DeleteOptions must be an object"));
+        }
+        let grace = match v.get("gracePeriodSeconds") {
+            None | Some(Value::Null) => None,
+            Some(g) => Some(g.as_i64().ok_or_else(|| ApiError::bad_request("gracePeriodSeconds must be an integer"))?),
+        };
+        let pre = v.get("preconditions").filter(|p| !p.is_null());
+        let field = |f: &str| -> ApiResult<Option<String>> {
+            match pre.and_then(|p| p.get(f)) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(ApiError::bad_request(format!("preconditions.{f} must be a string"))),
+            }
+        };
+        Ok(Self { grace_period_seconds: grace, uid: field("uid")?, resource_version: field("resourceVersion")? })
+    }
+}
+
+/// kube-controller-manager's default `--terminated-pod-gc-threshold`.
+pub const TERMINATED_POD_GC_THRESHOLD: usize = 12_500;
+
+/// The grace period a pod gets when neither the request nor its spec names one: the
+/// real apiserver defaults `spec.terminationGracePeriodSeconds` to this at creation.
+const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
+
+fn is_pod(res: &Resource) -> bool {
+    res.group.is_empty() && res.plural == "pods"
+}
+
+fn has_finalizers(obj: &Value) -> bool {
+    obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+}
+
+fn rfc3339(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn bump_generation(obj: &mut Value) {
+    if let Some(g) = obj.pointer("/metadata/generation").and_then(Value::as_i64).filter(|g| *g > 0) {
+        obj["metadata"]["generation"] = json!(g + 1);
+    }
+}
+
+/// `podutil.UpdatePodCondition`: replaces the condition of the same type, keeping its
+/// `lastTransitionTime` unless the status changes; false when nothing changed.
+pub fn set_pod_condition(pod: &mut Value, mut cond: Value) -> bool {
+    let now = now_rfc3339();
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    if !pod["status"].get("conditions").is_some_and(Value::is_array) {
+        pod["status"]["conditions"] = json!([]);
+    }
+    let Some(conds) = pod["status"]["conditions"].as_array_mut() else { return false };
+    match conds.iter_mut().find(|c| c.get("type") == cond.get("type")) {
+        Some(old) => {
+            let ltt = if old.get("status") == cond.get("status") { old.get("lastTransitionTime").cloned() } else { None };
+            cond["lastTransitionTime"] = ltt.unwrap_or_else(|| json!(now));
+            if old.get("lastProbeTime").is_some() && cond.get("lastProbeTime").is_none() {
+                cond["lastProbeTime"] = old["lastProbeTime"].clone();
+            }
+            let changed = *old != cond;
+            *old = cond;
+            changed
+        }
+        None => {
+            cond["lastTransitionTime"] = json!(now);
+            conds.push(cond);
+            true
+        }
+    }
+}
 
 /// The changes a new watch must replay, and the receiver of the ones after them.
 pub type WatchStart = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>);
@@ -412,6 +529,7 @@ impl Store {
             m.insert("generation".into(), json!(1));
             m.remove("resourceVersion");
             m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
             m.remove("managedFields");
         }
         if res.plural == "pods" && res.group.is_empty() {
@@ -425,7 +543,7 @@ impl Store {
         let key = (if res.namespaced { ns.to_string() } else { String::new() }, name.clone());
         if g.objects.get(&slot(res)).is_some_and(|m| m.contains_key(&key)) {
             return Err(ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", res.key()))
-                .with_details(json!({"name": name, "group": res.group, "kind": res.plural})));
+                .with_details(status_details(res, &name)));
         }
         Ok(self.commit(&mut g, res, key, Some(obj), None))
     }
@@ -512,7 +630,7 @@ impl Store {
             )));
         }
         // Fields the server owns survive any write.
-        for f in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "generation"] {
+        for f in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
             match old["metadata"].get(f) {
                 Some(v) => new["metadata"][f] = v.clone(),
                 None => {
@@ -556,34 +674,236 @@ impl Store {
             new["metadata"]["managedFields"] = old["metadata"].get("managedFields").cloned().unwrap_or(Value::Null);
             patch::record_update(&old, &mut new, manager, &api_version, &now);
         }
-        let finalizing = meta_str(&new, "deletionTimestamp").is_some()
-            && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+        // As the generic store's `shouldDeleteDuringUpdate`: dropping the last finalizer
+        // removes the object only once no grace period is left; a pod still in its grace
+        // period waits for its kubelet's (or a force) delete.
+        let finalizing = meta_str(&old, "deletionTimestamp").is_some()
+            && !has_finalizers(&new)
+            && old.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).is_none_or(|g| g == 0);
         if finalizing {
             return Ok(self.commit(&mut g, res, key, None, Some(old)));
         }
         Ok(self.commit(&mut g, res, key, Some(new), Some(old)))
     }
 
+    /// A DELETE with only these preconditions (an object with `uid` and/or
+    /// `resourceVersion`), and no grace period: a pod is deleted gracefully.
     pub fn delete(&self, res: &'static Resource, ns: &str, name: &str, preconditions: Option<&Value>) -> ApiResult<Arc<Value>> {
+        let opts = match preconditions {
+            Some(p) => DeleteOptions::from_value(&json!({"preconditions": p}))?,
+            None => DeleteOptions::default(),
+        };
+        self.delete_with(res, ns, name, &opts)
+    }
+
+    /// The generic registry's `Delete` with the pod strategy's graceful deletion: a pod
+    /// bound to a node and not terminal only gets `deletionTimestamp` (now + grace) and
+    /// `deletionGracePeriodSeconds`, because its kubelet must stop the containers
+    /// before it confirms with a grace-0 delete. Returns the object as it is left (or
+    /// as it was last, when removed).
+    pub fn delete_with(&self, res: &'static Resource, ns: &str, name: &str, opts: &DeleteOptions) -> ApiResult<Arc<Value>> {
         let key = (if res.namespaced { ns.to_string() } else { String::new() }, name.to_string());
         let mut g = self.lock();
         let old = g.objects.get(&slot(res)).and_then(|m| m.get(&key)).cloned().ok_or_else(|| ApiError::not_found(res, name))?;
-        if let Some(p) = preconditions {
-            let mismatch = |field: &str, have: Option<&str>| p.get(field).and_then(Value::as_str).is_some_and(|want| Some(want) != have);
-            if mismatch("resourceVersion", meta_str(&old, "resourceVersion")) || mismatch("uid", meta_str(&old, "uid")) {
-                return Err(ApiError::conflict(res, name));
+        if let Some(want) = &opts.uid {
+            let have = meta_str(&old, "uid").unwrap_or_default();
+            if want != have {
+                return Err(ApiError::precondition_conflict(
+                    res,
+                    name,
+                    format!(
+                        "the UID in the precondition ({want}) does not match the UID in record ({have}). The object might have been deleted and then recreated"
+                    ),
+                ));
             }
         }
-        let has_finalizers = old.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-        if has_finalizers {
-            if meta_str(&old, "deletionTimestamp").is_some() {
+        if let Some(want) = &opts.resource_version {
+            let have = meta_str(&old, "resourceVersion").unwrap_or_default();
+            if want != have {
+                return Err(ApiError::precondition_conflict(
+                    res,
+                    name,
+                    format!(
+                        "the ResourceVersion in the precondition ({want}) does not match the ResourceVersion in record ({have}). The object might have been modified"
+                    ),
+                ));
+            }
+        }
+        // Negative grace periods mean 1s on the delete path.
+        let asked = opts.grace_period_seconds.map(|s| if s < 0 { 1 } else { s });
+        let finalizers = has_finalizers(&old);
+        let now = jiff::Timestamp::now();
+        let deleting_since = meta_str(&old, "deletionTimestamp").map(str::to_string);
+        let current_grace = old.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+
+        if is_pod(res) {
+            let (marked, grace) = match (&deleting_since, current_grace) {
+                // Already past its grace period: only finalizers can hold it.
+                (Some(_), None | Some(0)) => {
+                    if finalizers {
+                        return Ok(old);
+                    }
+                    return Ok(self.commit(&mut g, res, key, None, Some(old)));
+                }
+                // Terminating: a request may only shorten the grace period.
+                (Some(ts), Some(cur)) => match asked {
+                    Some(p) if p < cur => {
+                        let was = ts.parse::<jiff::Timestamp>().unwrap_or(now);
+                        let due = was.checked_add(jiff::SignedDuration::from_secs(p - cur)).unwrap_or(now);
+                        let mut m = (*old).clone();
+                        m["metadata"]["deletionTimestamp"] = json!(rfc3339(due));
+                        m["metadata"]["deletionGracePeriodSeconds"] = json!(p);
+                        (m, p)
+                    }
+                    _ => return Ok(old),
+                },
+                (None, _) => {
+                    let spec_grace = old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64);
+                    let mut p = asked.unwrap_or(spec_grace.unwrap_or(DEFAULT_TERMINATION_GRACE_SECONDS));
+                    let phase = old.pointer("/status/phase").and_then(Value::as_str);
+                    if old.pointer("/spec/nodeName").and_then(Value::as_str).is_none_or(str::is_empty)
+                        || matches!(phase, Some("Failed" | "Succeeded"))
+                    {
+                        p = 0;
+                    }
+                    if p < 0 {
+                        p = 1;
+                    }
+                    let due = now.checked_add(jiff::SignedDuration::from_secs(p)).unwrap_or(now);
+                    let mut m = (*old).clone();
+                    m["metadata"]["deletionTimestamp"] = json!(rfc3339(due));
+                    m["metadata"]["deletionGracePeriodSeconds"] = json!(p);
+                    bump_generation(&mut m);
+                    (m, p)
+                }
+            };
+            // The real store writes the deletion mark before it removes the object, so
+            // even a grace-0 delete shows watchers a MODIFIED before the DELETED.
+            let updated = self.commit(&mut g, res, key.clone(), Some(marked), Some(old));
+            if finalizers || grace > 0 {
+                return Ok(updated);
+            }
+            return Ok(self.commit(&mut g, res, key, None, Some(updated)));
+        }
+
+        if finalizers {
+            // `markAsDeleting`: types without graceful deletion wait for their
+            // finalizers with no grace period left.
+            let mut m = (*old).clone();
+            if deleting_since.is_none() {
+                bump_generation(&mut m);
+                m["metadata"]["deletionTimestamp"] = json!(rfc3339(now));
+            }
+            m["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if content(&m) == content(&old) {
                 return Ok(old);
             }
-            let mut marked = (*old).clone();
-            marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-            return Ok(self.commit(&mut g, res, key, Some(marked), Some(old)));
+            return Ok(self.commit(&mut g, res, key, Some(m), Some(old)));
         }
         Ok(self.commit(&mut g, res, key, None, Some(old)))
+    }
+
+    /// One pass of kube-controller-manager's pod garbage collector (podgc's `gc`),
+    /// which the fake has no controller loop for: the caller decides when a pass runs,
+    /// and a call stands for one after podgc's 40 s quarantine of a missing node. In
+    /// podgc's order it force-deletes (grace 0, after marking them `Failed`) the oldest
+    /// terminated pods beyond `terminated_pod_threshold` (0: none), terminating pods
+    /// on NotReady nodes with the `node.kubernetes.io/out-of-service` taint, pods bound
+    /// to a node that no longer exists (with a `DisruptionTarget` condition), and
+    /// terminating pods that were never scheduled. Returns the `namespace/name` of
+    /// every pod it deleted or, when finalizers hold it, left to them.
+    pub fn gc_pods(&self, terminated_pod_threshold: usize) -> Vec<String> {
+        let pods_res = RESOURCES.iter().find(|r| is_pod(r)).expect("pods are served");
+        let nodes_res = RESOURCES.iter().find(|r| r.plural == "nodes" && r.group.is_empty()).expect("nodes are served");
+        let pods = self.all(pods_res);
+        let nodes: HashMap<String, Arc<Value>> =
+            self.all(nodes_res).into_iter().filter_map(|n| Some((meta_str(&n, "name")?.to_string(), n.clone()))).collect();
+        let phase = |p: &Value| p.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default().to_string();
+        let node_name = |p: &Value| p.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default().to_string();
+        let terminating = |p: &Value| meta_str(p, "deletionTimestamp").is_some();
+        let mut collected = Vec::new();
+        let mut collect = |pod: &Value, condition: Option<Value>| {
+            if self.mark_failed_and_delete(pods_res, pod, condition) {
+                collected.push(format!("{}/{}", meta_str(pod, "namespace").unwrap_or_default(), meta_str(pod, "name").unwrap_or_default()));
+            }
+        };
+
+        if terminated_pod_threshold > 0 {
+            let mut terminated: Vec<&Arc<Value>> =
+                pods.iter().filter(|p| !matches!(phase(p).as_str(), "Pending" | "Running" | "Unknown")).collect();
+            if terminated.len() > terminated_pod_threshold {
+                let evicted = |p: &Value| phase(p) == "Failed" && p.pointer("/status/reason").and_then(Value::as_str) == Some("Evicted");
+                terminated.sort_by(|a, b| {
+                    evicted(b)
+                        .cmp(&evicted(a))
+                        .then_with(|| meta_str(a, "creationTimestamp").cmp(&meta_str(b, "creationTimestamp")))
+                        .then_with(|| meta_str(a, "name").cmp(&meta_str(b, "name")))
+                });
+                let excess = terminated.len() - terminated_pod_threshold;
+                for p in terminated.into_iter().take(excess) {
+                    collect(p, None);
+                }
+            }
+        }
+
+        let node_ready = |n: &Value| {
+            n.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        };
+        let out_of_service = |n: &Value| {
+            n.pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|t| t["key"] == "node.kubernetes.io/out-of-service")
+        };
+        for p in pods.iter().filter(|p| terminating(p)) {
+            if let Some(n) = nodes.get(&node_name(p))
+                && !node_ready(n)
+                && out_of_service(n)
+            {
+                collect(p, None);
+            }
+        }
+
+        for p in pods.iter().filter(|p| !node_name(p).is_empty() && !nodes.contains_key(&node_name(p))) {
+            let cond = json!({"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC", "message": "PodGC: node no longer exists"});
+            collect(p, Some(cond));
+        }
+
+        for p in pods.iter().filter(|p| terminating(p) && node_name(p).is_empty()) {
+            collect(p, None);
+        }
+        collected
+    }
+
+    /// podgc's `markFailedAndDeletePodWithCondition`: a pod whose kubelet is gone would
+    /// stay Running forever, so it is marked Failed before the force delete. False when
+    /// the pod is already gone or is no longer the same pod.
+    fn mark_failed_and_delete(&self, pods_res: &'static Resource, seen: &Value, condition: Option<Value>) -> bool {
+        let (Some(ns), Some(name), Some(uid)) = (meta_str(seen, "namespace"), meta_str(seen, "name"), meta_str(seen, "uid")) else {
+            return false;
+        };
+        let Ok(current) = self.get(pods_res, ns, name) else { return false };
+        if meta_str(&current, "uid") != Some(uid) {
+            return false;
+        }
+        let phase = current.pointer("/status/phase").and_then(Value::as_str);
+        if !matches!(phase, Some("Succeeded" | "Failed")) {
+            let mut next = (*current).clone();
+            next["status"]["phase"] = json!("Failed");
+            if let Some(c) = condition {
+                set_pod_condition(&mut next, c);
+            }
+            if self.mutate(pods_res, ns, name, true, Mutation::Replace(next), "kube-controller-manager").is_err() {
+                return false;
+            }
+        }
+        let opts = DeleteOptions { grace_period_seconds: Some(0), uid: Some(uid.to_string()), resource_version: None };
+        self.delete_with(pods_res, ns, name, &opts).is_ok()
     }
 
     /// Every object of a type, for the tests and the simulation to inspect.
@@ -595,8 +915,9 @@ impl Store {
 fn apply_conflict(res: &Resource, name: &str, c: patch::ApplyConflict) -> ApiError {
     let causes: Vec<Value> =
         c.0.iter().map(|(m, f)| json!({"type": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": f})).collect();
-    ApiError::new(409, "Conflict", c.message())
-        .with_details(json!({"name": name, "group": res.group, "kind": res.plural, "causes": causes}))
+    let mut details = status_details(res, name);
+    details["causes"] = json!(causes);
+    ApiError::new(409, "Conflict", c.message()).with_details(details)
 }
 
 fn encode_continue(rv: u64, key: &Key) -> String {
