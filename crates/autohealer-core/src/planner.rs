@@ -1338,6 +1338,47 @@ mod tests {
         assert_eq!(held_by(&p.nodes[2].decision), Some(Gate::Rate), "{p:?}");
     }
 
+    // Found in review: a step begun on a master that has taken nothing out of service
+    // yet must not be continued over max-unhealthy (another master failed meanwhile),
+    // nor while paused; a node that recovered by itself drops it.
+    #[test]
+    fn a_step_begun_with_nothing_out_of_service_waits_behind_the_gates() {
+        let mut masters: Vec<NodeState> = (0..3).map(|i| node(&format!("m{i}"), Role::Master, vec![])).collect();
+        masters[0].findings = vec![not_ready("01:00:00")];
+        masters[0].healthy_since = None;
+        masters[0].ledger = Ledger::Record(replacing(Some(Phase::new("detach")), 0));
+        let p = run(&masters, "01:06:00");
+        assert!(matches!(p.nodes[0].decision, Decision::Continue { .. }), "alone, it goes on: {p:?}");
+        masters[1].findings = vec![not_ready("01:05:00")];
+        masters[1].healthy_since = None;
+        let p = run(&masters, "01:06:00");
+        assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::MaxUnhealthy), "{p:?}");
+        let p = Run { pause: Pause::Paused, ..Default::default() }.plan(&masters[..1], "01:06:00");
+        assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::Paused));
+        // Healthy again for the stable window: dropped, the node released.
+        let mut back = masters[0].clone();
+        back.findings.clear();
+        back.healthy_since = Some(t("01:04:00"));
+        assert!(matches!(run(&[back], "01:06:00").nodes[0].decision, Decision::Recovered { .. }));
+    }
+
+    // Found in review: a failed restore waits its retry instead of spinning.
+    #[test]
+    fn a_failed_restore_waits_its_retry() {
+        let mut n = worker(vec![not_ready("01:00:00")]);
+        let mut r = record(Action::Replace, "01:05:00");
+        r.out_of_service = true;
+        r.stalls = 1;
+        r.retry_at = Some(t("01:41:00"));
+        n.ledger = Ledger::Record(r);
+        n.skip = true;
+        assert_eq!(
+            run(std::slice::from_ref(&n), "01:40:00").nodes[0].decision,
+            Decision::InProgress { action: Action::Replace, until: t("01:41:00") }
+        );
+        assert!(matches!(run(&[n], "01:41:00").nodes[0].decision, Decision::Restore { .. }), "skip does not hold a restore");
+    }
+
     #[test]
     fn thresholds_parse() {
         assert_eq!(Threshold::parse("40%"), Some(Threshold::Percent(40.0)));

@@ -951,10 +951,17 @@ impl World {
             Action::Replace => {
                 let phase = record.phase.as_ref().map(|p| p.name.clone());
                 match phase.as_deref() {
-                    None => self.answer(
+                    // As the OpenStack provider: a read, the data volumes detached (the
+                    // machine still runs), the stop, the wait for SHUTOFF, the resize.
+                    None => {
+                        self.answer(|_| Ok(Progress::Next(Phase::new("detach").with("group", "default-worker"))), "magnum GET nodegroups")
+                    }
+                    Some("detach") => self.answer(
                         |_| Ok(Progress::Next(Phase::new("stop").with("group", "default-worker").out_of_service())),
-                        "nova GET console + detach",
+                        "nova DELETE os-volume_attachments",
                     ),
+                    // Stopped or not in time, the provider goes on to the resize (with a log).
+                    Some("wait-stopped") => Ok(Progress::Next(Phase::new("resize").with("group", "default-worker").out_of_service())),
                     Some("stop") => self.answer(
                         move |w| {
                             let n = w.node_mut(&u).ok_or(CloudError::NoServer { node: u.clone(), reason: "gone".into() })?;
@@ -962,7 +969,7 @@ impl World {
                                 n.machine = Machine::Stopped { by_healer: true, since: now };
                                 w.did(&u, &r, Did::Stop);
                             }
-                            Ok(Progress::Next(Phase::new("resize").with("group", "default-worker").out_of_service()))
+                            Ok(Progress::Next(Phase::new("wait-stopped").with("group", "default-worker").out_of_service()))
                         },
                         "nova POST /servers/x/action os-stop",
                     ),
