@@ -287,21 +287,22 @@ impl OpenStackProvider {
                     CloudError::Other(format!("replace phase {RESIZE:?}: node_count {:?} is not a number", at.get("node_count")))
                 })?;
                 let evidence = self.kept_evidence(&id).await;
-                let magnum = Magnum(&self.session);
-                // Resumed, the resize may have been sent with its answer lost, or never sent
-                // (the leader stopped after writing this phase). A second one would shrink
-                // the group again; none would leave the machine stopped. So it is verified:
-                // the server gone means it went out; while the cluster updates, it is not
-                // known yet; the cluster idle and the server still there means it did not.
-                let gone = if resumed {
-                    self.went_out(&id, || async { Ok(magnum.cluster(cluster).await?.status) }, cluster).await?
+                // Resumed, the resize may have been sent with its answer lost (or, rarely,
+                // never: the leader stopped right after writing this phase). A second one
+                // would shrink the group again, so it is never sent twice: the server gone
+                // says it went out; otherwise the node's return verifies it, and if none
+                // comes within replace-timeout the healer restores the machine and the
+                // repair is retried.
+                let detail = if resumed {
+                    if self.server_gone(&id).await? {
+                        format!("server {id} is gone: the resize of node group {group} removing it went out earlier")
+                    } else {
+                        format!(
+                            "server {id} stopped; the resize of node group {group} removing it may already have been sent, so it is not sent again: the new node verifies it"
+                        )
+                    }
                 } else {
-                    false
-                };
-                let detail = if gone {
-                    format!("server {id} is gone or running again: the resize of node group {group} removing it went out earlier")
-                } else {
-                    magnum.resize(cluster, group, count, std::slice::from_ref(&id)).await?;
+                    Magnum(&self.session).resize(cluster, group, count, std::slice::from_ref(&id)).await?;
                     format!("server {id} stopped and removed from node group {group} (resize to {count} nodes accepted)")
                 };
                 self.forget_evidence(&id);
@@ -397,19 +398,17 @@ impl OpenStackProvider {
                 let stack_name = data(at, "stack_name")?;
                 let (parent_name, _) = parent()?;
                 let evidence = self.kept_evidence(&id).await;
-                let stack_id = data(at, "stack_id")?;
-                // Verified like a resumed resize: the old server gone means the update
-                // went out; the stack updating, not known yet; idle with the server there,
-                // it did not.
-                let gone = if resumed {
-                    self.went_out(&id, || async { heat.status(stack_name, stack_id).await }, stack_name).await?
+                // Resumed, never sent twice, as a resumed resize.
+                let detail = if resumed {
+                    if self.server_gone(&id).await? {
+                        format!("server {id} is gone: the update of stack {stack_name} rebuilding it went out earlier")
+                    } else {
+                        format!(
+                            "server {id} marked unhealthy in stack {parent_name}; the update of stack {stack_name} may already have been sent, so it is not sent again: the rebuilt node verifies it"
+                        )
+                    }
                 } else {
-                    false
-                };
-                let detail = if gone {
-                    format!("server {id} is gone or rebuilt: the update of stack {stack_name} rebuilding it went out earlier")
-                } else {
-                    heat.update(stack_name, stack_id).await?;
+                    heat.update(stack_name, data(at, "stack_id")?).await?;
                     format!("server {id} marked unhealthy in stack {parent_name}; stack {stack_name} update started to rebuild it")
                 };
                 self.forget_evidence(&id);
@@ -419,29 +418,13 @@ impl OpenStackProvider {
         }
     }
 
-    /// Whether a resumed last call (a resize, a stack update) went out: the server it
-    /// removes is gone, or runs again (rebuilt) although the replace stopped it. While
-    /// `status` (of the cluster or stack) says an update runs, it cannot be told yet:
-    /// that is an unanswered call, asked again later. Stopped, with nothing updating,
-    /// the call did not go out.
-    async fn went_out<F, Fut>(&self, id: &str, status: F, what: &str) -> Result<bool, CloudError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<String, CloudError>>,
-    {
+    /// Whether the server is gone (404 from Nova): the resumed last call went out.
+    async fn server_gone(&self, id: &str) -> Result<bool, CloudError> {
         match Nova(&self.session).server(id).await {
-            Err(CloudError::Call { status: Some(404), .. }) => return Ok(true),
-            Err(e) => return Err(e),
-            Ok(s) if s.status != "SHUTOFF" => return Ok(true),
-            Ok(_) => {}
+            Err(CloudError::Call { status: Some(404), .. }) => Ok(true),
+            Err(e) => Err(e),
+            Ok(_) => Ok(false),
         }
-        let now = status().await?;
-        if now.ends_with("_IN_PROGRESS") {
-            return Err(CloudError::Uncertain {
-                call: format!("{what} is {now}: whether the call removing server {id} went out is known once it ends"),
-            });
-        }
-        Ok(false)
     }
 
     /// A rebuild is one call. Resumed, it may already have been sent, and a second one

@@ -6,7 +6,7 @@
 mod common;
 
 use autohealer_cloud::Role;
-use autohealer_testkit::cluster::{NodeRecorder, TestCluster};
+use autohealer_testkit::cluster::{CleanupGuard, NodeRecorder, TestCluster};
 use autohealer_testkit::openstack::{self as fake, FakeOpenStack, OsOptions};
 use autohealer_testkit::sim::{Cure, Fault, SIM_LABEL, SimCluster, SimOptions};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -23,6 +23,8 @@ struct World {
     dir: PathBuf,
     prefix: String,
     kubeconfig: PathBuf,
+    /// Last, so that it runs once the simulation has stopped.
+    _cleanup: CleanupGuard,
 }
 
 fn unique() -> String {
@@ -34,6 +36,7 @@ async fn world(workers: usize, heat: bool) -> World {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = TestCluster::start().await.unwrap();
     let prefix = format!("bin-{}", unique());
+    let _cleanup = cluster.cleanup_guard(&prefix);
     let os = FakeOpenStack::start(OsOptions {
         reboot_time: Duration::from_millis(300),
         stop_time: Duration::from_millis(100),
@@ -55,7 +58,7 @@ async fn world(workers: usize, heat: bool) -> World {
         None => cluster.kubeconfig.clone(),
     };
     std::fs::write(&kubeconfig, text).unwrap();
-    World { cluster, os, sim, dir, prefix, kubeconfig }
+    World { cluster, os, sim, dir, prefix, kubeconfig, _cleanup }
 }
 
 struct Healer {
@@ -475,7 +478,10 @@ async fn config_changes_apply_without_restart_and_bad_ones_are_rejected() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(w.cluster.client.clone(), "kube-system");
     let name = format!("autohealer-{}", w.prefix);
-    let cm = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"config.yaml": text}})).unwrap();
+    let cm = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": name, "labels": {SIM_LABEL: w.prefix}}, "data": {"config.yaml": text}}),
+    )
+    .unwrap();
     cms.create(&Default::default(), &cm).await.unwrap();
     let h = w.healer(&cfg, "replica-a").await;
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(w.cluster.client.clone(), "kube-system");

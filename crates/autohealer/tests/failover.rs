@@ -53,6 +53,8 @@ async fn one_run(kill_after: Duration) {
     let cluster = TestCluster::start().await.unwrap();
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let prefix = format!("fo-{n:08x}");
+    // Dropped after the simulation and the replicas, passed or failed.
+    let _cleanup = cluster.cleanup_guard(&prefix);
     let os = FakeOpenStack::start(OsOptions {
         reboot_time: Duration::from_millis(300),
         stop_time: Duration::from_millis(100),
