@@ -341,7 +341,7 @@ impl Actor {
             cx.step_event(&written, Reason::Drained, record.action, !report.left.is_empty(), report.summary()).await;
             if report.blocked {
                 let why = format!("{} not started: the drain is blocked ({})", record.action, report.summary());
-                return self.failed(&written, &record, &why).await;
+                return self.fail_over(&written, &record, &record, &why).await;
             }
             let r = step::drained(&record);
             written = self.write_over(&written, &record, &r).await?;
@@ -420,7 +420,7 @@ impl Actor {
                 }
                 After::Failed { why } => {
                     tracing::warn!(node = %written.name_any(), why, "repair step failed");
-                    return self.failed(&written, &record, &why).await;
+                    return self.fail_over(&written, &record, &record, &why).await;
                 }
             }
         }
@@ -471,7 +471,7 @@ impl Actor {
                     format!("{why}. The repair ends as failed and is retried within the node's retry budget."),
                 )
                 .await;
-                self.failed(n, &restored, &why).await
+                self.fail_over(n, &record, &restored, &why).await
             }
             step::Restored::Again { record: again } => {
                 let written = self.write(n, &again).await?;
@@ -611,6 +611,28 @@ impl Actor {
         )
         .await;
         cx.tell(&last, Kind::Fenced, severity, incident, format!("Node {} fenced ({evidence}); {listed}", last.name_any()));
+    }
+
+    /// Records the failure of `failing` over `mine`, the record this task last wrote:
+    /// the node changes on its own meanwhile, and a failure lost to a conflict would
+    /// leave a step that never happened looking issued (a refused reboot "verified" for
+    /// `rebuild-delay-after-reboot`, then escalated). Re-read and written again while the
+    /// ledger still holds `mine`.
+    async fn fail_over(&self, last: &Node, mine: &RepairRecord, failing: &RepairRecord, why: &str) -> Result<(), ActError> {
+        let mut current = last.clone();
+        for _ in 0..5 {
+            match self.failed(&current, failing, why).await {
+                Err(ActError::Conflict(name)) => {
+                    let fresh = self.cx.nodes.get(&name).await.map_err(|source| ActError::Kube { node: name.clone(), source })?;
+                    match Ledger::parse(node::annotation(&fresh, REPAIR_ANNOTATION)) {
+                        Ledger::Record(x) if x == *mine => current = fresh,
+                        _ => return Err(ActError::Conflict(name)),
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(ActError::Conflict(last.name_any()))
     }
 
     /// The node is healthy again: clear the ledger, uncordon what the healer cordoned
