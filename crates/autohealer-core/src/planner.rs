@@ -760,10 +760,17 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
         };
     }
     match next_step(input, node.role, Some(r.action), r.out_of_service) {
-        Some(action) => match held(input, &format!("{} did not recover the node", r.action)) {
-            Some(d) => d,
-            None => Decision::Repair { action, attempt: r.attempt.saturating_add(1), reason, actionable_since: deadline, cordon: false },
-        },
+        // The next, more destructive step waits behind the short-circuits too: a node
+        // whose reboot a zone outage or a partition undid is not replaced because of it.
+        Some(action) => {
+            let what = format!("{} did not recover the node", r.action);
+            match held(input, &what).or_else(|| storm(input, node, active, &what)) {
+                Some(d) => d,
+                None => {
+                    Decision::Repair { action, attempt: r.attempt.saturating_add(1), reason, actionable_since: deadline, cordon: false }
+                }
+            }
+        }
         // The machine may be stopped (a stop went out, the last call may never have):
         // bring it back before the repair ends, never leave it stopped.
         None if r.out_of_service => Decision::Restore { record: r.clone() },
@@ -1377,6 +1384,25 @@ mod tests {
             Decision::InProgress { action: Action::Replace, until: t("01:41:00") }
         );
         assert!(matches!(run(&[n], "01:41:00").nodes[0].decision, Decision::Restore { .. }), "skip does not hold a restore");
+    }
+
+    // Found in review: a reboot that a zone outage undid did not wait for the
+    // short-circuit before escalating to a replace.
+    #[test]
+    fn escalation_waits_behind_a_short_circuit() {
+        let mut nodes = workers(12, 4, |i| {
+            if i < 4 {
+                "a"
+            } else if i < 8 {
+                "b"
+            } else {
+                "c"
+            }
+        });
+        nodes[0].ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        let limits = Limits { worker_max_unhealthy: Threshold::Percent(50.0), ..Default::default() };
+        let p = Run { policy: Policy { limits, ..Default::default() }, ..Default::default() }.plan(&nodes, "02:00:00");
+        assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::Zone), "{p:?}");
     }
 
     #[test]
