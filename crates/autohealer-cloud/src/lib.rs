@@ -129,6 +129,20 @@ pub enum CloudError {
     Other(String),
 }
 
+/// An error with its sources, one after the other: what an HTTP client's top-level
+/// error hides ("error sending request") is usually in its sources (the refused
+/// connection, the certificate that did not verify).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 impl CloudError {
     /// Whether the call may have been carried out although it failed.
     pub fn is_uncertain(&self) -> bool {

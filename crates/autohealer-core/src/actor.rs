@@ -441,17 +441,21 @@ impl Actor {
         let mut current = last.clone();
         for _ in 0..5 {
             match self.write(&current, next).await {
-                Err(ActError::Conflict(name)) => {
-                    let fresh = self.cx.nodes.get(&name).await.map_err(|source| ActError::Kube { node: name.clone(), source })?;
-                    match Ledger::parse(node::annotation(&fresh, REPAIR_ANNOTATION)) {
-                        Ledger::Record(x) if x == *mine => current = fresh,
-                        _ => return Err(ActError::Conflict(name)),
-                    }
-                }
+                Err(ActError::Conflict(name)) => current = self.still_mine(&name, mine).await?,
                 other => return other,
             }
         }
         Err(ActError::Conflict(last.name_any()))
+    }
+
+    /// After a conflict: the node read again, if its ledger still holds `mine` (then
+    /// the write is this task's to make again); a conflict if anything else wrote it.
+    async fn still_mine(&self, name: &str, mine: &RepairRecord) -> Result<Node, ActError> {
+        let fresh = self.cx.nodes.get(name).await.map_err(|source| ActError::Kube { node: name.to_string(), source })?;
+        match Ledger::parse(node::annotation(&fresh, REPAIR_ANNOTATION)) {
+            Ledger::Record(x) if x == *mine => Ok(fresh),
+            _ => Err(ActError::Conflict(name.to_string())),
+        }
     }
 
     /// Brings back the machine of a step that kept stalling with it out of service.
@@ -622,13 +626,7 @@ impl Actor {
         let mut current = last.clone();
         for _ in 0..5 {
             match self.failed(&current, failing, why).await {
-                Err(ActError::Conflict(name)) => {
-                    let fresh = self.cx.nodes.get(&name).await.map_err(|source| ActError::Kube { node: name.clone(), source })?;
-                    match Ledger::parse(node::annotation(&fresh, REPAIR_ANNOTATION)) {
-                        Ledger::Record(x) if x == *mine => current = fresh,
-                        _ => return Err(ActError::Conflict(name)),
-                    }
-                }
+                Err(ActError::Conflict(name)) => current = self.still_mine(&name, mine).await?,
                 other => return other,
             }
         }

@@ -350,6 +350,17 @@ mod tests {
     }
 
     fn evaluate(states: &[NodeState], policy: &Policy, memory: &mut Memory, now: &str, refuse: bool) -> Vec<Effect> {
+        evaluate_busy(states, policy, memory, now, refuse, &HashSet::new())
+    }
+
+    fn evaluate_busy(
+        states: &[NodeState],
+        policy: &Policy,
+        memory: &mut Memory,
+        now: &str,
+        refuse: bool,
+        busy: &HashSet<String>,
+    ) -> Vec<Effect> {
         let supported = [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect();
         let p = plan(&Input {
             nodes: states,
@@ -365,9 +376,8 @@ mod tests {
             blind_until: None,
             now: t(now),
         });
-        let none = HashSet::new();
         let impossible = |_: &NodeState| refuse.then(|| "node w1 maps to no server".to_string());
-        effects(&p, states, memory, &Context { policy, in_flight: &none, impossible: &impossible, now: t(now) })
+        effects(&p, states, memory, &Context { policy, in_flight: busy, impossible: &impossible, now: t(now) })
     }
 
     fn events(e: &[Effect]) -> Vec<(Reason, &str)> {
@@ -419,28 +429,8 @@ mod tests {
     fn nodes_with_a_task_under_way_get_nothing_new() {
         let policy = Policy::default();
         let states = [broken("w1", "01:00:00", "Ready is False")];
-        let supported = [(Role::Worker, Action::Reboot)].into_iter().collect();
-        let p = plan(&Input {
-            nodes: &states,
-            leader: true,
-            pause: Pause::Running,
-            gate: &RepairGate::Allowed,
-            supported: &supported,
-            policy: &policy,
-            cooldowns: &BTreeMap::new(),
-            recent_starts: &[],
-            unsure: None,
-            starting: &std::collections::BTreeSet::new(),
-            blind_until: None,
-            now: t("01:02:00"),
-        });
         let busy: HashSet<String> = ["uid-w1".to_string()].into();
-        let e = effects(
-            &p,
-            &states,
-            &mut Memory::default(),
-            &Context { policy: &policy, in_flight: &busy, impossible: &|_| None, now: t("01:02:00") },
-        );
+        let e = evaluate_busy(&states, &policy, &mut Memory::default(), "01:02:00", false, &busy);
         assert!(e.is_empty(), "{e:?}");
     }
 

@@ -836,29 +836,40 @@ mod tests {
         gate: RepairGate,
         policy: Policy,
         cooldowns: BTreeMap<Scope, Timestamp>,
+        supported: BTreeSet<(Role, Action)>,
+        recent_starts: Vec<(String, Timestamp)>,
+        blind_until: Option<Timestamp>,
     }
 
     impl Default for Run {
         fn default() -> Self {
-            Self { leader: true, pause: Pause::Running, gate: RepairGate::Allowed, policy: Policy::default(), cooldowns: BTreeMap::new() }
+            Self {
+                leader: true,
+                pause: Pause::Running,
+                gate: RepairGate::Allowed,
+                policy: Policy::default(),
+                cooldowns: BTreeMap::new(),
+                supported: all_supported(),
+                recent_starts: vec![],
+                blind_until: None,
+            }
         }
     }
 
     impl Run {
         fn plan(&self, nodes: &[NodeState], now: &str) -> Plan {
-            let supported = all_supported();
             plan(&Input {
                 nodes,
                 leader: self.leader,
                 pause: self.pause,
                 gate: &self.gate,
-                supported: &supported,
+                supported: &self.supported,
                 policy: &self.policy,
                 cooldowns: &self.cooldowns,
-                recent_starts: &[],
+                recent_starts: &self.recent_starts,
                 unsure: None,
                 starting: &BTreeSet::new(),
-                blind_until: None,
+                blind_until: self.blind_until,
                 now: t(now),
             })
         }
@@ -1038,22 +1049,7 @@ mod tests {
     #[test]
     fn unsupported_steps_are_skipped() {
         let nodes = [worker(vec![not_ready("01:00:00")])];
-        let policy = Policy::default();
-        let supported: BTreeSet<_> = [(Role::Worker, Action::Replace)].into();
-        let p = plan(&Input {
-            nodes: &nodes,
-            leader: true,
-            pause: Pause::Running,
-            gate: &RepairGate::Allowed,
-            supported: &supported,
-            policy: &policy,
-            cooldowns: &BTreeMap::new(),
-            recent_starts: &[],
-            unsure: None,
-            starting: &BTreeSet::new(),
-            blind_until: None,
-            now: t("02:00:00"),
-        });
+        let p = Run { supported: [(Role::Worker, Action::Replace)].into(), ..Default::default() }.plan(&nodes, "02:00:00");
         assert!(matches!(p.nodes[0].decision, Decision::Repair { action: Action::Replace, .. }));
     }
 
@@ -1271,23 +1267,9 @@ mod tests {
     fn repairs_of_deleted_nodes_still_count_for_the_hourly_budget() {
         let nodes = [worker(vec![not_ready("01:00:00")])];
         let policy = Policy { limits: Limits { repairs_per_hour: 2, ..Default::default() }, ..Default::default() };
-        let supported = all_supported();
         let gone =
-            [("uid-old-1".to_string(), t("01:30:00")), ("uid-old-2".to_string(), t("01:40:00")), ("uid-w1".to_string(), t("01:50:00"))];
-        let p = plan(&Input {
-            nodes: &nodes,
-            leader: true,
-            pause: Pause::Running,
-            gate: &RepairGate::Allowed,
-            supported: &supported,
-            policy: &policy,
-            cooldowns: &BTreeMap::new(),
-            recent_starts: &gone,
-            unsure: None,
-            starting: &BTreeSet::new(),
-            blind_until: None,
-            now: t("02:00:00"),
-        });
+            vec![("uid-old-1".to_string(), t("01:30:00")), ("uid-old-2".to_string(), t("01:40:00")), ("uid-w1".to_string(), t("01:50:00"))];
+        let p = Run { policy, recent_starts: gone, ..Default::default() }.plan(&nodes, "02:00:00");
         assert!(matches!(&p.nodes[0].decision, Decision::Held { gate: Gate::Rate, why, .. } if why.contains("2 repairs")), "{p:?}");
     }
 
@@ -1304,23 +1286,8 @@ mod tests {
     fn deadlines_that_ran_while_the_healer_was_blind_wait_for_nodes_to_report() {
         let mut n = worker(vec![not_ready("01:00:00")]);
         n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
-        let supported = all_supported();
-        let policy = Policy::default();
         let at = |n: &NodeState, now: &str, blind_until: Option<Timestamp>| {
-            plan(&Input {
-                nodes: std::slice::from_ref(n),
-                leader: true,
-                pause: Pause::Running,
-                gate: &RepairGate::Allowed,
-                supported: &supported,
-                policy: &policy,
-                cooldowns: &BTreeMap::new(),
-                recent_starts: &[],
-                unsure: None,
-                starting: &BTreeSet::new(),
-                blind_until,
-                now: t(now),
-            })
+            Run { blind_until, ..Default::default() }.plan(std::slice::from_ref(n), now)
         };
         // Blind from 01:05 to 01:06:30: the reboot's deadline (01:06) waits a grace after.
         let p = at(&n, "01:06:40", Some(t("01:07:30")));

@@ -13,18 +13,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// An error and its causes on one line: the outermost message alone (e.g. "error
-/// sending request") rarely says what went wrong.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use autohealer_cloud::error_chain;
 
 /// Cuts text that came from outside (a webhook's reason) so that it cannot bloat the
 /// Events and annotations it ends up in.

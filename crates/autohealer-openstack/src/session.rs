@@ -6,6 +6,7 @@
 use crate::config::{Credentials, DomainRef, ProjectRef, Settings, UserRef};
 use crate::secret::Secret;
 use autohealer_cloud::CloudError;
+use autohealer_cloud::error_chain;
 use jiff::Timestamp;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -118,17 +119,6 @@ pub fn error_message(body: &Value) -> String {
         Value::String(s) => s.chars().take(300).collect(),
         other => other.to_string().chars().take(300).collect(),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl Session {

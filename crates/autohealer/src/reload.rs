@@ -118,13 +118,13 @@ async fn follow(
             continue;
         }
         let reference = cm.object_ref(&());
-        let publish = |warning: bool, reason: &'static str, note: String| {
+        let publish = |warning: bool, reason: autohealer_core::Reason, note: String| {
             let recorder = &recorder;
             let reference = reference.clone();
             async move {
                 let ev = Event {
                     type_: if warning { EventType::Warning } else { EventType::Normal },
-                    reason: reason.into(),
+                    reason: reason.as_str().into(),
                     note: Some(note),
                     action: "Reload".into(),
                     secondary: None,
@@ -139,7 +139,7 @@ async fn follow(
                 tracing::warn!(error = %e, "new config rejected; the running one stays");
                 publish(
                     true,
-                    "ConfigRejected",
+                    autohealer_core::Reason::ConfigRejected,
                     format!("The new {CONFIG_KEY} is invalid and was not applied ({e}); the running config stays."),
                 )
                 .await;
@@ -159,7 +159,7 @@ async fn follow(
                     )
                 };
                 tracing::info!(restart_pending = ?pending, "new config applied");
-                publish(!pending.is_empty(), "ConfigReloaded", note).await;
+                publish(!pending.is_empty(), autohealer_core::Reason::ConfigReloaded, note).await;
                 current = new;
             }
         }
