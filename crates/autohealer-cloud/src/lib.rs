@@ -206,8 +206,25 @@ pub trait CloudProvider: Send + Sync {
     /// The name used in `cloud-provider:` and in metrics and Events.
     fn name(&self) -> &str;
 
-    /// Whether `action` is available for nodes of `role`.
+    /// Whether `action` is available for nodes of `role`. Asked at every evaluation, so
+    /// a provider may answer from what it learnt from the cloud since (in
+    /// [`CloudProvider::repair_allowed`], asked before any new step).
     fn supports(&self, action: Action, role: Role) -> bool;
+
+    /// Who performs `action` for nodes of `role` instead of the healer, when the cloud
+    /// does it itself (a Cluster API MachineHealthCheck replacing what a reboot did not
+    /// fix): the healer then hands the node over and waits, rather than failing the
+    /// repair. `None` (the default) when nobody does.
+    fn delegated(&self, _action: Action, _role: Role) -> Option<String> {
+        None
+    }
+
+    /// What the provider knows about the cloud that decides what it does (for OpenStack,
+    /// the Magnum driver and how it was found), as `(key, value)` pairs for `plan`,
+    /// the logs and `autohealer_provider_info`.
+    fn describe(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 
     /// Whether this node can be acted on at all (e.g. it maps to a machine of this
     /// cloud). Asked, without I/O, before anything is written for a repair, so a node

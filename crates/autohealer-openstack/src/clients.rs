@@ -246,6 +246,9 @@ pub struct Cluster {
     /// drivers that have no Heat.
     pub stack_id: Option<String>,
     pub node_count: u64,
+    /// Why the cluster is in its status (set by Magnum on a failure).
+    pub status_reason: Option<String>,
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +258,19 @@ pub struct NodeGroup {
     pub role: String,
     pub node_count: u64,
     pub node_addresses: Vec<String>,
+    /// `UPDATE_IN_PROGRESS` while a resize of the group runs; empty if not reported.
+    pub status: String,
+}
+
+fn parse_nodegroup(uuid: &str, d: &Value) -> NodeGroup {
+    NodeGroup {
+        uuid: d["uuid"].as_str().unwrap_or(uuid).into(),
+        name: d["name"].as_str().unwrap_or_default().into(),
+        role: d["role"].as_str().unwrap_or_default().into(),
+        node_count: d["node_count"].as_u64().unwrap_or(0),
+        node_addresses: d["node_addresses"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect(),
+        status: d["status"].as_str().unwrap_or_default().into(),
+    }
 }
 
 pub struct Magnum<'a>(pub &'a Session);
@@ -275,7 +291,30 @@ impl Magnum<'_> {
             labels,
             stack_id,
             node_count: b["node_count"].as_u64().unwrap_or(0),
+            status_reason: b["status_reason"].as_str().filter(|s| !s.is_empty()).map(String::from),
+            template: b["cluster_template_id"].as_str().filter(|s| !s.is_empty()).map(String::from),
         })
+    }
+
+    /// The labels of a cluster template.
+    pub async fn template_labels(&self, id: &str) -> Result<BTreeMap<String, String>, CloudError> {
+        let call = format!("GET /v1/clustertemplates/{id}");
+        let r = self.0.request(Service::ContainerInfra, Method::GET, &format!("/clustertemplates/{id}"), None, &call, &[200]).await?;
+        Ok(r.body["labels"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string()))).collect())
+            .unwrap_or_default())
+    }
+
+    /// One node group, with its addresses and status.
+    pub async fn nodegroup(&self, id: &str, group: &str) -> Result<NodeGroup, CloudError> {
+        let call = format!("GET /v1/clusters/{id}/nodegroups/{group}");
+        let d = self
+            .0
+            .request(Service::ContainerInfra, Method::GET, &format!("/clusters/{id}/nodegroups/{group}"), None, &call, &[200])
+            .await?
+            .body;
+        Ok(parse_nodegroup(group, &d))
     }
 
     pub async fn update_health(&self, id: &str, status: &str, reason: &BTreeMap<String, String>) -> Result<(), CloudError> {
@@ -300,13 +339,7 @@ impl Magnum<'_> {
                 .request(Service::ContainerInfra, Method::GET, &format!("/clusters/{id}/nodegroups/{uuid}"), None, &call, &[200])
                 .await?
                 .body;
-            out.push(NodeGroup {
-                uuid: uuid.into(),
-                name: d["name"].as_str().unwrap_or_default().into(),
-                role: d["role"].as_str().unwrap_or_default().into(),
-                node_count: d["node_count"].as_u64().unwrap_or(0),
-                node_addresses: d["node_addresses"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect(),
-            });
+            out.push(parse_nodegroup(uuid, &d));
         }
         Ok(out)
     }

@@ -61,6 +61,17 @@ pub struct OpenStackConfig {
     pub request_timeout: Option<Duration>,
     /// Lines of console output kept as evidence before a destructive step; ours.
     pub console_lines: Option<usize>,
+    /// `auto` (default), `heat`, `cluster-api` or `capi-helm`: which Magnum driver runs
+    /// the cluster, when what the APIs answer does not say it clearly enough; ours.
+    pub magnum_driver: Option<String>,
+    /// The cluster's own MachineHealthCheck timeout on the Cluster API drivers (5m in
+    /// both), so `validate` can warn when the healer's reboot would come after it; ours.
+    #[serde(default, with = "humantime_serde")]
+    pub machine_health_check_timeout: Option<Duration>,
+    /// How long a Magnum write waits for the cluster to settle (someone else's resize,
+    /// the healer's previous one) before the step fails; ours.
+    #[serde(default, with = "humantime_serde")]
+    pub cluster_busy_timeout: Option<Duration>,
 }
 
 /// Who to authenticate as.
@@ -104,6 +115,38 @@ pub enum Strategy {
     Nova,
 }
 
+/// The Magnum driver behind a cluster: it decides what a resize does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MagnumDriver {
+    /// The Heat driver (deprecated in 2025.1): `nodes_to_remove` with an unchanged count
+    /// replaces those servers; masters are rebuilt through the stack.
+    Heat,
+    /// vexxhost/magnum-cluster-api: `nodes_to_remove` marks the Machines to delete when
+    /// the count goes down; an unchanged count does nothing.
+    ClusterApi,
+    /// openstack/magnum-capi-helm: specific nodes cannot be removed, only the count applies.
+    CapiHelm,
+}
+
+impl MagnumDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MagnumDriver::Heat => "heat",
+            MagnumDriver::ClusterApi => "cluster-api",
+            MagnumDriver::CapiHelm => "capi-helm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "heat" => Some(MagnumDriver::Heat),
+            "cluster-api" => Some(MagnumDriver::ClusterApi),
+            "capi-helm" => Some(MagnumDriver::CapiHelm),
+            _ => None,
+        }
+    }
+}
+
 /// Everything the provider needs, resolved from the config, clouds.yaml and the environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -119,6 +162,10 @@ pub struct Settings {
     pub stop_timeout: Duration,
     pub request_timeout: Duration,
     pub console_lines: usize,
+    /// `None`: detected from what Magnum and Heat answer.
+    pub magnum_driver: Option<MagnumDriver>,
+    pub machine_health_check_timeout: Duration,
+    pub cluster_busy_timeout: Duration,
 }
 
 /// The flattened keys every source is read into before they are combined.
@@ -323,6 +370,16 @@ impl OpenStackConfig {
             }
             (Some(other), _) => return Err(err("openstack.strategy", format!("must be magnum or nova (value: {other:?})"))),
         };
+        let magnum_driver =
+            match self.magnum_driver.as_deref() {
+                None | Some("auto") => None,
+                Some(d) => Some(MagnumDriver::parse(d).ok_or_else(|| {
+                    err("openstack.magnum-driver", format!("must be auto, heat, cluster-api or capi-helm (value: {d:?})"))
+                })?),
+            };
+        if magnum_driver.is_some() && strategy == Strategy::Nova {
+            return Err(err("openstack.magnum-driver", "applies to the magnum strategy only (openstack.strategy is nova)"));
+        }
         Ok(Settings {
             auth_url: auth_url.trim_end_matches('/').to_string(),
             credentials,
@@ -335,6 +392,9 @@ impl OpenStackConfig {
             stop_timeout: self.stop_timeout.unwrap_or(Duration::from_secs(180)),
             request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(30)),
             console_lines: self.console_lines.unwrap_or(50),
+            magnum_driver,
+            machine_health_check_timeout: self.machine_health_check_timeout.unwrap_or(Duration::from_secs(300)),
+            cluster_busy_timeout: self.cluster_busy_timeout.unwrap_or(Duration::from_secs(1200)),
         })
     }
 }

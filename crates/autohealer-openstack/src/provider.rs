@@ -1,9 +1,16 @@
 //! The two strategies: `magnum` (cluster gate, health report, worker replace through a
 //! node-group resize, master replace through Heat) and `nova` (reboot, then rebuild
 //! with the server's image) for clusters Magnum does not manage.
+//!
+//! What a resize does depends on the Magnum driver behind the cluster, so the provider
+//! finds it first ([`MagnumDriver`]): the Heat driver replaces the servers named in
+//! `nodes_to_remove` at an unchanged count; vexxhost's Cluster API driver deletes them
+//! only when the count goes down, so a replace there shrinks the group by the node and
+//! grows it back; magnum-capi-helm cannot remove a given node at all, so the replace is
+//! left to the cluster's MachineHealthCheck.
 
-use crate::clients::{Cinder, Cluster, Heat, Magnum, Nova, Reboot, Server};
-use crate::config::Strategy;
+use crate::clients::{Cinder, Cluster, Heat, Magnum, NodeGroup, Nova, Reboot, Server};
+use crate::config::{MagnumDriver, Strategy};
 use crate::session::Session;
 use autohealer_cloud::{Action, ActionOutcome, CloudError, CloudProvider, HealthReport, NodeInfo, Phase, Progress, RepairGate, Role};
 use std::collections::{BTreeMap, HashMap};
@@ -59,6 +66,43 @@ const FORCE_DELETE: &str = "force-delete";
 const RESIZE: &str = "resize";
 const MARK_UNHEALTHY: &str = "mark-unhealthy";
 const STACK_UPDATE: &str = "stack-update";
+/// The Cluster API worker replace: the group loses the node, settles, and grows back.
+const SHRINK: &str = "shrink";
+const SETTLE: &str = "settle";
+const GROW: &str = "grow";
+
+/// How often a wait for the cloud reads it again.
+const POLL: Duration = Duration::from_secs(1);
+/// How long a Magnum write is given to show (the count or the status changing) before
+/// the next write is let through: Magnum's conductor acts after the 202.
+const SEEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Magnum driver, and what said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detected {
+    /// `None` when nothing said clearly: the provider then does only what is safe on
+    /// every driver (reboots) and leaves replaces to the cluster.
+    pub driver: Option<MagnumDriver>,
+    pub how: String,
+}
+
+/// The Cluster API name vexxhost's driver gives a cluster (`kube-` and five
+/// characters; older releases `<name>-<10 characters>`), and magnum-capi-helm's
+/// (`<name>-<12 characters>`), as their `generate_cluster_api_name` and
+/// `_generate_release_name` write it to `stack_id`.
+fn driver_of_name(stack_id: &str) -> Option<MagnumDriver> {
+    let tail = stack_id.rsplit('-').next().unwrap_or_default();
+    let plain = |s: &str| s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !plain(tail) || !stack_id.contains('-') {
+        return None;
+    }
+    match tail.len() {
+        5 if stack_id.starts_with("kube-") && stack_id.len() == 10 => Some(MagnumDriver::ClusterApi),
+        10 => Some(MagnumDriver::ClusterApi),
+        12 => Some(MagnumDriver::CapiHelm),
+        _ => None,
+    }
+}
 
 /// How long the `auto_healing_enabled` label read by the gate is trusted by the health
 /// report: the gate is asked only before repairs, so on a quiet cluster the report reads
@@ -79,6 +123,17 @@ pub struct OpenStackProvider {
     /// The last `auto_healing_enabled` value read and when, so the health report obeys
     /// the label as upstream does without reading the cluster for every report.
     auto_healing: Mutex<Option<(Instant, bool)>>,
+    /// The configured driver, or the one found once (a cluster does not change driver).
+    driver: Mutex<Option<Detected>>,
+    /// Held from the wait for the cluster to settle until the write shows: Magnum runs
+    /// one resize of a cluster at a time (a second one under the Heat driver fails the
+    /// cluster), so the healer's node tasks write one after the other.
+    writes: tokio::sync::Mutex<()>,
+    busy_timeout: Duration,
+    /// The node group a Cluster API replace holds from its shrink to its grow, with the
+    /// server it replaces: the two resizes give absolute counts, which hold only while
+    /// no other replace of the group runs between them.
+    groups: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -124,7 +179,63 @@ impl OpenStackProvider {
             last_health: Mutex::new(None),
             evidence: Mutex::new(HashMap::new()),
             auto_healing: Mutex::new(None),
+            driver: Mutex::new(s.magnum_driver.map(|d| Detected { driver: Some(d), how: "set by openstack.magnum-driver".into() })),
+            writes: tokio::sync::Mutex::new(()),
+            busy_timeout: s.cluster_busy_timeout,
+            groups: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The Magnum driver: a `stack_id` that Heat knows is the Heat driver; a Cluster API
+    /// name without a Heat stack, with the capi-helm chart label on the cluster or its
+    /// template, or in the form each Cluster API driver gives it, says which. Found once;
+    /// an answer that says nothing for sure (an error) is not kept.
+    pub async fn driver(&self) -> Result<Detected, CloudError> {
+        if let Some(d) = lock(&self.driver).clone() {
+            return Ok(d);
+        }
+        let id = self.cluster_id()?;
+        let cluster = Magnum(&self.session).cluster(id).await?;
+        let d = self.detect(&cluster).await?;
+        tracing::info!(cluster = id, driver = d.driver.map_or("unknown", MagnumDriver::as_str), how = %d.how, "Magnum driver");
+        *lock(&self.driver) = Some(d.clone());
+        Ok(d)
+    }
+
+    async fn detect(&self, c: &Cluster) -> Result<Detected, CloudError> {
+        let found = |driver, how: String| Ok(Detected { driver, how });
+        let Some(stack_id) = &c.stack_id else {
+            return found(None, "the cluster has no stack_id yet: set openstack.magnum-driver".into());
+        };
+        match Heat(&self.session).find(stack_id).await {
+            Ok((name, _)) => return found(Some(MagnumDriver::Heat), format!("stack_id {stack_id} is Heat stack {name}")),
+            Err(e) if is_404(&e) => {}
+            // No Heat in the catalog: a Cluster API cloud.
+            Err(CloudError::Other(m)) if m.contains("Keystone catalog") => {}
+            Err(e) => return Err(e),
+        }
+        let chart = "capi_helm_chart_version";
+        if c.labels.contains_key(chart) {
+            return found(Some(MagnumDriver::CapiHelm), format!("no Heat stack {stack_id}; the cluster has the {chart} label"));
+        }
+        if let Some(t) = &c.template
+            && Magnum(&self.session).template_labels(t).await?.contains_key(chart)
+        {
+            return found(Some(MagnumDriver::CapiHelm), format!("no Heat stack {stack_id}; cluster template {t} has the {chart} label"));
+        }
+        match driver_of_name(stack_id) {
+            Some(d) => found(Some(d), format!("no Heat stack {stack_id}; the name is one the {} driver gives", d.as_str())),
+            None => found(None, format!("no Heat stack {stack_id}, and the name says no driver: set openstack.magnum-driver")),
+        }
+    }
+
+    fn known_driver(&self) -> Option<Option<MagnumDriver>> {
+        lock(&self.driver).as_ref().map(|d| d.driver)
+    }
+
+    /// The authenticated session, for callers that talk to the cloud beside the provider.
+    pub fn session(&self) -> &Session {
+        &self.session
     }
 
     fn cluster_id(&self) -> Result<&str, CloudError> {
@@ -240,6 +351,97 @@ impl OpenStackProvider {
         Nova(&self.session).stop(id).await
     }
 
+    /// Waits until neither the cluster nor the node group (nor, given, the Heat stack) has
+    /// an update under way, whoever started it, and refuses a failed one: the gate read
+    /// again right before a write. Returns the group as read then.
+    async fn wait_idle(&self, cluster: &str, group: Option<&str>, stack: Option<(&str, &str)>) -> Result<Option<NodeGroup>, CloudError> {
+        let magnum = Magnum(&self.session);
+        let deadline = tokio::time::Instant::now() + self.busy_timeout;
+        loop {
+            let c = magnum.cluster(cluster).await?;
+            let reason = || c.status_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            if c.status.ends_with("_FAILED") {
+                return Err(CloudError::Other(format!("cluster {cluster} is {}{}; no Magnum write is sent to it", c.status, reason())));
+            }
+            let mut busy = (!c.status.ends_with("_COMPLETE")).then(|| format!("cluster {cluster} is {}", c.status));
+            let mut ng = None;
+            if busy.is_none()
+                && let Some(g) = group
+            {
+                let n = magnum.nodegroup(cluster, g).await?;
+                if n.status.ends_with("_FAILED") {
+                    return Err(CloudError::Other(format!(
+                        "node group {g} of cluster {cluster} is {}; no Magnum write is sent to it",
+                        n.status
+                    )));
+                }
+                if n.status.ends_with("_IN_PROGRESS") {
+                    busy = Some(format!("node group {g} is {}", n.status));
+                }
+                ng = Some(n);
+            }
+            if busy.is_none()
+                && let Some((name, id)) = stack
+            {
+                let status = Heat(&self.session).status(name, id).await?;
+                if status.ends_with("_FAILED") {
+                    return Err(CloudError::Other(format!("stack {name} of cluster {cluster} is {status}; no update is sent to it")));
+                }
+                if status.ends_with("_IN_PROGRESS") {
+                    busy = Some(format!("stack {name} is {status}"));
+                }
+            }
+            let Some(why) = busy else { return Ok(ng) };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CloudError::Other(format!(
+                    "{why} after waiting {} (openstack.cluster-busy-timeout): an update under way, the healer's or another's (cluster-autoscaler, an operator)",
+                    humantime::format_duration(self.busy_timeout)
+                )));
+            }
+            tracing::info!(cluster, %why, "waiting for the cluster to settle before writing to it");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// One resize of a node group, one at a time per cluster: waits for the cluster to
+    /// settle, sends it, and holds the next writer back until Magnum shows it (the
+    /// group's count or status changed), since the conductor acts after the 202.
+    async fn resize_one(&self, cluster: &str, group: &str, count: u64, remove: &[String]) -> Result<(), CloudError> {
+        self.resize_from(cluster, group, |_| count, remove).await.map(|_| ())
+    }
+
+    /// [`Self::resize_one`] to a count computed from the group's count read right
+    /// before the write; returns that count.
+    async fn resize_from(&self, cluster: &str, group: &str, to: impl FnOnce(u64) -> u64, remove: &[String]) -> Result<u64, CloudError> {
+        let _turn = self.writes.lock().await;
+        let before = self.wait_idle(cluster, Some(group), None).await?.map_or(0, |n| n.node_count);
+        let count = to(before);
+        let magnum = Magnum(&self.session);
+        magnum.resize(cluster, group, count, remove).await?;
+        let deadline = tokio::time::Instant::now() + SEEN_TIMEOUT;
+        loop {
+            let n = magnum.nodegroup(cluster, group).await?;
+            if n.node_count == count || !n.status.ends_with("_COMPLETE") || tokio::time::Instant::now() >= deadline {
+                return Ok(before);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// A Heat stack update, as a write of the cluster: after the cluster settles, and
+    /// before the next one until the stack shows it.
+    async fn stack_update_one(&self, cluster: &str, name: &str, id: &str) -> Result<(), CloudError> {
+        let _turn = self.writes.lock().await;
+        self.wait_idle(cluster, None, Some((name, id))).await?;
+        let heat = Heat(&self.session);
+        heat.update(name, id).await?;
+        let deadline = tokio::time::Instant::now() + SEEN_TIMEOUT;
+        while heat.status(name, id).await?.ends_with("_COMPLETE") && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
+    }
+
     /// The read-only first call: finds the node group, whose name and size the resize
     /// needs, while nothing has been changed yet.
     async fn worker_begin(&self, node: &NodeInfo) -> Result<Progress, CloudError> {
@@ -253,13 +455,31 @@ impl OpenStackProvider {
                 status: None,
                 message: format!("no node group lists an address of node {} ({})", node.name, addresses.join(", ")),
             })?;
-        Ok(Progress::Next(
-            Phase::new(EVIDENCE).with("server", &id).with("nodegroup", &group.name).with("node_count", group.node_count.to_string()),
-        ))
+        let driver = self.driver().await?.driver;
+        if driver == Some(MagnumDriver::ClusterApi) && group.node_count < 2 {
+            return Err(CloudError::Unsupported {
+                provider: "openstack".into(),
+                action: Action::Replace,
+                reason: format!(
+                    "node group {} has {} node(s): the Cluster API driver replaces a node by shrinking the group by it, which Magnum refuses below 1",
+                    group.name, group.node_count
+                ),
+            });
+        }
+        let mut first =
+            Phase::new(EVIDENCE).with("server", &id).with("nodegroup", &group.name).with("node_count", group.node_count.to_string());
+        if let Some(d) = driver {
+            first = first.with("driver", d.as_str());
+        }
+        Ok(Progress::Next(first))
     }
 
     async fn replace_worker(&self, node: &NodeInfo, at: Option<&Phase>, resumed: bool) -> Result<Progress, CloudError> {
         let Some(at) = at else { return self.worker_begin(node).await };
+        // The flow is the one the replace began with, whatever is configured since.
+        if at.get("driver") == Some(MagnumDriver::ClusterApi.as_str()) {
+            return self.replace_capi_worker(node, at, resumed).await;
+        }
         let id = self.phase_server(node, at)?;
         match at.name.as_str() {
             EVIDENCE => {
@@ -302,13 +522,136 @@ impl OpenStackProvider {
                         )
                     }
                 } else {
-                    Magnum(&self.session).resize(cluster, group, count, std::slice::from_ref(&id)).await?;
+                    self.resize_one(cluster, group, count, std::slice::from_ref(&id)).await?;
                     format!("server {id} stopped and removed from node group {group} (resize to {count} nodes accepted)")
                 };
                 self.forget_evidence(&id);
                 Ok(Progress::Done(ActionOutcome { server_id: Some(id), detail, evidence }))
             }
             _ => Err(unknown_phase(at, "worker")),
+        }
+    }
+
+    fn group_and_count<'a>(&self, at: &'a Phase) -> Result<(&'a str, u64), CloudError> {
+        let group = data(at, "nodegroup")?;
+        let count = data(at, "node_count")?.parse().map_err(|_| {
+            CloudError::Other(format!("replace phase {:?}: node_count {:?} is not a number", at.name, at.get("node_count")))
+        })?;
+        Ok((group, count))
+    }
+
+    /// Waits until no other Cluster API replace holds `group`, then holds it for `server`.
+    /// A hold older than twice `cluster-busy-timeout` is taken as abandoned.
+    async fn claim_group(&self, group: &str, server: &str) -> Result<(), CloudError> {
+        let deadline = tokio::time::Instant::now() + self.busy_timeout;
+        loop {
+            let holder = {
+                let mut g = lock(&self.groups);
+                match g.get(group) {
+                    Some((other, at)) if other != server && at.elapsed() < 2 * self.busy_timeout => Some(other.clone()),
+                    _ => {
+                        g.insert(group.to_string(), (server.to_string(), Instant::now()));
+                        None
+                    }
+                }
+            };
+            let Some(other) = holder else { return Ok(()) };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CloudError::Other(format!(
+                    "node group {group} is still being replaced into for server {other} after {}: one replace of a group at a time",
+                    humantime::format_duration(self.busy_timeout)
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn release_group(&self, group: &str, server: &str) {
+        let mut g = lock(&self.groups);
+        if g.get(group).is_some_and(|(s, _)| s == server) {
+            g.remove(group);
+        }
+    }
+
+    /// vexxhost's driver deletes the Machines named in `nodes_to_remove` only when the
+    /// count goes down: the group is shrunk by the node, left to settle (the Machine and
+    /// its server deleted), then grown back to its size, which creates a fresh machine.
+    /// Nothing is stopped first: Cluster API drains and deletes the machine itself. Both
+    /// resizes give an absolute count, so one sent again does no more than the first.
+    async fn replace_capi_worker(&self, node: &NodeInfo, at: &Phase, resumed: bool) -> Result<Progress, CloudError> {
+        let id = self.phase_server(node, at)?;
+        let cluster = self.cluster_id()?;
+        let (group, count) = self.group_and_count(at)?;
+        match at.name.as_str() {
+            EVIDENCE => {
+                self.keep_evidence(&id).await;
+                // The shrink takes the machine away: from it on, the step is finished.
+                Ok(Progress::Next(Phase { name: SHRINK.into(), data: at.data.clone(), out_of_service: true }))
+            }
+            SHRINK => {
+                self.claim_group(group, &id).await?;
+                // Resumed, the shrink may have gone out: once the group settles, the
+                // server gone says it did (it is the Machine the shrink deletes first).
+                let shrunk = resumed && {
+                    self.wait_idle(cluster, Some(group), None).await?;
+                    self.server_gone(&id).await?
+                };
+                let before = if shrunk {
+                    tracing::info!(server = %id, group, "the shrink of the node group went out earlier; not sent again");
+                    Magnum(&self.session).nodegroup(cluster, group).await?.node_count + 1
+                } else {
+                    self.resize_from(cluster, group, |n| n.saturating_sub(1).max(1), std::slice::from_ref(&id)).await?
+                };
+                // The grow gives back the size the group had right before this shrink.
+                let mut next = at.clone();
+                next.name = SETTLE.into();
+                next.data.insert("node_count".into(), before.to_string());
+                Ok(Progress::Next(next))
+            }
+            SETTLE => {
+                self.claim_group(group, &id).await?;
+                let deadline = tokio::time::Instant::now() + self.busy_timeout;
+                loop {
+                    let n = Magnum(&self.session).nodegroup(cluster, group).await?;
+                    let gone = self.server_gone(&id).await?;
+                    if gone && n.status.ends_with("_COMPLETE") {
+                        return Ok(then(at, GROW));
+                    }
+                    if n.status.ends_with("_FAILED") {
+                        return Err(CloudError::Other(format!("node group {group} is {} while it was shrunk by server {id}", n.status)));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(CloudError::Other(format!(
+                            "node group {group} is {} and server {id} {} after {}: the shrink has not settled",
+                            n.status,
+                            if gone { "is gone" } else { "still exists" },
+                            humantime::format_duration(self.busy_timeout)
+                        )));
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+            GROW => {
+                self.claim_group(group, &id).await?;
+                let n = Magnum(&self.session).nodegroup(cluster, group).await?;
+                let detail = if n.node_count >= count {
+                    format!(
+                        "server {id} was removed from node group {group}, which is back at {} nodes: a fresh machine joins",
+                        n.node_count
+                    )
+                } else {
+                    self.resize_one(cluster, group, count, &[]).await?;
+                    format!(
+                        "server {id} removed from node group {group} (resized to {} with it in nodes_to_remove), then the group resized back to {count}: a fresh machine joins",
+                        count - 1
+                    )
+                };
+                self.release_group(group, &id);
+                let evidence = self.kept_evidence(&id).await;
+                self.forget_evidence(&id);
+                Ok(Progress::Done(ActionOutcome { server_id: Some(id), detail, evidence }))
+            }
+            _ => Err(unknown_phase(at, "Cluster API worker")),
         }
     }
 
@@ -408,7 +751,7 @@ impl OpenStackProvider {
                         )
                     }
                 } else {
-                    heat.update(stack_name, data(at, "stack_id")?).await?;
+                    self.stack_update_one(self.cluster_id()?, stack_name, data(at, "stack_id")?).await?;
                     format!("server {id} marked unhealthy in stack {parent_name}; stack {stack_name} update started to rebuild it")
                 };
                 self.forget_evidence(&id);
@@ -489,8 +832,49 @@ impl CloudProvider for OpenStackProvider {
         "openstack"
     }
 
-    fn supports(&self, _action: Action, _role: Role) -> bool {
-        true
+    fn supports(&self, action: Action, role: Role) -> bool {
+        if self.strategy == Strategy::Nova || action == Action::Reboot {
+            return true;
+        }
+        // Before the driver is known (it is found by the gate asked before any step)
+        // the replace is offered; `replace` refuses it if the driver turns out not to.
+        match self.known_driver() {
+            None | Some(Some(MagnumDriver::Heat)) => true,
+            Some(Some(MagnumDriver::ClusterApi)) => role == Role::Worker,
+            Some(Some(MagnumDriver::CapiHelm) | None) => false,
+        }
+    }
+
+    fn delegated(&self, action: Action, role: Role) -> Option<String> {
+        if self.strategy == Strategy::Nova || action != Action::Replace {
+            return None;
+        }
+        match (self.known_driver()?, role) {
+            (Some(MagnumDriver::Heat), _) | (Some(MagnumDriver::ClusterApi), Role::Worker) => None,
+            (Some(MagnumDriver::ClusterApi), Role::Master) => Some(
+                "the cluster's MachineHealthCheck and KubeadmControlPlane (Magnum driver cluster-api: masters are not replaced through Magnum)"
+                    .into(),
+            ),
+            (Some(MagnumDriver::CapiHelm), _) => Some(
+                "the cluster's MachineHealthCheck (Magnum driver capi-helm: a resize cannot name the node to remove)".into(),
+            ),
+            (None, _) => Some("the cluster's own remediation (the Magnum driver is not known: set openstack.magnum-driver)".into()),
+        }
+    }
+
+    fn describe(&self) -> Vec<(String, String)> {
+        if self.strategy == Strategy::Nova {
+            return vec![("strategy".into(), "nova".into())];
+        }
+        let mut out = vec![("strategy".into(), "magnum".into())];
+        match lock(&self.driver).as_ref() {
+            Some(d) => {
+                out.push(("magnum-driver".into(), d.driver.map_or("unknown", MagnumDriver::as_str).into()));
+                out.push(("magnum-driver-from".into(), d.how.clone()));
+            }
+            None => out.push(("magnum-driver".into(), "not yet known".into())),
+        }
+        out
     }
 
     fn check_node(&self, node: &NodeInfo) -> Result<(), CloudError> {
@@ -504,21 +888,38 @@ impl CloudProvider for OpenStackProvider {
         let id = self.cluster_id()?;
         let c = Magnum(&self.session).cluster(id).await?;
         self.remember_label(label_enabled(&c));
+        let known = lock(&self.driver).clone();
+        let driver = match known {
+            Some(d) => d,
+            None => {
+                let d = self.detect(&c).await?;
+                tracing::info!(cluster = id, driver = d.driver.map_or("unknown", MagnumDriver::as_str), how = %d.how, "Magnum driver");
+                *lock(&self.driver) = Some(d.clone());
+                d
+            }
+        };
         if !c.status.ends_with("_COMPLETE") {
-            return Ok(RepairGate::Denied(format!("cluster {id} is {}", c.status)));
+            let reason = c.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            return Ok(RepairGate::Denied(format!("cluster {id} is {}{reason}", c.status)));
         }
-        match c.labels.get("auto_healing_enabled").map(|v| (v, truthy(v))) {
-            None => return Ok(RepairGate::Denied(format!("cluster {id} has no auto_healing_enabled label"))),
-            Some((v, None)) => return Ok(RepairGate::Denied(format!("cluster {id} label auto_healing_enabled={v:?} is not a boolean"))),
-            Some((_, Some(false))) => return Ok(RepairGate::Denied(format!("cluster {id} label auto_healing_enabled is false"))),
-            Some((_, Some(true))) => {}
-        }
-        if let Some(stack) = &c.stack_id {
-            let heat = Heat(&self.session);
-            let (name, sid) = heat.find(stack).await?;
-            let status = heat.status(&name, &sid).await?;
-            if status == "UPDATE_IN_PROGRESS" || status == "UPDATE_FAILED" {
-                return Ok(RepairGate::Denied(format!("cluster stack {name} is {status}")));
+        // On the Cluster API drivers the label turns the cluster's MachineHealthChecks on;
+        // it says nothing about this healer, whose own pause and limits apply.
+        if driver.driver == Some(MagnumDriver::Heat) {
+            match c.labels.get("auto_healing_enabled").map(|v| (v, truthy(v))) {
+                None => return Ok(RepairGate::Denied(format!("cluster {id} has no auto_healing_enabled label"))),
+                Some((v, None)) => {
+                    return Ok(RepairGate::Denied(format!("cluster {id} label auto_healing_enabled={v:?} is not a boolean")));
+                }
+                Some((_, Some(false))) => return Ok(RepairGate::Denied(format!("cluster {id} label auto_healing_enabled is false"))),
+                Some((_, Some(true))) => {}
+            }
+            if let Some(stack) = &c.stack_id {
+                let heat = Heat(&self.session);
+                let (name, sid) = heat.find(stack).await?;
+                let status = heat.status(&name, &sid).await?;
+                if status == "UPDATE_IN_PROGRESS" || status == "UPDATE_FAILED" {
+                    return Ok(RepairGate::Denied(format!("cluster stack {name} is {status}")));
+                }
             }
         }
         Ok(RepairGate::Allowed)
@@ -536,8 +937,28 @@ impl CloudProvider for OpenStackProvider {
     async fn replace(&self, node: &NodeInfo, at: Option<&Phase>, resumed: bool) -> Result<Progress, CloudError> {
         match (self.strategy, node.role.unwrap_or(Role::Worker)) {
             (Strategy::Nova, _) => self.rebuild(node, resumed).await,
-            (Strategy::Magnum, Role::Worker) => self.replace_worker(node, at, resumed).await,
-            (Strategy::Magnum, Role::Master) => self.replace_master(node, at, resumed).await,
+            (Strategy::Magnum, role) => {
+                // A replace begun under the Heat driver (its phases) is finished as it began.
+                let begun_on_heat = at.is_some_and(|p| p.get("driver").is_none_or(|d| d == MagnumDriver::Heat.as_str()));
+                if at.is_none() {
+                    let driver = self.driver().await?;
+                    if let Some(to) = self.delegated(Action::Replace, role) {
+                        return Err(CloudError::Unsupported {
+                            provider: "openstack".into(),
+                            action: Action::Replace,
+                            reason: format!("delegated to {to} ({})", driver.how),
+                        });
+                    }
+                }
+                match role {
+                    Role::Worker => self.replace_worker(node, at, resumed).await,
+                    Role::Master if at.is_none() || begun_on_heat => self.replace_master(node, at, resumed).await,
+                    Role::Master => Err(CloudError::Other(format!(
+                        "a master replace recorded at phase {:?} of a driver that does not replace masters",
+                        at.map(|p| p.name.as_str()).unwrap_or_default()
+                    ))),
+                }
+            }
         }
     }
 
@@ -545,6 +966,28 @@ impl CloudProvider for OpenStackProvider {
         let id = self.phase_server(node, at)?;
         self.forget_evidence(&id);
         let done = |detail: String| Ok(ActionOutcome { server_id: Some(id.clone()), detail, evidence: None });
+        if at.out_of_service && at.get("driver") == Some(MagnumDriver::ClusterApi.as_str()) {
+            // Nothing was stopped: what a stalled Cluster API replace can leave is a group
+            // one node short, so its size is given back: the size recorded by the shrink,
+            // or, stalled at the shrink itself, the size at the start if it went out.
+            let cluster = self.cluster_id()?;
+            let (group, count) = self.group_and_count(at)?;
+            if at.name == SHRINK && !self.server_gone(&id).await? {
+                self.release_group(group, &id);
+                return done(format!("the replace of server {id} stalled before node group {group} was shrunk: nothing to restore"));
+            }
+            let n = Magnum(&self.session).nodegroup(cluster, group).await?;
+            if n.node_count >= count {
+                self.release_group(group, &id);
+                return done(format!("node group {group} is at {} nodes: nothing to restore", n.node_count));
+            }
+            self.resize_one(cluster, group, count, &[]).await?;
+            self.release_group(group, &id);
+            return done(format!(
+                "node group {group} was left at {} nodes by a replace stalled at {}; resized back to {count}",
+                n.node_count, at.name
+            ));
+        }
         if !at.out_of_service {
             // Nothing was stopped yet; a server found stopped was stopped by someone else.
             return done(format!("the replace of server {id} stalled at {} before stopping it: nothing to restore", at.name));

@@ -139,15 +139,39 @@ pub struct Stack {
     pub resources: Vec<StackResource>,
 }
 
+/// The Magnum driver a fake cluster plays: what its resize does, as each driver's
+/// `resize_cluster` does it (see `autohealer_openstack::config::MagnumDriver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeDriver {
+    /// `nodes_to_remove` at an unchanged count replaces those servers; a resize while
+    /// the stack updates fails the cluster (`UPDATE_FAILED`), as Heat refuses it.
+    Heat,
+    /// vexxhost/magnum-cluster-api: the servers in `nodes_to_remove` are deleted only
+    /// when the count goes down; an unchanged count does nothing; no Heat stack.
+    ClusterApi,
+    /// openstack/magnum-capi-helm: `nodes_to_remove` is ignored, the count applies (a
+    /// lower count deletes the newest machine); no Heat stack.
+    CapiHelm,
+}
+
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub uuid: String,
     pub name: String,
     pub status: String,
+    pub status_reason: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub stack_id: Option<String>,
     pub health_status: Option<String>,
     pub health_status_reason: Value,
+    pub driver: FakeDriver,
+    pub template: String,
+    /// Resizes received while one of the cluster was under way.
+    pub overlapping_resizes: usize,
+    /// Resizes received, with the count and the servers named.
+    pub resizes: Vec<(String, u64, Vec<String>)>,
+    /// Updates begun; only the last one's end settles the cluster.
+    pub updates: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +181,9 @@ pub struct NodeGroup {
     pub cluster: String,
     pub role: String,
     pub servers: Vec<String>,
+    /// The count asked for (Magnum's `node_count`), which the servers follow.
+    pub node_count: usize,
+    pub status: String,
 }
 
 #[derive(Default)]
@@ -172,6 +199,8 @@ pub(crate) struct Inner {
     pub stacks: BTreeMap<String, Stack>,
     pub clusters: BTreeMap<String, Cluster>,
     pub nodegroups: Vec<NodeGroup>,
+    /// Cluster templates' labels, by id.
+    pub templates: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Default)]
@@ -380,16 +409,24 @@ impl FakeOpenStack {
             );
         }
         let labels = BTreeMap::from([("auto_healing_enabled".to_string(), "true".to_string())]);
+        let template = format!("ct-{uuid}");
+        g.templates.insert(template.clone(), BTreeMap::new());
         g.clusters.insert(
             uuid.into(),
             Cluster {
                 uuid: uuid.into(),
                 name: name.into(),
                 status: "CREATE_COMPLETE".into(),
+                status_reason: None,
                 labels,
                 stack_id,
                 health_status: None,
                 health_status_reason: Value::Object(Default::default()),
+                driver: FakeDriver::Heat,
+                template,
+                overlapping_resizes: 0,
+                resizes: vec![],
+                updates: 0,
             },
         );
         for (role, list) in [("master", masters), ("worker", workers)] {
@@ -399,8 +436,48 @@ impl FakeOpenStack {
                 cluster: uuid.into(),
                 role: role.into(),
                 servers: list.to_vec(),
+                node_count: list.len(),
+                status: "CREATE_COMPLETE".into(),
             });
         }
+    }
+
+    /// Makes the cluster one of a Cluster API driver: its Heat stacks go, and `stack_id`
+    /// holds a Cluster API name of the form that driver gives (capi-helm's template also
+    /// gets its chart label). Back to `Heat` is not offered: build the cluster with one.
+    pub fn set_magnum_driver(&self, uuid: &str, driver: FakeDriver) {
+        let mut g = lock(&self.state.inner);
+        let Some(c) = g.clusters.get(uuid).cloned() else { return };
+        if let Some(sid) = &c.stack_id {
+            g.stacks.retain(|id, s| id != sid && s.parent.as_ref().is_none_or(|(_, p)| p != sid));
+        }
+        let suffix: String = uuid::Uuid::new_v4().simple().to_string().chars().filter(char::is_ascii_alphanumeric).collect();
+        let stack_id = match driver {
+            FakeDriver::Heat => c.stack_id.clone(),
+            FakeDriver::ClusterApi => Some(format!("kube-{}", &suffix[..5])),
+            FakeDriver::CapiHelm => Some(format!("{}-{}", c.name.to_lowercase(), &suffix[..12])),
+        };
+        if driver == FakeDriver::CapiHelm
+            && let Some(t) = g.templates.get_mut(&c.template)
+        {
+            t.insert("capi_helm_chart_version".into(), "0.16.0".into());
+        }
+        if let Some(c) = g.clusters.get_mut(uuid) {
+            c.driver = driver;
+            c.stack_id = stack_id;
+        }
+    }
+
+    pub fn set_cluster_status_reason(&self, uuid: &str, status: &str, reason: &str) {
+        if let Some(c) = lock(&self.state.inner).clusters.get_mut(uuid) {
+            c.status = status.into();
+            c.status_reason = Some(reason.into());
+        }
+    }
+
+    /// The node group's count as Magnum reports it.
+    pub fn nodegroup_count(&self, cluster: &str, role: &str) -> usize {
+        lock(&self.state.inner).nodegroups.iter().find(|n| n.cluster == cluster && n.role == role).map_or(0, |n| n.node_count)
     }
 
     pub fn set_cluster_label(&self, uuid: &str, key: &str, value: Option<&str>) {

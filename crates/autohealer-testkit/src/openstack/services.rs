@@ -1,6 +1,6 @@
 //! The fake services' request handling.
 
-use super::{Cluster, Inner, Logged, State, Token, lock};
+use super::{Cluster, FakeDriver, Inner, Logged, State, Token, lock};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -621,8 +621,9 @@ fn magnum_err(code: StatusCode, title: &str, detail: String) -> Reply {
 }
 
 fn cluster_json(c: &Cluster, minor: u32, node_count: usize, master_count: usize) -> Value {
-    let mut v = json!({"uuid": c.uuid, "name": c.name, "status": c.status, "labels": c.labels, "node_count": node_count, "master_count": master_count,
-        "health_status": c.health_status, "health_status_reason": c.health_status_reason, "project_id": super::PROJECT_ID});
+    let mut v = json!({"uuid": c.uuid, "name": c.name, "status": c.status, "status_reason": c.status_reason, "labels": c.labels, "node_count": node_count, "master_count": master_count,
+        "health_status": c.health_status, "health_status_reason": c.health_status_reason, "project_id": super::PROJECT_ID,
+        "cluster_template_id": c.template});
     if minor >= 13 {
         v["cluster_id"] = json!(c.stack_id);
     } else {
@@ -667,6 +668,15 @@ fn magnum(state: &Arc<State>, method: &Method, segs: &[&str], body: &Value, head
 
 fn magnum_call(state: &Arc<State>, method: &Method, segs: &[&str], body: &Value, minor: u32) -> Reply {
     let mut g = lock(&state.inner);
+    if let (&Method::GET, ["clustertemplates", id]) = (method, segs) {
+        return match g.templates.get(*id) {
+            Some(labels) => reply(
+                StatusCode::OK,
+                json!({"uuid": id, "name": id, "labels": labels, "coe": "kubernetes", "server_type": "vm", "cluster_distro": "ubuntu"}),
+            ),
+            None => magnum_err(StatusCode::NOT_FOUND, "Not Found", format!("ClusterTemplate {id} could not be found.")),
+        };
+    }
     let Some(("clusters", id)) = segs.first().copied().zip(segs.get(1).copied()) else {
         return magnum_err(StatusCode::NOT_FOUND, "Not Found", "no such call".into());
     };
@@ -677,7 +687,7 @@ fn magnum_call(state: &Arc<State>, method: &Method, segs: &[&str], body: &Value,
         g.nodegroups.iter().filter(|n| n.cluster == cluster.uuid && n.role == role).map(|n| n.servers.len()).sum::<usize>()
     };
     let ng_json = |g: &Inner, n: &super::NodeGroup, detail: bool| {
-        let mut v = json!({"uuid": n.uuid, "name": n.name, "cluster_id": n.cluster, "role": n.role, "node_count": n.servers.len(), "is_default": true, "status": cluster.status});
+        let mut v = json!({"uuid": n.uuid, "name": n.name, "cluster_id": n.cluster, "role": n.role, "node_count": n.node_count, "is_default": true, "status": n.status, "min_node_count": 1});
         if detail {
             v["node_addresses"] =
                 json!(n.servers.iter().filter_map(|s| g.servers.get(s)).flat_map(|s| s.addresses.clone()).collect::<Vec<_>>());
@@ -712,84 +722,159 @@ fn magnum_call(state: &Arc<State>, method: &Method, segs: &[&str], body: &Value,
                 None => magnum_err(StatusCode::NOT_FOUND, "Not Found", format!("Nodegroup {ng} could not be found.")),
             }
         }
-        (&Method::POST, ["actions", "resize"]) => {
-            if !cluster.status.ends_with("_COMPLETE") {
-                return magnum_err(
-                    StatusCode::CONFLICT,
-                    "Conflict",
-                    format!("Cluster {} is in {} status; a resize is not allowed.", cluster.uuid, cluster.status),
-                );
-            }
-            let Some(node_count) = body["node_count"].as_u64() else {
-                return magnum_err(StatusCode::BAD_REQUEST, "Bad Request", "node_count is required".into());
-            };
-            let group = body["nodegroup"].as_str().unwrap_or("default-worker");
-            let remove: Vec<String> =
-                body["nodes_to_remove"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
-            let Some(ng_index) = g.nodegroups.iter().position(|n| n.cluster == cluster.uuid && (n.name == group || n.uuid == group)) else {
-                return magnum_err(StatusCode::NOT_FOUND, "Not Found", format!("Nodegroup {group} could not be found."));
-            };
-            if let Some(missing) = remove.iter().find(|r| !g.nodegroups[ng_index].servers.contains(r)) {
-                return magnum_err(StatusCode::BAD_REQUEST, "Bad Request", format!("node {missing} is not in nodegroup {group}"));
-            }
-            let role = g.nodegroups[ng_index].role.clone();
-            g.nodegroups[ng_index].servers.retain(|s| !remove.contains(s));
-            for r in &remove {
-                g.servers.remove(r);
-            }
-            if let Some(c) = g.clusters.get_mut(&cluster.uuid) {
-                c.status = "UPDATE_IN_PROGRESS".into();
-            }
-            let have = g.nodegroups[ng_index].servers.len();
-            drop(g);
-            if let Some(h) = state.hooks() {
-                for r in &remove {
-                    h.deleted(r);
-                }
-            }
-            let (uuid, name) = (cluster.uuid.clone(), cluster.name.clone());
-            state.later(state.opts.update_time, move |st| {
-                let mut created = Vec::new();
-                {
-                    let mut g = lock(&st.inner);
-                    for i in have..node_count as usize {
-                        let id = uuid::Uuid::new_v4().to_string();
-                        let server_name = format!("{name}-{role}-{}", &id[..8]);
-                        let address = format!("10.0.{}.{}", i / 250, i % 250 + 10);
-                        g.servers.insert(
-                            id.clone(),
-                            super::Server {
-                                id: id.clone(),
-                                name: server_name.clone(),
-                                status: "ACTIVE".into(),
-                                task_state: None,
-                                image_id: "img-k8s".into(),
-                                addresses: vec![address],
-                                volumes: vec![],
-                                console: vec![],
-                            },
-                        );
-                        if let Some(n) = g.nodegroups.get_mut(ng_index) {
-                            n.servers.push(id.clone());
-                        }
-                        created.push((id, server_name));
-                    }
-                    if let Some(c) = g.clusters.get_mut(&uuid) {
-                        c.status = "UPDATE_COMPLETE".into();
-                    }
-                }
-                if let Some(h) = st.hooks() {
-                    for (id, n) in created {
-                        if let Some(address) = h.created(&id, &n, &role)
-                            && let Some(s) = lock(&st.inner).servers.get_mut(&id)
-                        {
-                            s.addresses = vec![address];
-                        }
-                    }
-                }
-            });
-            reply(StatusCode::ACCEPTED, json!({"uuid": cluster.uuid}))
-        }
+        (&Method::POST, ["actions", "resize"]) => resize(state, g, &cluster, body),
         _ => magnum_err(StatusCode::NOT_FOUND, "Not Found", "no such call".into()),
+    }
+}
+
+/// `POST /v1/clusters/{id}/actions/resize` as Magnum runs it: the API checks the body
+/// and the node group's bounds and answers 202; the conductor then refuses (silently,
+/// the call is asynchronous) a cluster in a status outside its allow list, sets the
+/// group's count and calls the driver (`magnum/conductor/handlers/cluster_conductor.py`
+/// `cluster_resize`), and each driver's `resize_cluster` does what [`FakeDriver`] says.
+fn resize(state: &Arc<State>, mut g: std::sync::MutexGuard<'_, Inner>, cluster: &Cluster, body: &Value) -> Reply {
+    let Some(node_count) = body["node_count"].as_u64() else {
+        return magnum_err(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "Invalid input for field/attribute node_count. Mandatory field missing.".into(),
+        );
+    };
+    if node_count < 1 {
+        return magnum_err(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "Invalid input for field/attribute node_count. Value should be greater or equal to 1".into(),
+        );
+    }
+    let group = body["nodegroup"].as_str().unwrap_or("default-worker");
+    let remove: Vec<String> =
+        body["nodes_to_remove"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+    let Some(ng_index) = g.nodegroups.iter().position(|n| n.cluster == cluster.uuid && (n.name == group || n.uuid == group)) else {
+        return magnum_err(StatusCode::NOT_FOUND, "Not Found", format!("Nodegroup {group} could not be found."));
+    };
+    if g.nodegroups[ng_index].role == "master" {
+        return magnum_err(StatusCode::BAD_REQUEST, "Bad Request", "Resizing a master nodegroup is not supported.".into());
+    }
+    let accepted = reply(StatusCode::ACCEPTED, json!({"uuid": cluster.uuid}));
+    let busy = cluster.status.ends_with("_IN_PROGRESS") || g.nodegroups[ng_index].status.ends_with("_IN_PROGRESS");
+    if let Some(c) = g.clusters.get_mut(&cluster.uuid) {
+        c.resizes.push((group.to_string(), node_count, remove.clone()));
+        if busy {
+            c.overlapping_resizes += 1;
+        }
+    }
+    let allowed = cluster.status.ends_with("_COMPLETE")
+        || matches!(cluster.status.as_str(), "UPDATE_FAILED" | "UPDATE_IN_PROGRESS" | "ROLLBACK_FAILED");
+    if !allowed {
+        return accepted;
+    }
+    if cluster.driver == FakeDriver::Heat {
+        if let Some(missing) = remove.iter().find(|r| !g.nodegroups[ng_index].servers.contains(r)) {
+            // The Heat driver's scale manager fails the update on a server it does not hold.
+            let reason = format!("node {missing} is not in nodegroup {group}");
+            fail(&mut g, &cluster.uuid, ng_index, reason);
+            return accepted;
+        }
+        if busy {
+            let reason = format!("ERROR: Stack {}-stack already has an action (UPDATE) in progress.", cluster.name);
+            fail(&mut g, &cluster.uuid, ng_index, reason);
+            return accepted;
+        }
+    }
+    let have = g.nodegroups[ng_index].servers.clone();
+    let target = node_count as usize;
+    let gone: Vec<String> = match cluster.driver {
+        FakeDriver::Heat => remove.clone(),
+        FakeDriver::ClusterApi => {
+            let mut marked: Vec<String> = have.iter().filter(|s| remove.contains(s)).cloned().collect();
+            marked.extend(have.iter().rev().filter(|s| !remove.contains(s)).cloned());
+            marked.truncate(have.len().saturating_sub(target));
+            marked
+        }
+        FakeDriver::CapiHelm => have.iter().rev().take(have.len().saturating_sub(target)).cloned().collect(),
+    };
+    let role = g.nodegroups[ng_index].role.clone();
+    g.nodegroups[ng_index].servers.retain(|s| !gone.contains(s));
+    g.nodegroups[ng_index].node_count = target;
+    g.nodegroups[ng_index].status = "UPDATE_IN_PROGRESS".into();
+    for r in &gone {
+        g.servers.remove(r);
+    }
+    let generation = match g.clusters.get_mut(&cluster.uuid) {
+        Some(c) => {
+            c.status = "UPDATE_IN_PROGRESS".into();
+            c.status_reason = None;
+            c.updates += 1;
+            c.updates
+        }
+        None => 0,
+    };
+    drop(g);
+    if let Some(h) = state.hooks() {
+        for r in &gone {
+            h.deleted(r);
+        }
+    }
+    let (uuid, name) = (cluster.uuid.clone(), cluster.name.clone());
+    state.later(state.opts.update_time, move |st| {
+        let mut created = Vec::new();
+        {
+            let mut g = lock(&st.inner);
+            if g.clusters.get(&uuid).is_none_or(|c| c.updates != generation || c.status != "UPDATE_IN_PROGRESS") {
+                return;
+            }
+            let have = g.nodegroups.get(ng_index).map_or(0, |n| n.servers.len());
+            for i in have..target {
+                let id = uuid::Uuid::new_v4().to_string();
+                let server_name = format!("{name}-{role}-{}", &id[..8]);
+                let address = format!("10.0.{}.{}", i / 250, i % 250 + 10);
+                g.servers.insert(
+                    id.clone(),
+                    super::Server {
+                        id: id.clone(),
+                        name: server_name.clone(),
+                        status: "ACTIVE".into(),
+                        task_state: None,
+                        image_id: "img-k8s".into(),
+                        addresses: vec![address],
+                        volumes: vec![],
+                        console: vec![],
+                    },
+                );
+                if let Some(n) = g.nodegroups.get_mut(ng_index) {
+                    n.servers.push(id.clone());
+                }
+                created.push((id, server_name));
+            }
+            if let Some(n) = g.nodegroups.get_mut(ng_index) {
+                n.status = "UPDATE_COMPLETE".into();
+            }
+            if let Some(c) = g.clusters.get_mut(&uuid) {
+                c.status = "UPDATE_COMPLETE".into();
+            }
+        }
+        if let Some(h) = st.hooks() {
+            for (id, n) in created {
+                if let Some(address) = h.created(&id, &n, &role)
+                    && let Some(s) = lock(&st.inner).servers.get_mut(&id)
+                {
+                    s.addresses = vec![address];
+                }
+            }
+        }
+    });
+    accepted
+}
+
+/// What the conductor does when the driver raises: the cluster and the group fail with
+/// the reason, and the group's count goes back.
+fn fail(g: &mut Inner, cluster: &str, ng_index: usize, reason: String) {
+    if let Some(c) = g.clusters.get_mut(cluster) {
+        c.status = "UPDATE_FAILED".into();
+        c.status_reason = Some(reason);
+    }
+    if let Some(n) = g.nodegroups.get_mut(ng_index) {
+        n.status = "UPDATE_FAILED".into();
     }
 }
