@@ -207,7 +207,7 @@ fn action_of(reason: Reason) -> &'static str {
         Reason::RepairStarted | Reason::RepairResumed | Reason::RepairIssued | Reason::RepairStalled => "Repair",
         Reason::MachineRestored | Reason::RestoreFailed => "Restore",
         Reason::Drained => "Drain",
-        Reason::Recovered | Reason::RepairFailed => "Verify",
+        Reason::Recovered | Reason::RepairFailed | Reason::RepairDelegated => "Verify",
         Reason::Fenced => "Fence",
         Reason::NodeProblem | Reason::CheckFailing => "Notify",
         Reason::ConfigRejected | Reason::ConfigReloaded => "Reload",
@@ -261,6 +261,7 @@ impl Actor {
             }
             Work::Recovered { record } => self.recovered(n, &record).await,
             Work::Failed { record, why } => self.failed(n, &record, &why).await,
+            Work::Delegate { record, action, to } => self.delegate(n, &record, action, &to).await,
         }
     }
 
@@ -709,6 +710,28 @@ impl Actor {
             record_incident(&n.name_any(), record),
             format!("Repair of node {} failed: {why}", n.name_any()),
         );
+        Ok(())
+    }
+
+    /// The step did not bring the node back and the next is the cloud's own: recorded,
+    /// so the healer waits for it instead of failing the repair, and said once.
+    pub async fn delegate(&self, n: &Node, record: &RepairRecord, action: Action, to: &str) -> Result<(), ActError> {
+        let cx = &self.cx;
+        let r = step::delegated(record, action, to, Timestamp::now());
+        cx.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await?;
+        cx.metrics.repair(node::role(n).as_str(), action.as_str(), "delegated");
+        tracing::info!(node = %n.name_any(), %action, to, "next step delegated");
+        cx.step_event(
+            n,
+            Reason::RepairDelegated,
+            action,
+            false,
+            format!(
+                "{} did not recover the node; the {action} is left to {to}. The healer takes no further step until replace-timeout has passed.",
+                record.action
+            ),
+        )
+        .await;
         Ok(())
     }
 

@@ -22,6 +22,7 @@ pub enum Work {
     Restore { record: RepairRecord },
     Recovered { record: RepairRecord },
     Failed { record: RepairRecord, why: String },
+    Delegate { record: RepairRecord, action: Action, to: String },
 }
 
 /// Something to count in the metrics.
@@ -220,6 +221,7 @@ pub fn effects(plan: &Plan, states: &[NodeState], memory: &mut Memory, cx: &Cont
             Decision::Restore { record } => Work::Restore { record: record.clone() },
             Decision::Recovered { record } => Work::Recovered { record: record.clone() },
             Decision::Failed { record, why } => Work::Failed { record: record.clone(), why: why.clone() },
+            Decision::Delegate { record, action, to } => Work::Delegate { record: record.clone(), action: *action, to: to.clone() },
             _ => continue,
         };
         out.push(Effect::Work { node: state.name.clone(), work });
@@ -346,6 +348,7 @@ mod tests {
             history: vec![],
             skip: false,
             remediate: false,
+            removing: None,
         }
     }
 
@@ -368,6 +371,7 @@ mod tests {
             pause: Pause::Running,
             gate: &RepairGate::Allowed,
             supported: &supported,
+            delegated: &Default::default(),
             policy,
             cooldowns: &BTreeMap::new(),
             recent_starts: &[],

@@ -58,9 +58,13 @@ pub struct HealerSettings {
     pub fleet_lease: Option<(String, String)>,
 }
 
+/// The steps the cloud performs itself, by role and action, with who does them.
+type Delegations = BTreeMap<(Role, Action), String>;
+
 pub const PAUSED_ANNOTATION: &str = "autohealer.dev/paused";
 
 const ALL_GATES: &[Gate] = &[
+    Gate::Removing,
     Gate::Unreadable,
     Gate::Skip,
     Gate::Leader,
@@ -91,6 +95,8 @@ pub struct Healer {
     reload: Option<mpsc::Receiver<HealerSettings>>,
     notifier: Arc<dyn Notifier>,
     recorder: Option<kube::runtime::events::Recorder>,
+    /// The labels of `autohealer_provider_info` last set, so a change clears the old series.
+    provider_info: Mutex<Option<Vec<(String, String)>>>,
 }
 
 /// One node's row of an evaluation, for `autohealer plan`.
@@ -171,7 +177,18 @@ impl Healer {
         metrics: Arc<Metrics>,
         status: Arc<Status>,
     ) -> Self {
-        Self { client, provider, leader, settings, metrics, status, reload: None, notifier: Arc::new(NoNotifier), recorder: None }
+        Self {
+            client,
+            provider,
+            leader,
+            settings,
+            metrics,
+            status,
+            reload: None,
+            notifier: Arc::new(NoNotifier),
+            recorder: None,
+            provider_info: Mutex::new(None),
+        }
     }
 
     /// The process's one Event recorder (one of its own without it).
@@ -209,12 +226,31 @@ impl Healer {
         self
     }
 
-    fn supported(&self) -> BTreeSet<(Role, Action)> {
-        [Role::Master, Role::Worker]
-            .into_iter()
-            .flat_map(|r| [Action::Reboot, Action::Replace].into_iter().map(move |a| (r, a)))
-            .filter(|(r, a)| self.provider.supports(*a, *r))
-            .collect()
+    /// What the provider does and what it leaves to the cloud, asked at every
+    /// evaluation: a provider learns it from the cloud (the Magnum driver) when the gate
+    /// is first asked.
+    fn capabilities(&self) -> (BTreeSet<(Role, Action)>, Delegations) {
+        let pairs =
+            || [Role::Master, Role::Worker].into_iter().flat_map(|r| [Action::Reboot, Action::Replace].into_iter().map(move |a| (r, a)));
+        let supported = pairs().filter(|(r, a)| self.provider.supports(*a, *r)).collect();
+        let delegated = pairs().filter_map(|(r, a)| self.provider.delegated(a, r).map(|to| ((r, a), to))).collect();
+        (supported, delegated)
+    }
+
+    fn publish_provider_info(&self) {
+        let labels: Vec<(String, String)> = std::iter::once(("provider".to_string(), self.provider.name().to_string()))
+            .chain(self.provider.describe())
+            .filter(|(k, _)| k != "magnum-driver-from")
+            .map(|(k, v)| (k.replace('-', "_"), v))
+            .collect();
+        let mut last = lock(&self.provider_info);
+        if last.as_ref() != Some(&labels) {
+            if let Some(old) = last.take() {
+                self.metrics.provider_info.get_or_create(&old).set(0);
+            }
+            self.metrics.provider_info.get_or_create(&labels).set(1);
+            *last = Some(labels);
+        }
     }
 
     fn context(&self, recorder: &kube::runtime::events::Recorder, started: &mpsc::UnboundedSender<(String, String)>) -> Arc<Context> {
@@ -302,10 +338,10 @@ impl Healer {
         // Nodes whose new repair was handed out and not yet seen written (true once its
         // first write succeeded).
         let mut starting: HashMap<String, Starting> = HashMap::new();
-        let supported = self.supported();
         let last_report: Arc<Mutex<Option<HealthReport>>> = Arc::default();
 
         let probe_nodes: Api<Node> = Api::all(self.client.clone());
+        self.publish_provider_info();
         loop {
             // A resumed watch says nothing until something changes: while blind, one
             // small read says whether the apiserver answers again.
@@ -348,12 +384,14 @@ impl Healer {
                 snapshot.iter().any(|n| n.metadata.uid.as_deref() == Some(uid.as_str()) && !node_in_repair(n) && !s.seen_in(n))
             });
             let starting_now: BTreeSet<String> = starting.keys().cloned().collect();
+            let (supported, delegated) = self.capabilities();
             let mut probe = Input {
                 nodes: &states,
                 leader,
                 pause: pause_now,
                 gate: &RepairGate::Allowed,
                 supported: &supported,
+                delegated: &delegated,
                 policy: &self.settings.policy,
                 cooldowns: &BTreeMap::new(),
                 recent_starts: &recent,
@@ -380,7 +418,10 @@ impl Healer {
                     gate = Some(GateCache { value, at: tokio::time::Instant::now() });
                 }
                 let g = gate.as_ref().map_or(RepairGate::Allowed, |g| g.value.clone());
-                p = planner::plan(&Input { gate: &g, ..probe });
+                // The gate may have taught the provider what it can do.
+                let (supported, delegated) = self.capabilities();
+                p = planner::plan(&Input { gate: &g, supported: &supported, delegated: &delegated, ..probe });
+                self.publish_provider_info();
             }
             tracing::debug!(
                 leader,
@@ -826,13 +867,14 @@ impl Healer {
         };
         let (states, verdicts) = self.evaluate(&snapshot, &obs, now, &renewals);
         let gate = self.provider.repair_allowed().await.unwrap_or_else(|e| RepairGate::Denied(format!("cannot ask the cloud: {e}")));
-        let supported = self.supported();
+        let (supported, delegated) = self.capabilities();
         let p = planner::plan(&Input {
             nodes: &states,
             leader: true,
             pause: Pause::Running,
             gate: &gate,
             supported: &supported,
+            delegated: &delegated,
             policy: &self.settings.policy,
             cooldowns: &BTreeMap::new(),
             recent_starts: &[],

@@ -80,6 +80,20 @@ pub struct RepairRecord {
     /// sure): it is made again as it is, not verified as one that may have gone out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unsent: bool,
+    /// Set when the next step was handed to the cloud's own remediation (a Cluster API
+    /// MachineHealthCheck): the healer waits for the node to come back or go, and takes
+    /// no further step of its own until `replace-timeout` has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated: Option<Delegated>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delegated {
+    pub action: Action,
+    /// Who performs it, as the provider says.
+    pub to: String,
+    pub at: Timestamp,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -183,6 +197,7 @@ mod tests {
             stalled: Some("magnum 409".into()),
             retry_at: Some("2026-01-01T00:01:00Z".parse().unwrap()),
             unsent: true,
+            delegated: None,
         };
         assert_eq!(Ledger::parse(Some(&r.to_json())), Ledger::Record(r));
         assert!(matches!(Ledger::parse(Some("{not json")), Ledger::Unreadable(_)));

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub check_failing: Family<CheckLabels, Gauge>,
     pub detections: Family<SeverityLabels, Counter>,
     pub notifications: Family<NotificationLabels, Counter>,
+    /// Labels are the provider's own facts (`provider`, `strategy`, `magnum_driver`).
+    pub provider_info: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -117,6 +119,12 @@ impl Metrics {
             "Failures to watch the healer's ConfigMap; while it fails, the pause state is unknown and new repairs wait",
             pause_watch_errors.clone(),
         );
+        let provider_info = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "provider_info",
+            "1 for what the cloud provider found out about the cloud (for OpenStack, the Magnum driver)",
+            provider_info.clone(),
+        );
         let blind = Gauge::default();
         registry.register(
             "blind",
@@ -158,6 +166,7 @@ impl Metrics {
             check_failing,
             detections,
             notifications,
+            provider_info,
         }
     }
 

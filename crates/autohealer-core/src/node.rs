@@ -55,6 +55,19 @@ pub fn boot_id(node: &Node) -> Option<&str> {
     node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.boot_id.as_str()).filter(|b| !b.is_empty())
 }
 
+/// The taint cluster-autoscaler puts on a node it is about to delete.
+pub const AUTOSCALER_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Why the node is going away, if it is: it is being deleted, or cluster-autoscaler is
+/// removing it. Such a node is never repaired: the repair would fight its removal.
+pub fn removing(node: &Node) -> Option<String> {
+    if let Some(t) = &node.metadata.deletion_timestamp {
+        return Some(format!("the Node is being deleted (deletionTimestamp {})", t.0));
+    }
+    let tainted = node.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| t.iter().any(|t| t.key == AUTOSCALER_TAINT));
+    tainted.then(|| format!("cluster-autoscaler is removing the node (taint {AUTOSCALER_TAINT})"))
+}
+
 pub fn unschedulable(node: &Node) -> bool {
     node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
 }

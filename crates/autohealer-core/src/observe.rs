@@ -151,6 +151,7 @@ pub fn evaluate(
         ledger: Ledger::parse(node::annotation(n, REPAIR_ANNOTATION)),
         skip: node::flag(n, node::SKIP_ANNOTATION),
         remediate: node::flag(n, node::REMEDIATE_ANNOTATION),
+        removing: node::removing(n),
     };
     (state, verdicts)
 }

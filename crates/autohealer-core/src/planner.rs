@@ -197,11 +197,19 @@ pub struct NodeState {
     pub skip: bool,
     /// `autohealer.dev/remediate`.
     pub remediate: bool,
+    /// Why the node is going away (being deleted, removed by cluster-autoscaler), if it is.
+    pub removing: Option<String>,
 }
 
 impl NodeState {
     fn in_repair(&self) -> bool {
         matches!(&self.ledger, Ledger::Record(r) if r.failed.is_none())
+    }
+
+    /// A repair of the healer's own under way: it takes a concurrency slot. One handed
+    /// to the cloud's remediation does not.
+    fn holds_slot(&self) -> bool {
+        matches!(&self.ledger, Ledger::Record(r) if r.failed.is_none() && r.delegated.is_none())
     }
 
     /// Failing a check (whether or not for long enough yet), or being repaired. Counting
@@ -249,6 +257,9 @@ pub struct Input<'a> {
     pub gate: &'a RepairGate,
     /// The (role, action) pairs the provider supports.
     pub supported: &'a BTreeSet<(Role, Action)>,
+    /// The (role, action) pairs the cloud performs itself, and who: instead of failing
+    /// a repair when such a step comes, the healer hands the node over.
+    pub delegated: &'a BTreeMap<(Role, Action), String>,
     pub policy: &'a Policy,
     /// Scopes whose short-circuit cleared recently: no new repair there until then.
     pub cooldowns: &'a BTreeMap<Scope, Timestamp>,
@@ -284,6 +295,7 @@ pub enum Gate {
     Concurrency,
     Rate,
     Unsupported,
+    Removing,
 }
 
 impl Gate {
@@ -301,6 +313,7 @@ impl Gate {
             Gate::Concurrency => "concurrency",
             Gate::Rate => "rate",
             Gate::Unsupported => "unsupported",
+            Gate::Removing => "removing",
         }
     }
 }
@@ -355,6 +368,13 @@ pub enum Decision {
         record: RepairRecord,
         why: String,
     },
+    /// The step in progress did not bring the node back, and the next step is the
+    /// cloud's (`to`): the node is handed over, not failed.
+    Delegate {
+        record: RepairRecord,
+        action: Action,
+        to: String,
+    },
 }
 
 impl Decision {
@@ -367,6 +387,7 @@ impl Decision {
                 | Decision::Restore { .. }
                 | Decision::Recovered { .. }
                 | Decision::Failed { .. }
+                | Decision::Delegate { .. }
         )
     }
 }
@@ -463,7 +484,7 @@ pub fn plan(input: &Input) -> Plan {
     let mut starts: Vec<Timestamp> = pairs.into_iter().map(|(_, t)| t).collect();
     starts.sort();
     let mut in_flight: BTreeMap<Role, usize> = BTreeMap::new();
-    for n in input.nodes.iter().filter(|n| n.in_repair() || input.starting.contains(&n.uid)) {
+    for n in input.nodes.iter().filter(|n| n.holds_slot() || input.starting.contains(&n.uid)) {
         *in_flight.entry(n.role).or_default() += 1;
     }
     let mut candidates: Vec<usize> =
@@ -534,6 +555,13 @@ fn next_step(input: &Input, role: Role, after: Option<Action>, out_of_service: b
     steps[start..].iter().copied().filter(|a| !(out_of_service && *a == Action::Reboot)).find(|a| input.supported.contains(&(role, *a)))
 }
 
+/// The first step after `after` in the role's steps that the cloud performs itself.
+fn delegated_step(input: &Input, role: Role, after: Action) -> Option<(Action, String)> {
+    let steps = input.policy.steps(role);
+    let start = steps.iter().position(|s| *s == after).map_or(steps.len(), |i| i + 1);
+    steps[start..].iter().find_map(|a| input.delegated.get(&(role, *a)).map(|to| (*a, to.clone())))
+}
+
 /// An instant pushed past the end of a time the healer was blind.
 fn after_blind(input: &Input, t: Timestamp) -> Timestamp {
     input.blind_until.map_or(t, |b| t.max(b))
@@ -602,6 +630,9 @@ fn decide(input: &Input, node: &NodeState, active: &[(Scope, String)]) -> Decisi
     let Some(worst) = node.findings.iter().chain(remediate.as_ref()).min_by_key(|f| f.actionable_at()) else {
         return Decision::Healthy;
     };
+    if let Some(why) = &node.removing {
+        return Decision::Held { gate: Gate::Removing, why: format!("{}; {why}: it is not repaired", worst.reason), until: None };
+    }
     if node.skip {
         return Decision::Held { gate: Gate::Skip, why: format!("{}; excluded by autohealer.dev/skip", worst.reason), until: None };
     }
@@ -686,6 +717,28 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
         }
         return start(input, node, &reason, retry_at, active, 1, false, r.out_of_service);
     }
+    if let Some(d) = &r.delegated {
+        if healthy {
+            return match stable_at {
+                Some(t) if t <= now => Decision::Recovered { record: r.clone() },
+                Some(t) => Decision::InProgress { action: d.action, until: t },
+                None => Decision::InProgress { action: d.action, until: add(now, l.stable_window) },
+            };
+        }
+        let until = after_blind(input, add(d.at, input.policy.replace_timeout));
+        if now < until {
+            return Decision::InProgress { action: d.action, until };
+        }
+        return Decision::Failed {
+            record: r.clone(),
+            why: format!(
+                "the {} was handed to {} and the node is still unhealthy after {}",
+                d.action,
+                d.to,
+                humantime::format_duration(input.policy.replace_timeout)
+            ),
+        };
+    }
     // A stalled step, or a restore that failed, is tried again at its time.
     if let Some(at) = r.retry_at.filter(|t| now < *t) {
         return Decision::InProgress { action: r.action, until: at };
@@ -714,6 +767,9 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
             }
             if node.skip {
                 return Decision::Held { gate: Gate::Skip, why: format!("{what}; excluded by autohealer.dev/skip"), until: None };
+            }
+            if let Some(why) = &node.removing {
+                return Decision::Held { gate: Gate::Removing, why: format!("{what}; {why}"), until: None };
             }
             if healthy && stable_at.is_some_and(|t| t <= now) {
                 return Decision::Recovered { record: r.clone() };
@@ -759,6 +815,9 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
             until: None,
         };
     }
+    if let Some(why) = &node.removing {
+        return Decision::Held { gate: Gate::Removing, why: format!("{} did not recover the node; {why}", r.action), until: None };
+    }
     match next_step(input, node.role, Some(r.action), r.out_of_service) {
         // The next, more destructive step waits behind the short-circuits too: a node
         // whose reboot a zone outage or a partition undid is not replaced because of it.
@@ -774,6 +833,10 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
         // The machine may be stopped (a stop went out, the last call may never have):
         // bring it back before the repair ends, never leave it stopped.
         None if r.out_of_service => Decision::Restore { record: r.clone() },
+        None if delegated_step(input, node.role, r.action).is_some() => {
+            let (action, to) = delegated_step(input, node.role, r.action).unwrap_or((Action::Replace, String::new()));
+            Decision::Delegate { record: r.clone(), action, to }
+        }
         None => Decision::Failed {
             record: r.clone(),
             why: format!(
@@ -789,6 +852,7 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Delegated;
     use autohealer_cloud::Phase;
 
     fn t(s: &str) -> Timestamp {
@@ -814,6 +878,7 @@ mod tests {
             history: vec![],
             skip: false,
             remediate: false,
+            removing: None,
         }
     }
 
@@ -837,6 +902,7 @@ mod tests {
         policy: Policy,
         cooldowns: BTreeMap<Scope, Timestamp>,
         supported: BTreeSet<(Role, Action)>,
+        delegated: BTreeMap<(Role, Action), String>,
         recent_starts: Vec<(String, Timestamp)>,
         blind_until: Option<Timestamp>,
     }
@@ -850,6 +916,7 @@ mod tests {
                 policy: Policy::default(),
                 cooldowns: BTreeMap::new(),
                 supported: all_supported(),
+                delegated: BTreeMap::new(),
                 recent_starts: vec![],
                 blind_until: None,
             }
@@ -864,6 +931,7 @@ mod tests {
                 pause: self.pause,
                 gate: &self.gate,
                 supported: &self.supported,
+                delegated: &self.delegated,
                 policy: &self.policy,
                 cooldowns: &self.cooldowns,
                 recent_starts: &self.recent_starts,
@@ -953,6 +1021,7 @@ mod tests {
             stalled: None,
             retry_at: None,
             unsent: false,
+            delegated: None,
         }
     }
 
@@ -1370,6 +1439,53 @@ mod tests {
         let limits = Limits { worker_max_unhealthy: Threshold::Percent(50.0), ..Default::default() };
         let p = Run { policy: Policy { limits, ..Default::default() }, ..Default::default() }.plan(&nodes, "02:00:00");
         assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::Zone), "{p:?}");
+    }
+
+    #[test]
+    fn a_node_going_away_is_never_repaired() {
+        let mut n = worker(vec![not_ready("01:00:00")]);
+        n.removing = Some("cluster-autoscaler is removing the node (taint ToBeDeletedByClusterAutoscaler)".into());
+        let p = run(&[n.clone()], "02:00:00");
+        assert!(
+            matches!(&p.nodes[0].decision, Decision::Held { gate: Gate::Removing, why, .. } if why.contains("ToBeDeletedByClusterAutoscaler")),
+            "{p:?}"
+        );
+        // Nor is a reboot that did not help followed by a replace.
+        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        assert_eq!(held_by(&run(&[n], "02:00:00").nodes[0].decision), Some(Gate::Removing));
+    }
+
+    fn delegating() -> Run {
+        let supported = all_supported().into_iter().filter(|p| *p != (Role::Master, Action::Replace)).collect();
+        let delegated = BTreeMap::from([((Role::Master, Action::Replace), "the cluster's MachineHealthCheck".to_string())]);
+        Run { supported, delegated, ..Default::default() }
+    }
+
+    #[test]
+    fn a_step_the_cloud_performs_is_handed_over_then_waited_for_then_failed() {
+        let mut m = node("m1", Role::Master, vec![not_ready("01:00:00")]);
+        m.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        let p = delegating().plan(&[m.clone()], "01:07:00");
+        assert!(
+            matches!(&p.nodes[0].decision, Decision::Delegate { action: Action::Replace, to, .. } if to.contains("MachineHealthCheck")),
+            "{p:?}"
+        );
+        // Handed over at 01:07: the healer waits replace-timeout (30 min), with no slot held.
+        let delegated = Delegated { action: Action::Replace, to: "the cluster's MachineHealthCheck".into(), at: t("01:07:00") };
+        m.ledger = Ledger::Record(RepairRecord { delegated: Some(delegated), ..record(Action::Reboot, "01:01:00") });
+        let p = delegating().plan(&[m.clone()], "01:20:00");
+        assert_eq!(p.nodes[0].decision, Decision::InProgress { action: Action::Replace, until: t("01:37:00") });
+        let mut other = node("m2", Role::Master, vec![not_ready("01:10:00")]);
+        other.name = "m2".into();
+        let limits = Limits { master_max_unhealthy: Threshold::Count(2), ..Default::default() };
+        let run = Run { policy: Policy { limits, ..Default::default() }, ..delegating() };
+        let p = run.plan(&[m.clone(), other], "01:20:00");
+        assert!(matches!(p.nodes[1].decision, Decision::Repair { .. }), "a handed-over node holds no concurrency slot: {p:?}");
+        let p = delegating().plan(&[m.clone()], "01:37:00");
+        assert!(matches!(&p.nodes[0].decision, Decision::Failed { why, .. } if why.contains("still unhealthy")), "{p:?}");
+        m.findings.clear();
+        m.healthy_since = Some(t("01:15:00"));
+        assert!(matches!(delegating().plan(&[m], "01:20:00").nodes[0].decision, Decision::Recovered { .. }));
     }
 
     #[test]

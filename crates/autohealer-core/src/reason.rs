@@ -33,6 +33,8 @@ pub enum Reason {
     PauseUnknown,
     /// A check cannot get its evidence (its webhook fails, say): it answers healthy.
     CheckFailing,
+    /// The next step is the cloud's own (a MachineHealthCheck replaces the machine).
+    RepairDelegated,
 }
 
 impl Reason {
@@ -57,6 +59,7 @@ impl Reason {
             Reason::ConfigReloaded => "ConfigReloaded",
             Reason::PauseUnknown => "PauseUnknown",
             Reason::CheckFailing => "CheckFailing",
+            Reason::RepairDelegated => "RepairDelegated",
         }
     }
 
@@ -72,6 +75,7 @@ impl Reason {
                 | Reason::Recovered
                 | Reason::MachineRestored
                 | Reason::ConfigReloaded
+                | Reason::RepairDelegated
         )
     }
 }

@@ -65,6 +65,7 @@ pub fn begin(
         stalled: None,
         retry_at: None,
         unsent: false,
+        delegated: None,
     };
     (record, cordon_now)
 }
@@ -197,8 +198,14 @@ pub fn after_restore(r: &RepairRecord, result: &Result<ActionOutcome, CloudError
 }
 
 /// The record and history entry of a failed repair (the node stays cordoned).
+/// The record once the next step is handed to the cloud's own remediation.
+pub fn delegated(r: &RepairRecord, action: Action, to: &str, now: Timestamp) -> RepairRecord {
+    RepairRecord { delegated: Some(crate::ledger::Delegated { action, to: to.to_string(), at: now }), ..r.clone() }
+}
+
 pub fn failed(r: &RepairRecord, why: &str, now: Timestamp) -> (RepairRecord, HistoryEntry) {
     let record = RepairRecord {
+        delegated: None,
         failed: Some(why.to_string()),
         failed_at: Some(now),
         pending: false,

@@ -40,7 +40,7 @@ prop_compose! {
             action: Action::Reboot, attempt: 1, started: ts(started), first_started: ts(started), reason: "r".into(),
             boot_id: Some("b".into()), server_id: None, cordoned: true,
             failed: failed.then(|| "x".into()), failed_at: failed.then(|| ts(started + 60)), by: "a".into(), draining: false,
-            detected: None, severity: None, fenced: false, pending: false, phase: None, out_of_service: false, stalls: 0, stalled: None, retry_at: None, unsent: false,
+            detected: None, severity: None, fenced: false, pending: false, phase: None, out_of_service: false, stalls: 0, stalled: None, retry_at: None, unsent: false, delegated: None,
         };
         let ledger = match ledger { L::None => Ledger::None, L::InProgress(s) => Ledger::Record(record(s, false)), L::Failed(s) => Ledger::Record(record(s, true)) };
         NodeState {
@@ -57,6 +57,7 @@ prop_compose! {
             history: (0..failures).map(|k| HistoryEntry { action: Action::Reboot, started: ts(-(k as i64) * 600 - 60), ended: ts(-(k as i64) * 600), succeeded: k % 2 == 0, reason: String::new(), severity: None, held: false }).collect(),
             skip,
             remediate,
+            removing: None,
         }
     }
 }
@@ -92,7 +93,7 @@ proptest! {
         let supported: BTreeSet<(Role, Action)> = [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect();
         let cooldowns = BTreeMap::new();
         let pause = if paused { Pause::Paused } else { Pause::Running };
-        let p = plan(&Input { nodes: &nodes, leader, pause, gate: &RepairGate::Allowed, supported: &supported, policy: &policy, cooldowns: &cooldowns, recent_starts: &[], unsure: None, starting: &std::collections::BTreeSet::new(), blind_until: None, now: ts(0) });
+        let p = plan(&Input { nodes: &nodes, leader, pause, gate: &RepairGate::Allowed, supported: &supported, delegated: &Default::default(), policy: &policy, cooldowns: &cooldowns, recent_starts: &[], unsure: None, starting: &std::collections::BTreeSet::new(), blind_until: None, now: ts(0) });
         let repairs: Vec<(&NodeState, &Decision)> = nodes.iter().zip(p.nodes.iter().map(|n| &n.decision)).filter(|(_, d)| matches!(d, Decision::Repair { .. })).collect();
         let new: Vec<&NodeState> = repairs.iter().filter(|(n, _)| !in_repair(n)).map(|(n, _)| *n).collect();
 

@@ -119,6 +119,7 @@ impl SimNode {
             history: parse_history(self.annotations.get(HISTORY_ANNOTATION).map(String::as_str)),
             skip: self.skip,
             remediate: self.remediate,
+            removing: None,
         }
     }
 }
@@ -192,6 +193,9 @@ struct World {
     magnum_busy_until: Timestamp,
     /// The last resize failed (UPDATE_FAILED) until another one succeeds.
     magnum_failed: bool,
+    /// The cloud replaces masters itself (a Cluster API driver's MachineHealthCheck):
+    /// the healer hands them over after a reboot that did not help.
+    masters_delegated: bool,
     policy: Policy,
     /// Every trace line, and per node uid the indices that touched it.
     trace: Vec<String>,
@@ -244,6 +248,7 @@ impl World {
             });
         }
         let dry_run = rng.random_bool(0.1);
+        let masters_delegated = rng.random_bool(0.3);
         let policy = Policy {
             dry_run,
             check_delay_after_add: Duration::from_secs(120),
@@ -281,6 +286,7 @@ impl World {
             fleet_lease: None,
             magnum_busy_until: now,
             magnum_failed: false,
+            masters_delegated,
             policy,
             trace: vec![],
             done_in_repair: HashMap::new(),
@@ -540,8 +546,16 @@ impl World {
         } else {
             RepairGate::Allowed
         };
-        let supported: BTreeSet<(Role, Action)> =
-            [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect();
+        let supported: BTreeSet<(Role, Action)> = [Role::Master, Role::Worker]
+            .into_iter()
+            .flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)])
+            .filter(|(r, a)| !(self.masters_delegated && *r == Role::Master && *a == Action::Replace))
+            .collect();
+        let delegated: BTreeMap<(Role, Action), String> = if self.masters_delegated {
+            BTreeMap::from([((Role::Master, Action::Replace), "the cluster's MachineHealthCheck".to_string())])
+        } else {
+            BTreeMap::new()
+        };
         let pause = rep.pause.unwrap_or(Pause::Unknown);
         let unsure = fleet.is_none().then_some("the fleet state is not read yet");
         let starting: BTreeSet<String> =
@@ -552,6 +566,7 @@ impl World {
             pause,
             gate: &gate,
             supported: &supported,
+            delegated: &delegated,
             policy: &self.policy,
             cooldowns: &BTreeMap::new(),
             recent_starts: &recent,
@@ -614,6 +629,7 @@ impl World {
                         Work::Restore { .. } => "restores",
                         Work::Recovered { .. } => "recoveries",
                         Work::Failed { .. } => "failures",
+                        Work::Delegate { .. } => "delegations",
                     };
                     *self.stats.entry(kind).or_default() += 1;
                     let op = self.first_op(&n, work, l, now);
@@ -716,6 +732,13 @@ impl World {
                 let (r, entry) = step::failed(&record, &why, now);
                 Op::Write { record: Some(r), cordon: false, history: Some(entry), then: Box::new(Op::Done), begins: false }
             }
+            Work::Delegate { record, action, to } => Op::Write {
+                record: Some(step::delegated(&record, action, &to, now)),
+                cordon: false,
+                history: None,
+                then: Box::new(Op::Done),
+                begins: false,
+            },
         }
     }
 
@@ -1187,7 +1210,9 @@ fn the_lifecycle_holds_its_invariants_through_faults() {
         }
     }
     println!("{} seeds passed; longest trace {longest} events; exercised: {total:?}", seeds.len());
-    for path in ["repairs begun", "escalations", "steps continued from a phase", "stalls", "restores", "recoveries", "failed steps"] {
+    for path in
+        ["repairs begun", "escalations", "steps continued from a phase", "stalls", "restores", "recoveries", "failed steps", "delegations"]
+    {
         assert!(total.get(path).copied().unwrap_or(0) > 0 || seeds.len() < 20, "no seed reached {path}: the faults miss a path");
     }
 }

@@ -77,6 +77,9 @@ fn describe(d: &Decision) -> (String, String) {
         Decision::InProgress { action, until } => (format!("wait for {action}"), format!("in progress until {until}")),
         Decision::Recovered { record } => ("finish".into(), format!("healthy again after {}", record.action)),
         Decision::Failed { why, .. } => ("record failure".into(), why.clone()),
+        Decision::Delegate { record, action, to } => {
+            (format!("hand {action} over"), format!("{} did not recover the node; the {action} is left to {to}", record.action))
+        }
     }
 }
 
