@@ -117,7 +117,7 @@ impl Context {
     /// The one Event recorder of the process: Events of every replica are told apart by
     /// their reporting instance.
     pub fn recorder(client: &kube::Client, identity: &str) -> Recorder {
-        Recorder::new(client.clone(), Reporter { controller: "autohealer".into(), instance: Some(identity.to_string()) })
+        Recorder::new(client.clone(), Reporter { controller: "autohealer".into(), instance: Some(reporting_instance(identity)) })
     }
 
     /// Hands a notification about node `n` to the notifier (which never waits).
@@ -191,6 +191,23 @@ impl Context {
                 Action::Replace => self.drain.before_replace,
             }
     }
+}
+
+/// The apiserver refuses an Event whose `reportingInstance` is over 128 bytes
+/// (`pkg/apis/core/validation/events.go`): a longer identity (a long hostname) is cut.
+fn reporting_instance(identity: &str) -> String {
+    let mut end = identity.len().min(128);
+    while !identity.is_char_boundary(end) {
+        end -= 1;
+    }
+    identity[..end].to_string()
+}
+
+/// A node name as a label value: at most 63 characters, beginning and ending with an
+/// alphanumeric, as the apiserver requires (a node name may be up to 253).
+fn label_value(name: &str) -> String {
+    let cut: String = name.chars().take(63).collect();
+    cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
 }
 
 fn action_name(a: Action) -> &'static str {
@@ -519,7 +536,7 @@ impl Actor {
             }
             body = body.split_off(cut);
         }
-        let label: String = node.chars().take(63).collect();
+        let label = label_value(&node);
         let cm: ConfigMap = match serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "autohealer", "autohealer.dev/evidence-for": label}},
             "data": {"node": node, "action": action.as_str(), "server": server.unwrap_or_default(), "console.log": body},
@@ -791,4 +808,19 @@ fn node_unreachable(n: &Node) -> bool {
         .and_then(|s| s.conditions.as_ref())
         .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
         .is_some_and(|c| c.status == "Unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_and_reporting_instances_are_what_the_apiserver_takes() {
+        let long = format!("{}-.{}", "a".repeat(62), "b".repeat(100));
+        let v = label_value(&long);
+        assert!(v.len() <= 63 && v.ends_with('a'), "{v}");
+        assert_eq!(label_value("worker-1"), "worker-1");
+        assert_eq!(reporting_instance(&"é".repeat(100)).len(), 128);
+        assert_eq!(reporting_instance("replica-a"), "replica-a");
+    }
 }

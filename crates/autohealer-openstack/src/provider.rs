@@ -66,10 +66,10 @@ const FORCE_DELETE: &str = "force-delete";
 const RESIZE: &str = "resize";
 const MARK_UNHEALTHY: &str = "mark-unhealthy";
 const STACK_UPDATE: &str = "stack-update";
-/// The Cluster API worker replace: the group loses the node, settles, and grows back.
-const SHRINK: &str = "shrink";
-const SETTLE: &str = "settle";
+/// The Cluster API worker replace: the group grows by a fresh machine, then shrinks
+/// back with the node named.
 const GROW: &str = "grow";
+const SHRINK: &str = "shrink";
 
 /// How often a wait for the cloud reads it again.
 const POLL: Duration = Duration::from_secs(1);
@@ -456,16 +456,6 @@ impl OpenStackProvider {
                 message: format!("no node group lists an address of node {} ({})", node.name, addresses.join(", ")),
             })?;
         let driver = self.driver().await?.driver;
-        if driver == Some(MagnumDriver::ClusterApi) && group.node_count < 2 {
-            return Err(CloudError::Unsupported {
-                provider: "openstack".into(),
-                action: Action::Replace,
-                reason: format!(
-                    "node group {} has {} node(s): the Cluster API driver replaces a node by shrinking the group by it, which Magnum refuses below 1",
-                    group.name, group.node_count
-                ),
-            });
-        }
         let mut first =
             Phase::new(EVIDENCE).with("server", &id).with("nodegroup", &group.name).with("node_count", group.node_count.to_string());
         if let Some(d) = driver {
@@ -574,10 +564,12 @@ impl OpenStackProvider {
     }
 
     /// vexxhost's driver deletes the Machines named in `nodes_to_remove` only when the
-    /// count goes down: the group is shrunk by the node, left to settle (the Machine and
-    /// its server deleted), then grown back to its size, which creates a fresh machine.
-    /// Nothing is stopped first: Cluster API drains and deletes the machine itself. Both
-    /// resizes give an absolute count, so one sent again does no more than the first.
+    /// count goes down: the group is grown by one (a fresh machine), left to settle, then
+    /// shrunk back with the node named, which deletes its Machine. Growing first keeps
+    /// the capacity, and it puts the call after which the Node is deleted (Cluster API
+    /// deletes it with its Machine, and the ledger with it) last. Nothing is stopped:
+    /// Cluster API drains and deletes the machine itself. Both resizes give an absolute
+    /// count, so one sent again does no more than the first.
     async fn replace_capi_worker(&self, node: &NodeInfo, at: &Phase, resumed: bool) -> Result<Progress, CloudError> {
         let id = self.phase_server(node, at)?;
         let cluster = self.cluster_id()?;
@@ -585,69 +577,40 @@ impl OpenStackProvider {
         match at.name.as_str() {
             EVIDENCE => {
                 self.keep_evidence(&id).await;
-                // The shrink takes the machine away: from it on, the step is finished.
-                Ok(Progress::Next(Phase { name: SHRINK.into(), data: at.data.clone(), out_of_service: true }))
-            }
-            SHRINK => {
-                self.claim_group(group, &id).await?;
-                // Resumed, the shrink may have gone out: once the group settles, the
-                // server gone says it did (it is the Machine the shrink deletes first).
-                let shrunk = resumed && {
-                    self.wait_idle(cluster, Some(group), None).await?;
-                    self.server_gone(&id).await?
-                };
-                let before = if shrunk {
-                    tracing::info!(server = %id, group, "the shrink of the node group went out earlier; not sent again");
-                    Magnum(&self.session).nodegroup(cluster, group).await?.node_count + 1
-                } else {
-                    self.resize_from(cluster, group, |n| n.saturating_sub(1).max(1), std::slice::from_ref(&id)).await?
-                };
-                // The grow gives back the size the group had right before this shrink.
-                let mut next = at.clone();
-                next.name = SETTLE.into();
-                next.data.insert("node_count".into(), before.to_string());
-                Ok(Progress::Next(next))
-            }
-            SETTLE => {
-                self.claim_group(group, &id).await?;
-                let deadline = tokio::time::Instant::now() + self.busy_timeout;
-                loop {
-                    let n = Magnum(&self.session).nodegroup(cluster, group).await?;
-                    let gone = self.server_gone(&id).await?;
-                    if gone && n.status.ends_with("_COMPLETE") {
-                        return Ok(then(at, GROW));
-                    }
-                    if n.status.ends_with("_FAILED") {
-                        return Err(CloudError::Other(format!("node group {group} is {} while it was shrunk by server {id}", n.status)));
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(CloudError::Other(format!(
-                            "node group {group} is {} and server {id} {} after {}: the shrink has not settled",
-                            n.status,
-                            if gone { "is gone" } else { "still exists" },
-                            humantime::format_duration(self.busy_timeout)
-                        )));
-                    }
-                    tokio::time::sleep(POLL).await;
-                }
+                // Once the group may have grown, the step is finished or the size given back.
+                Ok(Progress::Next(Phase { name: GROW.into(), data: at.data.clone(), out_of_service: true }))
             }
             GROW => {
                 self.claim_group(group, &id).await?;
-                let n = Magnum(&self.session).nodegroup(cluster, group).await?;
-                let detail = if n.node_count >= count {
-                    format!(
-                        "server {id} was removed from node group {group}, which is back at {} nodes: a fresh machine joins",
-                        n.node_count
-                    )
+                let grown = resumed && Magnum(&self.session).nodegroup(cluster, group).await?.node_count > count;
+                let before = if grown {
+                    tracing::info!(server = %id, group, "the node group was grown earlier; not grown again");
+                    count
                 } else {
-                    self.resize_one(cluster, group, count, &[]).await?;
+                    self.resize_from(cluster, group, |n| n + 1, &[]).await?
+                };
+                // The shrink gives back the size the group had right before this grow.
+                let mut next = at.clone();
+                next.name = SHRINK.into();
+                next.data.insert("node_count".into(), before.to_string());
+                Ok(Progress::Next(next))
+            }
+            SHRINK => {
+                self.claim_group(group, &id).await?;
+                let evidence = self.kept_evidence(&id).await;
+                let shrunk = resumed && {
+                    let n = Magnum(&self.session).nodegroup(cluster, group).await?;
+                    n.node_count <= count || self.server_gone(&id).await?
+                };
+                let detail = if shrunk {
+                    format!("node group {group} was grown by a fresh machine and shrunk back to {count} removing server {id} earlier")
+                } else {
+                    self.resize_one(cluster, group, count, std::slice::from_ref(&id)).await?;
                     format!(
-                        "server {id} removed from node group {group} (resized to {} with it in nodes_to_remove), then the group resized back to {count}: a fresh machine joins",
-                        count - 1
+                        "node group {group} grown by a fresh machine, then resized back to {count} with server {id} in nodes_to_remove: its Machine is deleted"
                     )
                 };
                 self.release_group(group, &id);
-                let evidence = self.kept_evidence(&id).await;
                 self.forget_evidence(&id);
                 Ok(Progress::Done(ActionOutcome { server_id: Some(id), detail, evidence }))
             }
@@ -968,23 +931,19 @@ impl CloudProvider for OpenStackProvider {
         let done = |detail: String| Ok(ActionOutcome { server_id: Some(id.clone()), detail, evidence: None });
         if at.out_of_service && at.get("driver") == Some(MagnumDriver::ClusterApi.as_str()) {
             // Nothing was stopped: what a stalled Cluster API replace can leave is a group
-            // one node short, so its size is given back: the size recorded by the shrink,
-            // or, stalled at the shrink itself, the size at the start if it went out.
+            // one machine larger than before; its size is given back by removing the
+            // node's own machine, which was to go anyway.
             let cluster = self.cluster_id()?;
             let (group, count) = self.group_and_count(at)?;
-            if at.name == SHRINK && !self.server_gone(&id).await? {
-                self.release_group(group, &id);
-                return done(format!("the replace of server {id} stalled before node group {group} was shrunk: nothing to restore"));
-            }
             let n = Magnum(&self.session).nodegroup(cluster, group).await?;
-            if n.node_count >= count {
+            if n.node_count <= count {
                 self.release_group(group, &id);
                 return done(format!("node group {group} is at {} nodes: nothing to restore", n.node_count));
             }
-            self.resize_one(cluster, group, count, &[]).await?;
+            self.resize_one(cluster, group, count, std::slice::from_ref(&id)).await?;
             self.release_group(group, &id);
             return done(format!(
-                "node group {group} was left at {} nodes by a replace stalled at {}; resized back to {count}",
+                "node group {group} was left at {} nodes by a replace stalled at {}; resized back to {count} removing server {id}",
                 n.node_count, at.name
             ));
         }

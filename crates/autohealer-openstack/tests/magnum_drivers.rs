@@ -143,42 +143,49 @@ async fn on_the_cluster_api_driver_the_label_is_not_permission_and_a_failed_clus
 }
 
 #[tokio::test]
-async fn a_cluster_api_worker_replace_shrinks_the_group_by_the_node_then_grows_it_back() {
+async fn a_cluster_api_worker_replace_grows_the_group_then_shrinks_it_back_removing_the_node() {
     let os = cloud(3, FakeDriver::ClusterApi).await;
     let p = provider(&os, json!({}));
     p.repair_allowed().await.unwrap();
     let (phases, detail) = replace_all(&p, &worker(1)).await.unwrap();
-    assert_eq!(names(&phases), ["evidence", "shrink", "settle", "grow"]);
+    assert_eq!(names(&phases), ["evidence", "grow", "shrink"]);
     assert!(phases[1..].iter().all(|p| p.out_of_service) && !phases[0].out_of_service, "{phases:?}");
     assert!(detail.contains("resized back to 3"), "{detail}");
     assert_eq!(os.count("POST", "/servers/", Some("os-stop")), 0, "nothing is stopped: Cluster API deletes the machine itself");
     let resizes = os.cluster(CLUSTER).unwrap().resizes;
-    assert_eq!(resizes, vec![("default-worker".into(), 2, vec![worker_id(1)]), ("default-worker".into(), 3, vec![])]);
+    assert_eq!(resizes, vec![("default-worker".into(), 4, vec![]), ("default-worker".into(), 3, vec![worker_id(1)])]);
     assert!(os.server(&worker_id(1)).is_none(), "the node's server is gone");
-    wait_until("the fresh machine is there", || os.nodegroup_servers(CLUSTER, "worker").len() == 3).await;
     let servers = os.nodegroup_servers(CLUSTER, "worker");
+    assert_eq!(servers.len(), 3, "{servers:?}");
     assert!(servers.contains(&worker_id(0)) && servers.contains(&worker_id(2)) && !servers.contains(&worker_id(1)), "{servers:?}");
     assert_eq!(os.nodegroup_count(CLUSTER, "worker"), 3);
     assert_eq!(os.cluster(CLUSTER).unwrap().overlapping_resizes, 0);
 }
 
 #[tokio::test]
-async fn a_resumed_cluster_api_replace_never_shrinks_twice_and_a_stalled_one_gives_the_count_back() {
+async fn a_resumed_cluster_api_replace_never_grows_twice_and_a_stalled_one_gives_the_count_back() {
     let os = cloud(3, FakeDriver::ClusterApi).await;
     let p = provider(&os, json!({}));
     p.repair_allowed().await.unwrap();
     let Progress::Next(evidence) = p.replace(&worker(0), None, false).await.unwrap() else { panic!() };
-    let Progress::Next(shrink) = p.replace(&worker(0), Some(&evidence), false).await.unwrap() else { panic!() };
-    let Progress::Next(settle) = p.replace(&worker(0), Some(&shrink), false).await.unwrap() else { panic!() };
-    // A new leader resumes at the shrink: it went out, so it is not sent again.
-    let Progress::Next(again) = p.replace(&worker(0), Some(&shrink), true).await.unwrap() else { panic!() };
-    assert_eq!((again.name.as_str(), os.cluster(CLUSTER).unwrap().resizes.len()), ("settle", 1));
-    // The replace stalls after the shrink: restoring gives the group its size back.
-    let out = p.restore(&worker(0), &settle).await.unwrap();
+    let Progress::Next(grow) = p.replace(&worker(0), Some(&evidence), false).await.unwrap() else { panic!() };
+    let Progress::Next(shrink) = p.replace(&worker(0), Some(&grow), false).await.unwrap() else { panic!() };
+    // A new leader resumes at the grow: it went out, so it is not sent again.
+    let Progress::Next(again) = p.replace(&worker(0), Some(&grow), true).await.unwrap() else { panic!() };
+    assert_eq!((again.name.as_str(), os.cluster(CLUSTER).unwrap().resizes.len()), ("shrink", 1));
+    assert_eq!(again.get("node_count"), Some("3"));
+    // The replace stalls before the shrink: restoring gives the group its size back,
+    // removing the node's own machine.
+    let out = p.restore(&worker(0), &shrink).await.unwrap();
     assert!(out.detail.contains("resized back to 3"), "{}", out.detail);
+    wait_until("the group settles", || os.cluster(CLUSTER).is_some_and(|c| c.status == "UPDATE_COMPLETE")).await;
     assert_eq!(os.nodegroup_count(CLUSTER, "worker"), 3);
-    let out = p.restore(&worker(0), &settle).await.unwrap();
+    assert!(os.server(&worker_id(0)).is_none());
+    let out = p.restore(&worker(0), &shrink).await.unwrap();
     assert!(out.detail.contains("nothing to restore"), "restoring twice resizes once: {}", out.detail);
+    // And the shrink resumed after that is not sent again either.
+    let Progress::Done(done) = p.replace(&worker(0), Some(&shrink), true).await.unwrap() else { panic!() };
+    assert!(done.detail.contains("earlier"), "{}", done.detail);
     assert_eq!(os.cluster(CLUSTER).unwrap().resizes.len(), 2);
     assert_eq!(os.cluster(CLUSTER).unwrap().overlapping_resizes, 0);
 }
@@ -199,7 +206,7 @@ async fn five_cluster_api_replaces_at_once_write_to_magnum_one_at_a_time() {
     }
     let c = os.cluster(CLUSTER).unwrap();
     assert_eq!(c.overlapping_resizes, 0, "no resize of the cluster while another ran: {:?}", c.resizes);
-    assert_eq!(c.resizes.len(), 10, "a shrink and a grow per node: {:?}", c.resizes);
+    assert_eq!(c.resizes.len(), 10, "a grow and a shrink per node: {:?}", c.resizes);
     wait_until("the group is whole again", || os.nodegroup_servers(CLUSTER, "worker").len() == 8).await;
     let servers = os.nodegroup_servers(CLUSTER, "worker");
     assert!((0..5).all(|i| !servers.contains(&worker_id(i))), "each failed node's machine was replaced: {servers:?}");

@@ -8,7 +8,7 @@ use autohealer_cloud::{Action, Role};
 use autohealer_core::{Metrics, Status};
 use autohealer_healthcheck::Registry;
 use autohealer_testkit::apiserver::{ApiServerOptions, FakeApiServer};
-use autohealer_testkit::openstack::{self as fake, FakeOpenStack, OsOptions};
+use autohealer_testkit::openstack::{self as fake, FakeDriver, FakeOpenStack, OsOptions};
 use autohealer_testkit::sim::{Cure, Fault, SimCluster, SimOptions};
 use clap::Parser;
 use futures::StreamExt;
@@ -36,6 +36,16 @@ struct Args {
     /// Give up on the story after this many seconds.
     #[arg(long, default_value_t = 120)]
     deadline: u64,
+    /// The Magnum driver the fake cluster plays (the healer finds it by itself).
+    #[arg(long, value_enum, default_value_t = Driver::Heat)]
+    magnum_driver: Driver,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Driver {
+    Heat,
+    ClusterApi,
+    CapiHelm,
 }
 
 const CLUSTER: &str = "0f8e3a52-sandbox";
@@ -45,6 +55,9 @@ struct Step {
     node: String,
     failure: &'static str,
     expect: Vec<Action>,
+    /// The step after these the cloud is left to do (capi-helm's MachineHealthCheck).
+    delegate: bool,
+    delegated: Option<Duration>,
     detected: Option<Duration>,
     actions: Vec<String>,
     recovered: Option<Duration>,
@@ -77,7 +90,21 @@ async fn main() -> anyhow::Result<()> {
     let os = FakeOpenStack::start(OsOptions { reboot_time: ms(60.0), stop_time: ms(20.0), update_time: ms(120.0), ..Default::default() })
         .await?;
     sim.attach_cloud(&os, CLUSTER, true);
-    println!("Fake OpenStack (Keystone, Nova, Cinder, Heat, Magnum) at {}; Magnum cluster {CLUSTER}", os.auth_url());
+    let driver_name = match args.magnum_driver {
+        Driver::Heat => "heat",
+        Driver::ClusterApi => {
+            os.set_magnum_driver(CLUSTER, FakeDriver::ClusterApi);
+            "cluster-api"
+        }
+        Driver::CapiHelm => {
+            os.set_magnum_driver(CLUSTER, FakeDriver::CapiHelm);
+            "capi-helm"
+        }
+    };
+    println!(
+        "Fake OpenStack (Keystone, Nova, Cinder, Heat, Magnum) at {}; Magnum cluster {CLUSTER} on the {driver_name} driver",
+        os.auth_url()
+    );
 
     let scale = |secs: f64| format!("{}ms", (secs * 1000.0 * args.time_scale).round() as u64);
     let config = format!(
@@ -100,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
     let status = Arc::new(Status::default());
     let metrics = Arc::new(Metrics::new());
     let provider = autohealer::providers::build(&loaded, &metrics)?;
+    let describe = provider.clone();
     let rt = autohealer::Runtime { client: client.clone(), provider, metrics, status: status.clone(), identity: "sandbox-healer".into() };
     let stop = CancellationToken::new();
     let healer = tokio::spawn(autohealer::run(loaded, rt, stop.clone()));
@@ -117,6 +145,8 @@ async fn main() -> anyhow::Result<()> {
             node: pick(&workers, 0)?,
             failure: "NotReady (KubeletNotReady), fixed by a reboot",
             expect: vec![Action::Reboot],
+            delegate: false,
+            delegated: None,
             detected: None,
             actions: vec![],
             recovered: None,
@@ -124,7 +154,9 @@ async fn main() -> anyhow::Result<()> {
         Step {
             node: pick(&workers, 1)?,
             failure: "kubelet stopped, fixed only by a new machine",
-            expect: vec![Action::Reboot, Action::Replace],
+            expect: if args.magnum_driver == Driver::CapiHelm { vec![Action::Reboot] } else { vec![Action::Reboot, Action::Replace] },
+            delegate: args.magnum_driver == Driver::CapiHelm,
+            delegated: None,
             detected: None,
             actions: vec![],
             recovered: None,
@@ -133,6 +165,8 @@ async fn main() -> anyhow::Result<()> {
             node: pick(&masters, 0)?,
             failure: "/healthz answers 500, fixed by a reboot",
             expect: vec![Action::Reboot],
+            delegate: false,
+            delegated: None,
             detected: None,
             actions: vec![],
             recovered: None,
@@ -235,7 +269,15 @@ async fn main() -> anyhow::Result<()> {
     let steps = steps.lock().unwrap_or_else(|p| p.into_inner());
     for s in steps.iter() {
         let fmt = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("+{:.1}s", d.as_secs_f64()));
-        println!("{:<24} {:<48} {:>11} {:<20} {:>12}", s.node, s.failure, fmt(s.detected), s.actions.join(" -> "), fmt(s.recovered));
+        let mut actions = s.actions.join(" -> ");
+        if s.delegated.is_some() {
+            actions.push_str(" -> delegated");
+        }
+        println!("{:<24} {:<48} {:>11} {:<20} {:>12}", s.node, s.failure, fmt(s.detected), actions, fmt(s.recovered));
+        if s.delegate && s.delegated.is_none() {
+            expected_calls = false;
+            println!("  expected the replace of {} to be delegated to the cluster's MachineHealthCheck", s.node);
+        }
         let server = sim.server_id(&s.node).unwrap_or_default();
         for a in [Action::Reboot, Action::Replace] {
             let want = usize::from(s.expect.contains(&a));
@@ -264,6 +306,18 @@ async fn main() -> anyhow::Result<()> {
     );
     if zone_calls > 0 {
         println!("  a zone outage must repair nothing; the cloud saw {zone_calls} call(s) for its nodes");
+    }
+    let facts: Vec<String> = describe.describe().into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    println!("\nProvider: {}", facts.join("; "));
+    if args.magnum_driver != Driver::Heat {
+        let stops = cloud.count("POST", "/servers/", Some("os-stop"));
+        let count = cloud.nodegroup_count(CLUSTER, "worker");
+        let overlapping = cloud.cluster(CLUSTER).map_or(0, |c| c.overlapping_resizes);
+        println!("Worker node group: {count} nodes; servers stopped: {stops}; resizes sent while another ran: {overlapping}");
+        if stops > 0 || count != opts.workers || overlapping > 0 {
+            expected_calls = false;
+            println!("  expected no stopped server, the node group back at {} and one resize at a time", opts.workers);
+        }
     }
     if done && expected_calls && zone_held.is_some() && zone_back.is_some() && zone_calls == 0 {
         let changes = cloud.requests().into_iter().filter(|r| r.method != "GET" && r.service != "identity").count();
@@ -309,6 +363,14 @@ async fn print_timeline(
                             step.actions.push(ev.action.clone().unwrap_or_default().to_lowercase());
                         }
                         "Recovered" => step.recovered = Some(start.elapsed()),
+                        "RepairDelegated" => {
+                            step.delegated = Some(start.elapsed());
+                            // The cluster's MachineHealthCheck, which the healer left the replace to.
+                            if let Some(id) = sim.server_id(&node) {
+                                say(start, &node, "MHC", "the cluster's MachineHealthCheck replaces the machine");
+                                cloud.remediate_machine(&id);
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -335,7 +397,7 @@ async fn print_timeline(
                     if ready {
                         joined.retain(|j| j != &new);
                         let mut s = steps.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(step) = s.iter_mut().find(|s| s.recovered.is_none() && s.actions.iter().any(|a| a == "replace")) {
+                        if let Some(step) = s.iter_mut().find(|s| s.recovered.is_none() && (s.delegated.is_some() || s.actions.iter().any(|a| a == "replace"))) {
                             say(start, &new, "READY", &format!("new worker replacing {} is Ready", step.node));
                             step.recovered = Some(start.elapsed());
                         }

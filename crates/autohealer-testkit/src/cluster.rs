@@ -257,3 +257,51 @@ impl Drop for NodeRecorder {
         self.task.abort();
     }
 }
+
+/// Every version of one Pod a watch delivers, its last one as deleted too: what a pod
+/// went through stays visible after the pod is gone (a real cluster's pod garbage
+/// collector removes the pods of a deleted node, whatever happened to them before).
+pub struct PodRecorder {
+    versions: Arc<Mutex<Vec<Pod>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PodRecorder {
+    pub fn start(client: kube::Client, namespace: &str, name: &str) -> Self {
+        let pods: Api<Pod> = Api::namespaced(client, namespace);
+        let versions: Arc<Mutex<Vec<Pod>>> = Arc::default();
+        let sink = versions.clone();
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let task = tokio::spawn(async move {
+            let mut s = watcher(pods, cfg).boxed();
+            while let Some(ev) = s.next().await {
+                let pod = match ev {
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p) | watcher::Event::Delete(p)) => p,
+                    _ => continue,
+                };
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(pod);
+            }
+        });
+        Self { versions, task }
+    }
+
+    pub fn versions(&self) -> Vec<Pod> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether any version carried the Eviction API's `DisruptionTarget` condition.
+    pub fn evicted(&self) -> bool {
+        self.versions().iter().any(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "DisruptionTarget" && c.reason.as_deref() == Some("EvictionByEvictionAPI")))
+        })
+    }
+}
+
+impl Drop for PodRecorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -69,6 +69,10 @@ pub struct SimOptions {
     pub healthz_port: u16,
     /// Prefix of node names.
     pub prefix: String,
+    /// Runs kube-controller-manager's pod garbage collector for this simulation's
+    /// nodes (every 20s, scaled); off only for a test that studies pods a real cluster
+    /// would have collected.
+    pub pod_gc: bool,
 }
 
 impl Default for SimOptions {
@@ -86,6 +90,7 @@ impl Default for SimOptions {
             rebuild_in_place: false,
             healthz_port: 0,
             prefix: "sim".into(),
+            pod_gc: true,
         }
     }
 }
@@ -157,8 +162,8 @@ fn now_str() -> String {
 }
 
 impl SimCluster {
-    /// Creates the nodes and starts their kubelets, the node-lifecycle controller and
-    /// the masters' `/healthz` servers.
+    /// Creates the nodes and starts their kubelets, the node-lifecycle controller, the
+    /// pod garbage collector and the masters' `/healthz` servers.
     pub async fn start(client: kube::Client, opts: SimOptions) -> anyhow::Result<Arc<Self>> {
         let port = if opts.healthz_port != 0 {
             opts.healthz_port
@@ -184,6 +189,10 @@ impl SimCluster {
         }
         let lifecycle = tokio::spawn(node_lifecycle(sim.shared.clone()));
         lock(&sim.tasks).push(lifecycle);
+        if opts.pod_gc {
+            let gc = tokio::spawn(pod_gc(sim.shared.clone()));
+            lock(&sim.tasks).push(gc);
+        }
         Ok(sim)
     }
 
@@ -865,6 +874,98 @@ async fn write_taints(nodes: &Api<Node>, mut node: Node, no_execute: NoExecute) 
                 return;
             }
         }
+    }
+}
+
+/// podgc's `gcCheckPeriod`, as pkg/controller/podgc/gc_controller.go does.
+const POD_GC_PERIOD: Duration = Duration::from_secs(20);
+/// podgc's `quarantineTime`: how long a Node must stay missing before its pods go.
+const POD_GC_QUARANTINE: Duration = Duration::from_secs(40);
+
+/// kube-controller-manager's pod garbage collector (`gc` in
+/// pkg/controller/podgc/gc_controller.go), which a bare apiserver does not have: every
+/// period it force-deletes, after marking them Failed, the terminating pods of a
+/// NotReady node tainted `node.kubernetes.io/out-of-service`, and the pods bound to a
+/// node that stayed missing through the quarantine (with a `DisruptionTarget`
+/// condition). Only pods on this simulation's nodes, past or present, are collected:
+/// on a shared real cluster the real one owns the others (and does the same to ours).
+/// The terminated-pod threshold (12500) and never-scheduled terminating pods are left
+/// to [`crate::apiserver::Store::gc_pods`]: no simulation reaches them.
+async fn pod_gc(shared: Arc<Shared>) {
+    let pods: Api<Pod> = Api::all(shared.client.clone());
+    let nodes: Api<Node> = Api::all(shared.client.clone());
+    let period = shared.opts.scaled(POD_GC_PERIOD).max(Duration::from_millis(20));
+    let quarantine = shared.opts.scaled(POD_GC_QUARANTINE);
+    let selector = format!("{SIM_LABEL}={}", shared.opts.prefix);
+    // The delaying queue of node names: when each missing node is due for a check.
+    let mut quarantined: HashMap<String, tokio::time::Instant> = HashMap::new();
+    loop {
+        tokio::time::sleep(period).await;
+        let ours: std::collections::BTreeSet<String> = lock(&shared.nodes).keys().cloned().collect();
+        let (Ok(pod_list), Ok(node_list)) =
+            (pods.list(&ListParams::default()).await, nodes.list(&ListParams::default().labels(&selector)).await)
+        else {
+            continue;
+        };
+        let existing: HashMap<String, Node> = node_list.items.into_iter().filter_map(|n| Some((n.metadata.name.clone()?, n))).collect();
+        let node_of = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| ours.contains(n));
+        let mine: Vec<Pod> = pod_list.items.into_iter().filter(|p| node_of(p).is_some()).collect();
+
+        for pod in mine.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
+            let Some(node) = node_of(pod).and_then(|n| existing.get(&n)) else { continue };
+            let out_of_service =
+                node.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
+            if ready_status(node).as_deref() != Some("True") && out_of_service {
+                gc_delete(&shared.client, pod, None).await;
+            }
+        }
+
+        let now = tokio::time::Instant::now();
+        for n in mine.iter().filter_map(node_of).filter(|n| !existing.contains_key(n)) {
+            quarantined.entry(n).or_insert(now + quarantine);
+        }
+        let due: Vec<String> = quarantined.iter().filter(|(_, at)| **at <= now).map(|(n, _)| n.clone()).collect();
+        let mut deleted = std::collections::BTreeSet::new();
+        for n in due {
+            quarantined.remove(&n);
+            if !existing.contains_key(&n) && matches!(nodes.get_opt(&n).await, Ok(None)) {
+                deleted.insert(n);
+            }
+        }
+        for pod in mine.iter().filter(|p| node_of(p).is_some_and(|n| deleted.contains(&n))) {
+            let cond = json!({"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC",
+                "message": "PodGC: node no longer exists", "lastTransitionTime": now_str()});
+            gc_delete(&shared.client, pod, Some(cond)).await;
+        }
+    }
+}
+
+const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+
+/// `markFailedAndDeletePodWithCondition`: a pod whose kubelet is gone would stay
+/// Running forever, so it is marked Failed (and given the condition) before the
+/// grace-0 delete. The real controller applies the status server-side; a strategic
+/// merge of the status (conditions merge by type) changes the same fields.
+async fn gc_delete(client: &kube::Client, pod: &Pod, condition: Option<serde_json::Value>) {
+    let (Some(ns), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref()) else { return };
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut status = serde_json::Map::new();
+    if let Some(c) = condition {
+        status.insert("conditions".into(), json!([c]));
+    }
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if !matches!(phase, Some("Succeeded" | "Failed")) {
+        status.insert("phase".into(), json!("Failed"));
+    }
+    if !status.is_empty() {
+        let pp = PatchParams { field_manager: Some("PodGC".into()), ..Default::default() };
+        if let Err(e) = api.patch_status(name, &pp, &Patch::Strategic(&json!({"status": status}))).await {
+            tracing::debug!(pod = %name, namespace = %ns, error = %e, "simulated pod GC could not mark the pod Failed");
+            return;
+        }
+    }
+    if let Err(e) = api.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await {
+        tracing::debug!(pod = %name, namespace = %ns, error = %e, "simulated pod GC could not delete the pod");
     }
 }
 

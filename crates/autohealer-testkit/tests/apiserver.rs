@@ -636,3 +636,319 @@ async fn terminating_pods_on_an_out_of_service_node_are_garbage_collected() {
     assert!(pods.get_opt("terminating").await.unwrap().is_none());
     assert!(pods.get_opt("running").await.unwrap().is_some(), "only terminating pods are collected");
 }
+
+// ---- The fake refuses what a real v1.36 server refuses ----
+
+/// A request with a raw body and content type, for what kube-rs never sends: unknown
+/// and duplicate fields, invalid objects. Returns the code, the `Warning` headers and
+/// the body.
+async fn raw(
+    s: &FakeApiServer,
+    method: reqwest::Method,
+    path: &str,
+    content_type: &str,
+    body: String,
+) -> (u16, Vec<String>, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .request(method, format!("{}{path}", s.url()))
+        .bearer_auth("testkit-admin-token")
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status().as_u16();
+    let warnings = resp.headers().get_all("warning").iter().map(|h| h.to_str().unwrap().to_string()).collect();
+    (code, warnings, resp.json().await.unwrap())
+}
+
+const MERGE: &str = "application/merge-patch+json";
+const JSON: &str = "application/json";
+
+#[tokio::test]
+async fn a_strategic_merge_patch_replaces_the_taint_list_whole() {
+    let (_s, c) = server().await;
+    let nodes: Api<Node> = Api::all(c);
+    nodes.create(&PostParams::default(), &node("n1")).await.unwrap();
+    let two = json!({"spec": {"taints": [{"key": "a", "effect": "NoSchedule"}, {"key": "b", "effect": "NoExecute"}]}});
+    nodes.patch("n1", &PatchParams::default(), &Patch::Strategic(&two)).await.unwrap();
+    // `spec.taints` has no patch strategy: the list sent is the list kept.
+    let one = json!({"spec": {"taints": [{"key": "c", "value": "v", "effect": "NoSchedule"}]}});
+    let n = nodes.patch("n1", &PatchParams::default(), &Patch::Strategic(&one)).await.unwrap();
+    let keys: Vec<_> = n.spec.unwrap().taints.unwrap().into_iter().map(|t| t.key).collect();
+    assert_eq!(keys, ["c"]);
+    // Conditions do merge by type, and annotations as maps, null deleting.
+    let p = json!({"metadata": {"annotations": {"x": "1", "y": "2"}}});
+    nodes.patch("n1", &PatchParams::default(), &Patch::Strategic(&p)).await.unwrap();
+    let p = json!({"metadata": {"annotations": {"x": null}}});
+    let n = nodes.patch("n1", &PatchParams::default(), &Patch::Strategic(&p)).await.unwrap();
+    assert_eq!(n.metadata.annotations.unwrap().into_iter().collect::<Vec<_>>(), [("y".to_string(), "2".to_string())]);
+}
+
+#[tokio::test]
+async fn unknown_fields_are_dropped_with_a_warning_by_default_and_refused_when_strict() {
+    let (s, c) = server().await;
+    let nodes: Api<Node> = Api::all(c);
+    nodes.create(&PostParams::default(), &node("n1")).await.unwrap();
+    let patch = json!({"spec": {"unschedulable": true, "bogus": 1}}).to_string();
+    let (code, warnings, body) = raw(&s, reqwest::Method::PATCH, "/api/v1/nodes/n1", MERGE, patch.clone()).await;
+    assert_eq!((code, warnings), (200, vec![r#"299 - "unknown field \"spec.bogus\"""#.to_string()]));
+    assert_eq!(body["spec"], json!({"unschedulable": true}), "the unknown field is not kept");
+
+    let (code, _, body) = raw(&s, reqwest::Method::PATCH, "/api/v1/nodes/n1?fieldValidation=Strict", MERGE, patch.clone()).await;
+    assert_eq!((code, body["reason"].as_str()), (422, Some("Invalid")));
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(r#" "" is invalid: patch: Invalid value: "#)
+            && msg.ends_with(r#"strict decoding error: unknown field "spec.bogus""#),
+        "{msg}"
+    );
+    let (code, warnings, _) = raw(&s, reqwest::Method::PATCH, "/api/v1/nodes/n1?fieldValidation=Ignore", MERGE, patch).await;
+    assert_eq!((code, warnings.len()), (200, 0));
+
+    // A create under Strict: a BadRequest naming the type, as the create handler does.
+    let body = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"}, "spec": {"bogus": 1}}).to_string();
+    let (code, _, st) = raw(&s, reqwest::Method::POST, "/api/v1/nodes?fieldValidation=Strict", JSON, body).await;
+    assert_eq!(code, 400);
+    assert_eq!(st["message"], r#"Node in version "v1" cannot be handled as a Node: strict decoding error: unknown field "spec.bogus""#);
+    assert!(nodes.get_opt("n2").await.unwrap().is_none());
+
+    // Duplicate keys: the last one wins, with a warning; refused under Strict.
+    let dup = r#"{"metadata": {"labels": {"a": "1", "a": "2"}}}"#.to_string();
+    let (code, warnings, body) = raw(&s, reqwest::Method::PATCH, "/api/v1/nodes/n1", MERGE, dup.clone()).await;
+    assert_eq!((code, warnings), (200, vec![r#"299 - "duplicate field \"metadata.labels.a\"""#.to_string()]));
+    assert_eq!(body["metadata"]["labels"]["a"], "2");
+    assert_eq!(raw(&s, reqwest::Method::PATCH, "/api/v1/nodes/n1?fieldValidation=Strict", MERGE, dup).await.0, 422);
+
+    // A wrong type is refused whatever the directive, and an unknown directive too.
+    let (code, _, _) =
+        raw(&s, reqwest::Method::PATCH, "/api/v1/nodes/n1", MERGE, json!({"spec": {"unschedulable": "yes"}}).to_string()).await;
+    assert_eq!(code, 422);
+    let (code, _, st) = raw(&s, reqwest::Method::PATCH, "/api/v1/nodes/n1?fieldValidation=Loud", MERGE, "{}".into()).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        st["message"],
+        r#"PatchOptions.meta.k8s.io "" is invalid: fieldValidation: Unsupported value: "Loud": supported values: "Ignore", "Strict", "Warn""#
+    );
+
+    // kube-rs asks for Strict through PatchParams.
+    let pp = PatchParams { field_validation: Some(kube::api::ValidationDirective::Strict), ..Default::default() };
+    let kube::Error::Api(st) = nodes.patch("n1", &pp, &Patch::Merge(json!({"spec": {"bogus": 2}}))).await.unwrap_err() else { panic!() };
+    assert_eq!(st.code, 422);
+}
+
+#[tokio::test]
+async fn every_field_the_real_server_returned_is_one_the_fake_knows() {
+    let res = |plural: &str| autohealer_testkit::apiserver::resources::find("", "v1", plural).unwrap();
+    let mut objects = vec![fixture("node-ready.json"), fixture("node-unknown-after-lease-stops.json")];
+    objects.extend(fixture("nodes-all-unready-disruption-mode.json")["items"].as_array().unwrap().iter().cloned());
+    for o in &objects {
+        let (clean, unknown) = autohealer_testkit::apiserver::validation::decode_typed(res("nodes"), o).unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(&clean, o);
+    }
+    for f in ["pod-after-eviction-terminating.json", "pod-pending-evicted-despite-pdb.json"] {
+        let pod = fixture(f);
+        let (clean, unknown) = autohealer_testkit::apiserver::validation::decode_typed(res("pods"), &pod).unwrap();
+        assert!(unknown.is_empty(), "{f}: {unknown:?}");
+        assert_eq!(clean, pod, "{f}");
+    }
+}
+
+#[tokio::test]
+async fn annotations_beyond_256_kib_are_refused_on_every_type() {
+    let (s, c) = server().await;
+    let leases: Api<Lease> = Api::namespaced(c.clone(), "kube-system");
+    let l: Lease =
+        serde_json::from_value(json!({"metadata": {"name": "autohealer"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}))
+            .unwrap();
+    leases.create(&PostParams::default(), &l).await.unwrap();
+    let key = "autohealer.dev/fleet";
+    // Keys and values count together; exactly the limit is allowed.
+    let fits = "x".repeat(256 * 1024 - key.len());
+    leases.patch("autohealer", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {key: fits}}}))).await.unwrap();
+    let over = "x".repeat(256 * 1024 - key.len() + 1);
+    let kube::Error::Api(st) = leases
+        .patch("autohealer", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {key: over}}})))
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!((st.code, st.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        st.message,
+        r#"Lease.coordination.k8s.io "autohealer" is invalid: metadata.annotations: Too long: must have at most 262144 bytes"#
+    );
+    let (_, _, body) =
+        raw(&s, reqwest::Method::GET, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/autohealer", JSON, String::new()).await;
+    assert_eq!(body["metadata"]["annotations"][key].as_str().unwrap().len(), 256 * 1024 - key.len(), "the refused write changed nothing");
+    assert_eq!(
+        fixture_like_details(&s, "/api/v1/nodes", json!({"metadata": {"name": "big", "annotations": {"a": "x".repeat(256 * 1024)}}})).await,
+        json!({"name": "big", "kind": "Node", "causes": [{"reason": "FieldValueTooLong", "message": "Too long: must have at most 262144 bytes", "field": "metadata.annotations"}]})
+    );
+}
+
+/// Creates `obj` at `path` and returns the 422's details.
+async fn fixture_like_details(s: &FakeApiServer, path: &str, obj: serde_json::Value) -> serde_json::Value {
+    let (code, _, body) = raw(s, reqwest::Method::POST, path, JSON, obj.to_string()).await;
+    assert_eq!(code, 422, "{body}");
+    body["details"].clone()
+}
+
+#[tokio::test]
+async fn label_values_annotation_keys_and_taints_follow_the_real_rules() {
+    let (s, c) = server().await;
+    let nodes: Api<Node> = Api::all(c);
+    nodes.create(&PostParams::default(), &node("n1")).await.unwrap();
+    let refused = |p: serde_json::Value| {
+        let nodes = nodes.clone();
+        async move {
+            match nodes.patch("n1", &PatchParams::default(), &Patch::Merge(&p)).await {
+                Err(kube::Error::Api(st)) => {
+                    assert_eq!(st.code, 422, "{p}");
+                    st.message
+                }
+                other => panic!("{p} was accepted: {other:?}"),
+            }
+        }
+    };
+    // A label value of 64 characters, or one that ends in '-' (a node name cut at 63).
+    let msg = refused(json!({"metadata": {"labels": {"autohealer.dev/evidence-for": "n".repeat(64)}}})).await;
+    assert!(msg.contains("metadata.labels: Invalid value: ") && msg.contains("must be no more than 63 bytes"), "{msg}");
+    let msg = refused(json!({"metadata": {"labels": {"autohealer.dev/evidence-for": "worker-"}}})).await;
+    assert!(msg.contains("a valid label must be an empty string or consist of alphanumeric characters"), "{msg}");
+    let msg = refused(json!({"metadata": {"annotations": {"not a key": "v"}}})).await;
+    assert!(
+        msg.contains(r#"metadata.annotations: Invalid value: "not a key": name part must consist of alphanumeric characters"#),
+        "{msg}"
+    );
+    // Taints: a known effect, label-like values, one per key and effect.
+    let msg = refused(json!({"spec": {"taints": [{"key": "a", "effect": "Sometimes"}]}})).await;
+    assert!(msg.contains(r#"spec.taints[0].effect: Unsupported value: "Sometimes""#), "{msg}");
+    let twice = json!({"spec": {"taints": [{"key": "a", "effect": "NoExecute"}, {"key": "a", "value": "x", "effect": "NoExecute"}]}});
+    assert!(refused(twice).await.contains("taints must be unique by key and effect pair"));
+    // The healer's own: its annotations and the out-of-service taint next to another.
+    let ok = json!({"metadata": {"annotations": {"autohealer.dev/repair": "{}", "autohealer.dev/repair-history": "[]"}},
+        "spec": {"taints": [{"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown", "effect": "NoExecute"},
+                            {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": "2026-01-01T00:00:00Z"}]}});
+    nodes.patch("n1", &PatchParams::default(), &Patch::Merge(&ok)).await.unwrap();
+    // Finalizers cannot be added to an object being deleted.
+    let pods: Api<Pod> = Api::namespaced(s.client().await.unwrap(), "default");
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "finalizers": ["example.com/a"]}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}})).unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    pods.delete("p", &Default::default()).await.unwrap();
+    let more = Patch::Merge(json!({"metadata": {"finalizers": ["example.com/a", "example.com/b"]}}));
+    let kube::Error::Api(st) = pods.patch("p", &PatchParams::default(), &more).await.unwrap_err() else { panic!() };
+    assert!(st.message.contains("no new finalizers can be added if the object is being deleted"), "{}", st.message);
+}
+
+#[tokio::test]
+async fn leases_are_validated_and_a_blind_put_is_refused() {
+    let (s, c) = server().await;
+    let leases: Api<Lease> = Api::namespaced(c.clone(), "kube-system");
+    let path = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
+    let lease =
+        |spec: serde_json::Value| json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"}, "spec": spec});
+    let (code, _, st) =
+        raw(&s, reqwest::Method::POST, path, JSON, lease(json!({"leaseDurationSeconds": 0, "leaseTransitions": -1})).to_string()).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        st["message"],
+        r#"Lease.coordination.k8s.io "l" is invalid: [spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0, spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0]"#
+    );
+    // What kube-lease-manager creates: an empty spec.
+    let (code, _, created) = raw(&s, reqwest::Method::POST, path, JSON, lease(json!({})).to_string()).await;
+    assert_eq!(code, 201);
+    // A PUT without a resourceVersion: Leases take no unconditional update.
+    let mut blind = created.clone();
+    blind["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    blind["spec"]["holderIdentity"] = json!("b");
+    let (code, _, st) = raw(&s, reqwest::Method::PUT, &format!("{path}/l"), JSON, blind.to_string()).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        st["message"],
+        r#"leases.coordination.k8s.io "l" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"#
+    );
+    assert_eq!(st["details"]["kind"], "leases");
+    // With the version read: taken; with that version again: a conflict.
+    let mut fenced = created.clone();
+    fenced["spec"]["holderIdentity"] = json!("b");
+    assert_eq!(raw(&s, reqwest::Method::PUT, &format!("{path}/l"), JSON, fenced.to_string()).await.0, 200);
+    let (code, _, st) = raw(&s, reqwest::Method::PUT, &format!("{path}/l"), JSON, fenced.to_string()).await;
+    assert_eq!((code, st["reason"].as_str()), (409, Some("Conflict")));
+    assert_eq!(leases.get("l").await.unwrap().spec.unwrap().holder_identity.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn an_apply_that_creates_needs_its_own_name_and_version() {
+    let (s, c) = server().await;
+    let leases: Api<Lease> = Api::namespaced(c, "kube-node-lease");
+    let pp = PatchParams::apply("kubelet");
+    let nameless = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"holderIdentity": "n1"}});
+    let kube::Error::Api(st) = leases.patch("n1", &pp, &Patch::Apply(&nameless)).await.unwrap_err() else { panic!() };
+    assert_eq!((st.code, st.message.as_str()), (400, "the name of the object () does not match the name on the URL (n1)"));
+    let old = json!({"apiVersion": "coordination.k8s.io/v1beta1", "kind": "Lease", "metadata": {"name": "n1"}});
+    let kube::Error::Api(st) = leases.patch("n1", &pp, &Patch::Apply(&old)).await.unwrap_err() else { panic!() };
+    assert_eq!(st.code, 400);
+    let bogus = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "n1"}, "spec": {"holder": "n1"}});
+    let kube::Error::Api(st) = leases.patch("n1", &pp, &Patch::Apply(&bogus)).await.unwrap_err() else { panic!() };
+    assert!(st.message.ends_with(".spec.holder: field not declared in schema"), "{}", st.message);
+    let named =
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1"}});
+    leases.patch("n1", &pp, &Patch::Apply(&named)).await.unwrap();
+    drop(s);
+}
+
+#[tokio::test]
+async fn the_kube_recorder_s_events_pass_and_invalid_events_are_refused() {
+    use kube::runtime::events::{Event as Ev, EventType as EvType, Recorder, Reporter};
+    let (s, c) = server().await;
+    let nodes: Api<Node> = Api::all(c.clone());
+    let n = nodes.create(&PostParams::default(), &node("n1")).await.unwrap();
+    let recorder = Recorder::new(c.clone(), Reporter { controller: "autohealer".into(), instance: Some("replica-a".into()) });
+    let ev = Ev {
+        type_: EvType::Warning,
+        reason: "RepairStarted".into(),
+        note: Some("é".repeat(500)),
+        action: "Reboot".into(),
+        secondary: None,
+    };
+    // The first publish creates; the second, a series, is a merge patch of the whole Event.
+    recorder.publish(&ev, &kube::Resource::object_ref(&n, &())).await.unwrap();
+    recorder.publish(&ev, &kube::Resource::object_ref(&n, &())).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), "default");
+    let list = events.list(&Default::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+
+    let path = "/apis/events.k8s.io/v1/namespaces/default/events";
+    let good = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "autohealer", "reportingInstance": "replica-a", "action": "Reboot", "reason": "RepairStarted",
+        "regarding": {"kind": "Node", "name": "n1", "apiVersion": "v1"}, "type": "Normal", "note": "ok"});
+    let mut bad = good.clone();
+    bad["note"] = json!("x".repeat(1025));
+    bad["type"] = json!("Info");
+    bad.as_object_mut().unwrap().remove("action");
+    let (code, _, st) = raw(&s, reqwest::Method::POST, path, JSON, bad.to_string()).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        st["message"],
+        r#"Event.events.k8s.io "e1" is invalid: [action: Required value, message: Invalid value: "": can have at most 1024 characters, type: Invalid value: "": has invalid value: Info]"#
+    );
+    let mut elsewhere = good.clone();
+    elsewhere["metadata"]["namespace"] = json!("kube-public");
+    let (code, _, st) =
+        raw(&s, reqwest::Method::POST, "/apis/events.k8s.io/v1/namespaces/kube-public/events", JSON, elsewhere.to_string()).await;
+    assert_eq!(code, 422, "an Event about a cluster-scoped object lives in default or kube-system");
+    assert!(st["message"].as_str().unwrap().contains("involvedObject.namespace: Invalid value: \"\": does not match event.namespace"));
+    assert_eq!(raw(&s, reqwest::Method::POST, path, JSON, good.to_string()).await.0, 201);
+    // On update, what happened is immutable, and a series counts from 2.
+    let (code, _, st) = raw(&s, reqwest::Method::PATCH, &format!("{path}/e1"), MERGE, json!({"note": "changed"}).to_string()).await;
+    assert_eq!(code, 422);
+    assert!(st["message"].as_str().unwrap().contains(r#"message: Invalid value: "changed": field is immutable"#), "{st}");
+    let series = json!({"series": {"count": 1, "lastObservedTime": "2026-01-01T00:00:01.000000Z"}});
+    let (code, _, st) = raw(&s, reqwest::Method::PATCH, &format!("{path}/e1"), MERGE, series.to_string()).await;
+    assert_eq!(code, 422);
+    assert!(st["message"].as_str().unwrap().contains("series.count: Invalid value: \"\": should be at least 2"), "{st}");
+}

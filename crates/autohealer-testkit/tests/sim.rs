@@ -263,3 +263,51 @@ async fn a_live_kubelet_completes_a_graceful_deletion() {
         e.pods().patch(p, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"finalizers": null}}))).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_a_deleted_node_are_collected_once_it_stayed_missing_through_the_quarantine() {
+    let e = env(2, &["zone-a"]).await;
+    let (gone, kept) = (e.worker(0), e.worker(1));
+    let (orphan, other) = (format!("{}-orphan", e.prefix), format!("{}-kept", e.prefix));
+    e.pod(&orphan, &gone, &[]).await;
+    e.pod(&other, &kept, &[]).await;
+    let recorder = autohealer_testkit::cluster::PodRecorder::start(e.cluster.client.clone(), "default", &orphan);
+    e.sim.inject(&gone, Fault::KubeletStopped, Cure::Replace);
+    e.nodes().delete(&gone, &DeleteParams::default()).await.unwrap();
+    let since = tokio::time::Instant::now();
+    until("podgc removes the pod of the deleted node", || async { e.pods().get_opt(&orphan).await.unwrap().is_none() }).await;
+    // podgc's 40s quarantine, scaled: 2s.
+    assert!(since.elapsed() >= Duration::from_secs(2), "collected after {:?}, before the quarantine", since.elapsed());
+    let failed = |p: &Pod| p.status.as_ref().is_some_and(|s| s.phase.as_deref() == Some("Failed"));
+    until("the recorder saw it marked", || async { recorder.versions().iter().any(failed) }).await;
+    let st = recorder.versions().into_iter().find(failed).unwrap().status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Failed"), "marked Failed before the force delete");
+    let dt = st.conditions.unwrap().into_iter().find(|c| c.type_ == "DisruptionTarget").expect("a DisruptionTarget condition");
+    assert_eq!((dt.reason.as_deref(), dt.message.as_deref()), (Some("DeletionByPodGC"), Some("PodGC: node no longer exists")));
+    assert!(!recorder.evicted(), "collected, not evicted");
+    assert!(e.pods().get_opt(&other).await.unwrap().is_some(), "a pod on a live node stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_pods_of_a_not_ready_out_of_service_node_are_collected() {
+    let e = env(2, &["zone-a"]).await;
+    let victim = e.worker(0);
+    let (terminating, running) = (format!("{}-terminating", e.prefix), format!("{}-running", e.prefix));
+    e.pod(&terminating, &victim, &[]).await;
+    e.pod(&running, &victim, &[]).await;
+    e.sim.inject(&victim, Fault::KubeletStopped, Cure::Replace);
+    until("the node is Unknown", || async { ready(&e.node(&victim).await).as_deref() == Some("Unknown") }).await;
+    // Its kubelet is down: the graceful delete leaves the pod Terminating.
+    e.pods().delete(&terminating, &DeleteParams::default()).await.unwrap();
+    assert!(e.pods().get(&terminating).await.unwrap().metadata.deletion_timestamp.is_some());
+    // The healer's fence, once the machine is confirmed down.
+    let node = e.node(&victim).await;
+    let mut taints: Vec<serde_json::Value> =
+        node.spec.and_then(|s| s.taints).unwrap_or_default().iter().map(|t| serde_json::to_value(t).unwrap()).collect();
+    taints.push(json!({"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown", "effect": "NoExecute"}));
+    let fence = json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"taints": taints}});
+    e.nodes().patch(&victim, &PatchParams::default(), &Patch::Merge(&fence)).await.unwrap();
+    until("podgc force-deletes the Terminating pod", || async { e.pods().get_opt(&terminating).await.unwrap().is_none() }).await;
+    let left = e.pods().get(&running).await.unwrap();
+    assert!(left.metadata.deletion_timestamp.is_none(), "a pod nobody deleted is not podgc's to collect");
+}

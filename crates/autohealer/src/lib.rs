@@ -7,7 +7,7 @@ pub mod providers;
 pub mod reload;
 
 use anyhow::Context;
-use autohealer_cloud::CloudProvider;
+use autohealer_cloud::{Action, CloudProvider, Role};
 use autohealer_core::{AlwaysLeader, Healer, HealerSettings, LeaderElector, LeaseElector, LeaseSettings, Metrics, Status};
 use config::Loaded;
 use std::sync::Arc;
@@ -163,7 +163,18 @@ pub fn healer_settings(loaded: &Loaded, identity: &str) -> HealerSettings {
 /// Everything `autohealer plan` needs: one evaluation, no writes.
 pub async fn plan(loaded: Loaded, rt: Runtime) -> anyhow::Result<String> {
     let settings = healer_settings(&loaded, &rt.identity);
+    let provider = rt.provider.clone();
     let healer = Healer::new(rt.client, rt.provider, Arc::new(AlwaysLeader::default()), settings, rt.metrics, rt.status);
     let (rows, _) = healer.plan_once().await?;
-    Ok(admin::plan_table(&rows))
+    let mut out = admin::plan_table(&rows);
+    let facts: Vec<String> = provider.describe().into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    if !facts.is_empty() {
+        out.push_str(&format!("\nprovider {}: {}\n", provider.name(), facts.join("; ")));
+    }
+    for (role, action) in [(Role::Worker, Action::Replace), (Role::Master, Action::Replace)] {
+        if let Some(to) = provider.delegated(action, role) {
+            out.push_str(&format!("{role} {action}: left to {to}\n"));
+        }
+    }
+    Ok(out)
 }

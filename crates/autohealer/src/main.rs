@@ -132,6 +132,9 @@ async fn real_main() -> anyhow::Result<()> {
                 println!("  notifications: {} ({}), severity {} and above, {events}", s.name(), s.kind.as_str(), s.min_severity());
             }
             println!("  fencing: {}", if c.fencing.enabled { "on" } else { "off" });
+            for line in autohealer::providers::describe_config(&l) {
+                println!("  {line}");
+            }
             for (var, key) in &l.overridden {
                 println!("  {key}: overridden by ${var} (value not shown)");
             }

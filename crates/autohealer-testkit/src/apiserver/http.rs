@@ -1,6 +1,7 @@
 use super::resources::{self, RESOURCES, Resource};
 use super::selectors::{FieldSelector, LabelSelector};
-use super::store::{self, ApiError, ApiResult, Change, DeleteOptions, EventType, Mutation, Store};
+use super::store::{self, ApiError, ApiResult, Change, Decoding, DeleteOptions, EventType, Mutation, Store};
+use super::validation::{self, FieldValidation};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -331,9 +332,22 @@ impl axum::serve::Listener for OutageListener {
 }
 
 fn json_response(shared: &Shared, verb: &str, resource: &str, code: StatusCode, v: &Value) -> Response {
+    json_response_warning(shared, verb, resource, code, v, &[])
+}
+
+/// With one `Warning: 299 - "<text>"` header per warning, as `NewWarningHeader` in
+/// staging/src/k8s.io/apimachinery/pkg/util/net/http.go does (clients log them).
+fn json_response_warning(shared: &Shared, verb: &str, resource: &str, code: StatusCode, v: &Value, warnings: &[String]) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     shared.count(verb, resource, body.len() as u64, true);
-    (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+    let mut resp = (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    for w in warnings {
+        let text = serde_json::to_string(w).unwrap_or_default();
+        if let Ok(h) = HeaderValue::from_str(&format!("299 - {text}")) {
+            resp.headers_mut().append(header::WARNING, h);
+        }
+    }
+    resp
 }
 
 fn error_response(shared: &Shared, verb: &str, resource: &str, e: &ApiError) -> Response {
@@ -477,7 +491,7 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
         return watch(shared, target, &q, &resource);
     }
     match serve(&shared, &method, &target, &q, &headers, &body, verb) {
-        Ok((code, v)) => json_response(&shared, verb, &resource, code, &v),
+        Ok(Served { code, body, warnings }) => json_response_warning(&shared, verb, &resource, code, &body, &warnings),
         Err(e) => error_response(&shared, verb, &resource, &e),
     }
 }
@@ -554,6 +568,26 @@ fn field_manager(q: &HashMap<String, String>, headers: &HeaderMap) -> String {
     })
 }
 
+/// An answer to serve: status code, body and the `Warning`s that go with it.
+struct Served {
+    code: StatusCode,
+    body: Value,
+    warnings: Vec<String>,
+}
+
+impl Served {
+    fn ok(code: StatusCode, body: Value) -> Self {
+        Self { code, body, warnings: Vec::new() }
+    }
+}
+
+/// The request's `fieldValidation` and the duplicate keys of its raw body.
+fn decoding(q: &HashMap<String, String>, body: &Bytes, options_kind: &str) -> ApiResult<Decoding> {
+    let directive = FieldValidation::parse(q.get("fieldValidation").map(String::as_str), options_kind)?;
+    let duplicates = if directive == FieldValidation::Ignore { Vec::new() } else { validation::duplicate_fields(body) };
+    Ok(Decoding { directive, duplicates })
+}
+
 fn serve(
     shared: &Shared,
     method: &Method,
@@ -562,7 +596,7 @@ fn serve(
     headers: &HeaderMap,
     body: &Bytes,
     verb: &str,
-) -> ApiResult<(StatusCode, Value)> {
+) -> ApiResult<Served> {
     let store = &shared.store;
     let ns = t.ns.as_deref().unwrap_or("");
     let manager = field_manager(q, headers);
@@ -572,7 +606,7 @@ fn serve(
         Some("eviction") if t.res.plural == "pods" && *method == Method::POST => {
             let name = t.name.as_deref().unwrap_or_default();
             let eviction = parse_body(headers, body)?;
-            return evict(store, ns, name, &eviction, &manager).map(|v| (StatusCode::CREATED, v));
+            return evict(store, ns, name, &eviction, &manager).map(|v| Served::ok(StatusCode::CREATED, v));
         }
         Some(_) => {
             return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
@@ -600,24 +634,29 @@ fn serve(
                 meta["remainingItemCount"] = json!(r.remaining.unwrap_or(0));
             }
             let items: Vec<&Value> = r.items.iter().map(|a| a.as_ref()).collect();
-            Ok((
+            Ok(Served::ok(
                 StatusCode::OK,
                 json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": meta, "items": items}),
             ))
         }
-        ("get", Some(name)) => Ok((StatusCode::OK, (*store.get(t.res, ns, name)?).clone())),
+        ("get", Some(name)) => Ok(Served::ok(StatusCode::OK, (*store.get(t.res, ns, name)?).clone())),
         ("create", None) => {
+            let d = decoding(q, body, "CreateOptions")?;
             let obj = parse_body(headers, body)?;
             if dry_run {
-                return Ok((StatusCode::CREATED, obj));
+                return Ok(Served::ok(StatusCode::CREATED, obj));
             }
-            Ok((StatusCode::CREATED, (*store.create(t.res, ns, obj, &manager)?).clone()))
+            let w = store.create_with(t.res, ns, obj, &manager, &d)?;
+            Ok(Served { code: StatusCode::CREATED, body: (*w.object).clone(), warnings: w.warnings })
         }
         ("update", Some(name)) => {
+            let d = decoding(q, body, "UpdateOptions")?;
             let obj = parse_body(headers, body)?;
-            Ok((StatusCode::OK, (*store.mutate(t.res, ns, name, status, Mutation::Replace(obj), &manager)?).clone()))
+            let w = store.mutate_with(t.res, ns, name, status, Mutation::Replace(obj), &manager, &d)?;
+            Ok(Served { code: StatusCode::OK, body: (*w.object).clone(), warnings: w.warnings })
         }
         ("patch", Some(name)) => {
+            let d = decoding(q, body, "PatchOptions")?;
             let p = parse_body(headers, body)?;
             let ct = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("");
             let m = match ct.split(';').next().unwrap_or("").trim() {
@@ -642,7 +681,8 @@ fn serve(
                     ));
                 }
             };
-            Ok((StatusCode::OK, (*store.mutate(t.res, ns, name, status, m, &manager)?).clone()))
+            let w = store.mutate_with(t.res, ns, name, status, m, &manager, &d)?;
+            Ok(Served { code: StatusCode::OK, body: (*w.object).clone(), warnings: w.warnings })
         }
         ("delete", Some(name)) => {
             let body = if body.is_empty() { Value::Null } else { parse_body(headers, body)? };
@@ -654,7 +694,7 @@ fn serve(
                 opts.grace_period_seconds =
                     Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g:?}")))?);
             }
-            Ok((StatusCode::OK, (*store.delete_with(t.res, ns, name, &opts)?).clone()))
+            Ok(Served::ok(StatusCode::OK, (*store.delete_with(t.res, ns, name, &opts)?).clone()))
         }
         _ => Err(ApiError::new(
             405,

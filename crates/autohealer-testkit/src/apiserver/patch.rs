@@ -5,16 +5,17 @@
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 
-/// Lists merged element-by-element in a strategic merge patch, by path and merge key.
+/// Lists merged element-by-element in a strategic merge patch, by path and merge key:
+/// only those with a `patchStrategy:"merge"` tag, as staging/src/k8s.io/api/core/v1/types.go does.
+/// Every other list (`spec.taints` and `spec.tolerations` among them: `+listType=atomic`,
+/// no patch strategy) is replaced whole, so a patch that sends one taint drops the others.
 const MERGE_KEYS: &[(&str, &str)] = &[
     ("status.conditions", "type"),
     ("status.addresses", "type"),
-    ("spec.taints", "key"),
     ("metadata.ownerReferences", "uid"),
     ("spec.containers", "name"),
     ("spec.initContainers", "name"),
     ("spec.volumes", "name"),
-    ("spec.tolerations", "key"),
 ];
 
 /// Primitive lists that a strategic merge patch merges as sets.
@@ -357,12 +358,13 @@ mod tests {
     }
 
     #[test]
-    fn taints_merge_by_key_and_delete_directive() {
+    fn taints_are_replaced_whole_and_conditions_take_the_delete_directive() {
         let mut node = json!({"spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]}});
         strategic_merge(&mut node, &json!({"spec": {"taints": [{"key": "b", "effect": "NoExecute"}]}})).unwrap();
-        assert_eq!(node["spec"]["taints"].as_array().unwrap().len(), 2);
-        strategic_merge(&mut node, &json!({"spec": {"taints": [{"key": "a", "$patch": "delete"}]}})).unwrap();
         assert_eq!(node["spec"]["taints"], json!([{"key": "b", "effect": "NoExecute"}]));
+        let mut node = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "X", "status": "True"}]}});
+        strategic_merge(&mut node, &json!({"status": {"conditions": [{"type": "X", "$patch": "delete"}]}})).unwrap();
+        assert_eq!(node["status"]["conditions"], json!([{"type": "Ready", "status": "True"}]));
     }
 
     #[test]

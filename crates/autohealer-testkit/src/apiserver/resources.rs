@@ -16,6 +16,10 @@ pub struct Resource {
     /// Field selectors the real apiserver accepts for this type (besides
     /// `metadata.name` and `metadata.namespace`, which every type has).
     pub fields: &'static [&'static str],
+    /// Whether a PUT that names no resourceVersion overwrites the current version: the
+    /// strategy's `AllowUnconditionalUpdate`, false for Leases as
+    /// pkg/registry/coordination/lease/strategy.go does (a lock must not be taken blind).
+    pub unconditional_update: bool,
 }
 
 impl Resource {
@@ -42,6 +46,7 @@ pub const RESOURCES: &[Resource] = &[
         namespaced: false,
         status_subresource: true,
         fields: &["spec.unschedulable"],
+        unconditional_update: true,
     },
     Resource {
         group: "",
@@ -59,6 +64,7 @@ pub const RESOURCES: &[Resource] = &[
             "status.podIP",
             "status.nominatedNodeName",
         ],
+        unconditional_update: true,
     },
     Resource {
         group: "",
@@ -68,6 +74,7 @@ pub const RESOURCES: &[Resource] = &[
         namespaced: false,
         status_subresource: true,
         fields: &["status.phase"],
+        unconditional_update: true,
     },
     Resource {
         group: "",
@@ -77,6 +84,7 @@ pub const RESOURCES: &[Resource] = &[
         namespaced: true,
         status_subresource: false,
         fields: &[],
+        unconditional_update: true,
     },
     Resource {
         group: "",
@@ -98,6 +106,7 @@ pub const RESOURCES: &[Resource] = &[
             "source",
             "type",
         ],
+        unconditional_update: true,
     },
     Resource {
         group: "events.k8s.io",
@@ -107,6 +116,7 @@ pub const RESOURCES: &[Resource] = &[
         namespaced: true,
         status_subresource: false,
         fields: &["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason", "reportingController", "type"],
+        unconditional_update: true,
     },
     Resource {
         group: "coordination.k8s.io",
@@ -116,6 +126,7 @@ pub const RESOURCES: &[Resource] = &[
         namespaced: true,
         status_subresource: false,
         fields: &[],
+        unconditional_update: false,
     },
     Resource {
         group: "policy",
@@ -125,6 +136,7 @@ pub const RESOURCES: &[Resource] = &[
         namespaced: true,
         status_subresource: true,
         fields: &[],
+        unconditional_update: true,
     },
 ];
 

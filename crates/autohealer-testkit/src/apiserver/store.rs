@@ -5,6 +5,7 @@
 use super::patch;
 use super::resources::{RESOURCES, Resource};
 use super::selectors::{FieldSelector, LabelSelector};
+use super::validation::{self, FieldValidation};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -96,6 +97,112 @@ fn status_details(res: &Resource, name: &str) -> Value {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A committed write and the `Warning`s the real server would answer it with.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub object: Arc<Value>,
+    pub warnings: Vec<String>,
+}
+
+/// Which handler decoded a body: it decides how a decoding failure is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Create,
+    Update,
+    Patch,
+    Apply,
+}
+
+/// How a write's body is decoded: the request's `fieldValidation`, and the fields its
+/// raw JSON held twice (found before parsing kept only the last of each).
+#[derive(Debug, Clone, Default)]
+pub struct Decoding {
+    pub directive: FieldValidation,
+    pub duplicates: Vec<String>,
+}
+
+impl Decoding {
+    fn ignore() -> Self {
+        Self { directive: FieldValidation::Ignore, duplicates: Vec::new() }
+    }
+
+    /// The typed decoding of a create, update or patch result, answered as
+    /// staging/src/k8s.io/apiserver/pkg/endpoints/handlers/{create,update,patch}.go do:
+    /// a wrong type always fails; unknown and duplicate fields fail under Strict and
+    /// are warned about under Warn (the object keeps none of the unknown ones either way).
+    fn decode(&self, res: &Resource, obj: Value, verb: Verb, warnings: &mut Vec<String>) -> ApiResult<Value> {
+        let decode_failure = |detail: String, patched: &Value| match verb {
+            Verb::Patch => validation::invalid("", "", "", vec![validation::FieldError::invalid("patch", &patched.to_string(), detail)]),
+            _ => ApiError::bad_request(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: {detail}",
+                kind = res.kind,
+                version = res.version
+            )),
+        };
+        let (clean, unknown) = validation::decode_typed(res, &obj).map_err(|e| decode_failure(e, &obj))?;
+        if self.directive == FieldValidation::Ignore {
+            return Ok(clean);
+        }
+        let strict: Vec<String> = self
+            .duplicates
+            .iter()
+            .map(|d| format!("duplicate field {d:?}"))
+            .chain(unknown.iter().map(|u| format!("unknown field {u:?}")))
+            .collect();
+        if strict.is_empty() {
+            return Ok(clean);
+        }
+        if self.directive == FieldValidation::Strict {
+            return Err(decode_failure(format!("strict decoding error: {}", strict.join(", ")), &obj));
+        }
+        warnings.extend(strict);
+        Ok(clean)
+    }
+
+    /// What server-side apply refuses before it merges, as `structuredMergeManager.Apply`
+    /// in staging/src/k8s.io/apimachinery/pkg/util/managedfields/internal/structuredmerge.go
+    /// does: another version, managedFields in the body, a field the schema does not
+    /// declare (whatever the directive: the typed patch cannot be built); duplicates
+    /// follow the directive.
+    fn check_apply(&self, res: &Resource, ns: &str, name: &str, body: &Value, warnings: &mut Vec<String>) -> ApiResult<()> {
+        let version = body.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        if version != res.api_version() {
+            return Err(ApiError::bad_request(format!(
+                "Incorrect version specified in apply patch. Specified patch version: {version}, expected: {}",
+                res.api_version()
+            )));
+        }
+        if body.pointer("/metadata/managedFields").is_some_and(|m| !m.is_null()) {
+            return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+        }
+        let mut typed = body.clone();
+        typed["kind"] = json!(res.kind);
+        let (_, unknown) =
+            validation::decode_typed(res, &typed).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        if let Some(first) = unknown.first() {
+            let at = if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") };
+            // Not a Status error: `ErrorToAPIStatus` answers it as a reasonless 500.
+            return Err(ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to create typed patch object ({at}; {}, Kind={}): .{first}: field not declared in schema",
+                    if res.group.is_empty() { format!("/{}", res.version) } else { res.api_version() },
+                    res.kind
+                ),
+            ));
+        }
+        if !self.duplicates.is_empty() && self.directive != FieldValidation::Ignore {
+            let dups: Vec<String> = self.duplicates.iter().map(|d| format!("duplicate field {d:?}")).collect();
+            if self.directive == FieldValidation::Strict {
+                return Err(ApiError::bad_request(format!("error strict decoding patch: {}", dups.join(", "))));
+            }
+            warnings.extend(dups);
+        }
+        Ok(())
+    }
+}
 
 /// The parts of `metav1.DeleteOptions` the fake honours.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -462,12 +569,22 @@ impl Store {
         self.get(nsr, "", ns).is_ok()
     }
 
+    /// A create as a client without `fieldValidation` makes it: unknown fields dropped.
     pub fn create(&self, res: &'static Resource, ns: &str, obj: Value, manager: &str) -> ApiResult<Arc<Value>> {
-        self.create_owned(res, ns, obj, manager, None)
+        self.create_with(res, ns, obj, manager, &Decoding::default()).map(|w| w.object)
+    }
+
+    /// A create decoded and validated as the real server does it, with the warnings
+    /// it would send back.
+    pub fn create_with(&self, res: &'static Resource, ns: &str, obj: Value, manager: &str, decoding: &Decoding) -> ApiResult<Written> {
+        let mut warnings = Vec::new();
+        let object = self.create_owned(res, ns, obj, manager, None, decoding, &mut warnings)?;
+        Ok(Written { object, warnings })
     }
 
     /// Creates with the given `managedFields` (server-side apply) or, without them,
     /// records the creator as the owner of every field (an Update operation).
+    #[allow(clippy::too_many_arguments)]
     fn create_owned(
         &self,
         res: &'static Resource,
@@ -475,6 +592,8 @@ impl Store {
         mut obj: Value,
         manager: &str,
         managed: Option<Value>,
+        decoding: &Decoding,
+        warnings: &mut Vec<String>,
     ) -> ApiResult<Arc<Value>> {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body of the request was in an unknown format"));
@@ -535,6 +654,10 @@ impl Store {
         if res.plural == "pods" && res.group.is_empty() {
             obj["status"] = json!({"phase": "Pending"});
         }
+        obj = decoding.decode(res, obj, Verb::Create, warnings)?;
+        let mut errs = validation::object_meta(&obj);
+        errs.extend(validation::type_rules(res, &obj, None));
+        validation::refuse(res, &name, errs)?;
         match managed {
             Some(m) => obj["metadata"]["managedFields"] = m,
             None => patch::record_update(&json!({"metadata": {}}), &mut obj, manager, &res.api_version(), &now),
@@ -548,8 +671,8 @@ impl Store {
         Ok(self.commit(&mut g, res, key, Some(obj), None))
     }
 
-    /// Changes an existing object (or creates one, for server-side apply).
-    #[allow(clippy::too_many_arguments)]
+    /// Changes an existing object (or creates one, for server-side apply), as a client
+    /// without `fieldValidation` does: unknown fields are dropped.
     pub fn mutate(
         &self,
         res: &'static Resource,
@@ -559,7 +682,43 @@ impl Store {
         mutation: Mutation,
         manager: &str,
     ) -> ApiResult<Arc<Value>> {
+        self.mutate_with(res, ns, name, status, mutation, manager, &Decoding::default()).map(|w| w.object)
+    }
+
+    /// A write to an existing object decoded and validated as the real server does it,
+    /// with the warnings it would send back.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mutate_with(
+        &self,
+        res: &'static Resource,
+        ns: &str,
+        name: &str,
+        status: bool,
+        mutation: Mutation,
+        manager: &str,
+        decoding: &Decoding,
+    ) -> ApiResult<Written> {
+        let mut warnings = Vec::new();
+        let object = self.mutate_inner(res, ns, name, status, mutation, manager, decoding, &mut warnings)?;
+        Ok(Written { object, warnings })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mutate_inner(
+        &self,
+        res: &'static Resource,
+        ns: &str,
+        name: &str,
+        status: bool,
+        mutation: Mutation,
+        manager: &str,
+        decoding: &Decoding,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<Arc<Value>> {
         let now = now_rfc3339();
+        if let Mutation::Apply { body, .. } = &mutation {
+            decoding.check_apply(res, ns, name, body, warnings)?;
+        }
         let ns_key = if res.namespaced { ns.to_string() } else { String::new() };
         let key = (ns_key.clone(), name.to_string());
         let mut g = self.lock();
@@ -570,21 +729,47 @@ impl Store {
                 if res.namespaced && !self.namespace_exists(ns) {
                     return Err(ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found")));
                 }
-                let mut fresh = patch::apply(None, &body, manager, force, &now).map_err(|c| apply_conflict(res, name, c))?;
-                fresh["metadata"]["name"] = json!(name);
+                // `checkName` in staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go:
+                // an apply that creates gets its name from its body, never from the URL.
+                let body_name = meta_str(&body, "name").unwrap_or_default();
+                if body_name != name {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({body_name}) does not match the name on the URL ({name})"
+                    )));
+                }
+                let fresh = patch::apply(None, &body, manager, force, &now).map_err(|c| apply_conflict(res, name, c))?;
                 let managed = fresh.pointer("/metadata/managedFields").cloned();
-                return self.create_owned(res, ns, fresh, manager, managed);
+                return self.create_owned(res, ns, fresh, manager, managed, &Decoding::ignore(), warnings);
             }
             return Err(ApiError::not_found(res, name));
         };
         let api_version = res.api_version();
         let is_apply = matches!(mutation, Mutation::Apply { .. });
+        let verb = match mutation {
+            Mutation::Replace(_) => Verb::Update,
+            Mutation::Apply { .. } => Verb::Apply,
+            _ => Verb::Patch,
+        };
         let mut new = match mutation {
             Mutation::Replace(v) => {
                 let mut v = v;
                 if v.pointer("/metadata/resourceVersion").and_then(Value::as_str).is_none_or(str::is_empty)
                     && let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut)
                 {
+                    // The generic registry's `Update`: only a type whose strategy allows
+                    // unconditional updates takes a write that names no version.
+                    if !res.unconditional_update {
+                        return Err(validation::invalid(
+                            res.group,
+                            res.plural,
+                            name,
+                            vec![validation::FieldError::invalid_raw(
+                                "metadata.resourceVersion",
+                                "0x0".into(),
+                                "must be specified for an update",
+                            )],
+                        ));
+                    }
                     m.insert("resourceVersion".into(), old["metadata"]["resourceVersion"].clone());
                 }
                 v
@@ -642,6 +827,9 @@ impl Store {
         }
         new["apiVersion"] = json!(api_version);
         new["kind"] = json!(res.kind);
+        if !is_apply {
+            new = decoding.decode(res, new, verb, warnings)?;
+        }
         if res.status_subresource {
             if status {
                 let st = new.get("status").cloned();
@@ -667,6 +855,9 @@ impl Store {
             let gen_ = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             new["metadata"]["generation"] = json!(gen_);
         }
+        let mut errs = validation::object_meta_update(&new, &old);
+        errs.extend(validation::type_rules(res, &new, Some(&old)));
+        validation::refuse(res, name, errs)?;
         if content(&new) == content(&old) {
             return Ok(old);
         }
@@ -803,9 +994,10 @@ impl Store {
         Ok(self.commit(&mut g, res, key, None, Some(old)))
     }
 
-    /// One pass of kube-controller-manager's pod garbage collector (podgc's `gc`),
-    /// which the fake has no controller loop for: the caller decides when a pass runs,
-    /// and a call stands for one after podgc's 40 s quarantine of a missing node. In
+    /// One pass of kube-controller-manager's pod garbage collector (podgc's `gc`). A
+    /// bare apiserver runs none: the simulated cluster runs its own through the API,
+    /// on a timer; this pass is for tests of the fake alone, where the caller decides
+    /// when a pass runs and a call stands for one after podgc's 40 s quarantine. In
     /// podgc's order it force-deletes (grace 0, after marking them `Failed`) the oldest
     /// terminated pods beyond `terminated_pod_threshold` (0: none), terminating pods
     /// on NotReady nodes with the `node.kubernetes.io/out-of-service` taint, pods bound

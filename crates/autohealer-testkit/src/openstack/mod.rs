@@ -475,6 +475,54 @@ impl FakeOpenStack {
         }
     }
 
+    /// What a Cluster API MachineHealthCheck does to an unhealthy machine: its server is
+    /// deleted and its MachineSet creates a fresh one in the same group, Magnum's count
+    /// unchanged. Returns false if no node group holds the server.
+    pub fn remediate_machine(&self, server: &str) -> bool {
+        let (role, name, index) = {
+            let mut g = lock(&self.state.inner);
+            let Some(i) = g.nodegroups.iter().position(|n| n.servers.iter().any(|s| s == server)) else { return false };
+            g.nodegroups[i].servers.retain(|s| s != server);
+            g.servers.remove(server);
+            let cluster = g.nodegroups[i].cluster.clone();
+            let name = g.clusters.get(&cluster).map(|c| c.name.clone()).unwrap_or_default();
+            (g.nodegroups[i].role.clone(), name, i)
+        };
+        if let Some(h) = self.state.hooks() {
+            h.deleted(server);
+        }
+        self.state.later(self.state.opts.update_time, move |st| {
+            let id = uuid::Uuid::new_v4().to_string();
+            let server_name = format!("{name}-{role}-{}", &id[..8]);
+            {
+                let mut g = lock(&st.inner);
+                g.servers.insert(
+                    id.clone(),
+                    Server {
+                        id: id.clone(),
+                        name: server_name.clone(),
+                        status: "ACTIVE".into(),
+                        task_state: None,
+                        image_id: "img-k8s".into(),
+                        addresses: vec![],
+                        volumes: vec![],
+                        console: vec![],
+                    },
+                );
+                if let Some(n) = g.nodegroups.get_mut(index) {
+                    n.servers.push(id.clone());
+                }
+            }
+            if let Some(h) = st.hooks()
+                && let Some(address) = h.created(&id, &server_name, &role)
+                && let Some(s) = lock(&st.inner).servers.get_mut(&id)
+            {
+                s.addresses = vec![address];
+            }
+        });
+        true
+    }
+
     /// The node group's count as Magnum reports it.
     pub fn nodegroup_count(&self, cluster: &str, role: &str) -> usize {
         lock(&self.state.inner).nodegroups.iter().find(|n| n.cluster == cluster && n.role == role).map_or(0, |n| n.node_count)
