@@ -22,7 +22,9 @@ pub fn describe_config(loaded: &Loaded) -> Vec<String> {
     }
     let driver = os.magnum_driver.clone().unwrap_or_else(|| "auto".into());
     let mut out = vec![match driver.as_str() {
-        "auto" => "openstack: strategy magnum; magnum-driver auto (found from the Magnum and Heat APIs before the first repair)".to_string(),
+        "auto" => {
+            "openstack: strategy magnum; magnum-driver auto (found from the Magnum and Heat APIs before the first repair)".to_string()
+        }
         d => format!("openstack: strategy magnum; magnum-driver {d} (set)"),
     }];
     if driver == "heat" {

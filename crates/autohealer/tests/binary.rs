@@ -11,7 +11,7 @@ use autohealer_testkit::openstack::{self as fake, FakeOpenStack, OsOptions};
 use autohealer_testkit::sim::{Cure, Fault, SIM_LABEL, SimCluster, SimOptions};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use kube::Api;
+use kube::{Api, ResourceExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -619,4 +619,77 @@ async fn openstack_faults_at_20_percent_still_repair_each_node_exactly_once_and_
             assert!(!text.contains(t.as_str()), "a token is in a {what}: {text}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_workers_failing_at_once_on_the_cluster_api_driver_get_fresh_machines_one_resize_at_a_time() {
+    let w = world(7, true).await;
+    let cluster = format!("c-{}", w.prefix);
+    w.os.set_magnum_driver(&cluster, fake::FakeDriver::ClusterApi);
+    let mut original = w.sim.node_names(Role::Worker);
+    original.sort();
+    let victims: Vec<String> = original[..5].to_vec();
+    let servers: Vec<String> = victims.iter().map(|v| w.server(v)).collect();
+    let limits = "max-unhealthy:\n  worker: 100%\n  zone: 100%\ndrain:\n  timeout: 3s\n";
+    let h = w.healer(&w.config("capi", limits), "replica-a").await;
+    for v in &victims {
+        w.sim.inject(v, Fault::KubeletStopped, Cure::Replace);
+    }
+    until("every failed worker's machine is gone and five fresh workers are Ready", &[&h], || async {
+        let mut gone = true;
+        for v in &victims {
+            gone &= w.node(v).await.is_none();
+        }
+        let mut fresh = 0;
+        for n in w.sim.node_names(Role::Worker).iter().filter(|n| !original.contains(n)) {
+            fresh += usize::from(w.node(n).await.is_some_and(|n| ready(&n)));
+        }
+        gone && fresh == 5
+    })
+    .await;
+    let c = w.os.cluster(&cluster).unwrap();
+    assert_eq!(w.os.nodegroup_count(&cluster, "worker"), 7, "the node group is back at its size: {:?}", c.resizes);
+    assert_eq!(c.overlapping_resizes, 0, "no resize of the cluster while another ran: {:?}", c.resizes);
+    assert_eq!(c.resizes.len(), 10, "a grow and a shrink per failed worker: {:?}", c.resizes);
+    for s in &servers {
+        assert_eq!(w.reboots(s), 1, "rebooted once first");
+        assert_eq!(c.resizes.iter().filter(|(_, _, remove)| remove.contains(s)).count(), 1, "removed once: {s}");
+        assert!(w.os.server(s).is_none(), "the failed machine is deleted: {s}");
+    }
+    assert_eq!(w.os.count("POST", "/servers/", Some("os-stop")), 0, "no server is stopped on the Cluster API driver");
+    for n in &original[5..] {
+        assert!(w.node(n).await.is_some(), "a healthy worker was kept: {n}");
+    }
+    let log = h.log();
+    assert!(log.contains("cluster-api"), "the driver found is logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cluster_autoscaler_is_removing_is_left_alone() {
+    let w = world(3, true).await;
+    let mut workers = w.sim.node_names(Role::Worker);
+    workers.sort();
+    let victim = workers[0].clone();
+    let server = w.server(&victim);
+    let taint =
+        serde_json::json!({"spec": {"taints": [{"key": "ToBeDeletedByClusterAutoscaler", "value": "1700000000", "effect": "NoSchedule"}]}});
+    Api::<Node>::all(w.cluster.client.clone())
+        .patch(&victim, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&taint))
+        .await
+        .unwrap();
+    let h = w.healer(&w.config("autoscaler", "max-unhealthy:\n  worker: 100%\n  zone: 100%\n"), "replica-a").await;
+    w.sim.inject(&victim, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until("the repair is held because the node is going away", &[&h], || async {
+        w.cluster.node_events(&victim).await.iter().any(|(r, n)| r == "RepairHeld" && n.contains("ToBeDeletedByClusterAutoscaler"))
+    })
+    .await;
+    // A second worker failing meanwhile is repaired: the hold is the node's, not the healer's.
+    let other = workers[1].clone();
+    let other_server = w.server(&other);
+    w.sim.inject(&other, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until("the other worker is rebooted", &[&h], || async { w.reboots(&other_server) == 1 }).await;
+    assert_eq!(w.reboots(&server), 0, "the node being removed is not rebooted");
+    assert!(w.node(&victim).await.is_some_and(|n| !n.annotations().contains_key("autohealer.dev/repair")), "nothing recorded on it");
+    let held = w.cluster.node_events(&victim).await.into_iter().filter(|(r, _)| r == "RepairHeld").count();
+    assert_eq!(held, 1, "said once");
 }
