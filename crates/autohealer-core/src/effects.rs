@@ -349,6 +349,7 @@ mod tests {
             skip: false,
             remediate: false,
             removing: None,
+            attributes: vec![],
         }
     }
 

@@ -36,6 +36,7 @@ pub fn scope_key(s: &Scope) -> String {
     match s {
         Scope::Role(r) => format!("role/{r}"),
         Scope::Zone(z) => format!("zone/{z}"),
+        Scope::Cohort { attribute, value } => format!("cohort/{attribute}={value}"),
     }
 }
 
@@ -44,6 +45,7 @@ pub fn scope_of(key: &str) -> Option<Scope> {
         ("role", "master") => Some(Scope::Role(Role::Master)),
         ("role", "worker") => Some(Scope::Role(Role::Worker)),
         ("zone", z) => Some(Scope::Zone(z.to_string())),
+        ("cohort", c) => c.split_once('=').map(|(a, v)| Scope::Cohort { attribute: a.to_string(), value: v.to_string() }),
         _ => None,
     }
 }

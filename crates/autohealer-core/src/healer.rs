@@ -65,6 +65,8 @@ pub const PAUSED_ANNOTATION: &str = "autohealer.dev/paused";
 
 const ALL_GATES: &[Gate] = &[
     Gate::Removing,
+    Gate::Correlated,
+    Gate::RepeatedRepairs,
     Gate::Unreadable,
     Gate::Skip,
     Gate::Leader,

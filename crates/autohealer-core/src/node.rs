@@ -68,6 +68,39 @@ pub fn removing(node: &Node) -> Option<String> {
     tainted.then(|| format!("cluster-autoscaler is removing the node (taint {AUTOSCALER_TAINT})"))
 }
 
+/// The label Magnum puts on a node with its node group's name.
+pub const NODEGROUP_LABEL: &str = "magnum.openstack.org/nodegroup";
+pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
+
+/// What a rollout changes on many nodes at once (the OS image, the kernel, the kubelet,
+/// the container runtime, the machine type, the node group) and the labels named in
+/// config: failures that share one of these far more than the fleet does are a
+/// rollout, not node faults. Empty values are left out.
+pub fn attributes(node: &Node, labels: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(i) = node.status.as_ref().and_then(|s| s.node_info.as_ref()) {
+        for (k, v) in [
+            ("osImage", &i.os_image),
+            ("kernelVersion", &i.kernel_version),
+            ("kubeletVersion", &i.kubelet_version),
+            ("containerRuntimeVersion", &i.container_runtime_version),
+        ] {
+            if !v.is_empty() {
+                out.push((k.to_string(), v.clone()));
+            }
+        }
+    }
+    let node_labels = node.metadata.labels.as_ref();
+    for key in [INSTANCE_TYPE_LABEL, NODEGROUP_LABEL].into_iter().chain(labels.iter().map(String::as_str)) {
+        if let Some(v) = node_labels.and_then(|l| l.get(key)).filter(|v| !v.is_empty())
+            && !out.iter().any(|(k, _)| k == key)
+        {
+            out.push((key.to_string(), v.clone()));
+        }
+    }
+    out
+}
+
 pub fn unschedulable(node: &Node) -> bool {
     node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
 }

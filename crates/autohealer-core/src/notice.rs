@@ -43,9 +43,12 @@ pub fn of_decision(state: &NodeState, decision: &Decision, now: Timestamp) -> Op
     };
     match decision {
         Decision::Repair { .. } => Some(kept.unwrap_or_else(|| severity(state.role, &state.history, now, false))),
-        Decision::Held { gate, .. } => {
-            Some(kept.unwrap_or_else(|| severity(state.role, &state.history, now, matches!(gate, Gate::MaxUnhealthy | Gate::Zone))))
+        Decision::Held { gate: Gate::RepeatedRepairs, .. } => {
+            Some((Severity::Critical, "repaired again and again: left to a human".to_string()))
         }
+        Decision::Held { gate, .. } => Some(kept.unwrap_or_else(|| {
+            severity(state.role, &state.history, now, matches!(gate, Gate::MaxUnhealthy | Gate::Zone | Gate::Correlated))
+        })),
         Decision::InProgress { .. } | Decision::Recovered { .. } | Decision::Failed { .. } => kept,
         Decision::Waiting { .. } if !state.findings.is_empty() => Some(severity(state.role, &state.history, now, false)),
         _ => None,

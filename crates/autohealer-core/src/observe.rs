@@ -20,6 +20,9 @@ pub struct Checks {
     pub worker: Vec<Arc<dyn HealthCheck>>,
     /// The checks (role, index) whose findings are only told (`action: notify-only`).
     pub notify_only: std::collections::BTreeSet<(Role, usize)>,
+    /// Labels whose values the correlated-failure hold compares, beside the built-in
+    /// attributes (`correlated-hold.labels`).
+    pub attribute_labels: Vec<String>,
 }
 
 impl Checks {
@@ -152,6 +155,7 @@ pub fn evaluate(
         skip: node::flag(n, node::SKIP_ANNOTATION),
         remediate: node::flag(n, node::REMEDIATE_ANNOTATION),
         removing: node::removing(n),
+        attributes: node::attributes(n, &checks.attribute_labels),
     };
     (state, verdicts)
 }

@@ -111,6 +111,42 @@ pub struct Policy {
     /// reach the apiserver, how long nodes get to report again before a deadline that
     /// ran meanwhile is acted on, as the node-lifecycle controller does after a disruption.
     pub blind_grace: Duration,
+    pub correlated: CorrelatedHold,
+    pub repeated: RepeatedRepairs,
+}
+
+/// When failing nodes share a value of an attribute far more than the fleet does, new
+/// repairs of the nodes with that value are held: a bad rollout makes new and old nodes
+/// fail one after the other, and replacing them in turn only fails again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrelatedHold {
+    pub enabled: bool,
+    /// At least this many failing nodes (within `window`) must share the value.
+    pub min_nodes: usize,
+    /// A node counts as failing if a check fails now or it failed within this window.
+    pub window: Duration,
+    /// The value is rare among healthy nodes: at most this share of them (0.0 to 1.0).
+    pub max_healthy_share: f64,
+}
+
+impl Default for CorrelatedHold {
+    fn default() -> Self {
+        Self { enabled: true, min_nodes: 3, window: Duration::from_secs(3600), max_healthy_share: 0.2 }
+    }
+}
+
+/// A node repaired successfully more than `max` times within `window` has a problem no
+/// repair fixes (hardware, a bad disk): it is left to a human.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatedRepairs {
+    pub max: usize,
+    pub window: Duration,
+}
+
+impl Default for RepeatedRepairs {
+    fn default() -> Self {
+        Self { max: 3, window: Duration::from_secs(7 * 24 * 3600) }
+    }
 }
 
 impl Default for Policy {
@@ -126,6 +162,8 @@ impl Default for Policy {
             worker_steps: vec![Action::Reboot, Action::Replace],
             limits: Limits::default(),
             blind_grace: Duration::from_secs(60),
+            correlated: CorrelatedHold::default(),
+            repeated: RepeatedRepairs::default(),
         }
     }
 }
@@ -199,6 +237,8 @@ pub struct NodeState {
     pub remediate: bool,
     /// Why the node is going away (being deleted, removed by cluster-autoscaler), if it is.
     pub removing: Option<String>,
+    /// What the correlated-failure hold compares: (attribute, value) pairs.
+    pub attributes: Vec<(String, String)>,
 }
 
 impl NodeState {
@@ -229,6 +269,12 @@ pub enum Scope {
     Role(Role),
     /// A zone, all roles together: an outage takes masters and workers alike.
     Zone(String),
+    /// The nodes sharing a value of an attribute that the failing ones share far more
+    /// than the fleet does: a rollout (a kernel, an image), not node faults.
+    Cohort {
+        attribute: String,
+        value: String,
+    },
 }
 
 impl fmt::Display for Scope {
@@ -236,6 +282,7 @@ impl fmt::Display for Scope {
         match self {
             Scope::Role(r) => write!(f, "{r} nodes"),
             Scope::Zone(z) => write!(f, "nodes in zone {z}"),
+            Scope::Cohort { attribute, value } => write!(f, "nodes with {attribute}={value}"),
         }
     }
 }
@@ -296,6 +343,8 @@ pub enum Gate {
     Rate,
     Unsupported,
     Removing,
+    Correlated,
+    RepeatedRepairs,
 }
 
 impl Gate {
@@ -314,6 +363,8 @@ impl Gate {
             Gate::Rate => "rate",
             Gate::Unsupported => "unsupported",
             Gate::Removing => "removing",
+            Gate::Correlated => "correlated",
+            Gate::RepeatedRepairs => "repeated_repairs",
         }
     }
 }
@@ -442,6 +493,7 @@ pub fn short_circuits(input: &Input) -> Vec<(Scope, String)> {
             e.1 += usize::from(n.counts_unhealthy());
         }
     }
+    out.extend(cohorts(input));
     if zones.len() >= 2 {
         let zl = input.policy.limits.zone_max_unhealthy;
         for (zone, (total, bad)) in zones {
@@ -452,6 +504,59 @@ pub fn short_circuits(input: &Input) -> Vec<(Scope, String)> {
                 ));
             }
         }
+    }
+    out
+}
+
+/// Whether the node failed recently enough to count for the correlated-failure hold: a
+/// check fails now, a repair of it is under way, or one began (or was held) within the
+/// window.
+fn failed_recently(n: &NodeState, since: Timestamp) -> bool {
+    let current = match &n.ledger {
+        Ledger::Record(r) => Some(r.first_started),
+        _ => None,
+    };
+    !n.findings.is_empty() || current.is_some_and(|t| t >= since) || n.history.iter().any(|h| h.started >= since)
+}
+
+/// The cohorts to hold: a value of an attribute that at least `min-nodes` failing nodes,
+/// and most of them, share, and that at most `max-healthy-share` of the healthy nodes
+/// have. A fleet where every node has the value (one kernel everywhere) holds nothing.
+fn cohorts(input: &Input) -> Vec<(Scope, String)> {
+    let c = &input.policy.correlated;
+    if !c.enabled {
+        return Vec::new();
+    }
+    let since = sub(input.now, c.window);
+    let (failing, healthy): (Vec<&NodeState>, Vec<&NodeState>) = input.nodes.iter().partition(|n| failed_recently(n, since));
+    if failing.len() < c.min_nodes.max(1) {
+        return Vec::new();
+    }
+    let mut shared: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    for n in &failing {
+        for (k, v) in &n.attributes {
+            shared.entry((k.as_str(), v.as_str())).or_default().push(n.name.as_str());
+        }
+    }
+    let mut out = Vec::new();
+    for ((attribute, value), names) in shared {
+        if names.len() < c.min_nodes || names.len() * 2 <= failing.len() {
+            continue;
+        }
+        let healthy_with = healthy.iter().filter(|n| n.attributes.iter().any(|(k, v)| k == attribute && v == value)).count();
+        if healthy_with as f64 > c.max_healthy_share * healthy.len() as f64 {
+            continue;
+        }
+        out.push((
+            Scope::Cohort { attribute: attribute.to_string(), value: value.to_string() },
+            format!(
+                "correlated failures: {} of {} failing nodes ({}) share {attribute}={value}, which {healthy_with} of {} healthy nodes have: a rollout is not a node fault",
+                names.len(),
+                failing.len(),
+                names.join(", "),
+                healthy.len()
+            ),
+        ));
     }
     out
 }
@@ -591,10 +696,15 @@ fn held(input: &Input, what: &str) -> Option<Decision> {
 
 /// The short-circuits and cooldowns that apply to this node.
 fn storm(input: &Input, node: &NodeState, active: &[(Scope, String)], what: &str) -> Option<Decision> {
-    let scopes = [Some(Scope::Role(node.role)), node.zone.clone().map(Scope::Zone)];
-    for scope in scopes.iter().flatten() {
+    let cohorts = node.attributes.iter().map(|(k, v)| Scope::Cohort { attribute: k.clone(), value: v.clone() });
+    let scopes: Vec<Scope> = [Scope::Role(node.role)].into_iter().chain(node.zone.clone().map(Scope::Zone)).chain(cohorts).collect();
+    for scope in &scopes {
         if let Some((s, why)) = active.iter().find(|(s, _)| s == scope) {
-            let gate = if matches!(s, Scope::Zone(..)) { Gate::Zone } else { Gate::MaxUnhealthy };
+            let gate = match s {
+                Scope::Zone(..) => Gate::Zone,
+                Scope::Cohort { .. } => Gate::Correlated,
+                Scope::Role(..) => Gate::MaxUnhealthy,
+            };
             return Some(Decision::Held { gate, why: format!("{what}; short-circuit: {why}"), until: None });
         }
         if let Some(until) = input.cooldowns.get(scope).filter(|u| input.now < **u) {
@@ -630,9 +740,6 @@ fn decide(input: &Input, node: &NodeState, active: &[(Scope, String)]) -> Decisi
     let Some(worst) = node.findings.iter().chain(remediate.as_ref()).min_by_key(|f| f.actionable_at()) else {
         return Decision::Healthy;
     };
-    if let Some(why) = &node.removing {
-        return Decision::Held { gate: Gate::Removing, why: format!("{}; {why}: it is not repaired", worst.reason), until: None };
-    }
     if node.skip {
         return Decision::Held { gate: Gate::Skip, why: format!("{}; excluded by autohealer.dev/skip", worst.reason), until: None };
     }
@@ -662,10 +769,27 @@ fn start(
     cordon: bool,
     out_of_service: bool,
 ) -> Decision {
+    // A retry of a failed repair begins here too: a node going away gets neither.
+    if let Some(why) = &node.removing {
+        return Decision::Held { gate: Gate::Removing, why: format!("{reason}; {why}: it is not repaired"), until: None };
+    }
     if let Some(d) = held(input, reason).or_else(|| storm(input, node, active, reason)) {
         return d;
     }
     let l = &input.policy.limits;
+    let rep = &input.policy.repeated;
+    let since = sub(input.now, rep.window);
+    let repaired = node.history.iter().filter(|h| h.succeeded && !h.held && h.ended > since).count();
+    if rep.max > 0 && repaired > rep.max {
+        return Decision::Held {
+            gate: Gate::RepeatedRepairs,
+            why: format!(
+                "{reason}; repaired successfully {repaired} times within {}: a problem no repair fixes is left to a human (remove the autohealer.dev/repair-history annotation to let the healer act again)",
+                humantime::format_duration(rep.window)
+            ),
+            until: None,
+        };
+    }
     let window_start = sub(input.now, l.node_cooldown);
     let failures: Vec<Timestamp> =
         node.history.iter().filter(|h| !h.succeeded && !h.held && h.ended > window_start).map(|h| h.ended).collect();
@@ -879,6 +1003,7 @@ mod tests {
             skip: false,
             remediate: false,
             removing: None,
+            attributes: vec![],
         }
     }
 
@@ -1486,6 +1611,92 @@ mod tests {
         m.findings.clear();
         m.healthy_since = Some(t("01:15:00"));
         assert!(matches!(delegating().plan(&[m], "01:20:00").nodes[0].decision, Decision::Recovered { .. }));
+    }
+
+    fn kernel(mut n: NodeState, k: &str) -> NodeState {
+        n.attributes = vec![("kernelVersion".into(), k.into())];
+        n
+    }
+
+    #[test]
+    fn failures_sharing_a_rare_kernel_are_held_as_correlated_and_others_go_on() {
+        // Twelve workers; three run the new kernel, and all three fail one after the
+        // other; an unrelated worker with the common kernel fails too.
+        let mut nodes: Vec<NodeState> = (0..12).map(|i| kernel(node(&format!("w{i:02}"), Role::Worker, vec![]), "k1")).collect();
+        for (i, n) in nodes.iter_mut().enumerate().take(3) {
+            *n = kernel(node(&format!("w{i:02}"), Role::Worker, vec![not_ready(&format!("01:0{i}:00"))]), "k2-bad");
+        }
+        nodes[11] = kernel(node("w11", Role::Worker, vec![not_ready("01:00:00")]), "k1");
+        let limits = Limits { worker_max_unhealthy: Threshold::Percent(50.0), ..Default::default() };
+        let run = Run { policy: Policy { limits, ..Default::default() }, ..Default::default() };
+        // Two failing with the new kernel is no pattern yet: both are repaired.
+        let p = run.plan(&nodes[..2].iter().cloned().chain(nodes[3..].iter().cloned()).collect::<Vec<_>>(), "01:05:00");
+        assert!(p.nodes[..2].iter().all(|n| matches!(n.decision, Decision::Repair { .. })), "{p:?}");
+        // The first two were rebooted (history within the window) and fail again; the
+        // third fails: the cohort is held, the unrelated worker still repaired.
+        for n in &mut nodes[..2] {
+            n.history = vec![HistoryEntry {
+                action: Action::Reboot,
+                started: t("01:01:00"),
+                ended: t("01:03:00"),
+                succeeded: true,
+                reason: String::new(),
+                severity: None,
+                held: false,
+            }];
+        }
+        let p = run.plan(&nodes, "01:05:00");
+        for i in 0..3 {
+            assert!(
+                matches!(&p.nodes[i].decision, Decision::Held { gate: Gate::Correlated, why, .. } if why.contains("kernelVersion=k2-bad") && why.contains("w02")),
+                "{:?}",
+                p.nodes[i]
+            );
+        }
+        assert!(matches!(p.nodes[11].decision, Decision::Repair { .. }), "outside the cohort repairs go on: {:?}", p.nodes[11]);
+        let cohort = Scope::Cohort { attribute: "kernelVersion".into(), value: "k2-bad".into() };
+        assert!(p.short_circuits.iter().any(|(s, _)| *s == cohort));
+        assert_eq!(crate::fleet::scope_of(&crate::fleet::scope_key(&cohort)), Some(cohort), "kept in the fleet state");
+        // The same three failures on a fleet that runs one kernel everywhere hold nothing.
+        let same: Vec<NodeState> = nodes.iter().cloned().map(|n| kernel(n, "k1")).collect();
+        let p = run.plan(&same, "01:05:00");
+        assert!(p.nodes.iter().all(|n| !matches!(n.decision, Decision::Held { gate: Gate::Correlated, .. })), "{p:?}");
+        // Turned off, nothing is held as correlated.
+        let off = Run {
+            policy: Policy { correlated: CorrelatedHold { enabled: false, ..Default::default() }, ..run.policy.clone() },
+            ..Default::default()
+        };
+        assert!(off.plan(&nodes, "01:05:00").short_circuits.is_empty());
+    }
+
+    #[test]
+    fn a_node_repaired_again_and_again_is_left_to_a_human() {
+        let mut n = worker(vec![not_ready("01:00:00")]);
+        let success = |day: i64| HistoryEntry {
+            action: Action::Reboot,
+            started: t("00:10:00") - SignedDuration::from_hours(24 * day),
+            ended: t("00:20:00") - SignedDuration::from_hours(24 * day),
+            succeeded: true,
+            reason: String::new(),
+            severity: None,
+            held: false,
+        };
+        n.history = (1..=3).map(success).collect();
+        assert!(
+            matches!(run(std::slice::from_ref(&n), "01:05:00").nodes[0].decision, Decision::Repair { .. }),
+            "three repairs are allowed"
+        );
+        n.history.push(success(0));
+        let p = run(std::slice::from_ref(&n), "01:05:00");
+        assert!(
+            matches!(&p.nodes[0].decision, Decision::Held { gate: Gate::RepeatedRepairs, why, .. } if why.contains("4 times")),
+            "{p:?}"
+        );
+        let (sev, _) = crate::notice::of_decision(&n, &p.nodes[0].decision, t("01:05:00")).unwrap();
+        assert_eq!(sev, crate::notice::Severity::Critical);
+        // Older than the window, they do not count.
+        n.history = (8..=11).map(success).collect();
+        assert!(matches!(run(&[n], "01:05:00").nodes[0].decision, Decision::Repair { .. }));
     }
 
     #[test]

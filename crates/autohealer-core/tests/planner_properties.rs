@@ -58,6 +58,7 @@ prop_compose! {
             skip,
             remediate,
             removing: None,
+            attributes: vec![],
         }
     }
 }

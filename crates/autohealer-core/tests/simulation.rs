@@ -120,6 +120,12 @@ impl SimNode {
             skip: self.skip,
             remediate: self.remediate,
             removing: None,
+            // A fifth of the fleet runs another kernel, so that failures there can look
+            // like a rollout and be held as correlated.
+            attributes: vec![(
+                "kernelVersion".into(),
+                if self.name.ends_with('0') || self.name.ends_with('5') { "k2" } else { "k1" }.into(),
+            )],
         }
     }
 }

@@ -260,17 +260,21 @@ pub struct NodeGroup {
     pub node_addresses: Vec<String>,
     /// `UPDATE_IN_PROGRESS` while a resize of the group runs; empty if not reported.
     pub status: String,
+    /// The most nodes Magnum lets the group have (`None`: no bound).
+    pub max_node_count: Option<u64>,
 }
 
-fn parse_nodegroup(uuid: &str, d: &Value) -> NodeGroup {
-    NodeGroup {
+/// A node group as Magnum shows it; a count the resizes are computed from must be there.
+fn parse_nodegroup(uuid: &str, d: &Value, call: &str) -> Result<NodeGroup, CloudError> {
+    Ok(NodeGroup {
         uuid: d["uuid"].as_str().unwrap_or(uuid).into(),
         name: d["name"].as_str().unwrap_or_default().into(),
         role: d["role"].as_str().unwrap_or_default().into(),
-        node_count: d["node_count"].as_u64().unwrap_or(0),
+        node_count: d["node_count"].as_u64().ok_or_else(|| bad(Service::ContainerInfra, call, "no node_count"))?,
         node_addresses: d["node_addresses"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect(),
         status: d["status"].as_str().unwrap_or_default().into(),
-    }
+        max_node_count: d["max_node_count"].as_u64(),
+    })
 }
 
 pub struct Magnum<'a>(pub &'a Session);
@@ -314,7 +318,7 @@ impl Magnum<'_> {
             .request(Service::ContainerInfra, Method::GET, &format!("/clusters/{id}/nodegroups/{group}"), None, &call, &[200])
             .await?
             .body;
-        Ok(parse_nodegroup(group, &d))
+        parse_nodegroup(group, &d, &call)
     }
 
     pub async fn update_health(&self, id: &str, status: &str, reason: &BTreeMap<String, String>) -> Result<(), CloudError> {
@@ -339,7 +343,7 @@ impl Magnum<'_> {
                 .request(Service::ContainerInfra, Method::GET, &format!("/clusters/{id}/nodegroups/{uuid}"), None, &call, &[200])
                 .await?
                 .body;
-            out.push(parse_nodegroup(uuid, &d));
+            out.push(parse_nodegroup(uuid, &d, &call)?);
         }
         Ok(out)
     }

@@ -5,8 +5,8 @@
 //! What a resize does depends on the Magnum driver behind the cluster, so the provider
 //! finds it first ([`MagnumDriver`]): the Heat driver replaces the servers named in
 //! `nodes_to_remove` at an unchanged count; vexxhost's Cluster API driver deletes them
-//! only when the count goes down, so a replace there shrinks the group by the node and
-//! grows it back; magnum-capi-helm cannot remove a given node at all, so the replace is
+//! only when the count goes down, so a replace there grows the group by a fresh machine
+//! and shrinks it back naming the node; magnum-capi-helm cannot remove a given node at all, so the replace is
 //! left to the cluster's MachineHealthCheck.
 
 use crate::clients::{Cinder, Cluster, Heat, Magnum, NodeGroup, Nova, Reboot, Server};
@@ -77,6 +77,23 @@ const POLL: Duration = Duration::from_secs(1);
 /// the next write is let through: Magnum's conductor acts after the 202.
 const SEEN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a write waits for before it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// No update under way, whoever began it.
+    Idle,
+    /// The group shows at least this count (the healer's own grow): vexxhost's driver
+    /// keeps the group `UPDATE_IN_PROGRESS` while it has a machine not Ready, which the
+    /// broken node is until the shrink removes it.
+    Grown(u64),
+}
+
+/// An instant `d` from now, bounded so that an absurd configured duration cannot overflow.
+fn later(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d).unwrap_or(now + Duration::from_secs(365 * 24 * 3600))
+}
+
 /// The Magnum driver, and what said so.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detected {
@@ -84,6 +101,21 @@ pub struct Detected {
     /// every driver (reboots) and leaves replaces to the cluster.
     pub driver: Option<MagnumDriver>,
     pub how: String,
+    /// The cluster's `auto_scaling_enabled` label: on the Cluster API drivers the
+    /// cluster-autoscaler then sets the node groups' size, and a resize does not.
+    pub autoscaled: bool,
+    /// When it was found: what said nothing clearly is asked again later.
+    pub at: Instant,
+}
+
+/// How long an inconclusive detection (a cluster still being created, a name that says
+/// nothing) is kept before the APIs are asked again.
+const UNKNOWN_FOR: Duration = Duration::from_secs(600);
+
+impl Detected {
+    fn fresh(&self) -> bool {
+        self.driver.is_some() || self.at.elapsed() < UNKNOWN_FOR
+    }
 }
 
 /// The Cluster API name vexxhost's driver gives a cluster (`kube-` and five
@@ -130,7 +162,7 @@ pub struct OpenStackProvider {
     /// cluster), so the healer's node tasks write one after the other.
     writes: tokio::sync::Mutex<()>,
     busy_timeout: Duration,
-    /// The node group a Cluster API replace holds from its shrink to its grow, with the
+    /// The node group a Cluster API replace holds from its first read to its shrink, with the
     /// server it replaces: the two resizes give absolute counts, which hold only while
     /// no other replace of the group runs between them.
     groups: Mutex<HashMap<String, (String, Instant)>>,
@@ -179,7 +211,12 @@ impl OpenStackProvider {
             last_health: Mutex::new(None),
             evidence: Mutex::new(HashMap::new()),
             auto_healing: Mutex::new(None),
-            driver: Mutex::new(s.magnum_driver.map(|d| Detected { driver: Some(d), how: "set by openstack.magnum-driver".into() })),
+            driver: Mutex::new(s.magnum_driver.map(|d| Detected {
+                driver: Some(d),
+                how: "set by openstack.magnum-driver".into(),
+                autoscaled: false,
+                at: Instant::now(),
+            })),
             writes: tokio::sync::Mutex::new(()),
             busy_timeout: s.cluster_busy_timeout,
             groups: Mutex::new(HashMap::new()),
@@ -191,19 +228,30 @@ impl OpenStackProvider {
     /// template, or in the form each Cluster API driver gives it, says which. Found once;
     /// an answer that says nothing for sure (an error) is not kept.
     pub async fn driver(&self) -> Result<Detected, CloudError> {
-        if let Some(d) = lock(&self.driver).clone() {
-            return Ok(d);
-        }
         let id = self.cluster_id()?;
         let cluster = Magnum(&self.session).cluster(id).await?;
-        let d = self.detect(&cluster).await?;
-        tracing::info!(cluster = id, driver = d.driver.map_or("unknown", MagnumDriver::as_str), how = %d.how, "Magnum driver");
+        self.driver_of(&cluster).await
+    }
+
+    /// The driver known, or found now from `c` if what is known is stale. A configured
+    /// driver still reads the autoscaling label from the cluster as read.
+    async fn driver_of(&self, c: &Cluster) -> Result<Detected, CloudError> {
+        let known = lock(&self.driver).clone();
+        let autoscaled = c.labels.get("auto_scaling_enabled").and_then(|v| truthy(v)) == Some(true);
+        let d = match known {
+            Some(d) if d.fresh() => Detected { autoscaled, ..d },
+            _ => {
+                let d = self.detect(c).await?;
+                tracing::info!(cluster = %c.uuid, driver = d.driver.map_or("unknown", MagnumDriver::as_str), how = %d.how, "Magnum driver");
+                Detected { autoscaled, ..d }
+            }
+        };
         *lock(&self.driver) = Some(d.clone());
         Ok(d)
     }
 
     async fn detect(&self, c: &Cluster) -> Result<Detected, CloudError> {
-        let found = |driver, how: String| Ok(Detected { driver, how });
+        let found = |driver, how: String| Ok(Detected { driver, how, autoscaled: false, at: Instant::now() });
         let Some(stack_id) = &c.stack_id else {
             return found(None, "the cluster has no stack_id yet: set openstack.magnum-driver".into());
         };
@@ -231,6 +279,10 @@ impl OpenStackProvider {
 
     fn known_driver(&self) -> Option<Option<MagnumDriver>> {
         lock(&self.driver).as_ref().map(|d| d.driver)
+    }
+
+    fn autoscaled(&self) -> bool {
+        lock(&self.driver).as_ref().is_some_and(|d| d.autoscaled)
     }
 
     /// The authenticated session, for callers that talk to the cloud beside the provider.
@@ -351,19 +403,29 @@ impl OpenStackProvider {
         Nova(&self.session).stop(id).await
     }
 
-    /// Waits until neither the cluster nor the node group (nor, given, the Heat stack) has
-    /// an update under way, whoever started it, and refuses a failed one: the gate read
-    /// again right before a write. Returns the group as read then.
-    async fn wait_idle(&self, cluster: &str, group: Option<&str>, stack: Option<(&str, &str)>) -> Result<Option<NodeGroup>, CloudError> {
+    /// Waits until neither the cluster nor the node group nor, on the Heat driver, the
+    /// cluster's stack has an update under way, whoever started it, and refuses a failed
+    /// one: the gate read again right before a write. Returns the group as read then.
+    async fn wait_idle(&self, cluster: &str, group: Option<&str>) -> Result<Option<NodeGroup>, CloudError> {
+        self.wait_for(cluster, group, Settled::Idle).await
+    }
+
+    async fn wait_for(&self, cluster: &str, group: Option<&str>, until: Settled) -> Result<Option<NodeGroup>, CloudError> {
         let magnum = Magnum(&self.session);
-        let deadline = tokio::time::Instant::now() + self.busy_timeout;
+        let deadline = later(self.busy_timeout);
+        let on_heat = self.known_driver() == Some(Some(MagnumDriver::Heat));
+        // vexxhost's driver keeps a group (and the cluster) `UPDATE_IN_PROGRESS` while a
+        // machine of it is not Ready, which a broken node is: there the status cannot say
+        // whether a resize is being applied, the group's machines against its count can.
+        let capi = self.known_driver() == Some(Some(MagnumDriver::ClusterApi));
         loop {
             let c = magnum.cluster(cluster).await?;
             let reason = || c.status_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
             if c.status.ends_with("_FAILED") {
                 return Err(CloudError::Other(format!("cluster {cluster} is {}{}; no Magnum write is sent to it", c.status, reason())));
             }
-            let mut busy = (!c.status.ends_with("_COMPLETE")).then(|| format!("cluster {cluster} is {}", c.status));
+            let mut busy =
+                (until == Settled::Idle && !capi && !c.status.ends_with("_COMPLETE")).then(|| format!("cluster {cluster} is {}", c.status));
             let mut ng = None;
             if busy.is_none()
                 && let Some(g) = group
@@ -375,15 +437,29 @@ impl OpenStackProvider {
                         n.status
                     )));
                 }
-                if n.status.ends_with("_IN_PROGRESS") {
-                    busy = Some(format!("node group {g} is {}", n.status));
+                let machines = n.node_addresses.len() as u64;
+                let listed = !n.node_addresses.is_empty();
+                match until {
+                    Settled::Idle if capi && listed && machines != n.node_count => {
+                        busy = Some(format!("node group {g} has {machines} machines for a count of {}", n.node_count))
+                    }
+                    Settled::Idle if !capi && n.status.ends_with("_IN_PROGRESS") => busy = Some(format!("node group {g} is {}", n.status)),
+                    // The grow's machine exists (where the driver lists the group's
+                    // addresses) before the next resize goes out.
+                    Settled::Grown(to) if n.node_count < to || (!n.node_addresses.is_empty() && (n.node_addresses.len() as u64) < to) => {
+                        busy = Some(format!("node group {g} is at {} nodes, not yet {to}", n.node_count))
+                    }
+                    _ => {}
                 }
                 ng = Some(n);
             }
             if busy.is_none()
-                && let Some((name, id)) = stack
+                && on_heat
+                && let Some(stack) = &c.stack_id
             {
-                let status = Heat(&self.session).status(name, id).await?;
+                let heat = Heat(&self.session);
+                let (name, id) = heat.find(stack).await?;
+                let status = heat.status(&name, &id).await?;
                 if status.ends_with("_FAILED") {
                     return Err(CloudError::Other(format!("stack {name} of cluster {cluster} is {status}; no update is sent to it")));
                 }
@@ -404,25 +480,29 @@ impl OpenStackProvider {
     }
 
     /// One resize of a node group, one at a time per cluster: waits for the cluster to
-    /// settle, sends it, and holds the next writer back until Magnum shows it (the
-    /// group's count or status changed), since the conductor acts after the 202.
-    async fn resize_one(&self, cluster: &str, group: &str, count: u64, remove: &[String]) -> Result<(), CloudError> {
-        self.resize_from(cluster, group, |_| count, remove).await.map(|_| ())
-    }
-
-    /// [`Self::resize_one`] to a count computed from the group's count read right
-    /// before the write; returns that count.
-    async fn resize_from(&self, cluster: &str, group: &str, to: impl FnOnce(u64) -> u64, remove: &[String]) -> Result<u64, CloudError> {
+    /// settle (or, `Settled::Grown`, for the group to show the healer's own grow), sends
+    /// it, and holds the next writer back until Magnum shows it (the group's count
+    /// changed, or its status left `_COMPLETE`), since the conductor acts after the 202.
+    /// Once the resize was accepted, a failure to see it is only logged: the write is
+    /// done and must not be taken for one that was not sent.
+    async fn resize_one(&self, cluster: &str, group: &str, count: u64, remove: &[String], until: Settled) -> Result<(), CloudError> {
         let _turn = self.writes.lock().await;
-        let before = self.wait_idle(cluster, Some(group), None).await?.map_or(0, |n| n.node_count);
-        let count = to(before);
+        let before = self.wait_for(cluster, Some(group), until).await?.map(|n| n.node_count);
         let magnum = Magnum(&self.session);
         magnum.resize(cluster, group, count, remove).await?;
-        let deadline = tokio::time::Instant::now() + SEEN_TIMEOUT;
+        let deadline = later(SEEN_TIMEOUT);
         loop {
-            let n = magnum.nodegroup(cluster, group).await?;
-            if n.node_count == count || !n.status.ends_with("_COMPLETE") || tokio::time::Instant::now() >= deadline {
-                return Ok(before);
+            match magnum.nodegroup(cluster, group).await {
+                Ok(n) if (n.node_count == count && before != Some(count)) || !n.status.ends_with("_COMPLETE") => return Ok(()),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(cluster, group, error = %e, "the resize was accepted; cannot read the node group to see it");
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(cluster, group, "the resize was accepted and does not show yet; letting the next write through");
+                return Ok(());
             }
             tokio::time::sleep(POLL).await;
         }
@@ -432,12 +512,19 @@ impl OpenStackProvider {
     /// before the next one until the stack shows it.
     async fn stack_update_one(&self, cluster: &str, name: &str, id: &str) -> Result<(), CloudError> {
         let _turn = self.writes.lock().await;
-        self.wait_idle(cluster, None, Some((name, id))).await?;
+        self.wait_idle(cluster, None).await?;
         let heat = Heat(&self.session);
         heat.update(name, id).await?;
-        let deadline = tokio::time::Instant::now() + SEEN_TIMEOUT;
-        while heat.status(name, id).await?.ends_with("_COMPLETE") && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(POLL).await;
+        let deadline = later(SEEN_TIMEOUT);
+        while tokio::time::Instant::now() < deadline {
+            match heat.status(name, id).await {
+                Ok(s) if !s.ends_with("_COMPLETE") => break,
+                Ok(_) => tokio::time::sleep(POLL).await,
+                Err(e) => {
+                    tracing::warn!(stack = name, error = %e, "the stack update was accepted; cannot read the stack to see it");
+                    break;
+                }
+            }
         }
         Ok(())
     }
@@ -481,6 +568,9 @@ impl OpenStackProvider {
                 Ok(then_stop(at))
             }
             STOP => {
+                // A resize of someone else's is waited for before the server is stopped,
+                // not after: a stopped server waits for nothing.
+                self.wait_idle(self.cluster_id()?, at.get("nodegroup")).await?;
                 self.stop(&id, resumed).await?;
                 Ok(then(at, WAIT_STOPPED))
             }
@@ -512,7 +602,7 @@ impl OpenStackProvider {
                         )
                     }
                 } else {
-                    self.resize_one(cluster, group, count, std::slice::from_ref(&id)).await?;
+                    self.resize_one(cluster, group, count, std::slice::from_ref(&id), Settled::Idle).await?;
                     format!("server {id} stopped and removed from node group {group} (resize to {count} nodes accepted)")
                 };
                 self.forget_evidence(&id);
@@ -533,12 +623,13 @@ impl OpenStackProvider {
     /// Waits until no other Cluster API replace holds `group`, then holds it for `server`.
     /// A hold older than twice `cluster-busy-timeout` is taken as abandoned.
     async fn claim_group(&self, group: &str, server: &str) -> Result<(), CloudError> {
-        let deadline = tokio::time::Instant::now() + self.busy_timeout;
+        let deadline = later(self.busy_timeout);
+        let stale = self.busy_timeout.saturating_mul(2);
         loop {
             let holder = {
                 let mut g = lock(&self.groups);
                 match g.get(group) {
-                    Some((other, at)) if other != server && at.elapsed() < 2 * self.busy_timeout => Some(other.clone()),
+                    Some((other, at)) if other != server && at.elapsed() < stale => Some(other.clone()),
                     _ => {
                         g.insert(group.to_string(), (server.to_string(), Instant::now()));
                         None
@@ -564,12 +655,13 @@ impl OpenStackProvider {
     }
 
     /// vexxhost's driver deletes the Machines named in `nodes_to_remove` only when the
-    /// count goes down: the group is grown by one (a fresh machine), left to settle, then
-    /// shrunk back with the node named, which deletes its Machine. Growing first keeps
-    /// the capacity, and it puts the call after which the Node is deleted (Cluster API
-    /// deletes it with its Machine, and the ledger with it) last. Nothing is stopped:
-    /// Cluster API drains and deletes the machine itself. Both resizes give an absolute
-    /// count, so one sent again does no more than the first.
+    /// count goes down: the group is grown by one (a fresh machine), then shrunk back with
+    /// the node named, which deletes its Machine. Growing first keeps the capacity, and
+    /// it puts last the call after which the Node is deleted (Cluster API deletes it with
+    /// its Machine, and the ledger with it). Nothing is stopped: Cluster API drains and
+    /// deletes the machine itself. The size both resizes give is read once, while the
+    /// group is held and settled, and recorded before either is sent, so a resumed one
+    /// sends the same absolute count again, never one more.
     async fn replace_capi_worker(&self, node: &NodeInfo, at: &Phase, resumed: bool) -> Result<Progress, CloudError> {
         let id = self.phase_server(node, at)?;
         let cluster = self.cluster_id()?;
@@ -577,37 +669,63 @@ impl OpenStackProvider {
         match at.name.as_str() {
             EVIDENCE => {
                 self.keep_evidence(&id).await;
+                self.claim_group(group, &id).await?;
+                let read = self
+                    .wait_idle(cluster, Some(group))
+                    .await
+                    .and_then(|n| n.ok_or_else(|| CloudError::Other(format!("node group {group} could not be read"))));
+                let n = match read {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.release_group(group, &id);
+                        return Err(e);
+                    }
+                };
+                if n.max_node_count.is_some_and(|max| n.node_count >= max) {
+                    self.release_group(group, &id);
+                    return Err(CloudError::Unsupported {
+                        provider: "openstack".into(),
+                        action: Action::Replace,
+                        reason: format!(
+                            "node group {group} is at its max_node_count ({}): the Cluster API driver replaces a node by growing the group by one first",
+                            n.node_count
+                        ),
+                    });
+                }
                 // Once the group may have grown, the step is finished or the size given back.
-                Ok(Progress::Next(Phase { name: GROW.into(), data: at.data.clone(), out_of_service: true }))
+                let mut next = Phase { name: GROW.into(), data: at.data.clone(), out_of_service: true };
+                next.data.insert("node_count".into(), n.node_count.to_string());
+                Ok(Progress::Next(next))
             }
             GROW => {
                 self.claim_group(group, &id).await?;
                 let grown = resumed && Magnum(&self.session).nodegroup(cluster, group).await?.node_count > count;
-                let before = if grown {
+                if grown {
                     tracing::info!(server = %id, group, "the node group was grown earlier; not grown again");
-                    count
-                } else {
-                    self.resize_from(cluster, group, |n| n + 1, &[]).await?
-                };
-                // The shrink gives back the size the group had right before this grow.
-                let mut next = at.clone();
-                next.name = SHRINK.into();
-                next.data.insert("node_count".into(), before.to_string());
-                Ok(Progress::Next(next))
+                } else if let Err(e) = self.resize_one(cluster, group, count + 1, &[], Settled::Idle).await {
+                    if !e.is_uncertain() {
+                        self.release_group(group, &id);
+                    }
+                    return Err(e);
+                }
+                Ok(then(at, SHRINK))
             }
             SHRINK => {
                 self.claim_group(group, &id).await?;
                 let evidence = self.kept_evidence(&id).await;
-                let shrunk = resumed && {
-                    let n = Magnum(&self.session).nodegroup(cluster, group).await?;
-                    n.node_count <= count || self.server_gone(&id).await?
-                };
-                let detail = if shrunk {
-                    format!("node group {group} was grown by a fresh machine and shrunk back to {count} removing server {id} earlier")
-                } else {
-                    self.resize_one(cluster, group, count, std::slice::from_ref(&id)).await?;
+                let gone = self.server_gone(&id).await?;
+                let n = Magnum(&self.session).nodegroup(cluster, group).await?;
+                let detail = if gone {
+                    format!("server {id} is gone: node group {group} is at {} nodes; its shrink is not sent", n.node_count)
+                } else if resumed && n.node_count <= count {
                     format!(
-                        "node group {group} grown by a fresh machine, then resized back to {count} with server {id} in nodes_to_remove: its Machine is deleted"
+                        "node group {group} is back at {} nodes and server {id} still exists: the shrink went out earlier and Cluster API is deleting its Machine",
+                        n.node_count
+                    )
+                } else {
+                    self.resize_one(cluster, group, count, std::slice::from_ref(&id), Settled::Grown(count + 1)).await?;
+                    format!(
+                        "node group {group} grown by a fresh machine, then resized back to {count} with server {id} in nodes_to_remove: Cluster API deletes its Machine"
                     )
                 };
                 self.release_group(group, &id);
@@ -803,7 +921,7 @@ impl CloudProvider for OpenStackProvider {
         // the replace is offered; `replace` refuses it if the driver turns out not to.
         match self.known_driver() {
             None | Some(Some(MagnumDriver::Heat)) => true,
-            Some(Some(MagnumDriver::ClusterApi)) => role == Role::Worker,
+            Some(Some(MagnumDriver::ClusterApi)) => role == Role::Worker && !self.autoscaled(),
             Some(Some(MagnumDriver::CapiHelm) | None) => false,
         }
     }
@@ -813,7 +931,12 @@ impl CloudProvider for OpenStackProvider {
             return None;
         }
         match (self.known_driver()?, role) {
-            (Some(MagnumDriver::Heat), _) | (Some(MagnumDriver::ClusterApi), Role::Worker) => None,
+            (Some(MagnumDriver::Heat), _) => None,
+            (Some(MagnumDriver::ClusterApi), Role::Worker) if !self.autoscaled() => None,
+            (Some(MagnumDriver::ClusterApi), Role::Worker) => Some(
+                "the cluster's MachineHealthCheck (Magnum driver cluster-api with auto_scaling_enabled: cluster-autoscaler sets the node groups' size, a resize does not)"
+                    .into(),
+            ),
             (Some(MagnumDriver::ClusterApi), Role::Master) => Some(
                 "the cluster's MachineHealthCheck and KubeadmControlPlane (Magnum driver cluster-api: masters are not replaced through Magnum)"
                     .into(),
@@ -851,16 +974,7 @@ impl CloudProvider for OpenStackProvider {
         let id = self.cluster_id()?;
         let c = Magnum(&self.session).cluster(id).await?;
         self.remember_label(label_enabled(&c));
-        let known = lock(&self.driver).clone();
-        let driver = match known {
-            Some(d) => d,
-            None => {
-                let d = self.detect(&c).await?;
-                tracing::info!(cluster = id, driver = d.driver.map_or("unknown", MagnumDriver::as_str), how = %d.how, "Magnum driver");
-                *lock(&self.driver) = Some(d.clone());
-                d
-            }
-        };
+        let driver = self.driver_of(&c).await?;
         if !c.status.ends_with("_COMPLETE") {
             let reason = c.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
             return Ok(RepairGate::Denied(format!("cluster {id} is {}{reason}", c.status)));
@@ -931,21 +1045,32 @@ impl CloudProvider for OpenStackProvider {
         let done = |detail: String| Ok(ActionOutcome { server_id: Some(id.clone()), detail, evidence: None });
         if at.out_of_service && at.get("driver") == Some(MagnumDriver::ClusterApi.as_str()) {
             // Nothing was stopped: what a stalled Cluster API replace can leave is a group
-            // one machine larger than before; its size is given back by removing the
-            // node's own machine, which was to go anyway.
+            // one machine larger than before. Its size is given back by the shrink that
+            // removes the node's own machine, which was to go anyway; the group is held
+            // meanwhile like a replace holds it.
             let cluster = self.cluster_id()?;
             let (group, count) = self.group_and_count(at)?;
+            self.claim_group(group, &id).await?;
             let n = Magnum(&self.session).nodegroup(cluster, group).await?;
-            if n.node_count <= count {
+            if at.name != SHRINK && n.node_count <= count {
+                self.release_group(group, &id);
+                return done(format!("node group {group} is at {} nodes: its grow did not go out, nothing to restore", n.node_count));
+            }
+            if n.node_count <= count || self.server_gone(&id).await? {
                 self.release_group(group, &id);
                 return done(format!("node group {group} is at {} nodes: nothing to restore", n.node_count));
             }
-            self.resize_one(cluster, group, count, std::slice::from_ref(&id)).await?;
+            self.resize_one(cluster, group, count, std::slice::from_ref(&id), Settled::Grown(count + 1)).await?;
             self.release_group(group, &id);
             return done(format!(
                 "node group {group} was left at {} nodes by a replace stalled at {}; resized back to {count} removing server {id}",
                 n.node_count, at.name
             ));
+        }
+        if self.known_driver().is_some_and(|d| d != Some(MagnumDriver::Heat)) && self.strategy == Strategy::Magnum {
+            // On the Cluster API drivers the healer stops no server: one found stopped
+            // was stopped by someone else.
+            return done(format!("the replace of server {id} stopped nothing on this driver: nothing to restore"));
         }
         if !at.out_of_service {
             // Nothing was stopped yet; a server found stopped was stopped by someone else.

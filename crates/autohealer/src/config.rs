@@ -120,6 +120,33 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc { key: "node-retry.delay", default: "10m", doc: "How long after a failed repair before the next attempt." },
     KeyDoc {
+        key: "correlated-hold.enabled",
+        default: "true",
+        doc: "Hold new repairs of nodes whose failures share a value of an attribute (osImage, kernelVersion, kubeletVersion, containerRuntimeVersion, `node.kubernetes.io/instance-type`, the Magnum node group, `correlated-hold.labels`) far more than the fleet does (gate `correlated`): a rollout is not a node fault.",
+    },
+    KeyDoc {
+        key: "correlated-hold.min-nodes",
+        default: "3",
+        doc: "At least this many failing nodes must share the value (and more than half of the failing nodes).",
+    },
+    KeyDoc {
+        key: "correlated-hold.window",
+        default: "1h",
+        doc: "A node counts as failing if a check fails now or a repair of it began (or was held) within this window.",
+    },
+    KeyDoc {
+        key: "correlated-hold.max-healthy-share",
+        default: "20%",
+        doc: "The value counts as rare if at most this share of the healthy nodes have it; a value every node has holds nothing.",
+    },
+    KeyDoc { key: "correlated-hold.labels", default: "[]", doc: "More node labels whose values are compared, e.g. a node pool label." },
+    KeyDoc {
+        key: "repeated-repairs.max",
+        default: "3",
+        doc: "A node repaired successfully more than this many times within `repeated-repairs.window` is left to a human (gate `repeated_repairs`, critical); 0 turns it off. Removing its `autohealer.dev/repair-history` annotation clears it.",
+    },
+    KeyDoc { key: "repeated-repairs.window", default: "7d", doc: "The window of `repeated-repairs.max`." },
+    KeyDoc {
         key: "recovery-stable-window",
         default: "60s",
         doc: "How long a repaired node must stay healthy (and, after a reboot, with a new bootID) before the repair counts as done.",
@@ -329,6 +356,10 @@ pub struct Config {
     pub repairs_per_hour: usize,
     #[serde(default)]
     pub node_retry: NodeRetry,
+    #[serde(default)]
+    pub correlated_hold: CorrelatedHoldConfig,
+    #[serde(default)]
+    pub repeated_repairs: RepeatedRepairsConfig,
     #[serde(default = "d60s", with = "humantime_serde")]
     pub recovery_stable_window: Duration,
     #[serde(default = "d60s", with = "humantime_serde")]
@@ -342,6 +373,58 @@ pub struct Config {
     /// Parsed and validated by `autohealer-notify`, which names its key paths.
     #[serde(default)]
     pub notifications: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CorrelatedHoldConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "three")]
+    pub min_nodes: usize,
+    #[serde(default = "d1h", with = "humantime_serde")]
+    pub window: Duration,
+    #[serde(default = "twenty_percent")]
+    pub max_healthy_share: String,
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+fn twenty_percent() -> String {
+    "20%".into()
+}
+
+impl Default for CorrelatedHoldConfig {
+    fn default() -> Self {
+        Self { enabled: true, min_nodes: 3, window: d1h(), max_healthy_share: twenty_percent(), labels: vec![] }
+    }
+}
+
+impl CorrelatedHoldConfig {
+    /// The share as a fraction, if it is a percentage from 0% to 100%.
+    fn share(&self) -> Option<f64> {
+        let v: f64 = self.max_healthy_share.trim().strip_suffix('%')?.trim().parse().ok()?;
+        (0.0..=100.0).contains(&v).then_some(v / 100.0)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RepeatedRepairsConfig {
+    #[serde(default = "three")]
+    pub max: usize,
+    #[serde(default = "d7d", with = "humantime_serde")]
+    pub window: Duration,
+}
+
+fn d7d() -> Duration {
+    secs(7 * 24 * 3600)
+}
+
+impl Default for RepeatedRepairsConfig {
+    fn default() -> Self {
+        Self { max: 3, window: d7d() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -943,6 +1026,18 @@ impl Config {
         if !self.pause_configmap.is_empty() && self.pause_configmap.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty()) {
             return Err(err("pause-configmap", format!("must be namespace/name (value: {:?})", self.pause_configmap)));
         }
+        if self.correlated_hold.share().is_none() {
+            return Err(err(
+                "correlated-hold.max-healthy-share",
+                format!("must be a percentage from 0% to 100% (value: {:?})", self.correlated_hold.max_healthy_share),
+            ));
+        }
+        if self.correlated_hold.min_nodes < 2 {
+            return Err(err(
+                "correlated-hold.min-nodes",
+                format!("must be at least 2: one failing node is no pattern (value: {})", self.correlated_hold.min_nodes),
+            ));
+        }
         if self.probe_concurrency == 0 {
             return Err(err("probe-concurrency", "must be at least 1 (value: 0)".into()));
         }
@@ -994,6 +1089,7 @@ impl Config {
                 .into_iter()
                 .chain(notify_only(Role::Worker, &self.healthcheck.worker))
                 .collect(),
+            attribute_labels: self.correlated_hold.labels.clone(),
         })
     }
 
@@ -1025,6 +1121,13 @@ impl Config {
             master_steps: self.repair_steps.master.clone(),
             worker_steps: self.repair_steps.worker.clone(),
             blind_grace: self.apiserver_outage_grace,
+            correlated: autohealer_core::planner::CorrelatedHold {
+                enabled: self.correlated_hold.enabled,
+                min_nodes: self.correlated_hold.min_nodes,
+                window: self.correlated_hold.window,
+                max_healthy_share: self.correlated_hold.share().unwrap_or(0.2),
+            },
+            repeated: autohealer_core::planner::RepeatedRepairs { max: self.repeated_repairs.max, window: self.repeated_repairs.window },
         }
     }
 }
@@ -1175,7 +1278,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
-        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\nrecovery-stable-window: 1s\napiserver-outage-grace: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
+        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\ncorrelated-hold: {}\nrepeated-repairs: {}\nrecovery-stable-window: 1s\napiserver-outage-grace: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
         load(sample).unwrap();
         for line in sample.lines() {
             let key = line.split(':').next().unwrap();

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod kubectl;
 pub mod providers;
 pub mod reload;
 

@@ -172,6 +172,8 @@ pub struct Cluster {
     pub resizes: Vec<(String, u64, Vec<String>)>,
     /// Updates begun; only the last one's end settles the cluster.
     pub updates: u64,
+    /// The last update whose machines were created and deleted.
+    pub applied: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +186,8 @@ pub struct NodeGroup {
     /// The count asked for (Magnum's `node_count`), which the servers follow.
     pub node_count: usize,
     pub status: String,
+    /// Magnum refuses a resize above it (`NGResizeOutBounds`).
+    pub max_node_count: Option<usize>,
 }
 
 #[derive(Default)]
@@ -201,6 +205,10 @@ pub(crate) struct Inner {
     pub nodegroups: Vec<NodeGroup>,
     /// Cluster templates' labels, by id.
     pub templates: BTreeMap<String, BTreeMap<String, String>>,
+    /// Servers whose node is not Ready: vexxhost's driver keeps a node group
+    /// `UPDATE_IN_PROGRESS` while its MachineDeployment has fewer Ready replicas than
+    /// it wants, which a grow next to a broken machine leaves it with.
+    pub unready: std::collections::BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -427,6 +435,7 @@ impl FakeOpenStack {
                 overlapping_resizes: 0,
                 resizes: vec![],
                 updates: 0,
+                applied: 0,
             },
         );
         for (role, list) in [("master", masters), ("worker", workers)] {
@@ -438,6 +447,7 @@ impl FakeOpenStack {
                 servers: list.to_vec(),
                 node_count: list.len(),
                 status: "CREATE_COMPLETE".into(),
+                max_node_count: None,
             });
         }
     }
@@ -465,6 +475,23 @@ impl FakeOpenStack {
         if let Some(c) = g.clusters.get_mut(uuid) {
             c.driver = driver;
             c.stack_id = stack_id;
+        }
+    }
+
+    /// Says whether a server's node is Ready, as the Cluster API driver's MachineDeployment
+    /// status counts it.
+    pub fn set_machine_ready(&self, server: &str, ready: bool) {
+        let mut g = lock(&self.state.inner);
+        if ready {
+            g.unready.remove(server);
+        } else {
+            g.unready.insert(server.to_string());
+        }
+    }
+
+    pub fn set_max_node_count(&self, cluster: &str, role: &str, max: Option<usize>) {
+        if let Some(n) = lock(&self.state.inner).nodegroups.iter_mut().find(|n| n.cluster == cluster && n.role == role) {
+            n.max_node_count = max;
         }
     }
 

@@ -687,7 +687,7 @@ fn magnum_call(state: &Arc<State>, method: &Method, segs: &[&str], body: &Value,
         g.nodegroups.iter().filter(|n| n.cluster == cluster.uuid && n.role == role).map(|n| n.servers.len()).sum::<usize>()
     };
     let ng_json = |g: &Inner, n: &super::NodeGroup, detail: bool| {
-        let mut v = json!({"uuid": n.uuid, "name": n.name, "cluster_id": n.cluster, "role": n.role, "node_count": n.node_count, "is_default": true, "status": n.status, "min_node_count": 1});
+        let mut v = json!({"uuid": n.uuid, "name": n.name, "cluster_id": n.cluster, "role": n.role, "node_count": n.node_count, "is_default": true, "status": n.status, "min_node_count": 1, "max_node_count": n.max_node_count});
         if detail {
             v["node_addresses"] =
                 json!(n.servers.iter().filter_map(|s| g.servers.get(s)).flat_map(|s| s.addresses.clone()).collect::<Vec<_>>());
@@ -756,11 +756,23 @@ fn resize(state: &Arc<State>, mut g: std::sync::MutexGuard<'_, Inner>, cluster: 
     if g.nodegroups[ng_index].role == "master" {
         return magnum_err(StatusCode::BAD_REQUEST, "Bad Request", "Resizing a master nodegroup is not supported.".into());
     }
+    if let Some(max) = g.nodegroups[ng_index].max_node_count.filter(|max| node_count as usize > *max) {
+        return magnum_err(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            format!("Resizing {group} outside the allowed range: min_node_count = 1, max_node_count = {max}"),
+        );
+    }
     let accepted = reply(StatusCode::ACCEPTED, json!({"uuid": cluster.uuid}));
     let busy = cluster.status.ends_with("_IN_PROGRESS") || g.nodegroups[ng_index].status.ends_with("_IN_PROGRESS");
+    // vexxhost's group stays in progress while a machine of it is not Ready, with nothing
+    // being applied: a resize then is not one on top of another.
+    let only_waits_for_ready = cluster.driver == FakeDriver::ClusterApi
+        && cluster.updates == cluster.applied
+        && g.nodegroups[ng_index].servers.iter().any(|s| g.unready.contains(s));
     if let Some(c) = g.clusters.get_mut(&cluster.uuid) {
         c.resizes.push((group.to_string(), node_count, remove.clone()));
-        if busy {
+        if c.updates != c.applied || (busy && !only_waits_for_ready) {
             c.overlapping_resizes += 1;
         }
     }
@@ -795,6 +807,9 @@ fn resize(state: &Arc<State>, mut g: std::sync::MutexGuard<'_, Inner>, cluster: 
         FakeDriver::CapiHelm => have.iter().rev().take(have.len().saturating_sub(target)).cloned().collect(),
     };
     let role = g.nodegroups[ng_index].role.clone();
+    // The Heat driver's stack update removes the servers at once; Cluster API deletes a
+    // Machine (drain, then the server) while the update is applied.
+    let (gone, later_gone) = if cluster.driver == FakeDriver::Heat { (gone, vec![]) } else { (vec![], gone) };
     g.nodegroups[ng_index].servers.retain(|s| !gone.contains(s));
     g.nodegroups[ng_index].node_count = target;
     g.nodegroups[ng_index].status = "UPDATE_IN_PROGRESS".into();
@@ -816,12 +831,27 @@ fn resize(state: &Arc<State>, mut g: std::sync::MutexGuard<'_, Inner>, cluster: 
             h.deleted(r);
         }
     }
-    let (uuid, name) = (cluster.uuid.clone(), cluster.name.clone());
+    let (uuid, name, driver) = (cluster.uuid.clone(), cluster.name.clone(), cluster.driver);
     state.later(state.opts.update_time, move |st| {
         let mut created = Vec::new();
         {
             let mut g = lock(&st.inner);
+            if let Some(c) = g.clusters.get_mut(&uuid) {
+                c.applied = c.applied.max(generation);
+            }
+            if let Some(n) = g.nodegroups.get_mut(ng_index) {
+                n.servers.retain(|s| !later_gone.contains(s));
+            }
+            for r in &later_gone {
+                g.servers.remove(r);
+            }
             if g.clusters.get(&uuid).is_none_or(|c| c.updates != generation || c.status != "UPDATE_IN_PROGRESS") {
+                drop(g);
+                if let Some(h) = st.hooks() {
+                    for r in &later_gone {
+                        h.deleted(r);
+                    }
+                }
                 return;
             }
             let have = g.nodegroups.get(ng_index).map_or(0, |n| n.servers.len());
@@ -847,14 +877,21 @@ fn resize(state: &Arc<State>, mut g: std::sync::MutexGuard<'_, Inner>, cluster: 
                 }
                 created.push((id, server_name));
             }
-            if let Some(n) = g.nodegroups.get_mut(ng_index) {
-                n.status = "UPDATE_COMPLETE".into();
-            }
-            if let Some(c) = g.clusters.get_mut(&uuid) {
-                c.status = "UPDATE_COMPLETE".into();
+            let waits_for_ready = driver == FakeDriver::ClusterApi
+                && g.nodegroups.get(ng_index).is_some_and(|n| n.servers.iter().any(|s| g.unready.contains(s)));
+            if !waits_for_ready {
+                if let Some(n) = g.nodegroups.get_mut(ng_index) {
+                    n.status = "UPDATE_COMPLETE".into();
+                }
+                if let Some(c) = g.clusters.get_mut(&uuid) {
+                    c.status = "UPDATE_COMPLETE".into();
+                }
             }
         }
         if let Some(h) = st.hooks() {
+            for r in &later_gone {
+                h.deleted(r);
+            }
             for (id, n) in created {
                 if let Some(address) = h.created(&id, &n, &role)
                     && let Some(s) = lock(&st.inner).servers.get_mut(&id)
