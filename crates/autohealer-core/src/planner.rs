@@ -509,14 +509,15 @@ pub fn short_circuits(input: &Input) -> Vec<(Scope, String)> {
 }
 
 /// Whether the node failed recently enough to count for the correlated-failure hold: a
-/// check fails now, a repair of it is under way, or one began (or was held) within the
-/// window.
+/// check fails now, a repair of it is under way, or one began within the window. A
+/// failure a short-circuit held (a zone outage) and that passed by itself is not one:
+/// it would dilute the share a rollout's failures have.
 fn failed_recently(n: &NodeState, since: Timestamp) -> bool {
     let current = match &n.ledger {
         Ledger::Record(r) => Some(r.first_started),
         _ => None,
     };
-    !n.findings.is_empty() || current.is_some_and(|t| t >= since) || n.history.iter().any(|h| h.started >= since)
+    !n.findings.is_empty() || current.is_some_and(|t| t >= since) || n.history.iter().any(|h| !h.held && h.started >= since)
 }
 
 /// The cohorts to hold: a value of an attribute that at least `min-nodes` failing nodes,
@@ -540,7 +541,7 @@ fn cohorts(input: &Input) -> Vec<(Scope, String)> {
     }
     let mut out = Vec::new();
     for ((attribute, value), names) in shared {
-        if names.len() < c.min_nodes || names.len() * 2 <= failing.len() {
+        if names.len() < c.min_nodes || names.len() * 2 < failing.len() {
             continue;
         }
         let healthy_with = healthy.iter().filter(|n| n.attributes.iter().any(|(k, v)| k == attribute && v == value)).count();

@@ -9,7 +9,7 @@ use autohealer_core::{Metrics, Status};
 use autohealer_healthcheck::Registry;
 use autohealer_testkit::apiserver::{ApiServerOptions, FakeApiServer};
 use autohealer_testkit::openstack::{self as fake, FakeDriver, FakeOpenStack, OsOptions};
-use autohealer_testkit::sim::{Cure, Fault, SimCluster, SimOptions};
+use autohealer_testkit::sim::{Cure, Fault, SIM_KERNEL, SimCluster, SimOptions};
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -34,7 +34,7 @@ struct Args {
     #[arg(long)]
     verbose: bool,
     /// Give up on the story after this many seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 180)]
     deadline: u64,
     /// The Magnum driver the fake cluster plays (the healer finds it by itself).
     #[arg(long, value_enum, default_value_t = Driver::Heat)]
@@ -174,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
     ]));
     let cloud = Arc::new(os);
     let original: Vec<String> = sim.node_names(Role::Worker);
+    let original_workers = original.clone();
     let timeline = tokio::spawn(print_timeline(client.clone(), sim.clone(), cloud.clone(), original, steps.clone(), start));
 
     let t = |s: &Step| s.node.clone();
@@ -259,6 +260,21 @@ async fn main() -> anyhow::Result<()> {
         .map(|id| cloud.count("POST", &format!("/servers/{id}/action"), None) + cloud.count("POST", "/actions/resize", Some(&id)))
         .sum();
 
+    // Act three: a bad kernel rolled out to three workers. They fail one after the
+    // other; the first two are rebooted (a reboot cannot know yet), the third is held as
+    // a correlated failure, while a worker with the fleet's kernel is still repaired.
+    const BAD_KERNEL: &str = "6.2.0-bad";
+    let calm: Vec<String> = sim
+        .node_names(Role::Worker)
+        .into_iter()
+        .filter(|n| sim.zone_of(n).as_deref() != Some(OUTAGE_ZONE) && n != &n0 && n != &n1 && original_workers.contains(n))
+        .collect();
+    let rollout = (zone_back.is_some() && calm.len() >= 4).then(|| (calm[..3].to_vec(), calm[3].clone()));
+    let mut rollout_result: Option<RolloutResult> = None;
+    if let Some((bad, unrelated)) = &rollout {
+        rollout_result = Some(play_rollout(&client, &sim, &cloud, bad, unrelated, BAD_KERNEL, start, deadline).await);
+    }
+
     stop.cancel();
     let _ = healer.await;
     timeline.abort();
@@ -307,6 +323,40 @@ async fn main() -> anyhow::Result<()> {
     if zone_calls > 0 {
         println!("  a zone outage must repair nothing; the cloud saw {zone_calls} call(s) for its nodes");
     }
+    let rollout_ok = match (&rollout, &rollout_result) {
+        (Some((bad, unrelated)), Some(r)) => {
+            println!(
+                "{:<24} {:<48} {:>11} {:<20} {:>12}",
+                format!("rollout ({} nodes)", bad.len()),
+                format!("kernel {BAD_KERNEL} on 3 workers, failing in turn"),
+                fmt(r.held),
+                if r.held.is_some() { "2 reboots, 3rd held" } else { "not held!" },
+                fmt(r.rolled_back)
+            );
+            println!("  ({})", bad.join(", "));
+            println!(
+                "{:<24} {:<48} {:>11} {:<20} {:>12}",
+                unrelated,
+                "NotReady during the rollout, kernel unchanged",
+                "-",
+                if r.unrelated_rebooted { "reboot" } else { "-" },
+                fmt(r.unrelated_recovered)
+            );
+            let ok =
+                r.held.is_some() && r.third_reboots == 0 && r.first_reboots == 2 && r.unrelated_rebooted && r.unrelated_recovered.is_some();
+            if !ok {
+                println!(
+                    "  expected the first two rebooted, the third held as correlated and never rebooted, the unrelated worker repaired: {} first reboots, {} third, unrelated rebooted {}",
+                    r.first_reboots, r.third_reboots, r.unrelated_rebooted
+                );
+            }
+            ok
+        }
+        _ => {
+            println!("  the rollout chapter did not run (the story stopped before it)");
+            false
+        }
+    };
     let facts: Vec<String> = describe.describe().into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
     println!("\nProvider: {}", facts.join("; "));
     if args.magnum_driver != Driver::Heat {
@@ -319,12 +369,106 @@ async fn main() -> anyhow::Result<()> {
             println!("  expected no stopped server, the node group back at {} and one resize at a time", opts.workers);
         }
     }
-    if done && expected_calls && zone_held.is_some() && zone_back.is_some() && zone_calls == 0 {
+    if done && expected_calls && zone_held.is_some() && zone_back.is_some() && zone_calls == 0 && rollout_ok {
         let changes = cloud.requests().into_iter().filter(|r| r.method != "GET" && r.service != "identity").count();
         println!("\nThe story ended as expected ({changes} changing OpenStack calls).");
         Ok(())
     } else {
         anyhow::bail!("the story did not end as expected within {}s", args.deadline)
+    }
+}
+
+struct RolloutResult {
+    held: Option<Duration>,
+    rolled_back: Option<Duration>,
+    first_reboots: usize,
+    third_reboots: usize,
+    unrelated_rebooted: bool,
+    unrelated_recovered: Option<Duration>,
+}
+
+fn ready(n: &Node) -> bool {
+    n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits until `f` holds or the story's deadline passes.
+async fn wait_for<F, Fut>(deadline: Instant, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn play_rollout(
+    client: &kube::Client,
+    sim: &SimCluster,
+    cloud: &FakeOpenStack,
+    bad: &[String],
+    unrelated: &str,
+    kernel: &str,
+    start: Instant,
+    deadline: Instant,
+) -> RolloutResult {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let reboots = |n: &str| sim.server_id(n).map_or(0, |id| cloud.count("POST", &format!("/servers/{id}/action"), Some("\"reboot\"")));
+    let kernel_of = |n: Node| n.status.and_then(|s| s.node_info).map(|i| i.kernel_version).unwrap_or_default();
+    say(start, "rollout", "INJECT", &format!("kernel {kernel} rolled out to {}", bad.join(", ")));
+    for n in bad {
+        sim.set_kernel(n, kernel);
+    }
+    wait_for(deadline, || async {
+        let mut all = true;
+        for n in bad {
+            all &= nodes.get(n).await.map(kernel_of).is_ok_and(|k| k == kernel);
+        }
+        all
+    })
+    .await;
+    for n in &bad[..2] {
+        say(start, n, "INJECT", "Ready=False (the new kernel hangs); a reboot brings it back for now");
+        sim.inject(n, Fault::NotReady("KernelDeadlock".into()), Cure::Reboot);
+        let before = reboots(n);
+        wait_for(deadline, || async { reboots(n) > before && nodes.get(n).await.is_ok_and(|x| ready(&x)) }).await;
+    }
+    let third = &bad[2];
+    say(start, third, "INJECT", "Ready=False (the new kernel hangs)");
+    sim.inject(third, Fault::NotReady("KernelDeadlock".into()), Cure::Reboot);
+    say(start, unrelated, "INJECT", "Ready=False (KubeletNotReady), kernel unchanged");
+    sim.inject(unrelated, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    let held = wait_for(deadline, || async {
+        let list = events.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+        list.iter().any(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(third.as_str())
+                && e.reason.as_deref() == Some("RepairHeld")
+                && e.action.as_deref() == Some("correlated")
+        })
+    })
+    .await
+    .then(|| start.elapsed());
+    let unrelated_recovered =
+        wait_for(deadline, || async { reboots(unrelated) > 0 && nodes.get(unrelated).await.is_ok_and(|x| ready(&x)) })
+            .await
+            .then(|| start.elapsed());
+    say(start, third, "HEAL", &format!("the operator rolls {third} back to kernel {SIM_KERNEL}"));
+    sim.set_kernel(third, SIM_KERNEL);
+    sim.heal(third);
+    let rolled_back = wait_for(deadline, || async { nodes.get(third).await.is_ok_and(|x| ready(&x)) }).await.then(|| start.elapsed());
+    RolloutResult {
+        held,
+        rolled_back,
+        first_reboots: bad[..2].iter().map(|n| reboots(n)).sum(),
+        third_reboots: reboots(third),
+        unrelated_rebooted: reboots(unrelated) > 0,
+        unrelated_recovered,
     }
 }
 

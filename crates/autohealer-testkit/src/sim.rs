@@ -118,7 +118,12 @@ struct SimNode {
     /// The machine is powered off (stopped by the cloud, or being replaced).
     off: bool,
     generation: u32,
+    /// What the kubelet reports as `nodeInfo.kernelVersion`.
+    kernel: String,
 }
+
+/// The kernel every simulated node runs unless a test rolls out another.
+pub const SIM_KERNEL: &str = "6.1.0-sim";
 
 /// A call the cloud side of the simulation received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +224,7 @@ impl SimCluster {
             off: false,
             gone: false,
             generation: 0,
+            kernel: SIM_KERNEL.to_string(),
         };
         create_node(&self.shared.client, &node).await?;
         lock(&self.shared.nodes).insert(name.to_string(), node);
@@ -254,6 +260,14 @@ impl SimCluster {
     }
 
     /// Ends a node's fault by itself (a network comes back, a kubelet restarts).
+    /// Rolls another kernel out to a node: its kubelet reports it from the next status.
+    pub fn set_kernel(&self, name: &str, kernel: &str) {
+        if let Some(n) = lock(&self.shared.nodes).get_mut(name) {
+            n.kernel = kernel.to_string();
+            n.generation += 1;
+        }
+    }
+
     pub fn heal(&self, name: &str) {
         if let Some(n) = lock(&self.shared.nodes).get_mut(name) {
             n.fault = None;
@@ -467,7 +481,13 @@ async fn patch_status(client: &kube::Client, n: &SimNode, ready: bool, reason: O
         std::iter::once(("Ready", status, reason, message)).chain(PRESSURE_CONDITIONS.iter().copied()).collect();
     let unchanged =
         wanted.iter().all(|(t, st, r, _)| posted.iter().any(|c| c.type_ == *t && c.status == *st && c.reason.as_deref() == Some(*r)));
-    if unchanged && current.status.as_ref().and_then(|s| s.node_info.as_ref()).is_some_and(|i| i.boot_id == n.boot_id) {
+    if unchanged
+        && current
+            .status
+            .as_ref()
+            .and_then(|s| s.node_info.as_ref())
+            .is_some_and(|i| i.boot_id == n.boot_id && i.kernel_version == n.kernel)
+    {
         return Ok(());
     }
     let conditions: Vec<serde_json::Value> = wanted
@@ -487,7 +507,7 @@ async fn patch_status(client: &kube::Client, n: &SimNode, ready: bool, reason: O
         "addresses": [{"type": "InternalIP", "address": n.ip.to_string()}, {"type": "Hostname", "address": n.name}],
         "nodeInfo": {
             "machineID": n.server_id.replace('-', ""), "systemUUID": n.server_id.to_uppercase(), "bootID": n.boot_id,
-            "kernelVersion": "6.1.0-sim", "osImage": "Simulated Linux", "containerRuntimeVersion": "containerd://2.0.0",
+            "kernelVersion": n.kernel, "osImage": "Simulated Linux", "containerRuntimeVersion": "containerd://2.0.0",
             "kubeletVersion": "v1.33.0", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"
         }
     }});

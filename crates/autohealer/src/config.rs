@@ -127,7 +127,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "correlated-hold.min-nodes",
         default: "3",
-        doc: "At least this many failing nodes must share the value (and more than half of the failing nodes).",
+        doc: "At least this many failing nodes must share the value, and at least half of the failing nodes.",
     },
     KeyDoc {
         key: "correlated-hold.window",

@@ -693,3 +693,42 @@ fn the_guard_cleans_up_on_a_real_cluster_when_the_test_fails() {
     drop(rt);
     drop(fake);
 }
+
+/// A bad kernel on three of eight workers: they fail in turn; the first two are rebooted
+/// (nothing says yet it is a rollout), the third is held as correlated and never touched,
+/// and a worker with the fleet's kernel that fails meanwhile is still repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_of_a_bad_kernel_rollout_are_held_as_correlated_and_others_are_repaired() {
+    let e = env(8).await;
+    let bad = [e.worker(0), e.worker(1), e.worker(2)];
+    let unrelated = e.worker(3);
+    for n in &bad {
+        e.sim.set_kernel(n, "6.2.0-bad");
+    }
+    until_async("the nodes report the new kernel", || async {
+        let mut all = true;
+        for n in &bad {
+            all &= e.node(n).await.and_then(|n| n.status).and_then(|s| s.node_info).is_some_and(|i| i.kernel_version == "6.2.0-bad");
+        }
+        all
+    })
+    .await;
+    let (token, task) = e.healer(e.config("max-unhealthy:\n  worker: 100%\n  zone: 100%\n"), "replica-a").await;
+    for n in &bad[..2] {
+        e.sim.inject(n, Fault::NotReady("KernelDeadlock".into()), Cure::Reboot);
+        until("the reboot is issued", || e.sim.calls_for(n, Action::Reboot) == 1).await;
+        until_async("it recovered", || async { released(&e.node(n).await) }).await;
+    }
+    e.sim.inject(&bad[2], Fault::NotReady("KernelDeadlock".into()), Cure::Reboot);
+    e.sim.inject(&unrelated, Fault::NotReady("KubeletNotReady".into()), Cure::Reboot);
+    until_async("the third is held as correlated", || async {
+        e.cluster.node_events(&bad[2]).await.iter().any(|(r, n)| r == "RepairHeld" && n.contains("kernelVersion=6.2.0-bad"))
+    })
+    .await;
+    until("the unrelated worker is rebooted", || e.sim.calls_for(&unrelated, Action::Reboot) == 1).await;
+    let note = e.event_note(&bad[2], "RepairHeld").await;
+    assert!(note.contains(&bad[0]) && note.contains(&bad[1]) && note.contains(&bad[2]), "the nodes are named: {note}");
+    assert_eq!(e.sim.calls_for(&bad[2], Action::Reboot), 0, "the held node is not touched");
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
