@@ -67,9 +67,8 @@ const RESIZE: &str = "resize";
 const MARK_UNHEALTHY: &str = "mark-unhealthy";
 const STACK_UPDATE: &str = "stack-update";
 /// The Cluster API worker replace: the group grows by a fresh machine, then shrinks
-/// back with the node named.
+/// back with the node named, in one call.
 const GROW: &str = "grow";
-const SHRINK: &str = "shrink";
 
 /// How often a wait for the cloud reads it again.
 const POLL: Duration = Duration::from_secs(1);
@@ -654,6 +653,14 @@ impl OpenStackProvider {
         }
     }
 
+    /// Gives the group back the size it had before the grow, removing the node's machine;
+    /// if that machine went meanwhile (the cluster's MachineHealthCheck deleted it), the
+    /// size alone is given back.
+    async fn shrink_back(&self, cluster: &str, group: &str, count: u64, id: &str) -> Result<(), CloudError> {
+        let named = if self.server_gone(id).await? { Vec::new() } else { vec![id.to_string()] };
+        self.resize_one(cluster, group, count, &named, Settled::Grown(count + 1)).await
+    }
+
     /// vexxhost's driver deletes the Machines named in `nodes_to_remove` only when the
     /// count goes down: the group is grown by one (a fresh machine), then shrunk back with
     /// the node named, which deletes its Machine. Growing first keeps the capacity, and
@@ -698,8 +705,20 @@ impl OpenStackProvider {
                 Ok(Progress::Next(next))
             }
             GROW => {
+                // The grow and the shrink are one call: the ledger lives on the Node, which
+                // Cluster API may delete between two calls (its MachineHealthCheck
+                // remediating the same node), and a group left grown would stay so.
                 self.claim_group(group, &id).await?;
-                let grown = resumed && Magnum(&self.session).nodegroup(cluster, group).await?.node_count > count;
+                let n = Magnum(&self.session).nodegroup(cluster, group).await?;
+                let gone = self.server_gone(&id).await?;
+                if resumed && n.node_count <= count && gone {
+                    self.release_group(group, &id);
+                    self.forget_evidence(&id);
+                    let detail =
+                        format!("server {id} is gone and node group {group} is at {} nodes: the replace went out earlier", n.node_count);
+                    return Ok(Progress::Done(ActionOutcome { server_id: Some(id), detail, evidence: None }));
+                }
+                let grown = resumed && n.node_count > count;
                 if grown {
                     tracing::info!(server = %id, group, "the node group was grown earlier; not grown again");
                 } else if let Err(e) = self.resize_one(cluster, group, count + 1, &[], Settled::Idle).await {
@@ -708,28 +727,13 @@ impl OpenStackProvider {
                     }
                     return Err(e);
                 }
-                Ok(then(at, SHRINK))
-            }
-            SHRINK => {
-                self.claim_group(group, &id).await?;
                 let evidence = self.kept_evidence(&id).await;
-                let gone = self.server_gone(&id).await?;
-                let n = Magnum(&self.session).nodegroup(cluster, group).await?;
-                let detail = if gone {
-                    format!("server {id} is gone: node group {group} is at {} nodes; its shrink is not sent", n.node_count)
-                } else if resumed && n.node_count <= count {
-                    format!(
-                        "node group {group} is back at {} nodes and server {id} still exists: the shrink went out earlier and Cluster API is deleting its Machine",
-                        n.node_count
-                    )
-                } else {
-                    self.resize_one(cluster, group, count, std::slice::from_ref(&id), Settled::Grown(count + 1)).await?;
-                    format!(
-                        "node group {group} grown by a fresh machine, then resized back to {count} with server {id} in nodes_to_remove: Cluster API deletes its Machine"
-                    )
-                };
+                self.shrink_back(cluster, group, count, &id).await?;
                 self.release_group(group, &id);
                 self.forget_evidence(&id);
+                let detail = format!(
+                    "node group {group} grown by a fresh machine, then resized back to {count} with server {id} in nodes_to_remove: Cluster API deletes its Machine"
+                );
                 Ok(Progress::Done(ActionOutcome { server_id: Some(id), detail, evidence }))
             }
             _ => Err(unknown_phase(at, "Cluster API worker")),
@@ -1052,18 +1056,14 @@ impl CloudProvider for OpenStackProvider {
             let (group, count) = self.group_and_count(at)?;
             self.claim_group(group, &id).await?;
             let n = Magnum(&self.session).nodegroup(cluster, group).await?;
-            if at.name != SHRINK && n.node_count <= count {
-                self.release_group(group, &id);
-                return done(format!("node group {group} is at {} nodes: its grow did not go out, nothing to restore", n.node_count));
-            }
-            if n.node_count <= count || self.server_gone(&id).await? {
+            if n.node_count <= count {
                 self.release_group(group, &id);
                 return done(format!("node group {group} is at {} nodes: nothing to restore", n.node_count));
             }
-            self.resize_one(cluster, group, count, std::slice::from_ref(&id), Settled::Grown(count + 1)).await?;
+            self.shrink_back(cluster, group, count, &id).await?;
             self.release_group(group, &id);
             return done(format!(
-                "node group {group} was left at {} nodes by a replace stalled at {}; resized back to {count} removing server {id}",
+                "node group {group} was left at {} nodes by a replace stalled at {}; resized back to {count}",
                 n.node_count, at.name
             ));
         }

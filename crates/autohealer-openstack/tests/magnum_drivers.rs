@@ -151,7 +151,7 @@ async fn a_cluster_api_worker_replace_grows_the_group_then_shrinks_it_back_remov
     let p = provider(&os, json!({}));
     p.repair_allowed().await.unwrap();
     let (phases, detail) = replace_all(&p, &worker(1)).await.unwrap();
-    assert_eq!(names(&phases), ["evidence", "grow", "shrink"]);
+    assert_eq!(names(&phases), ["evidence", "grow"]);
     assert!(phases[1..].iter().all(|p| p.out_of_service) && !phases[0].out_of_service, "{phases:?}");
     assert!(detail.contains("resized back to 3"), "{detail}");
     assert_eq!(os.count("POST", "/servers/", Some("os-stop")), 0, "nothing is stopped: Cluster API deletes the machine itself");
@@ -167,30 +167,38 @@ async fn a_cluster_api_worker_replace_grows_the_group_then_shrinks_it_back_remov
 
 #[tokio::test]
 async fn a_resumed_cluster_api_replace_never_grows_twice_and_a_stalled_one_gives_the_count_back() {
-    let os = cloud(3, FakeDriver::ClusterApi).await;
+    let os = cloud(4, FakeDriver::ClusterApi).await;
     let p = provider(&os, json!({}));
     p.repair_allowed().await.unwrap();
+    let magnum = autohealer_openstack::clients::Magnum(p.session());
+    let resizes = || os.cluster(CLUSTER).unwrap().resizes;
+
+    // Cut after the grow went out: resumed, it is not grown again, only shrunk back.
     let Progress::Next(evidence) = p.replace(&worker(0), None, false).await.unwrap() else { panic!() };
     let Progress::Next(grow) = p.replace(&worker(0), Some(&evidence), false).await.unwrap() else { panic!() };
-    let Progress::Next(shrink) = p.replace(&worker(0), Some(&grow), false).await.unwrap() else { panic!() };
-    // A new leader resumes at the grow: it went out, so it is not sent again.
-    let Progress::Next(again) = p.replace(&worker(0), Some(&grow), true).await.unwrap() else { panic!() };
-    assert_eq!((again.name.as_str(), os.cluster(CLUSTER).unwrap().resizes.len()), ("shrink", 1));
-    assert_eq!(again.get("node_count"), Some("3"));
-    // The replace stalls before the shrink: restoring gives the group its size back,
-    // removing the node's own machine.
-    let out = p.restore(&worker(0), &shrink).await.unwrap();
-    assert!(out.detail.contains("resized back to 3"), "{}", out.detail);
-    wait_until("the group settles", || os.cluster(CLUSTER).is_some_and(|c| c.status == "UPDATE_COMPLETE")).await;
-    assert_eq!(os.nodegroup_count(CLUSTER, "worker"), 3);
-    assert!(os.server(&worker_id(0)).is_none());
-    let out = p.restore(&worker(0), &shrink).await.unwrap();
-    assert!(out.detail.contains("nothing to restore"), "restoring twice resizes once: {}", out.detail);
-    // And the shrink resumed after that is not sent again either.
-    let Progress::Done(done) = p.replace(&worker(0), Some(&shrink), true).await.unwrap() else { panic!() };
-    assert!(done.detail.contains("gone") && done.detail.contains("not sent"), "{}", done.detail);
-    assert_eq!(os.cluster(CLUSTER).unwrap().resizes.len(), 2);
-    assert_eq!(os.cluster(CLUSTER).unwrap().overlapping_resizes, 0);
+    assert_eq!(grow.get("node_count"), Some("4"));
+    magnum.resize(CLUSTER, "default-worker", 5, &[]).await.unwrap();
+    let Progress::Done(done) = p.replace(&worker(0), Some(&grow), true).await.unwrap() else { panic!() };
+    assert!(done.detail.contains("resized back to 4"), "{}", done.detail);
+    assert_eq!(resizes().len(), 2, "one grow (sent before the cut) and one shrink: {:?}", resizes());
+    wait_until("the machine is deleted", || os.server(&worker_id(0)).is_none()).await;
+    // Resumed once more after all that: nothing is sent.
+    let Progress::Done(again) = p.replace(&worker(0), Some(&grow), true).await.unwrap() else { panic!() };
+    assert!(again.detail.contains("went out earlier"), "{}", again.detail);
+    assert_eq!(resizes().len(), 2);
+
+    // A replace stalled after its grow: restoring gives the size back, removing the
+    // node's own machine; restoring again does nothing.
+    let Progress::Next(evidence) = p.replace(&worker(1), None, false).await.unwrap() else { panic!() };
+    let Progress::Next(grow) = p.replace(&worker(1), Some(&evidence), false).await.unwrap() else { panic!() };
+    wait_until("the group settles", || os.nodegroup_servers(CLUSTER, "worker").len() == 4).await;
+    magnum.resize(CLUSTER, "default-worker", 5, &[]).await.unwrap();
+    let out = p.restore(&worker(1), &grow).await.unwrap();
+    assert!(out.detail.contains("resized back to 4"), "{}", out.detail);
+    assert_eq!(resizes().last().unwrap(), &("default-worker".to_string(), 4, vec![worker_id(1)]));
+    let out = p.restore(&worker(1), &grow).await.unwrap();
+    assert!(out.detail.contains("nothing to restore"), "{}", out.detail);
+    assert_eq!(os.cluster(CLUSTER).unwrap().overlapping_resizes, 0, "{:?}", resizes());
 }
 
 #[tokio::test]
