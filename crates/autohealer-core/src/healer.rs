@@ -67,6 +67,7 @@ const ALL_GATES: &[Gate] = &[
     Gate::Removing,
     Gate::Correlated,
     Gate::RepeatedRepairs,
+    Gate::SlowStart,
     Gate::Unreadable,
     Gate::Skip,
     Gate::Leader,

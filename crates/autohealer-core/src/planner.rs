@@ -113,6 +113,10 @@ pub struct Policy {
     pub blind_grace: Duration,
     pub correlated: CorrelatedHold,
     pub repeated: RepeatedRepairs,
+    /// Slow-start repair width: per domain (role, zone, node group) the repairs in flight
+    /// start at one and double with each repair proven healthy within this memory, back to
+    /// one after a failed one; `None` when off.
+    pub slow_start: Option<Duration>,
 }
 
 /// When failing nodes share a value of an attribute far more than the fleet does, new
@@ -164,6 +168,7 @@ impl Default for Policy {
             blind_grace: Duration::from_secs(60),
             correlated: CorrelatedHold::default(),
             repeated: RepeatedRepairs::default(),
+            slow_start: None,
         }
     }
 }
@@ -345,6 +350,7 @@ pub enum Gate {
     Removing,
     Correlated,
     RepeatedRepairs,
+    SlowStart,
 }
 
 impl Gate {
@@ -365,6 +371,7 @@ impl Gate {
             Gate::Removing => "removing",
             Gate::Correlated => "correlated",
             Gate::RepeatedRepairs => "repeated_repairs",
+            Gate::SlowStart => "slow_start",
         }
     }
 }
@@ -590,9 +597,12 @@ pub fn plan(input: &Input) -> Plan {
     let mut starts: Vec<Timestamp> = pairs.into_iter().map(|(_, t)| t).collect();
     starts.sort();
     let mut in_flight: BTreeMap<Role, usize> = BTreeMap::new();
+    let mut in_domain: BTreeMap<String, usize> = BTreeMap::new();
     for n in input.nodes.iter().filter(|n| n.holds_slot() || input.starting.contains(&n.uid)) {
         *in_flight.entry(n.role).or_default() += 1;
+        *in_domain.entry(domain(n)).or_default() += 1;
     }
+    let widths = input.policy.slow_start.map(|memory| widths(input, memory)).unwrap_or_default();
     let mut candidates: Vec<usize> =
         (0..decisions.len()).filter(|i| matches!(decisions[*i], Decision::Repair { attempt: 1, .. })).collect();
     candidates.sort_by_key(|i| match &decisions[*i] {
@@ -615,6 +625,21 @@ pub fn plan(input: &Input) -> Plan {
             };
             continue;
         }
+        if input.policy.slow_start.is_some() {
+            let d = domain(node);
+            let width = widths.get(&d).copied().unwrap_or(1).min(max);
+            let busy = in_domain.get(&d).copied().unwrap_or(0);
+            if busy >= width {
+                decisions[i] = Decision::Held {
+                    gate: Gate::SlowStart,
+                    why: format!(
+                        "{reason}; slow start: {busy} repairs in flight in {d}, its width is {width} (it doubles with each repair proven healthy, back to 1 after a failed one)"
+                    ),
+                    until: None,
+                };
+                continue;
+            }
+        }
         let per_hour = input.policy.limits.repairs_per_hour;
         if starts.len() >= per_hour {
             let until = starts.first().map(|t| add(*t, HOUR));
@@ -626,6 +651,7 @@ pub fn plan(input: &Input) -> Plan {
             continue;
         }
         *in_flight.entry(node.role).or_default() += 1;
+        *in_domain.entry(domain(node)).or_default() += 1;
         starts.push(now);
     }
 
@@ -639,6 +665,35 @@ pub fn plan(input: &Input) -> Plan {
             out.wake_at = Some(out.wake_at.map_or(u, |w| w.min(u)));
         }
         out.nodes.push(NodePlan { name: node.name.clone(), role: node.role, decision });
+    }
+    out
+}
+
+/// The domain a repair's slow-start width is kept for: role, zone and node group.
+pub fn domain(n: &NodeState) -> String {
+    let group = n.attributes.iter().find(|(k, _)| k == crate::node::NODEGROUP_LABEL).map_or("-", |(_, v)| v.as_str());
+    format!("{}/{}/{group}", n.role, n.zone.as_deref().unwrap_or("-"))
+}
+
+/// Each domain's width, from the repairs its nodes finished within `memory`, oldest
+/// first: one to begin with, doubled by each repair proven healthy (capped by the role's
+/// concurrency), one again after a failed one. Read from the nodes' histories, so a new
+/// leader finds the same width.
+fn widths(input: &Input, memory: Duration) -> BTreeMap<String, usize> {
+    let since = sub(input.now, memory);
+    let mut outcomes: Vec<(Timestamp, String, Role, bool)> = input
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            let d = domain(n);
+            n.history.iter().filter(move |h| !h.held && h.ended >= since).map(move |h| (h.ended, d.clone(), n.role, h.succeeded))
+        })
+        .collect();
+    outcomes.sort();
+    let mut out: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, d, role, ok) in outcomes {
+        let w = out.entry(d).or_insert(1);
+        *w = if ok { (*w * 2).min(input.policy.concurrency(role).max(1)) } else { 1 };
     }
     out
 }
@@ -1698,6 +1753,57 @@ mod tests {
         // Older than the window, they do not count.
         n.history = (8..=11).map(success).collect();
         assert!(matches!(run(&[n], "01:05:00").nodes[0].decision, Decision::Repair { .. }));
+    }
+
+    #[test]
+    fn slow_start_repairs_one_then_doubles_with_each_success_and_falls_back_after_a_failure() {
+        let limits =
+            Limits { worker_max_unhealthy: Threshold::Percent(100.0), zone_max_unhealthy: Threshold::Percent(100.0), ..Default::default() };
+        let run =
+            Run { policy: Policy { limits, slow_start: Some(Duration::from_secs(86400)), ..Default::default() }, ..Default::default() };
+        let repairing = |nodes: &[NodeState]| {
+            run.plan(nodes, "02:00:00").nodes.iter().filter(|n| matches!(n.decision, Decision::Repair { .. })).count()
+        };
+        let mut nodes = workers(10, 6, |_| "a");
+        assert_eq!(repairing(&nodes), 1, "one at a time to begin with");
+        let p = run.plan(&nodes, "02:00:00");
+        assert!(
+            p.nodes.iter().any(|n| matches!(&n.decision, Decision::Held { gate: Gate::SlowStart, why, .. } if why.contains("worker/a/-"))),
+            "{p:?}"
+        );
+        let done = |ok: bool, at: &str| HistoryEntry {
+            action: Action::Reboot,
+            started: t(at),
+            ended: t(at),
+            succeeded: ok,
+            reason: String::new(),
+            severity: None,
+            held: false,
+        };
+        // Two repairs proven healthy in the domain: the width is four.
+        nodes[9].history = vec![done(true, "01:00:00"), done(true, "01:10:00")];
+        assert_eq!(repairing(&nodes), 4);
+        // Then one failed: back to one.
+        nodes[8].history = vec![done(false, "01:20:00")];
+        assert_eq!(repairing(&nodes), 1);
+        // Capped by the role's concurrency (5), and other domains keep their own width.
+        nodes[8].history.clear();
+        nodes[9].history = (0..6).map(|i| done(true, &format!("01:0{i}:00"))).collect();
+        assert_eq!(repairing(&nodes), 5);
+        let mut other = workers(4, 2, |_| "b");
+        for (i, n) in other.iter_mut().enumerate() {
+            n.name = format!("b{i}");
+            n.uid = format!("uid-b{i}");
+        }
+        nodes[9].history = vec![done(true, "01:00:00")];
+        let mixed: Vec<NodeState> = nodes.iter().cloned().chain(other).collect();
+        assert_eq!(repairing(&mixed), 3, "two in zone a, one in zone b");
+        // Off, the width is the concurrency.
+        let off = Run { policy: Policy { slow_start: None, ..run.policy.clone() }, ..Default::default() };
+        assert_eq!(
+            off.plan(&workers(10, 6, |_| "a"), "02:00:00").nodes.iter().filter(|n| matches!(n.decision, Decision::Repair { .. })).count(),
+            5
+        );
     }
 
     #[test]

@@ -255,7 +255,9 @@ impl World {
         }
         let dry_run = rng.random_bool(0.1);
         let masters_delegated = rng.random_bool(0.3);
+        let slow_start = rng.random_bool(0.3).then_some(Duration::from_secs(3600));
         let policy = Policy {
+            slow_start,
             dry_run,
             check_delay_after_add: Duration::from_secs(120),
             rebuild_delay_after_reboot: Duration::from_secs(300),

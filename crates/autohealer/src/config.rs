@@ -147,6 +147,16 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc { key: "repeated-repairs.window", default: "7d", doc: "The window of `repeated-repairs.max`." },
     KeyDoc {
+        key: "slow-start.enabled",
+        default: "false",
+        doc: "Per domain (role, zone, Magnum node group) at most one repair in flight to begin with, doubled by each repair proven healthy and back to one after a failed one, capped by `concurrency.*` (gate `slow_start`): a detector gone wrong repairs one node, not five. Slower on a real mass failure.",
+    },
+    KeyDoc {
+        key: "slow-start.memory",
+        default: "24h",
+        doc: "The finished repairs the width is computed from (from the nodes' histories); after this long without repairs a domain starts at one again.",
+    },
+    KeyDoc {
         key: "recovery-stable-window",
         default: "60s",
         doc: "How long a repaired node must stay healthy (and, after a reboot, with a new bootID) before the repair counts as done.",
@@ -360,6 +370,8 @@ pub struct Config {
     pub correlated_hold: CorrelatedHoldConfig,
     #[serde(default)]
     pub repeated_repairs: RepeatedRepairsConfig,
+    #[serde(default)]
+    pub slow_start: SlowStartConfig,
     #[serde(default = "d60s", with = "humantime_serde")]
     pub recovery_stable_window: Duration,
     #[serde(default = "d60s", with = "humantime_serde")]
@@ -405,6 +417,25 @@ impl CorrelatedHoldConfig {
     fn share(&self) -> Option<f64> {
         let v: f64 = self.max_healthy_share.trim().strip_suffix('%')?.trim().parse().ok()?;
         (0.0..=100.0).contains(&v).then_some(v / 100.0)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SlowStartConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "d24h", with = "humantime_serde")]
+    pub memory: Duration,
+}
+
+fn d24h() -> Duration {
+    secs(24 * 3600)
+}
+
+impl Default for SlowStartConfig {
+    fn default() -> Self {
+        Self { enabled: false, memory: d24h() }
     }
 }
 
@@ -1128,6 +1159,7 @@ impl Config {
                 max_healthy_share: self.correlated_hold.share().unwrap_or(0.2),
             },
             repeated: autohealer_core::planner::RepeatedRepairs { max: self.repeated_repairs.max, window: self.repeated_repairs.window },
+            slow_start: self.slow_start.enabled.then_some(self.slow_start.memory),
         }
     }
 }
@@ -1278,7 +1310,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
-        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\ncorrelated-hold: {}\nrepeated-repairs: {}\nrecovery-stable-window: 1s\napiserver-outage-grace: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
+        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\ncorrelated-hold: {}\nrepeated-repairs: {}\nslow-start: {}\nrecovery-stable-window: 1s\napiserver-outage-grace: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
         load(sample).unwrap();
         for line in sample.lines() {
             let key = line.split(':').next().unwrap();
