@@ -341,6 +341,7 @@ mod tests {
                 since: t(since),
                 unhealthy_duration: Duration::from_secs(60),
                 reason: reason.into(),
+                steps: None,
             }],
             alerts: vec![],
             healthy_since: None,

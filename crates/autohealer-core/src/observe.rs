@@ -23,6 +23,31 @@ pub struct Checks {
     /// Labels whose values the correlated-failure hold compares, beside the built-in
     /// attributes (`correlated-hold.labels`).
     pub attribute_labels: Vec<String>,
+    /// What a check's finding leads to when its config says more than "repair with the
+    /// role's steps": its own steps, or rules on the finding's reason (a GPU condition
+    /// whose reason names an XID picks reboot or replace by that number).
+    pub routes: std::collections::BTreeMap<(Role, usize), Route>,
+}
+
+/// What a finding leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// A repair, with these steps instead of the role's when given.
+    Repair(Option<Vec<autohealer_cloud::Action>>),
+    /// An Event and a notification, never a repair.
+    NotifyOnly,
+    /// Shown by `plan`, nothing else.
+    Ignore,
+}
+
+/// A check's routing of its findings by their reason.
+#[derive(Clone)]
+pub struct Route(pub Arc<dyn Fn(&str) -> Disposition + Send + Sync>);
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Route(..)")
+    }
 }
 
 impl Checks {
@@ -119,16 +144,22 @@ pub fn evaluate(
             Health::Unhealthy { since, reason } => {
                 let persisted = check.unhealthy_annotation().and_then(|a| node::annotation(n, a)).and_then(parse_probe_time);
                 let since = since.or(persisted).unwrap_or_else(|| *obs.first_seen.entry(key).or_insert(now));
-                let finding = Finding {
+                let disposition = match checks.routes.get(&(role, i)) {
+                    Some(route) => (route.0)(reason),
+                    None if checks.notify_only.contains(&(role, i)) => Disposition::NotifyOnly,
+                    None => Disposition::Repair(None),
+                };
+                let finding = |steps| Finding {
                     check: check.type_name().to_string(),
                     since,
                     unhealthy_duration: check.unhealthy_duration(),
                     reason: reason.clone(),
+                    steps,
                 };
-                if checks.notify_only.contains(&(role, i)) {
-                    alerts.push(finding);
-                } else {
-                    findings.push(finding);
+                match disposition {
+                    Disposition::Repair(steps) => findings.push(finding(steps)),
+                    Disposition::NotifyOnly => alerts.push(finding(None)),
+                    Disposition::Ignore => {}
                 }
             }
         }

@@ -210,6 +210,9 @@ pub struct Finding {
     pub since: Timestamp,
     pub unhealthy_duration: Duration,
     pub reason: String,
+    /// The repair steps this finding calls for, when its check (or a rule matching its
+    /// reason) names its own instead of the role's `repair-steps`.
+    pub steps: Option<Vec<Action>>,
 }
 
 impl Finding {
@@ -707,8 +710,20 @@ fn gone_starts<'a>(input: &'a Input) -> impl Iterator<Item = (&'a str, Timestamp
 /// The next step of the role's steps, after `after`. A machine a replace may have left
 /// out of service cannot be rebooted (Nova refuses a stopped server): such a retry
 /// begins with a step that applies to it.
-fn next_step(input: &Input, role: Role, after: Option<Action>, out_of_service: bool) -> Option<Action> {
-    let steps = input.policy.steps(role);
+/// The steps of the node's repair: those its earliest actionable finding names, else the
+/// role's.
+fn steps_of<'a>(input: &'a Input, node: &'a NodeState) -> &'a [Action] {
+    node.findings
+        .iter()
+        .filter(|f| f.steps.is_some())
+        .min_by_key(|f| f.actionable_at())
+        .and_then(|f| f.steps.as_deref())
+        .unwrap_or_else(|| input.policy.steps(node.role))
+}
+
+fn next_step(input: &Input, node: &NodeState, after: Option<Action>, out_of_service: bool) -> Option<Action> {
+    let role = node.role;
+    let steps = steps_of(input, node);
     let start = match after {
         None => 0,
         Some(a) => steps.iter().position(|s| *s == a).map_or(steps.len(), |i| i + 1),
@@ -717,8 +732,9 @@ fn next_step(input: &Input, role: Role, after: Option<Action>, out_of_service: b
 }
 
 /// The first step after `after` in the role's steps that the cloud performs itself.
-fn delegated_step(input: &Input, role: Role, after: Action) -> Option<(Action, String)> {
-    let steps = input.policy.steps(role);
+fn delegated_step(input: &Input, node: &NodeState, after: Action) -> Option<(Action, String)> {
+    let role = node.role;
+    let steps = steps_of(input, node);
     let start = steps.iter().position(|s| *s == after).map_or(steps.len(), |i| i + 1);
     steps[start..].iter().find_map(|a| input.delegated.get(&(role, *a)).map(|to| (*a, to.clone())))
 }
@@ -792,6 +808,7 @@ fn decide(input: &Input, node: &NodeState, active: &[(Scope, String)]) -> Decisi
         since: now,
         unhealthy_duration: Duration::ZERO,
         reason: "a repair was requested with autohealer.dev/remediate".into(),
+        steps: None,
     });
     let Some(worst) = node.findings.iter().chain(remediate.as_ref()).min_by_key(|f| f.actionable_at()) else {
         return Decision::Healthy;
@@ -861,7 +878,7 @@ fn start(
             until,
         };
     }
-    match next_step(input, node.role, None, out_of_service) {
+    match next_step(input, node, None, out_of_service) {
         Some(action) => Decision::Repair { action, attempt, reason: reason.to_string(), actionable_since: at, cordon },
         None => Decision::Held {
             gate: Gate::Unsupported,
@@ -985,7 +1002,7 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
     }
     let reason = node.findings.first().map_or_else(|| r.reason.clone(), |f| f.reason.clone());
     // Restoring a machine the healer stopped is not a repair: skip does not hold it.
-    if r.out_of_service && next_step(input, node.role, Some(r.action), true).is_none() && input.leader {
+    if r.out_of_service && next_step(input, node, Some(r.action), true).is_none() && input.leader {
         return Decision::Restore { record: r.clone() };
     }
     if node.skip {
@@ -998,7 +1015,7 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
     if let Some(why) = &node.removing {
         return Decision::Held { gate: Gate::Removing, why: format!("{} did not recover the node; {why}", r.action), until: None };
     }
-    match next_step(input, node.role, Some(r.action), r.out_of_service) {
+    match next_step(input, node, Some(r.action), r.out_of_service) {
         // The next, more destructive step waits behind the short-circuits too: a node
         // whose reboot a zone outage or a partition undid is not replaced because of it.
         Some(action) => {
@@ -1013,8 +1030,8 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
         // The machine may be stopped (a stop went out, the last call may never have):
         // bring it back before the repair ends, never leave it stopped.
         None if r.out_of_service => Decision::Restore { record: r.clone() },
-        None if delegated_step(input, node.role, r.action).is_some() => {
-            let (action, to) = delegated_step(input, node.role, r.action).unwrap_or((Action::Replace, String::new()));
+        None if delegated_step(input, node, r.action).is_some() => {
+            let (action, to) = delegated_step(input, node, r.action).unwrap_or((Action::Replace, String::new()));
             Decision::Delegate { record: r.clone(), action, to }
         }
         None => Decision::Failed {
@@ -1073,6 +1090,7 @@ mod tests {
             since: t(since),
             unhealthy_duration: Duration::from_secs(60),
             reason: "condition Ready is False".into(),
+            steps: None,
         }
     }
 
@@ -1804,6 +1822,19 @@ mod tests {
             off.plan(&workers(10, 6, |_| "a"), "02:00:00").nodes.iter().filter(|n| matches!(n.decision, Decision::Repair { .. })).count(),
             5
         );
+    }
+
+    #[test]
+    fn a_finding_with_its_own_steps_is_repaired_with_them() {
+        let mut f = not_ready("01:00:00");
+        f.steps = Some(vec![Action::Replace]);
+        let p = run(&[worker(vec![f.clone()])], "01:05:00");
+        assert!(matches!(p.nodes[0].decision, Decision::Repair { action: Action::Replace, .. }), "{p:?}");
+        // Reboot only: a reboot that did not help ends the repair, no replace follows.
+        f.steps = Some(vec![Action::Reboot]);
+        let mut n = worker(vec![f]);
+        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        assert!(matches!(run(&[n], "01:10:00").nodes[0].decision, Decision::Failed { .. }));
     }
 
     #[test]

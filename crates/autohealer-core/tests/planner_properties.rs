@@ -35,7 +35,7 @@ prop_compose! {
         failures in 0usize..5,
         healthy_for in 0i64..300,
     ) -> NodeState {
-        let findings = if broken { vec![Finding { check: "NodeCondition".into(), since: ts(since), unhealthy_duration: Duration::from_secs(dur), reason: "r".into() }] } else { vec![] };
+        let findings = if broken { vec![Finding { check: "NodeCondition".into(), since: ts(since), unhealthy_duration: Duration::from_secs(dur), reason: "r".into(), steps: None }] } else { vec![] };
         let record = |started: i64, failed: bool| RepairRecord {
             action: Action::Reboot, attempt: 1, started: ts(started), first_started: ts(started), reason: "r".into(),
             boot_id: Some("b".into()), server_id: None, cordoned: true,

@@ -103,6 +103,7 @@ impl SimNode {
                 since: self.ready_since,
                 unhealthy_duration: UNHEALTHY,
                 reason: "condition Ready is False".into(),
+                steps: None,
             }]
         };
         NodeState {

@@ -3,11 +3,13 @@
 //! shared by the README and `autohealer config-reference`.
 
 use autohealer_cloud::{Action, Role};
+use autohealer_core::observe::{Disposition, Route};
 use autohealer_core::planner::{Limits, Threshold};
 use autohealer_core::{Checks, Policy};
 use autohealer_healthcheck::{ParamError, Registry, from_value, kebab};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A key of the config file, its default and what it means.
@@ -675,6 +677,13 @@ pub struct CheckSpec {
     pub params: serde_json::Value,
     #[serde(default)]
     pub action: CheckAction,
+    /// This check's own repair steps, instead of the role's `repair-steps`.
+    #[serde(default)]
+    pub steps: Option<Vec<Action>>,
+    /// Rules on the finding's reason (the condition's reason and message, as the check
+    /// reports it), first match wins; a finding no rule matches follows `action`/`steps`.
+    #[serde(default)]
+    pub reasons: Vec<ReasonRule>,
 }
 
 /// What a check's finding leads to.
@@ -686,6 +695,20 @@ pub enum CheckAction {
     Repair,
     /// An Event and a notification; never a repair (e.g. MemoryPressure).
     NotifyOnly,
+    /// Nothing: shown by `plan` only.
+    None,
+}
+
+/// A rule on a finding's reason: a regular expression, and what a match leads to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReasonRule {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    #[serde(default)]
+    pub action: CheckAction,
+    #[serde(default)]
+    pub steps: Option<Vec<Action>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1098,6 +1121,47 @@ impl Config {
                 return Err(err(&format!("repair-steps.{role}"), format!("{dup} is listed twice")));
             }
         }
+        let mut routes = std::collections::BTreeMap::new();
+        for (role, name, specs) in [(Role::Master, "master", &self.healthcheck.master), (Role::Worker, "worker", &self.healthcheck.worker)]
+        {
+            for (i, spec) in specs.iter().flatten().enumerate() {
+                if spec.steps.is_none() && spec.reasons.is_empty() && spec.action != CheckAction::None {
+                    continue;
+                }
+                let path = format!("healthcheck.{name}[{i}]");
+                let disposition = |action: CheckAction, steps: &Option<Vec<Action>>, at: &str| -> Result<Disposition, ConfigError> {
+                    if let Some(s) = steps {
+                        let mut seen = std::collections::BTreeSet::new();
+                        if s.is_empty() {
+                            return Err(err(&format!("{at}.steps"), "must name at least one step (or use action: none)".into()));
+                        }
+                        if let Some(dup) = s.iter().find(|a| !seen.insert(**a)) {
+                            return Err(err(&format!("{at}.steps"), format!("{dup} is listed twice")));
+                        }
+                        if action != CheckAction::Repair {
+                            return Err(err(&format!("{at}.steps"), "steps apply to action: repair only".into()));
+                        }
+                    }
+                    Ok(match action {
+                        CheckAction::Repair => Disposition::Repair(steps.clone()),
+                        CheckAction::NotifyOnly => Disposition::NotifyOnly,
+                        CheckAction::None => Disposition::Ignore,
+                    })
+                };
+                let fallback = disposition(spec.action, &spec.steps, &path)?;
+                let mut rules = Vec::new();
+                for (j, r) in spec.reasons.iter().enumerate() {
+                    let at = format!("{path}.reasons[{j}]");
+                    let re =
+                        regex::Regex::new(&r.pattern).map_err(|e| err(&format!("{at}.match"), format!("not a regular expression: {e}")))?;
+                    rules.push((re, disposition(r.action, &r.steps, &at)?));
+                }
+                let route = Route(Arc::new(move |reason: &str| {
+                    rules.iter().find(|(re, _)| re.is_match(reason)).map_or_else(|| fallback.clone(), |(_, d)| d.clone())
+                }));
+                routes.insert((role, i), route);
+            }
+        }
         let notify_only = |role: Role, specs: &Option<Vec<CheckSpec>>| -> Vec<(Role, usize)> {
             specs.iter().flatten().enumerate().filter(|(_, s)| s.action == CheckAction::NotifyOnly).map(|(i, _)| (role, i)).collect()
         };
@@ -1121,6 +1185,7 @@ impl Config {
                 .chain(notify_only(Role::Worker, &self.healthcheck.worker))
                 .collect(),
             attribute_labels: self.correlated_hold.labels.clone(),
+            routes,
         })
     }
 
@@ -1347,6 +1412,34 @@ mod examples {
             }
         }
         assert!(seen >= 3);
+    }
+
+    #[test]
+    fn checks_carry_their_own_steps_and_reasons_pick_them() {
+        use autohealer_core::observe::Disposition;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
+        let gpu = Config::load_str(&std::fs::read_to_string(format!("{dir}gpu.yaml")).unwrap(), &Registry::with_builtins()).unwrap();
+        let route = &gpu.checks.routes[&(Role::Worker, 1)];
+        let reason = |r: &str| (route.0)(&format!("condition AcceleratedHardwareReady is False ({r})"));
+        assert_eq!(reason("NvidiaXID79Error"), Disposition::Repair(Some(vec![Action::Replace])));
+        assert_eq!(reason("NvidiaXID13Error"), Disposition::Repair(Some(vec![Action::Reboot])));
+        assert_eq!(reason("NvidiaXID43Error"), Disposition::NotifyOnly, "another XID is only told");
+        let npd =
+            Config::load_str(&std::fs::read_to_string(format!("{dir}node-problem-detector.yaml")).unwrap(), &Registry::with_builtins())
+                .unwrap();
+        assert_eq!((npd.checks.routes[&(Role::Worker, 2)].0)("x"), Disposition::Repair(Some(vec![Action::Replace])));
+        assert!(!npd.checks.routes.contains_key(&(Role::Worker, 0)), "a plain check keeps the role's steps");
+        // A bad pattern, or steps with notify-only, is refused at its key.
+        let bad = "cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      reasons:\n        - match: 'XID(('\n          steps: [reboot]\n";
+        let e = Config::load_str(bad, &Registry::with_builtins()).unwrap_err();
+        assert_eq!(e.path, "healthcheck.worker[0].reasons[0].match", "{e}");
+        let bad = "cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      action: notify-only\n      steps: [reboot]\n";
+        assert_eq!(Config::load_str(bad, &Registry::with_builtins()).unwrap_err().path, "healthcheck.worker[0].steps");
+        let none = "cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      action: none\n";
+        assert_eq!(
+            (Config::load_str(none, &Registry::with_builtins()).unwrap().checks.routes[&(Role::Worker, 0)].0)("x"),
+            Disposition::Ignore
+        );
     }
 
     #[test]
