@@ -258,7 +258,7 @@ fn held_detection(policy: &Policy, state: &NodeState, d: &Decision, severity: Se
     if matches!(state.ledger, Ledger::Record(_)) {
         return None;
     }
-    if policy.dry_run || matches!(gate, Gate::Skip | Gate::Unreadable | Gate::RetryBudget | Gate::Leader) {
+    if policy.dry_run || matches!(gate, Gate::Skip | Gate::Unreadable | Gate::RetryBudget | Gate::RepeatedRepairs | Gate::Leader) {
         return None;
     }
     let detected = state.findings.iter().map(|f| f.actionable_at()).min()?;

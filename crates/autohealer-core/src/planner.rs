@@ -503,17 +503,22 @@ pub fn short_circuits(input: &Input) -> Vec<(Scope, String)> {
             e.1 += usize::from(n.counts_unhealthy());
         }
     }
-    out.extend(cohorts(input));
+    let mut zones_held: BTreeSet<&str> = BTreeSet::new();
     if zones.len() >= 2 {
         let zl = input.policy.limits.zone_max_unhealthy;
         for (zone, (total, bad)) in zones {
             if bad >= 2 && bad > zl.limit(total) {
+                zones_held.insert(zone);
                 out.push((
                     Scope::Zone(zone.to_string()),
                     format!("{bad} of {total} nodes in zone {zone} are unhealthy, above {zl}: a zone outage is not a node fault"),
                 ));
             }
         }
+    }
+    // Under a short-circuit of all workers every new repair is held already.
+    if !out.iter().any(|(s, _)| *s == Scope::Role(Role::Worker)) {
+        out.extend(cohorts(input, &zones_held));
     }
     out
 }
@@ -533,14 +538,21 @@ fn failed_recently(n: &NodeState, since: Timestamp) -> bool {
 /// The cohorts to hold: a value of an attribute that at least `min-nodes` failing nodes,
 /// and most of them, share, and that at most `max-healthy-share` of the healthy nodes
 /// have. A fleet where every node has the value (one kernel everywhere) holds nothing.
-fn cohorts(input: &Input) -> Vec<(Scope, String)> {
+fn cohorts(input: &Input, zones_held: &BTreeSet<&str>) -> Vec<(Scope, String)> {
     let c = &input.policy.correlated;
     if !c.enabled {
         return Vec::new();
     }
     let since = sub(input.now, c.window);
-    let (failing, healthy): (Vec<&NodeState>, Vec<&NodeState>) = input.nodes.iter().partition(|n| failed_recently(n, since));
-    if failing.len() < c.min_nodes.max(1) {
+    // Workers only (masters are repaired one at a time by their own limit), and neither
+    // nodes going away or still joining nor those a zone outage holds: they say nothing
+    // of a rollout.
+    let young = |n: &NodeState| n.created.is_some_and(|t| input.now < add(t, input.policy.check_delay_after_add));
+    let considered = input.nodes.iter().filter(|n| {
+        n.role == Role::Worker && n.removing.is_none() && !young(n) && !n.zone.as_deref().is_some_and(|z| zones_held.contains(z))
+    });
+    let (failing, healthy): (Vec<&NodeState>, Vec<&NodeState>) = considered.partition(|n| failed_recently(n, since));
+    if failing.len() < c.min_nodes.max(1) || healthy.is_empty() {
         return Vec::new();
     }
     let mut shared: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
@@ -558,13 +570,16 @@ fn cohorts(input: &Input) -> Vec<(Scope, String)> {
         if healthy_with as f64 > c.max_healthy_share * healthy.len() as f64 {
             continue;
         }
+        let mut listed = names.iter().take(10).copied().collect::<Vec<_>>().join(", ");
+        if names.len() > 10 {
+            listed.push_str(&format!(" and {} more", names.len() - 10));
+        }
         out.push((
             Scope::Cohort { attribute: attribute.to_string(), value: value.to_string() },
             format!(
-                "correlated failures: {} of {} failing nodes ({}) share {attribute}={value}, which {healthy_with} of {} healthy nodes have: a rollout is not a node fault",
+                "correlated failures: {attribute}={value} is shared by {} of {} failing workers ({listed}) and by {healthy_with} of {} healthy ones: a rollout is not a node fault",
                 names.len(),
                 failing.len(),
-                names.join(", "),
                 healthy.len()
             ),
         ));
@@ -601,9 +616,15 @@ pub fn plan(input: &Input) -> Plan {
     starts.sort();
     let mut in_flight: BTreeMap<Role, usize> = BTreeMap::new();
     let mut in_domain: BTreeMap<String, usize> = BTreeMap::new();
-    for n in input.nodes.iter().filter(|n| n.holds_slot() || input.starting.contains(&n.uid)) {
-        *in_flight.entry(n.role).or_default() += 1;
-        *in_domain.entry(domain(n)).or_default() += 1;
+    // A worker repair a gate holds with no step under way (its next step waits behind a
+    // short-circuit, say) is not in flight: it must not starve repairs outside the hold.
+    // A master's always is: never two masters at once.
+    for (n, d) in input.nodes.iter().zip(&decisions) {
+        let held = n.role == Role::Worker && matches!(d, Decision::Held { .. });
+        if (n.holds_slot() && !held) || input.starting.contains(&n.uid) {
+            *in_flight.entry(n.role).or_default() += 1;
+            *in_domain.entry(domain(n)).or_default() += 1;
+        }
     }
     let widths = input.policy.slow_start.map(|memory| widths(input, memory)).unwrap_or_default();
     let mut candidates: Vec<usize> =
@@ -696,7 +717,7 @@ fn widths(input: &Input, memory: Duration) -> BTreeMap<String, usize> {
     let mut out: BTreeMap<String, usize> = BTreeMap::new();
     for (_, d, role, ok) in outcomes {
         let w = out.entry(d).or_insert(1);
-        *w = if ok { (*w * 2).min(input.policy.concurrency(role).max(1)) } else { 1 };
+        *w = if ok { w.saturating_mul(2).min(input.policy.concurrency(role).max(1)) } else { 1 };
     }
     out
 }
@@ -852,15 +873,20 @@ fn start(
     let l = &input.policy.limits;
     let rep = &input.policy.repeated;
     let since = sub(input.now, rep.window);
-    let repaired = node.history.iter().filter(|h| h.succeeded && !h.held && h.ended > since).count();
-    if rep.max > 0 && repaired > rep.max {
+    let repaired: Vec<Timestamp> = node.history.iter().filter(|h| h.succeeded && !h.held && h.ended > since).map(|h| h.ended).collect();
+    if rep.max > 0 && repaired.len() > rep.max {
+        // It lifts when enough of them leave the window.
+        let mut ends = repaired.clone();
+        ends.sort();
+        let until = ends.get(repaired.len() - rep.max - 1).map(|t| add(*t, rep.window));
+        let repaired = repaired.len();
         return Decision::Held {
             gate: Gate::RepeatedRepairs,
             why: format!(
                 "{reason}; repaired successfully {repaired} times within {}: a problem no repair fixes is left to a human (remove the autohealer.dev/repair-history annotation to let the healer act again)",
                 humantime::format_duration(rep.window)
             ),
-            until: None,
+            until,
         };
     }
     let window_start = sub(input.now, l.node_cooldown);
@@ -958,6 +984,10 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
         // that came back by itself needs it no more. Once a machine may be out of
         // service, it is finished whatever holds new repairs.
         if !r.out_of_service {
+            // A node that came back by itself needs the step no more, whatever holds it.
+            if healthy && stable_at.is_some_and(|t| t <= now) {
+                return Decision::Recovered { record: r.clone() };
+            }
             let what = format!("{} was begun and nothing is out of service yet", r.action);
             if let Some(d) = held(input, &what).or_else(|| storm(input, node, active, &what)) {
                 return d;
@@ -967,9 +997,6 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
             }
             if let Some(why) = &node.removing {
                 return Decision::Held { gate: Gate::Removing, why: format!("{what}; {why}"), until: None };
-            }
-            if healthy && stable_at.is_some_and(|t| t <= now) {
-                return Decision::Recovered { record: r.clone() };
             }
         }
         return Decision::Continue { record: r.clone() };
@@ -1835,6 +1862,20 @@ mod tests {
         let mut n = worker(vec![f]);
         n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
         assert!(matches!(run(&[n], "01:10:00").nodes[0].decision, Decision::Failed { .. }));
+    }
+
+    // Found in review: a worker whose next step a gate holds kept its slot, so with a
+    // small concurrency no unrelated worker was repaired while the hold lasted.
+    #[test]
+    fn a_held_worker_repair_takes_no_slot() {
+        let mut a = node("wa", Role::Worker, vec![not_ready("01:00:00")]);
+        a.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        a.skip = true;
+        let b = node("wb", Role::Worker, vec![not_ready("01:00:00")]);
+        let limits = Limits { worker_concurrency: 1, worker_max_unhealthy: Threshold::Percent(100.0), ..Default::default() };
+        let p = Run { policy: Policy { limits, ..Default::default() }, ..Default::default() }.plan(&[a, b], "01:10:00");
+        assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::Skip));
+        assert!(matches!(p.nodes[1].decision, Decision::Repair { .. }), "{p:?}");
     }
 
     #[test]

@@ -105,7 +105,12 @@ proptest! {
             prop_assert!(!n.skip, "a skipped node never gets a step: {}", n.name);
         }
         for role in [Role::Master, Role::Worker] {
-            let busy = nodes.iter().filter(|n| n.role == role && in_repair(n)).count();
+            // A held worker repair has no step under way and takes no slot.
+            let busy = nodes
+                .iter()
+                .zip(&p.nodes)
+                .filter(|(n, np)| n.role == role && in_repair(n) && !(role == Role::Worker && matches!(np.decision, Decision::Held { .. })))
+                .count();
             let started = new.iter().filter(|n| n.role == role).count();
             let max = if role == Role::Master { policy.limits.master_concurrency } else { policy.limits.worker_concurrency };
             prop_assert!(started == 0 || busy + started <= max, "{role}: {busy} in flight + {started} new > {max}");

@@ -134,7 +134,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "correlated-hold.window",
         default: "1h",
-        doc: "A node counts as failing if a check fails now or a repair of it began (or was held) within this window.",
+        doc: "A worker counts as failing if a check fails now or a repair of it began within this window (a failure only held by a short-circuit does not count).",
     },
     KeyDoc {
         key: "correlated-hold.max-healthy-share",
@@ -1080,13 +1080,39 @@ impl Config {
         if !self.pause_configmap.is_empty() && self.pause_configmap.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty()) {
             return Err(err("pause-configmap", format!("must be namespace/name (value: {:?})", self.pause_configmap)));
         }
-        if self.correlated_hold.share().is_none() {
+        if self.correlated_hold.share().is_none_or(|s| s >= 1.0) {
             return Err(err(
                 "correlated-hold.max-healthy-share",
-                format!("must be a percentage from 0% to 100% (value: {:?})", self.correlated_hold.max_healthy_share),
+                format!(
+                    "must be a percentage from 0% to below 100%: at 100% a value every node has would hold repairs (value: {:?})",
+                    self.correlated_hold.max_healthy_share
+                ),
             ));
         }
-        if self.correlated_hold.min_nodes < 2 {
+        if let Some(i) = self.correlated_hold.labels.iter().position(|l| l.trim().is_empty()) {
+            return Err(err(&format!("correlated-hold.labels[{i}]"), "must be a label key".into()));
+        }
+        if self.repeated_repairs.max >= autohealer_core::ledger::HISTORY_LEN {
+            return Err(err(
+                "repeated-repairs.max",
+                format!(
+                    "must be below {}: a node's history keeps its last {} repairs (value: {})",
+                    autohealer_core::ledger::HISTORY_LEN,
+                    autohealer_core::ledger::HISTORY_LEN,
+                    self.repeated_repairs.max
+                ),
+            ));
+        }
+        if self.repeated_repairs.max > 0 && self.repeated_repairs.window.is_zero() {
+            return Err(err(
+                "repeated-repairs.window",
+                "must be longer than 0s (to turn the guard off, set repeated-repairs.max: 0)".into(),
+            ));
+        }
+        if self.slow_start.enabled && self.slow_start.memory.is_zero() {
+            return Err(err("slow-start.memory", "must be longer than 0s: with no memory the width never grows".into()));
+        }
+        if self.correlated_hold.enabled && self.correlated_hold.min_nodes < 2 {
             return Err(err(
                 "correlated-hold.min-nodes",
                 format!("must be at least 2: one failing node is no pattern (value: {})", self.correlated_hold.min_nodes),
