@@ -220,7 +220,7 @@ fn action_name(a: Action) -> &'static str {
 /// The action column of an Event: the phase of the lifecycle it belongs to.
 fn action_of(reason: Reason) -> &'static str {
     match reason {
-        Reason::RepairHeld | Reason::RetryBudgetExhausted | Reason::RepairImpossible | Reason::DryRun => "Decide",
+        Reason::RepairHeld | Reason::RetryBudgetExhausted | Reason::RepairImpossible | Reason::DryRun | Reason::RepairProposed => "Decide",
         Reason::RepairStarted | Reason::RepairResumed | Reason::RepairIssued | Reason::RepairStalled => "Repair",
         Reason::MachineRestored | Reason::RestoreFailed => "Restore",
         Reason::Drained => "Drain",

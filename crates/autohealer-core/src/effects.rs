@@ -153,7 +153,12 @@ pub fn effects(plan: &Plan, states: &[NodeState], memory: &mut Memory, cx: &Cont
         };
         let notice = impossible.or_else(|| match &np.decision {
             Decision::Held { gate, why, .. } => {
-                Some((if *gate == Gate::RetryBudget { Reason::RetryBudgetExhausted } else { Reason::RepairHeld }, why.clone()))
+                let reason = match gate {
+                    Gate::RetryBudget => Reason::RetryBudgetExhausted,
+                    Gate::Approval => Reason::RepairProposed,
+                    _ => Reason::RepairHeld,
+                };
+                Some((reason, why.clone()))
             }
             Decision::Repair { action, reason, .. } if dry_run => {
                 Some((Reason::DryRun, format!("Would {action} node: {reason} (dry-run: nothing was changed)")))
@@ -173,6 +178,8 @@ pub fn effects(plan: &Plan, states: &[NodeState], memory: &mut Memory, cx: &Cont
             // Once per failure and what holds it, never per evaluation (counts and ages
             // in the text change).
             let key = match &np.decision {
+                // Each proposal once: a new one is made when the last expires.
+                Decision::Held { gate: Gate::Approval, until, .. } => format!("approval/{until:?}"),
                 Decision::Held { gate, .. } => gate.as_str().to_string(),
                 _ => reason.as_str().to_string(),
             };
@@ -351,6 +358,8 @@ mod tests {
             remediate: false,
             removing: None,
             attributes: vec![],
+            approve: None,
+            deny: None,
         }
     }
 

@@ -68,6 +68,7 @@ const ALL_GATES: &[Gate] = &[
     Gate::Correlated,
     Gate::RepeatedRepairs,
     Gate::SlowStart,
+    Gate::Approval,
     Gate::Unreadable,
     Gate::Skip,
     Gate::Leader,

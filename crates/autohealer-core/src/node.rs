@@ -6,6 +6,9 @@ use k8s_openapi::jiff::Timestamp;
 
 pub const SKIP_ANNOTATION: &str = "autohealer.dev/skip";
 pub const REMEDIATE_ANNOTATION: &str = "autohealer.dev/remediate";
+/// An operator's answer to a repair proposal: its id.
+pub const APPROVE_ANNOTATION: &str = "autohealer.dev/approve";
+pub const DENY_ANNOTATION: &str = "autohealer.dev/deny";
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 const MASTER_LABELS: &[&str] = &["node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"];

@@ -184,6 +184,8 @@ pub fn evaluate(
         alerts,
         ledger: Ledger::parse(node::annotation(n, REPAIR_ANNOTATION)),
         skip: node::flag(n, node::SKIP_ANNOTATION),
+        approve: node::annotation(n, node::APPROVE_ANNOTATION).map(|v| v.trim().to_string()),
+        deny: node::annotation(n, node::DENY_ANNOTATION).map(|v| v.trim().to_string()),
         remediate: node::flag(n, node::REMEDIATE_ANNOTATION),
         removing: node::removing(n),
         attributes: node::attributes(n, &checks.attribute_labels),

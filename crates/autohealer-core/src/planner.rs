@@ -117,6 +117,43 @@ pub struct Policy {
     /// start at one and double with each repair proven healthy within this memory, back to
     /// one after a failed one; `None` when off.
     pub slow_start: Option<Duration>,
+    pub approval: Approval,
+}
+
+/// The steps an operator approves before the healer takes them, per role.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    pub master: Vec<Action>,
+    pub worker: Vec<Action>,
+    /// A proposal not answered within this long expires; a new one is made.
+    pub expiry: Duration,
+}
+
+impl Default for Approval {
+    fn default() -> Self {
+        Self { master: vec![], worker: vec![], expiry: Duration::from_secs(24 * 3600) }
+    }
+}
+
+impl Approval {
+    fn needed(&self, role: Role, action: Action) -> bool {
+        match role {
+            Role::Master => &self.master,
+            Role::Worker => &self.worker,
+        }
+        .contains(&action)
+    }
+}
+
+/// A proposal's id: the node, the step and the failure it answers, and which expiry
+/// period it belongs to, so an answer approves that proposal and no other.
+pub fn proposal_id(uid: &str, action: Action, attempt: u32, since: Timestamp, period: u64) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{uid}/{action}/{attempt}/{}/{period}", since.as_second()).bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:012x}", h & 0xffff_ffff_ffff)
 }
 
 /// When failing nodes share a value of an attribute far more than the fleet does, new
@@ -169,6 +206,7 @@ impl Default for Policy {
             correlated: CorrelatedHold::default(),
             repeated: RepeatedRepairs::default(),
             slow_start: None,
+            approval: Approval::default(),
         }
     }
 }
@@ -247,6 +285,9 @@ pub struct NodeState {
     pub removing: Option<String>,
     /// What the correlated-failure hold compares: (attribute, value) pairs.
     pub attributes: Vec<(String, String)>,
+    /// `autohealer.dev/approve` and `autohealer.dev/deny`: proposal ids.
+    pub approve: Option<String>,
+    pub deny: Option<String>,
 }
 
 impl NodeState {
@@ -354,6 +395,7 @@ pub enum Gate {
     Correlated,
     RepeatedRepairs,
     SlowStart,
+    Approval,
 }
 
 impl Gate {
@@ -375,6 +417,7 @@ impl Gate {
             Gate::Correlated => "correlated",
             Gate::RepeatedRepairs => "repeated_repairs",
             Gate::SlowStart => "slow_start",
+            Gate::Approval => "approval",
         }
     }
 }
@@ -590,6 +633,13 @@ fn cohorts(input: &Input, zones_held: &BTreeSet<&str>) -> Vec<(Scope, String)> {
 pub fn plan(input: &Input) -> Plan {
     let mut out = Plan { short_circuits: short_circuits(input), ..Default::default() };
     let mut decisions: Vec<Decision> = input.nodes.iter().map(|n| decide(input, n, &out.short_circuits)).collect();
+    // A step that needs approval waits for it here, after every other gate of the node
+    // and before the shared budgets, which a proposal does not take.
+    for (node, d) in input.nodes.iter().zip(decisions.iter_mut()) {
+        if let Some(held) = awaiting_approval(input, node, d) {
+            *d = held;
+        }
+    }
 
     // Budgets are shared: hand them out to the candidates that became actionable first.
     let now = input.now;
@@ -691,6 +741,31 @@ pub fn plan(input: &Input) -> Plan {
         out.nodes.push(NodePlan { name: node.name.clone(), role: node.role, decision });
     }
     out
+}
+
+fn awaiting_approval(input: &Input, node: &NodeState, d: &Decision) -> Option<Decision> {
+    let Decision::Repair { action, attempt, reason, actionable_since, .. } = d else { return None };
+    let a = &input.policy.approval;
+    if !a.needed(node.role, *action) {
+        return None;
+    }
+    let expiry = a.expiry.max(Duration::from_secs(60));
+    let age = input.now.duration_since(*actionable_since).as_secs().max(0) as u64;
+    let period = age / expiry.as_secs();
+    let id = proposal_id(&node.uid, *action, *attempt, *actionable_since, period);
+    let until = add(*actionable_since, expiry.saturating_mul(u32::try_from(period + 1).unwrap_or(u32::MAX)));
+    if node.approve.as_deref() == Some(id.as_str()) {
+        return None;
+    }
+    let why = if node.deny.as_deref() == Some(id.as_str()) {
+        format!("{reason}; proposal {id} ({action}) was denied with autohealer.dev/deny")
+    } else {
+        format!(
+            "{reason}; proposal {id}: {action} awaits approval: kubectl annotate node {} autohealer.dev/approve={id} (or kubectl autohealer approve {}); it expires at {until}",
+            node.name, node.name
+        )
+    };
+    Some(Decision::Held { gate: Gate::Approval, why, until: Some(until) })
 }
 
 /// The domain a repair's slow-start width is kept for: role, zone and node group.
@@ -1104,6 +1179,8 @@ mod tests {
             remediate: false,
             removing: None,
             attributes: vec![],
+            approve: None,
+            deny: None,
         }
     }
 
@@ -1876,6 +1953,44 @@ mod tests {
         let p = Run { policy: Policy { limits, ..Default::default() }, ..Default::default() }.plan(&[a, b], "01:10:00");
         assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::Skip));
         assert!(matches!(p.nodes[1].decision, Decision::Repair { .. }), "{p:?}");
+    }
+
+    #[test]
+    fn a_step_that_needs_approval_is_proposed_and_taken_once_approved() {
+        let approval = Approval { worker: vec![Action::Replace], ..Default::default() };
+        let run = Run { policy: Policy { approval, ..Default::default() }, ..Default::default() };
+        // The reboot needs no approval.
+        assert!(matches!(
+            run.plan(&[worker(vec![not_ready("01:00:00")])], "01:05:00").nodes[0].decision,
+            Decision::Repair { action: Action::Reboot, .. }
+        ));
+        let mut n = worker(vec![not_ready("01:00:00")]);
+        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        let p = run.plan(std::slice::from_ref(&n), "01:10:00");
+        let Decision::Held { gate: Gate::Approval, why, until } = &p.nodes[0].decision else { panic!("{p:?}") };
+        let id = why.split("proposal ").nth(1).and_then(|w| w.split(':').next()).unwrap().to_string();
+        assert!(why.contains(&format!("autohealer.dev/approve={id}")) && why.contains("kubectl autohealer approve w1"), "{why}");
+        assert!(until.is_some());
+        assert_eq!(p.wake_at, *until, "woken when the proposal expires");
+        // Approved with that id: replaced. Another id approves nothing; a denial holds.
+        n.approve = Some(id.clone());
+        assert!(matches!(
+            run.plan(std::slice::from_ref(&n), "01:10:00").nodes[0].decision,
+            Decision::Repair { action: Action::Replace, .. }
+        ));
+        n.approve = Some("0123456789ab".into());
+        assert_eq!(held_by(&run.plan(std::slice::from_ref(&n), "01:10:00").nodes[0].decision), Some(Gate::Approval));
+        n.approve = None;
+        n.deny = Some(id.clone());
+        let p = run.plan(std::slice::from_ref(&n), "01:10:00");
+        assert!(matches!(&p.nodes[0].decision, Decision::Held { gate: Gate::Approval, why, .. } if why.contains("denied")), "{p:?}");
+        // After it expires, a new proposal has a new id: an old answer answers nothing.
+        assert_ne!(proposal_id("u", Action::Replace, 2, t("01:00:00"), 0), proposal_id("u", Action::Replace, 2, t("01:00:00"), 1));
+        // Approval bypasses no gate: paused, it stays held by the pause.
+        n.deny = None;
+        n.approve = Some(id);
+        let paused = Run { pause: Pause::Paused, policy: run.policy.clone(), ..Default::default() };
+        assert_eq!(held_by(&paused.plan(&[n], "01:10:00").nodes[0].decision), Some(Gate::Paused));
     }
 
     #[test]

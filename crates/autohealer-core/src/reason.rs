@@ -35,6 +35,8 @@ pub enum Reason {
     CheckFailing,
     /// The next step is the cloud's own (a MachineHealthCheck replaces the machine).
     RepairDelegated,
+    /// A step that needs an operator's approval was proposed.
+    RepairProposed,
 }
 
 impl Reason {
@@ -60,6 +62,7 @@ impl Reason {
             Reason::PauseUnknown => "PauseUnknown",
             Reason::CheckFailing => "CheckFailing",
             Reason::RepairDelegated => "RepairDelegated",
+            Reason::RepairProposed => "RepairProposed",
         }
     }
 

@@ -59,6 +59,8 @@ prop_compose! {
             remediate,
             removing: None,
             attributes: vec![],
+            approve: None,
+            deny: None,
         }
     }
 }

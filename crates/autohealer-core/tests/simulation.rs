@@ -127,6 +127,8 @@ impl SimNode {
                 "kernelVersion".into(),
                 if self.name.ends_with('0') || self.name.ends_with('5') { "k2" } else { "k1" }.into(),
             )],
+            approve: None,
+            deny: None,
         }
     }
 }

@@ -149,6 +149,17 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc { key: "repeated-repairs.window", default: "7d", doc: "The window of `repeated-repairs.max`." },
     KeyDoc {
+        key: "approval.master",
+        default: "[]",
+        doc: "Master repair steps an operator approves first (e.g. `[replace]`): the healer proposes (Event `RepairProposed` with the command) and acts once the node is annotated `autohealer.dev/approve=<proposal id>` (`kubectl autohealer approve NODE`); `autohealer.dev/deny=<id>` refuses. Approval bypasses no other gate.",
+    },
+    KeyDoc { key: "approval.worker", default: "[]", doc: "Worker repair steps an operator approves first." },
+    KeyDoc {
+        key: "approval.expiry",
+        default: "24h",
+        doc: "How long a proposal waits for its answer; then it expires and a new one (a new id) is made.",
+    },
+    KeyDoc {
         key: "slow-start.enabled",
         default: "false",
         doc: "Per domain (role, zone, Magnum node group) at most one repair in flight to begin with, doubled by each repair proven healthy and back to one after a failed one, capped by `concurrency.*` (gate `slow_start`): a detector gone wrong repairs one node, not five. Slower on a real mass failure.",
@@ -374,6 +385,8 @@ pub struct Config {
     pub repeated_repairs: RepeatedRepairsConfig,
     #[serde(default)]
     pub slow_start: SlowStartConfig,
+    #[serde(default)]
+    pub approval: ApprovalConfig,
     #[serde(default = "d60s", with = "humantime_serde")]
     pub recovery_stable_window: Duration,
     #[serde(default = "d60s", with = "humantime_serde")]
@@ -419,6 +432,23 @@ impl CorrelatedHoldConfig {
     fn share(&self) -> Option<f64> {
         let v: f64 = self.max_healthy_share.trim().strip_suffix('%')?.trim().parse().ok()?;
         (0.0..=100.0).contains(&v).then_some(v / 100.0)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApprovalConfig {
+    #[serde(default)]
+    pub master: Vec<Action>,
+    #[serde(default)]
+    pub worker: Vec<Action>,
+    #[serde(default = "d24h", with = "humantime_serde")]
+    pub expiry: Duration,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self { master: vec![], worker: vec![], expiry: d24h() }
     }
 }
 
@@ -1109,6 +1139,15 @@ impl Config {
                 "must be longer than 0s (to turn the guard off, set repeated-repairs.max: 0)".into(),
             ));
         }
+        if self.approval.expiry < Duration::from_secs(60) {
+            return Err(err(
+                "approval.expiry",
+                format!(
+                    "must be at least 1m: an operator needs time to answer (value: {})",
+                    humantime::format_duration(self.approval.expiry)
+                ),
+            ));
+        }
         if self.slow_start.enabled && self.slow_start.memory.is_zero() {
             return Err(err("slow-start.memory", "must be longer than 0s: with no memory the width never grows".into()));
         }
@@ -1251,6 +1290,11 @@ impl Config {
             },
             repeated: autohealer_core::planner::RepeatedRepairs { max: self.repeated_repairs.max, window: self.repeated_repairs.window },
             slow_start: self.slow_start.enabled.then_some(self.slow_start.memory),
+            approval: autohealer_core::planner::Approval {
+                master: self.approval.master.clone(),
+                worker: self.approval.worker.clone(),
+                expiry: self.approval.expiry,
+            },
         }
     }
 }
@@ -1401,7 +1445,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
-        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\ncorrelated-hold: {}\nrepeated-repairs: {}\nslow-start: {}\nrecovery-stable-window: 1s\napiserver-outage-grace: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
+        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\ncorrelated-hold: {}\nrepeated-repairs: {}\nslow-start: {}\napproval: {}\nrecovery-stable-window: 1s\napiserver-outage-grace: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
         load(sample).unwrap();
         for line in sample.lines() {
             let key = line.split(':').next().unwrap();

@@ -11,7 +11,7 @@ use crate::config::{Config, EnvOverrides, LeaderElection};
 use anyhow::Context as _;
 use autohealer_core::healer::PAUSED_ANNOTATION;
 use autohealer_core::ledger::{self, HISTORY_ANNOTATION, Ledger, REPAIR_ANNOTATION, RepairRecord};
-use autohealer_core::node::{REMEDIATE_ANNOTATION, SKIP_ANNOTATION};
+use autohealer_core::node::{APPROVE_ANNOTATION, DENY_ANNOTATION, REMEDIATE_ANNOTATION, SKIP_ANNOTATION};
 use autohealer_core::planner::Gate;
 use autohealer_core::{Metrics, Reason, Status};
 use clap::{Args, Parser, Subcommand};
@@ -99,6 +99,10 @@ pub enum Command {
     Unskip { node: String },
     /// Ask for a repair of a node now (autohealer.dev/remediate=true).
     Remediate { node: String },
+    /// Approve the node's newest repair proposal (`approval.*` in the healer's config).
+    Approve { node: String },
+    /// Refuse the node's newest repair proposal.
+    Deny { node: String },
     /// A node's finished repairs, oldest first, and its repair under way if any.
     History { node: String },
 }
@@ -171,6 +175,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Approve { node } => answer(&client, &node, true, out).await,
+        Command::Deny { node } => answer(&client, &node, false, out).await,
         Command::History { node } => {
             let nodes: Api<Node> = Api::all(client);
             let n = nodes.get(&node).await.map_err(|e| anyhow::anyhow!("get node {node} failed: {}", api_error(&e)))?;
@@ -178,6 +184,43 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Answers the node's newest proposal: `autohealer.dev/approve` or `deny` with its id.
+async fn answer(client: &kube::Client, node: &str, approve: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let id = newest_proposal(client, node).await?;
+    let key = if approve { APPROVE_ANNOTATION } else { DENY_ANNOTATION };
+    let n = annotate_node(client, node, key, Some(&id)).await?;
+    let (done, then) =
+        if approve { ("approved", "the healer takes the step within its limits") } else { ("denied", "the healer does not take the step") };
+    writeln!(out, "node {} annotated {key}={id}: proposal {id} {done}; {then}", n.name_any())?;
+    Ok(())
+}
+
+/// The id of the newest `RepairProposed` Event about the node ("proposal <id>: ...").
+async fn newest_proposal(client: &kube::Client, node: &str) -> anyhow::Result<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), EVENTS_NAMESPACE);
+    let fields = format!("reportingController={REPORTING_CONTROLLER},reason={}", Reason::RepairProposed.as_str());
+    let list = list_all(&events, ListParams::default().fields(&fields))
+        .await
+        .map_err(|e| anyhow::anyhow!("list events in {EVENTS_NAMESPACE} failed: {}", api_error(&e)))?;
+    let newest = list
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(node))
+        .filter_map(|e| {
+            let at = e.series.as_ref().map(|s| s.last_observed_time.0).or(e.event_time.as_ref().map(|t| t.0))?;
+            Some((at, proposal_of(e.note.as_deref()?)?))
+        })
+        .max_by_key(|(at, _)| *at);
+    newest
+        .map(|(_, id)| id)
+        .ok_or_else(|| anyhow::anyhow!("node {node} has no repair proposal (no RepairProposed Event in {EVENTS_NAMESPACE})"))
+}
+
+/// The proposal id in a `RepairProposed` note.
+fn proposal_of(note: &str) -> Option<String> {
+    let id: String = note.split("proposal ").nth(1)?.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    (id.len() == 12).then_some(id)
 }
 
 /// The client a kubectl plugin uses: the kubeconfig kubectl would use, in the context
@@ -685,6 +728,13 @@ fn span(d: SignedDuration) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_proposal_id_is_read_from_the_note() {
+        let note = "condition Ready is False; proposal 0a1b2c3d4e5f: replace awaits approval: kubectl annotate node w1 autohealer.dev/approve=0a1b2c3d4e5f";
+        assert_eq!(super::proposal_of(note).as_deref(), Some("0a1b2c3d4e5f"));
+        assert_eq!(super::proposal_of("no proposal here"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -732,3 +732,24 @@ async fn failures_of_a_bad_kernel_rollout_are_held_as_correlated_and_others_are_
     token.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// Reboots need approval here: the healer proposes (an Event with the command), takes
+/// no step, and reboots once the node carries the proposal's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_needs_approval_waits_for_it_and_is_taken_once() {
+    let e = env(3).await;
+    let victim = e.worker(0);
+    let (token, task) = e.healer(e.config("approval:\n  worker: [reboot]\n"), "replica-a").await;
+    e.sim.inject(&victim, Fault::NotReady("KernelDeadlock".into()), Cure::Reboot);
+    until_async("a proposal is made", || async { e.has_event(&victim, "RepairProposed").await }).await;
+    let note = e.event_note(&victim, "RepairProposed").await;
+    let id: String = note.split("proposal ").nth(1).unwrap().chars().take(12).collect();
+    assert!(note.contains(&format!("kubectl annotate node {victim} autohealer.dev/approve={id}")), "{note}");
+    assert_eq!(e.sim.calls_for(&victim, Action::Reboot), 0, "no step before the approval");
+    e.annotate(&victim, "autohealer.dev/approve", &id).await;
+    until("the approved reboot is issued", || e.sim.calls_for(&victim, Action::Reboot) == 1).await;
+    until_async("the node has recovered and is released", || async { released(&e.node(&victim).await) }).await;
+    assert_eq!(e.sim.calls_for(&victim, Action::Reboot), 1);
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
