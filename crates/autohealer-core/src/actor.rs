@@ -79,6 +79,7 @@ pub struct Context {
     /// Told the uid of each node whose new repair's first write went through: the
     /// fleet state counts it for `repairs-per-hour`, even once the node is gone.
     pub started: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
+    pub workloads: crate::planner::WorkloadCheck,
 }
 
 impl Context {
@@ -111,6 +112,7 @@ impl Context {
             dry_run: false,
             max_stalls: crate::planner::Limits::default().max_stalls,
             started: None,
+            workloads: Default::default(),
         }
     }
 
@@ -191,6 +193,43 @@ impl Context {
                 Action::Replace => self.drain.before_replace,
             }
     }
+}
+
+/// Why the node's workloads are not running again, if they are not: a pod on it whose
+/// container is in `CrashLoopBackOff` while another pod of the same owner, on another
+/// node, is not. A workload that crash-loops everywhere is the workload's fault, not the
+/// node's; one with no pod elsewhere cannot be compared. Read with the pod access the
+/// drain has: pods by `spec.nodeName`, then the owners' namespace.
+async fn crash_looping(client: &kube::Client, node: &str) -> Option<String> {
+    use k8s_openapi::api::core::v1::Pod;
+    let looping = |p: &Pod| {
+        p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff"))
+        })
+    };
+    let owner =
+        |p: &Pod| p.metadata.owner_references.as_ref().and_then(|o| o.iter().find(|r| r.controller == Some(true))).map(|r| r.uid.clone());
+    let all: Api<Pod> = Api::all(client.clone());
+    let here = all.list(&kube::api::ListParams::default().fields(&format!("spec.nodeName={node}"))).await.ok()?;
+    for p in here.items.iter().filter(|p| looping(p)) {
+        let (Some(uid), Some(ns)) = (owner(p), p.metadata.namespace.clone()) else { continue };
+        let Ok(peers) = Api::<Pod>::namespaced(client.clone(), &ns).list(&Default::default()).await else { continue };
+        let elsewhere: Vec<&Pod> = peers
+            .items
+            .iter()
+            .filter(|q| owner(q).as_deref() == Some(uid.as_str()) && q.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node))
+            .collect();
+        if elsewhere.iter().any(|q| !looping(q)) {
+            return Some(format!(
+                "pod {ns}/{} crash-loops on it while {} of its owner's {} pods elsewhere run",
+                p.name_any(),
+                elsewhere.iter().filter(|q| !looping(q)).count(),
+                elsewhere.len()
+            ));
+        }
+    }
+    None
 }
 
 /// The apiserver refuses an Event whose `reportingInstance` is over 128 bytes
@@ -655,6 +694,23 @@ impl Actor {
     /// and lift the out-of-service taint it set.
     pub async fn recovered(&self, n: &Node, record: &RepairRecord) -> Result<(), ActError> {
         let cx = &self.cx;
+        if record.failed.is_none()
+            && cx.workloads.applies(node::role(n))
+            && let Some(why) = crash_looping(&cx.client, &n.name_any()).await
+        {
+            let r = step::workloads_failed(record, &why);
+            cx.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await?;
+            tracing::warn!(node = %n.name_any(), why, "the node is back, its workloads are not");
+            cx.step_event(
+                n,
+                Reason::RepairFailed,
+                record.action,
+                true,
+                format!("{} brought the node back, but {why}: the step did not repair it, the next one follows", record.action),
+            )
+            .await;
+            return Ok(());
+        }
         let now = Timestamp::now();
         let mut patch = json!({"metadata": {"annotations": {REPAIR_ANNOTATION: null}}});
         if let Some(entry) = step::recovered(record, now) {

@@ -272,6 +272,7 @@ impl Healer {
         cx.fencing = self.settings.fencing.clone();
         cx.dry_run = self.settings.policy.dry_run;
         cx.max_stalls = self.settings.policy.limits.max_stalls;
+        cx.workloads = self.settings.policy.workloads.clone();
         cx.started = Some(started.clone());
         Arc::new(cx)
     }

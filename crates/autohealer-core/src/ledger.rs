@@ -85,6 +85,10 @@ pub struct RepairRecord {
     /// no further step of its own until `replace-timeout` has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegated: Option<Delegated>,
+    /// Set when the node came back but its workloads crash-loop where the same
+    /// workloads elsewhere do not: the step did not repair it, and the next one follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads_failed: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +202,7 @@ mod tests {
             retry_at: Some("2026-01-01T00:01:00Z".parse().unwrap()),
             unsent: true,
             delegated: None,
+            workloads_failed: None,
         };
         assert_eq!(Ledger::parse(Some(&r.to_json())), Ledger::Record(r));
         assert!(matches!(Ledger::parse(Some("{not json")), Ledger::Unreadable(_)));

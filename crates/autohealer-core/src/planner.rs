@@ -118,6 +118,33 @@ pub struct Policy {
     /// one after a failed one; `None` when off.
     pub slow_start: Option<Duration>,
     pub approval: Approval,
+    pub workloads: WorkloadCheck,
+}
+
+/// Workload-verified recovery: a node is repaired when its workloads run again, not
+/// only when its checks pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadCheck {
+    pub master: bool,
+    pub worker: bool,
+    /// How long a repaired node must be healthy before its pods are looked at: they need
+    /// time to start and to crash again.
+    pub window: Duration,
+}
+
+impl Default for WorkloadCheck {
+    fn default() -> Self {
+        Self { master: false, worker: false, window: Duration::from_secs(300) }
+    }
+}
+
+impl WorkloadCheck {
+    pub fn applies(&self, role: Role) -> bool {
+        match role {
+            Role::Master => self.master,
+            Role::Worker => self.worker,
+        }
+    }
 }
 
 /// The steps an operator approves before the healer takes them, per role.
@@ -207,6 +234,7 @@ impl Default for Policy {
             repeated: RepeatedRepairs::default(),
             slow_start: None,
             approval: Approval::default(),
+            workloads: WorkloadCheck::default(),
         }
     }
 }
@@ -993,7 +1021,15 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
     let now = input.now;
     let l = &input.policy.limits;
     let healthy = node.findings.is_empty();
-    let stable_at = node.healthy_since.map(|h| add(h, l.stable_window));
+    // With workload-verified recovery the node must also have been healthy long enough
+    // for its pods to show whether they run.
+    let stable = if input.policy.workloads.applies(node.role) && r.failed.is_none() {
+        l.stable_window.max(input.policy.workloads.window)
+    } else {
+        l.stable_window
+    };
+    let stable_at = node.healthy_since.map(|h| add(h, stable));
+    let healthy = healthy && r.workloads_failed.is_none();
     if let Some(failed_at) = r.failed_at.or(r.failed.as_ref().map(|_| r.started)) {
         if healthy {
             return match stable_at {
@@ -1094,7 +1130,8 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
         };
     }
     let deadline = after_blind(input, deadline);
-    if now < deadline {
+    // A node back whose workloads are not needs no more time: the step is over.
+    if now < deadline && r.workloads_failed.is_none() {
         return Decision::InProgress { action: r.action, until: deadline };
     }
     // A deadline alone escalates nothing: a finding must be actionable by its own
@@ -1102,7 +1139,7 @@ fn decide_in_progress(input: &Input, node: &NodeState, r: &RepairRecord, active:
     if let Some(at) = node.findings.iter().map(|f| after_blind(input, f.actionable_at())).min().filter(|at| now < *at) {
         return Decision::InProgress { action: r.action, until: at };
     }
-    let reason = node.findings.first().map_or_else(|| r.reason.clone(), |f| f.reason.clone());
+    let reason = r.workloads_failed.clone().or_else(|| node.findings.first().map(|f| f.reason.clone())).unwrap_or_else(|| r.reason.clone());
     // Restoring a machine the healer stopped is not a repair: skip does not hold it.
     if r.out_of_service && next_step(input, node, Some(r.action), true).is_none() && input.leader {
         return Decision::Restore { record: r.clone() };
@@ -1325,6 +1362,7 @@ mod tests {
             retry_at: None,
             unsent: false,
             delegated: None,
+            workloads_failed: None,
         }
     }
 
@@ -1991,6 +2029,25 @@ mod tests {
         n.approve = Some(id);
         let paused = Run { pause: Pause::Paused, policy: run.policy.clone(), ..Default::default() };
         assert_eq!(held_by(&paused.plan(&[n], "01:10:00").nodes[0].decision), Some(Gate::Paused));
+    }
+
+    #[test]
+    fn a_node_back_with_crash_looping_workloads_gets_the_next_step_at_once() {
+        let mut n = worker(vec![]);
+        n.healthy_since = Some(t("01:02:00"));
+        n.ledger =
+            Ledger::Record(RepairRecord { workloads_failed: Some("pod x crash-loops on it".into()), ..record(Action::Reboot, "01:01:00") });
+        let p = run(&[n.clone()], "01:04:00");
+        assert!(
+            matches!(&p.nodes[0].decision, Decision::Repair { action: Action::Replace, reason, .. } if reason.contains("crash-loops")),
+            "{p:?}"
+        );
+        // With the check on, a healthy node is not done before the workload window.
+        let workloads = WorkloadCheck { worker: true, window: Duration::from_secs(600), ..Default::default() };
+        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        let run = Run { policy: Policy { workloads, ..Default::default() }, ..Default::default() };
+        assert!(matches!(run.plan(std::slice::from_ref(&n), "01:10:00").nodes[0].decision, Decision::InProgress { .. }));
+        assert!(matches!(run.plan(&[n], "01:12:00").nodes[0].decision, Decision::Recovered { .. }));
     }
 
     #[test]

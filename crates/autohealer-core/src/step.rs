@@ -66,6 +66,7 @@ pub fn begin(
         retry_at: None,
         unsent: false,
         delegated: None,
+        workloads_failed: None,
     };
     (record, cordon_now)
 }
@@ -198,6 +199,11 @@ pub fn after_restore(r: &RepairRecord, result: &Result<ActionOutcome, CloudError
 }
 
 /// The record and history entry of a failed repair (the node stays cordoned).
+/// The record once the node came back but its workloads did not: the next step follows.
+pub fn workloads_failed(r: &RepairRecord, why: &str) -> RepairRecord {
+    RepairRecord { workloads_failed: Some(why.to_string()), ..r.clone() }
+}
+
 /// The record once the next step is handed to the cloud's own remediation.
 pub fn delegated(r: &RepairRecord, action: Action, to: &str, now: Timestamp) -> RepairRecord {
     RepairRecord { delegated: Some(crate::ledger::Delegated { action, to: to.to_string(), at: now }), ..r.clone() }
@@ -206,6 +212,7 @@ pub fn delegated(r: &RepairRecord, action: Action, to: &str, now: Timestamp) -> 
 pub fn failed(r: &RepairRecord, why: &str, now: Timestamp) -> (RepairRecord, HistoryEntry) {
     let record = RepairRecord {
         delegated: None,
+        workloads_failed: None,
         failed: Some(why.to_string()),
         failed_at: Some(now),
         pending: false,

@@ -40,7 +40,7 @@ prop_compose! {
             action: Action::Reboot, attempt: 1, started: ts(started), first_started: ts(started), reason: "r".into(),
             boot_id: Some("b".into()), server_id: None, cordoned: true,
             failed: failed.then(|| "x".into()), failed_at: failed.then(|| ts(started + 60)), by: "a".into(), draining: false,
-            detected: None, severity: None, fenced: false, pending: false, phase: None, out_of_service: false, stalls: 0, stalled: None, retry_at: None, unsent: false, delegated: None,
+            detected: None, severity: None, fenced: false, pending: false, phase: None, out_of_service: false, stalls: 0, stalled: None, retry_at: None, unsent: false, delegated: None, workloads_failed: None,
         };
         let ledger = match ledger { L::None => Ledger::None, L::InProgress(s) => Ledger::Record(record(s, false)), L::Failed(s) => Ledger::Record(record(s, true)) };
         NodeState {

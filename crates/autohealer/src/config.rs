@@ -149,6 +149,17 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc { key: "repeated-repairs.window", default: "7d", doc: "The window of `repeated-repairs.max`." },
     KeyDoc {
+        key: "workload-check.worker",
+        default: "false",
+        doc: "Workload-verified recovery for workers: a repaired node counts as repaired only if, once healthy for `workload-check.window`, no pod on it crash-loops (`CrashLoopBackOff`) while a pod of the same owner elsewhere runs; otherwise the step is recorded as failed and the next one follows.",
+    },
+    KeyDoc { key: "workload-check.master", default: "false", doc: "The same for masters." },
+    KeyDoc {
+        key: "workload-check.window",
+        default: "5m",
+        doc: "How long a repaired node is healthy before its pods are looked at (they need time to start, and to crash again).",
+    },
+    KeyDoc {
         key: "approval.master",
         default: "[]",
         doc: "Master repair steps an operator approves first (e.g. `[replace]`): the healer proposes (Event `RepairProposed` with the command) and acts once the node is annotated `autohealer.dev/approve=<proposal id>` (`kubectl autohealer approve NODE`); `autohealer.dev/deny=<id>` refuses. Approval bypasses no other gate.",
@@ -387,6 +398,8 @@ pub struct Config {
     pub slow_start: SlowStartConfig,
     #[serde(default)]
     pub approval: ApprovalConfig,
+    #[serde(default)]
+    pub workload_check: WorkloadCheckConfig,
     #[serde(default = "d60s", with = "humantime_serde")]
     pub recovery_stable_window: Duration,
     #[serde(default = "d60s", with = "humantime_serde")]
@@ -432,6 +445,23 @@ impl CorrelatedHoldConfig {
     fn share(&self) -> Option<f64> {
         let v: f64 = self.max_healthy_share.trim().strip_suffix('%')?.trim().parse().ok()?;
         (0.0..=100.0).contains(&v).then_some(v / 100.0)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WorkloadCheckConfig {
+    #[serde(default)]
+    pub master: bool,
+    #[serde(default)]
+    pub worker: bool,
+    #[serde(default = "d5m", with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for WorkloadCheckConfig {
+    fn default() -> Self {
+        Self { master: false, worker: false, window: d5m() }
     }
 }
 
@@ -1290,6 +1320,11 @@ impl Config {
             },
             repeated: autohealer_core::planner::RepeatedRepairs { max: self.repeated_repairs.max, window: self.repeated_repairs.window },
             slow_start: self.slow_start.enabled.then_some(self.slow_start.memory),
+            workloads: autohealer_core::planner::WorkloadCheck {
+                master: self.workload_check.master,
+                worker: self.workload_check.worker,
+                window: self.workload_check.window,
+            },
             approval: autohealer_core::planner::Approval {
                 master: self.approval.master.clone(),
                 worker: self.approval.worker.clone(),
@@ -1445,7 +1480,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
-        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\ncorrelated-hold: {}\nrepeated-repairs: {}\nslow-start: {}\napproval: {}\nrecovery-stable-window: 1s\napiserver-outage-grace: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
+        let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\ncorrelated-hold: {}\nrepeated-repairs: {}\nslow-start: {}\napproval: {}\nworkload-check: {}\nrecovery-stable-window: 1s\napiserver-outage-grace: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
         load(sample).unwrap();
         for line in sample.lines() {
             let key = line.split(':').next().unwrap();

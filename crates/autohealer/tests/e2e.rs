@@ -753,3 +753,40 @@ async fn a_step_that_needs_approval_waits_for_it_and_is_taken_once() {
     token.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// Workload-verified recovery: the reboot brings the node back, but a pod of a
+/// ReplicaSet crash-loops on it while its sibling on another node runs: the reboot did
+/// not repair it, and the replace follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_workloads_still_crash_loop_after_a_reboot_is_replaced() {
+    let e = env(3).await;
+    let victim = e.worker(0);
+    let other = e.worker(1);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(e.cluster.client.clone(), "default");
+    let owner = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{}-web", e.prefix), "uid": format!("{}-rs-uid", e.prefix), "controller": true}]);
+    for (name, node, waiting) in [("a", &victim, Some("CrashLoopBackOff")), ("b", &other, None)] {
+        let pod_name = format!("{}-web-{name}", e.prefix);
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "metadata": {"name": pod_name, "namespace": "default", "ownerReferences": owner, "labels": {SIM_LABEL: e.prefix}},
+            "spec": {"nodeName": node, "containers": [{"name": "web", "image": "nginx"}]},
+        }))
+        .unwrap();
+        pods.create(&Default::default(), &pod).await.unwrap();
+        let state = match waiting {
+            Some(r) => json!({"waiting": {"reason": r, "message": "back-off restarting failed container"}}),
+            None => json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}),
+        };
+        let status = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "web", "image": "nginx", "imageID": "", "ready": waiting.is_none(), "restartCount": if waiting.is_some() { 7 } else { 0 }, "state": state}]}});
+        pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    }
+    let (token, task) =
+        e.healer(e.config("workload-check:\n  worker: true\n  window: 1s\ndrain:\n  before-replace: false\n"), "replica-a").await;
+    e.sim.inject(&victim, Fault::NotReady("KernelDeadlock".into()), Cure::Reboot);
+    until("the reboot is issued", || e.sim.calls_for(&victim, Action::Reboot) == 1).await;
+    until("the replace follows", || e.sim.calls_for(&victim, Action::Replace) == 1).await;
+    let failed = e.event_note(&victim, "RepairFailed").await;
+    assert!(failed.contains("crash-loops") && failed.contains("web-a") && failed.contains("next one follows"), "{failed}");
+    assert_eq!(e.sim.calls_for(&other, Action::Reboot), 0, "the sibling's node is left alone");
+    token.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -185,6 +185,7 @@ fn record(action: Action, attempt: u32, started: Timestamp) -> RepairRecord {
         retry_at: None,
         unsent: false,
         delegated: None,
+        workloads_failed: None,
     }
 }
 
