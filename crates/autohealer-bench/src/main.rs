@@ -1,40 +1,52 @@
-//! The benchmark behind BENCH.md: the real `autohealer` binary and a model of the
-//! polling reference (magnum-auto-healer's algorithm: two full node LISTs and a cloud
-//! call every `monitor-interval`, judge, repair serially with a fixed pause), each as a
-//! child process (two of them: a leader and a standby) against the testkit's fake
-//! apiserver and fake OpenStack with N nodes. Both are measured the same way:
-//! - steady state: peak and current RSS, CPU s/min (from /proc of the leader), and the
-//!   apiserver's requests and bytes per minute by verb (Leases excluded);
-//! - a wave of 20 failures 100 ms apart: detection lag past `unhealthy-duration` (to the
-//!   `autohealer.dev/repair` annotation, the first write of a repair), and the
-//!   apiserver traffic during the wave;
+//! The benchmark behind BENCH.md: the real `autohealer` binary (with and without the
+//! Heartbeat check) and a model of the polling reference (magnum-auto-healer's
+//! algorithm: two full node LISTs and a cloud call every `monitor-interval`, judge,
+//! repair serially with a fixed pause), each as two child processes (a leader and a
+//! standby) against the testkit's fake apiserver and fake OpenStack with N nodes and
+//! their Leases, while the kubelets' churn runs (every Node's status heartbeat every
+//! 5 min, every Lease renewed every 10 s; see `churn.rs`). Each side is measured the
+//! same way:
+//! - up: start until the leader has read every node (the healer's `/readyz`; the
+//!   model's first LIST pair);
+//! - steady state under churn: peak and current RSS, CPU s/min of the leader, the
+//!   bytes the apiserver sent it, and the apiserver's requests and bytes by verb;
+//! - one evaluation (the healer): CPU time the leader spends on one node change, churn
+//!   paused (median of 10);
+//! - a wave of failures 100 ms apart during churn: detection lag past
+//!   `unhealthy-duration` (to the `autohealer.dev/repair` annotation, the first write
+//!   of a repair);
 //! - 100 simultaneous worker failures: time from the instant they became actionable
 //!   until the last of their reboot calls reached Nova;
 //! - failover: the leader is killed (SIGKILL) and a node fails at once; time until the
 //!   standby's first action on it.
 
 use anyhow::Context;
-use autohealer_testkit::apiserver::resources;
 use autohealer_testkit::apiserver::store::Mutation;
-use autohealer_testkit::apiserver::{ApiServerOptions, FakeApiServer};
-use autohealer_testkit::openstack::{self as fake, FakeOpenStack, OsOptions};
+use autohealer_testkit::openstack as fake;
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use world::{World, node_name, nodes_res, wait_until};
 
+mod churn;
+mod fakeonly;
 mod model;
+mod procfs;
+mod report;
+mod world;
 
 #[derive(Parser)]
 struct Args {
     /// Node counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000,15000,65000")]
     nodes: Vec<usize>,
-    /// The healer binary (build it with `cargo build --release -p autohealer`).
-    #[arg(long, default_value = "target/release/autohealer")]
+    /// The healer binary (the shipped static build:
+    /// `cargo build --release --target x86_64-unknown-linux-musl -p autohealer`).
+    #[arg(long, default_value = "target/x86_64-unknown-linux-musl/release/autohealer")]
     binary: String,
-    /// Steady-state window measured after both sides are up.
+    /// Steady-state window measured after both replicas are up.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
     /// `monitor-interval` of both (the upstream example config's 15s).
@@ -43,15 +55,33 @@ struct Args {
     /// The reference model's pause after each repair (its serial, fixed waits).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pause: Duration,
+    /// Failures of the wave, 100 ms apart.
+    #[arg(long, default_value_t = 20)]
+    wave: usize,
     /// Simultaneous failures.
     #[arg(long, default_value_t = 100)]
     simultaneous: usize,
     /// Images each Node lists in its status (real nodes list dozens).
     #[arg(long, default_value_t = 40)]
     images: usize,
-    /// Which side(s) to run.
-    #[arg(long, value_delimiter = ',', default_value = "autohealer,reference-model")]
+    /// Which side(s) to run: autohealer (NodeCondition check), autohealer-heartbeat
+    /// (NodeCondition and Heartbeat: the healer also watches the node Leases),
+    /// reference-model.
+    #[arg(long, value_delimiter = ',', default_value = "autohealer,autohealer-heartbeat,reference-model")]
     sides: Vec<String>,
+    /// How often each kubelet rewrites its Node's status (0s: no node churn).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    node_status_period: Duration,
+    /// How often each kubelet renews its Lease (0s: no lease churn).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    lease_period: Duration,
+    /// The change history the fake apiserver keeps for watches, in seconds of churn (a
+    /// healer whose initial list takes longer than this gets 410 Gone and lists again).
+    #[arg(long, default_value_t = 60)]
+    history_seconds: u64,
+    /// Also write every row as JSON here (the plot reads it).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -60,11 +90,13 @@ struct Args {
 enum Cmd {
     /// The reference model itself (started by the benchmark as a child process).
     ReferenceModel(model::ModelArgs),
+    /// The fake apiserver alone: memory, churn and LIST speed at each size.
+    Fake(fakeonly::FakeArgs),
 }
 
 const UNHEALTHY_SECS: u64 = 2;
-const WAVE: usize = 20;
-const REPAIR: &str = "autohealer.dev/repair";
+const HEARTBEAT_SECS: u64 = 60;
+pub const REPAIR: &str = "autohealer.dev/repair";
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
@@ -74,153 +106,51 @@ fn now_f64() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix second (civil-from-days, Howard Hinnant).
-fn rfc3339(secs: u64) -> String {
-    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
-}
-
-fn proc_status(pid: u32, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
-}
-
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-fn server_id(i: usize) -> String {
-    format!("00000000-0000-0000-0000-{i:012}")
-}
-
-fn node_name(i: usize) -> String {
-    format!("node-{i:05}")
-}
-
-/// One measured side: the fake apiserver and cloud it runs against, and its processes.
-struct World {
-    api: FakeApiServer,
-    os: FakeOpenStack,
-    dir: PathBuf,
-}
-
-impl World {
-    async fn start(n: usize, images: usize, tag: &str) -> anyhow::Result<Self> {
-        let api = FakeApiServer::start(ApiServerOptions { history_window: 200_000, ..Default::default() }).await?;
-        let os = FakeOpenStack::start(OsOptions::default()).await?;
-        let nodes = resources::find("", "v1", "nodes").context("nodes")?;
-        for i in 0..n {
-            let mut labels = if i < 3 { json!({"node-role.kubernetes.io/control-plane": ""}) } else { json!({}) };
-            labels["topology.kubernetes.io/zone"] = json!(format!("zone-{}", i % 3));
-            let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
-            let node = json!({
-                "metadata": {"name": node_name(i), "labels": labels},
-                "spec": {"providerID": format!("openstack:///{}", server_id(i))},
-                "status": {
-                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
-                    "addresses": [{"type": "InternalIP", "address": ip}],
-                    "images": (0..images).map(|k| json!({"names": [format!("registry.example/app-{k}:v1")], "sizeBytes": 123456789})).collect::<Vec<_>>(),
-                    "nodeInfo": {"machineID": "m", "systemUUID": "s", "bootID": "b", "kernelVersion": "6.1", "osImage": "x", "containerRuntimeVersion": "containerd://2",
-                        "kubeletVersion": "v1.33.0", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"}
-                }
-            });
-            api.store().create(nodes, "", node, "bench").map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            os.add_server(&server_id(i), &node_name(i), &ip, false);
-        }
-        let dir = std::env::temp_dir().join(format!("autohealer-bench-{}-{tag}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        api.write_kubeconfig(&dir.join("kubeconfig"))?;
-        Ok(Self { api, os, dir })
-    }
-
-    fn break_node(&self, name: &str, transition: u64) -> anyhow::Result<()> {
-        let nodes = resources::find("", "v1", "nodes").context("nodes")?;
-        let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady", "lastTransitionTime": rfc3339(transition)}]}});
-        self.api
-            .store()
-            .mutate(nodes, "", name, true, Mutation::StrategicPatch(patch), "bench")
-            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-        Ok(())
-    }
-
-    fn started(&self, name: &str) -> bool {
-        let Some(nodes) = resources::find("", "v1", "nodes") else { return false };
-        self.api.store().get(nodes, "", name).is_ok_and(|n| n.pointer("/metadata/annotations/autohealer.dev~1repair").is_some())
-    }
-
-    fn reboots(&self) -> usize {
-        self.os.count("POST", "/action", Some("reboot"))
-    }
-
-    fn holder(&self) -> Option<String> {
-        let leases = resources::find("coordination.k8s.io", "v1", "leases")?;
-        let l = self.api.store().get(leases, "kube-system", "autohealer").ok()?;
-        l.pointer("/spec/holderIdentity").and_then(|h| h.as_str()).map(String::from)
-    }
-
-    /// Requests and bytes by "verb resource" since the last reset, Leases excluded.
-    fn traffic(&self) -> (u64, u64, BTreeMap<String, u64>) {
-        let (mut reqs, mut bytes, mut by) = (0, 0, BTreeMap::new());
-        for ((verb, res), s) in self.api.stats() {
-            if res.starts_with("leases") || res.starts_with("events") {
-                continue;
-            }
-            reqs += s.requests;
-            bytes += s.bytes;
-            *by.entry(format!("{verb} {res}")).or_default() += s.requests;
-        }
-        (reqs, bytes, by)
-    }
-}
-
 /// How a side is started.
 #[derive(Clone)]
 enum Side {
-    Autohealer { binary: String },
+    Autohealer { binary: String, heartbeat: bool },
     Model { pause: Duration },
+}
+
+struct Spawned {
+    child: tokio::process::Child,
+    admin: Option<u16>,
+    /// Counts what the apiserver sends this replica.
+    proxy: procfs::CountingProxy,
 }
 
 impl Side {
     fn name(&self) -> &'static str {
         match self {
-            Side::Autohealer { .. } => "autohealer",
+            Side::Autohealer { heartbeat: false, .. } => "autohealer",
+            Side::Autohealer { heartbeat: true, .. } => "autohealer+heartbeat",
             Side::Model { .. } => "reference model",
         }
     }
 
-    fn spawn(&self, w: &World, identity: &str, interval: Duration) -> anyhow::Result<tokio::process::Child> {
-        let kubeconfig = w.dir.join("kubeconfig");
-        let mut cmd = match self {
-            Side::Autohealer { binary } => {
+    fn tag(&self) -> &'static str {
+        match self {
+            Side::Autohealer { heartbeat: false, .. } => "ah",
+            Side::Autohealer { heartbeat: true, .. } => "ahhb",
+            Side::Model { .. } => "model",
+        }
+    }
+
+    async fn spawn(&self, w: &World, identity: &str, interval: Duration) -> anyhow::Result<Spawned> {
+        let url = w.api.url();
+        let upstream: std::net::SocketAddr = url.trim_start_matches("http://").parse().context("the fake apiserver's address")?;
+        let proxy = procfs::CountingProxy::start(upstream).await?;
+        let kubeconfig = w.dir.join(format!("{identity}.kubeconfig"));
+        std::fs::write(&kubeconfig, w.api.kubeconfig_yaml().replace(&url, &format!("http://127.0.0.1:{}", proxy.port)))?;
+        let (mut cmd, admin) = match self {
+            Side::Autohealer { binary, heartbeat } => {
                 let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
                 let config = w.dir.join(format!("{identity}.yaml"));
-                std::fs::write(
-                    &config,
-                    format!(
-                        "cloud-provider: openstack\nleader-elect: true\nmonitor-interval: {}s\ncheck-delay-after-add: 0s\nadmin:\n  listen: 127.0.0.1:{port}\nmax-unhealthy:\n  worker: 100%\n  zone: 100%\nconcurrency:\n  worker: 100000\nrepairs-per-hour: 100000\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {UNHEALTHY_SECS}s\nopenstack:\n  strategy: nova\n  auth-url: {}\n  user-id: {}\n  password: {}\n  project-id: {}\n  console-lines: 0\n",
-                        interval.as_secs(),
-                        w.os.auth_url(),
-                        fake::USER_ID,
-                        fake::PASSWORD,
-                        fake::PROJECT_ID
-                    ),
-                )?;
+                std::fs::write(&config, healer_config(w, port, interval, *heartbeat))?;
                 let mut c = tokio::process::Command::new(binary);
                 c.args(["run", "--config"]).arg(&config).arg("--kubeconfig").arg(&kubeconfig).args(["--log-level", "warn"]);
-                c
+                (c, Some(port))
             }
             Side::Model { pause } => {
                 let mut c = tokio::process::Command::new(std::env::current_exe()?);
@@ -230,81 +160,154 @@ impl Side {
                     .args(["--unhealthy", &format!("{UNHEALTHY_SECS}s")])
                     .args(["--pause", &format!("{}ms", pause.as_millis())])
                     .args(["--auth-url", &w.os.auth_url()]);
-                c
+                (c, None)
             }
         };
         cmd.env("POD_NAME", identity).env("MODEL_IDENTITY", identity).kill_on_drop(true);
-        cmd.spawn().with_context(|| format!("cannot start the {} child", self.name()))
+        let child = cmd.spawn().with_context(|| format!("cannot start the {} child", self.name()))?;
+        Ok(Spawned { child, admin, proxy })
     }
 }
 
-async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<Duration> {
+/// The healer's configuration in the benchmark: the default NodeCondition check (and
+/// the Heartbeat check), limits opened up so that they do not hide speed.
+pub fn healer_config(w: &World, admin_port: u16, interval: Duration, heartbeat: bool) -> String {
+    let heartbeat_check = if heartbeat {
+        format!("    - type: Heartbeat\n      params:\n        unhealthy-duration: {HEARTBEAT_SECS}s\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "cloud-provider: openstack\nleader-elect: true\nmonitor-interval: {}s\ncheck-delay-after-add: 0s\nadmin:\n  listen: 127.0.0.1:{admin_port}\nmax-unhealthy:\n  worker: 100%\n  zone: 100%\nconcurrency:\n  worker: 100000\nrepairs-per-hour: 100000\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {UNHEALTHY_SECS}s\n{heartbeat_check}openstack:\n  strategy: nova\n  auth-url: {}\n  user-id: {}\n  password: {}\n  project-id: {}\n  console-lines: 0\n",
+        interval.as_secs(),
+        w.os.auth_url(),
+        fake::USER_ID,
+        fake::PASSWORD,
+        fake::PROJECT_ID
+    )
+}
+
+async fn ready(port: u16) -> bool {
+    matches!(procfs::http_get(port, "/readyz").await, Some((200, _)))
+}
+
+async fn wait_ready(port: u16, limit: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
-    while !f() {
+    while !ready(port).await {
         if start.elapsed() > limit {
-            anyhow::bail!("timed out after {limit:?} waiting until {what}");
+            anyhow::bail!("the healer was not ready within {limit:?}");
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(start.elapsed())
+    Ok(())
 }
 
-struct Row {
-    side: &'static str,
-    n: usize,
-    sync: f64,
-    peak_mib: u64,
-    rss_mib: u64,
-    cpu_per_min: f64,
-    req_per_min: f64,
-    bytes_per_min: f64,
-    by_verb: String,
-    lag: String,
-    lag_p99: f64,
-    wave_reqs: u64,
-    wave_bytes: u64,
-    simultaneous: String,
-    simultaneous_s: f64,
-    failover: String,
-    failover_s: f64,
-}
-
-fn quantiles(mut v: Vec<f64>) -> (String, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
+fn quantile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
-        return ("-".into(), f64::NAN);
+        return f64::NAN;
     }
-    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    (format!("{:.0} / {:.0} / {:.0}", q(0.5), q(0.99), v[v.len() - 1]), q(0.99))
+    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn measure(side: &Side, n: usize, args: &Args) -> anyhow::Result<Row> {
-    let w = World::start(n, args.images, side.name().split(' ').next().unwrap_or("x")).await?;
+/// A heartbeat-only status write on one node, as a kubelet's: it wakes the healer
+/// for one evaluation and changes nothing it judges.
+fn touch(w: &World, i: usize) -> anyhow::Result<()> {
+    let now = world::seconds_time(jiff::Timestamp::now());
+    let patch = json!({"status": {"conditions": [{"type": "Ready", "lastHeartbeatTime": now}]}});
+    w.api
+        .store()
+        .mutate(nodes_res(), "", &node_name(i), true, Mutation::StrategicPatch(patch), "kubelet")
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    Ok(())
+}
+
+async fn measure(side: &Side, n: usize, args: &Args) -> anyhow::Result<report::Row> {
+    let mut row = report::Row { side: side.name().into(), n, ..Default::default() };
+    let setup = Instant::now();
+    let rates = churn::Rates { node_period: args.node_status_period, lease_period: args.lease_period };
+    let per_s = |p: Duration| if p.is_zero() { 0.0 } else { n as f64 / p.as_secs_f64() };
+    let changes_per_s = per_s(rates.node_period) + per_s(rates.lease_period);
+    let window = ((changes_per_s * args.history_seconds as f64) as usize).max(20_000);
+    let w = Arc::new(World::start(n, args.images, side.tag(), window, true).await?);
+    row.setup_s = setup.elapsed().as_secs_f64();
+    row.fake_rss_mib = procfs::status_kib(std::process::id(), "VmRSS:").unwrap_or(0) as f64 / 1024.0;
+    let churn = (changes_per_s > 0.0).then(|| churn::Churn::start(w.clone(), rates));
+    let me = std::process::id();
+
     let started = Instant::now();
-    let mut leader = side.spawn(&w, "bench-a", args.interval)?;
+    let mut leader = side.spawn(&w, "bench-a", args.interval).await?;
+    let pid = leader.child.id().context("no pid")?;
+    let limit = Duration::from_secs(300);
+    match leader.admin {
+        Some(port) => wait_ready(port, limit).await?,
+        None => {
+            wait_until("the model has listed the nodes twice", limit, || w.api.requests("list", "nodes") >= 2).await?;
+        }
+    }
+    row.sync_s = started.elapsed().as_secs_f64();
+    row.sync_peak_mib = procfs::status_kib(pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0;
     wait_until("the first replica leads", Duration::from_secs(120), || w.holder().as_deref() == Some("bench-a")).await?;
-    let pid = leader.id().context("no pid")?;
-    // Up and judging: both have read every node once (the model's first LIST pair, our cache sync).
-    let list_done = || w.api.stats().iter().any(|((v, r), _)| (v == "list" || v == "watch") && r.starts_with("nodes"));
-    wait_until("the first replica has read the nodes", Duration::from_secs(120), list_done).await?;
-    let sync = started.elapsed().as_secs_f64();
-    let mut standby = side.spawn(&w, "bench-b", args.interval)?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut standby = side.spawn(&w, "bench-b", args.interval).await?;
+    if let Some(port) = standby.admin {
+        wait_ready(port, limit).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
 
-    // Steady state.
+    // Steady state under churn.
     w.api.reset_stats();
-    let cpu0 = cpu_seconds(pid).unwrap_or(0.0);
+    let churn_mark = churn.as_ref().map(|c| c.mark());
+    let standby_pid = standby.child.id().unwrap_or(0);
+    let standby_cpu0 = procfs::cpu_seconds(standby_pid).unwrap_or(0.0);
+    let (cpu0, read0, me_cpu0) = (procfs::cpu_seconds(pid).unwrap_or(0.0), leader.proxy.bytes(), procfs::cpu_seconds(me).unwrap_or(0.0));
+    let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let cpu1 = cpu_seconds(pid).unwrap_or(0.0);
-    let minutes = args.seconds as f64 / 60.0;
-    let (reqs, bytes, by) = w.traffic();
-    let by_verb = by.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}: {:.0}", *n as f64 / minutes)).collect::<Vec<_>>();
+    let minutes = t0.elapsed().as_secs_f64() / 60.0;
+    row.cpu_per_min = (procfs::cpu_seconds(pid).unwrap_or(0.0) - cpu0) / minutes;
+    row.read_bytes_per_min = (leader.proxy.bytes() - read0) as f64 / minutes;
+    row.fake_cpu_per_min = (procfs::cpu_seconds(me).unwrap_or(0.0) - me_cpu0) / minutes;
+    row.standby_cpu_per_min = (procfs::cpu_seconds(standby_pid).unwrap_or(0.0) - standby_cpu0) / minutes;
+    row.standby_rss_mib = procfs::status_kib(standby_pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0;
+    row.rss_mib = procfs::status_kib(pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0;
+    row.fake_rss_mib = row.fake_rss_mib.max(procfs::status_kib(me, "VmRSS:").unwrap_or(0) as f64 / 1024.0);
+    let t = w.traffic();
+    row.req_per_min = t.requests as f64 / minutes;
+    row.bytes_per_min = t.bytes as f64 / minutes;
+    row.by_verb = t.by.iter().map(|(k, (r, b))| (k.clone(), *r as f64 / minutes, *b as f64 / minutes)).collect();
+    if let (Some(c), Some(m)) = (&churn, &churn_mark) {
+        row.churn = Some(c.since(m));
+    }
 
-    // A wave of failures, one after the other.
+    // One evaluation: the CPU the leader spends on one node change, churn paused.
+    if leader.admin.is_some() {
+        if let Some(c) = &churn {
+            c.set_paused(true);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut samples = Vec::new();
+        for k in 0..10 {
+            let before = procfs::run_ns(pid).unwrap_or(0);
+            touch(&w, 3 + k)?;
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            samples.push((procfs::run_ns(pid).unwrap_or(0) - before) as f64 / 1e6);
+        }
+        samples.sort_by(f64::total_cmp);
+        row.eval_ms = quantile(&samples, 0.5);
+        row.eval_min_ms = samples[0];
+        if let Some(c) = &churn {
+            c.set_paused(false);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    // A wave of failures during churn, one after the other.
     w.api.reset_stats();
+    let hist0 = match leader.admin {
+        Some(p) => procfs::http_get(p, "/metrics").await.map(|(_, b)| procfs::histogram(&b, "autohealer_detection_lag_seconds")),
+        None => None,
+    };
     // The last worker is kept healthy for the failover measurement.
     let workers: Vec<usize> = (3..n - 1).collect();
-    let wave: Vec<usize> = workers.iter().copied().step_by((workers.len() / WAVE).max(1)).take(WAVE).collect();
+    let wave: Vec<usize> = workers.iter().copied().step_by((workers.len() / args.wave.max(1)).max(1)).take(args.wave).collect();
     let mut actionable = Vec::new();
     for i in &wave {
         let t = now_secs();
@@ -313,7 +316,7 @@ async fn measure(side: &Side, n: usize, args: &Args) -> anyhow::Result<Row> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut lags = vec![f64::NAN; wave.len()];
-    let deadline = Instant::now() + args.interval * 2 + Duration::from_secs(30);
+    let deadline = Instant::now() + args.interval * 2 + args.pause * wave.len() as u32 + Duration::from_secs(30);
     while lags.iter().any(|l| l.is_nan()) && Instant::now() < deadline {
         let now = now_f64();
         for (k, i) in wave.iter().enumerate() {
@@ -323,12 +326,19 @@ async fn measure(side: &Side, n: usize, args: &Args) -> anyhow::Result<Row> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let repaired = lags.iter().filter(|l| !l.is_nan()).count();
-    let (mut lag, lag_p99) = quantiles(lags.into_iter().filter(|l| !l.is_nan()).collect());
-    if repaired < wave.len() {
-        lag = format!("{lag} ({repaired} of {} in time)", wave.len());
+    row.wave_repaired = lags.iter().filter(|l| !l.is_nan()).count();
+    row.wave_size = wave.len();
+    row.wave_lags_ms = lags.clone();
+    let mut got: Vec<f64> = lags.into_iter().filter(|l| !l.is_nan()).collect();
+    got.sort_by(f64::total_cmp);
+    (row.lag_p50_ms, row.lag_p99_ms, row.lag_max_ms) = (quantile(&got, 0.5), quantile(&got, 0.99), got.last().copied().unwrap_or(f64::NAN));
+    if let (Some(p), Some(h0)) = (leader.admin, &hist0)
+        && let Some((_, b)) = procfs::http_get(p, "/metrics").await
+    {
+        row.histogram_p99_le = procfs::bucket_quantile(h0, &procfs::histogram(&b, "autohealer_detection_lag_seconds"), 0.99);
     }
-    let (wave_reqs, wave_bytes, _) = w.traffic();
+    let t = w.traffic();
+    (row.wave_reqs, row.wave_bytes) = (t.requests, t.bytes);
 
     // Many failures at once: every one actionable at the same instant.
     let rest: Vec<usize> = workers.iter().copied().filter(|i| !wave.contains(i)).take(args.simultaneous).collect();
@@ -340,139 +350,74 @@ async fn measure(side: &Side, n: usize, args: &Args) -> anyhow::Result<Row> {
     let at = (t + UNHEALTHY_SECS) as f64;
     let limit = args.interval * 2 + args.pause * rest.len() as u32 + Duration::from_secs(30);
     let done = wait_until("every reboot call is issued", limit, || w.reboots() >= before + rest.len()).await;
-    let simultaneous_s = now_f64() - at;
-    let simultaneous = match done {
-        Ok(_) => format!("{simultaneous_s:.2} s for {}", rest.len()),
-        Err(_) => format!("{} of {} in {:.0} s", w.reboots() - before, rest.len(), limit.as_secs_f64()),
-    };
-    let simultaneous_s = if done.is_ok() { simultaneous_s } else { f64::NAN };
-    let peak = proc_status(pid, "VmHWM:").unwrap_or(0);
-    let rss = proc_status(pid, "VmRSS:").unwrap_or(0);
+    row.simultaneous = rest.len();
+    row.simultaneous_issued = w.reboots() - before;
+    row.simultaneous_s = if done.is_ok() { now_f64() - at } else { f64::NAN };
+    row.peak_mib = procfs::status_kib(pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0;
+    row.fake_peak_mib = procfs::status_kib(me, "VmHWM:").unwrap_or(0) as f64 / 1024.0;
 
     // Failover: the leader dies; a node fails at once, already past its unhealthy-duration.
     let victim = node_name(n - 1);
-    leader.start_kill()?;
-    let _ = leader.wait().await;
+    leader.child.start_kill()?;
+    let _ = leader.child.wait().await;
     let killed = Instant::now();
     w.break_node(&victim, now_secs() - UNHEALTHY_SECS - 1)?;
-    let took = wait_until("the standby acts", Duration::from_secs(120), || w.started(&victim)).await;
-    let (failover, failover_s) = match took {
-        Ok(_) => (format!("{:.1} s", killed.elapsed().as_secs_f64()), killed.elapsed().as_secs_f64()),
-        Err(e) => (format!("{e}"), f64::NAN),
+    row.failover_s = match wait_until("the standby acts", Duration::from_secs(120), || w.started(&victim)).await {
+        Ok(_) => killed.elapsed().as_secs_f64(),
+        Err(_) => f64::NAN,
     };
-    let _ = standby.start_kill();
-    let _ = standby.wait().await;
-    let _ = std::fs::remove_dir_all(&w.dir);
-    Ok(Row {
-        side: side.name(),
-        n,
-        sync,
-        peak_mib: peak / 1024,
-        rss_mib: rss / 1024,
-        cpu_per_min: (cpu1 - cpu0) / minutes,
-        req_per_min: reqs as f64 / minutes,
-        bytes_per_min: bytes as f64 / minutes,
-        by_verb: if by_verb.is_empty() { "none".into() } else { by_verb.join(", ") },
-        lag,
-        lag_p99,
-        wave_reqs,
-        wave_bytes,
-        simultaneous,
-        simultaneous_s,
-        failover,
-        failover_s,
-    })
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if a.is_nan() || b.is_nan() || b == 0.0 {
-        return "-".into();
-    }
-    if a == 0.0 {
-        return "0".into();
-    }
-    let r = a / b;
-    if r < 0.01 { format!("{r:.1e}") } else { format!("{r:.2}") }
-}
-
-fn print_tables(rows: &[Row], simultaneous: usize) {
-    println!(
-        "| nodes | side | up (s) | peak RSS (MiB) | RSS (MiB) | CPU s/min | apiserver req/min | apiserver bytes/min | requests/min by verb | detection lag p50 / p99 / max (ms) | wave: requests / bytes | {simultaneous} at once: all cloud calls issued | failover: kill to standby's first action |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {} | {:.2} | {} | {} | {:.3} | {:.1} | {:.0} | {} | {} | {} / {} | {} | {} |",
-            r.n,
-            r.side,
-            r.sync,
-            r.peak_mib,
-            r.rss_mib,
-            r.cpu_per_min,
-            r.req_per_min,
-            r.bytes_per_min,
-            r.by_verb,
-            r.lag,
-            r.wave_reqs,
-            r.wave_bytes,
-            r.simultaneous,
-            r.failover
-        );
-    }
-    println!();
-    println!("Ratios, autohealer / reference model (below 1: autohealer uses less or is faster):");
-    println!();
-    println!(
-        "| nodes | peak RSS | CPU s/min | steady bytes/min | steady requests/min | lag p99 | wave bytes | all calls issued | failover |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    let ns: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.n).collect();
-    for n in ns {
-        let (Some(a), Some(m)) =
-            (rows.iter().find(|r| r.n == n && r.side == "autohealer"), rows.iter().find(|r| r.n == n && r.side == "reference model"))
-        else {
-            continue;
-        };
-        println!(
-            "| {n} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            ratio(a.peak_mib as f64, m.peak_mib as f64),
-            ratio(a.cpu_per_min, m.cpu_per_min),
-            ratio(a.bytes_per_min, m.bytes_per_min),
-            ratio(a.req_per_min, m.req_per_min),
-            ratio(a.lag_p99, m.lag_p99),
-            ratio(a.wave_bytes as f64, m.wave_bytes as f64),
-            ratio(a.simultaneous_s, m.simultaneous_s),
-            ratio(a.failover_s, m.failover_s),
-        );
-    }
+    let _ = standby.child.start_kill();
+    let _ = standby.child.wait().await;
+    drop(churn);
+    Ok(row)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls_crypto();
     let args = Args::parse();
-    if let Some(Cmd::ReferenceModel(m)) = args.command {
-        return model::run(m).await;
+    match args.command {
+        Some(Cmd::ReferenceModel(m)) => return model::run(m).await,
+        Some(Cmd::Fake(f)) => return fakeonly::run(f).await,
+        None => {}
     }
     let mut sides = Vec::new();
     for s in &args.sides {
         sides.push(match s.as_str() {
-            "autohealer" => Side::Autohealer { binary: args.binary.clone() },
+            "autohealer" => Side::Autohealer { binary: args.binary.clone(), heartbeat: false },
+            "autohealer-heartbeat" => Side::Autohealer { binary: args.binary.clone(), heartbeat: true },
             "reference-model" => Side::Model { pause: args.pause },
-            other => anyhow::bail!("--sides: unknown side {other:?} (autohealer, reference-model)"),
+            other => anyhow::bail!("--sides: unknown side {other:?} (autohealer, autohealer-heartbeat, reference-model)"),
         });
     }
     if !Path::new(&args.binary).exists() && sides.iter().any(|s| matches!(s, Side::Autohealer { .. })) {
-        anyhow::bail!("{} not found: cargo build --release -p autohealer", args.binary);
+        anyhow::bail!("{} not found: cargo build --release --target x86_64-unknown-linux-musl -p autohealer", args.binary);
+    }
+    if args.nodes.iter().any(|n| *n < 8) {
+        anyhow::bail!("--nodes: at least 8 nodes");
     }
     let mut rows = Vec::new();
     for n in &args.nodes {
         for side in &sides {
             eprintln!("measuring {} at {n} nodes ...", side.name());
-            rows.push(measure(side, *n, &args).await?);
+            let started = Instant::now();
+            let row = measure(side, *n, &args).await?;
+            eprintln!("  done in {:.0} s: {}", started.elapsed().as_secs_f64(), report::one_line(&row));
+            if let Some(c) = &row.churn
+                && !c.kept_up()
+            {
+                eprintln!(
+                    "  WARNING: the churn generator fell behind: {:.1} of {:.1} node writes/s, {:.0} of {:.0} lease writes/s, backlog up to {:.1} s",
+                    c.node_rate, c.node_target, c.lease_rate, c.lease_target, c.max_backlog_s
+                );
+            }
+            rows.push(row);
+            if let Some(p) = &args.json {
+                std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
+            }
         }
     }
-    print_tables(&rows, args.simultaneous);
+    report::print_tables(&rows);
     Ok(())
 }
 

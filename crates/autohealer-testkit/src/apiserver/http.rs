@@ -338,7 +338,11 @@ fn json_response(shared: &Shared, verb: &str, resource: &str, code: StatusCode, 
 /// With one `Warning: 299 - "<text>"` header per warning, as `NewWarningHeader` in
 /// staging/src/k8s.io/apimachinery/pkg/util/net/http.go does (clients log them).
 fn json_response_warning(shared: &Shared, verb: &str, resource: &str, code: StatusCode, v: &Value, warnings: &[String]) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
+    bytes_response_warning(shared, verb, resource, code, serde_json::to_vec(v).unwrap_or_default(), warnings)
+}
+
+/// A JSON answer already encoded (a LIST or GET of stored objects).
+fn bytes_response_warning(shared: &Shared, verb: &str, resource: &str, code: StatusCode, body: Vec<u8>, warnings: &[String]) -> Response {
     shared.count(verb, resource, body.len() as u64, true);
     let mut resp = (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
     for w in warnings {
@@ -491,7 +495,8 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
         return watch(shared, target, &q, &resource);
     }
     match serve(&shared, &method, &target, &q, &headers, &body, verb) {
-        Ok(Served { code, body, warnings }) => json_response_warning(&shared, verb, &resource, code, &body, &warnings),
+        Ok(Served { code, encoded: Some(raw), warnings, .. }) => bytes_response_warning(&shared, verb, &resource, code, raw, &warnings),
+        Ok(Served { code, body, warnings, .. }) => json_response_warning(&shared, verb, &resource, code, &body, &warnings),
         Err(e) => error_response(&shared, verb, &resource, &e),
     }
 }
@@ -572,13 +577,59 @@ fn field_manager(q: &HashMap<String, String>, headers: &HeaderMap) -> String {
 struct Served {
     code: StatusCode,
     body: Value,
+    /// The body already encoded (stored objects are kept as JSON); then `body` is unused.
+    encoded: Option<Vec<u8>>,
     warnings: Vec<String>,
 }
 
 impl Served {
     fn ok(code: StatusCode, body: Value) -> Self {
-        Self { code, body, warnings: Vec::new() }
+        Self { code, body, encoded: None, warnings: Vec::new() }
     }
+
+    fn raw(code: StatusCode, encoded: Vec<u8>) -> Self {
+        Self { code, body: Value::Null, encoded: Some(encoded), warnings: Vec::new() }
+    }
+
+    fn written(code: StatusCode, w: store::Written) -> Self {
+        Self { code, body: (*w.object).clone(), encoded: None, warnings: w.warnings }
+    }
+}
+
+/// A list answer, byte for byte what `json!` of the same fields would print (keys in
+/// order), with the stored items copied in as they are.
+fn list_body(res: &Resource, meta: &Value, items: &[Bytes]) -> Vec<u8> {
+    let enc = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
+    let kind = enc(&json!(format!("{}List", res.kind)));
+    let api_version = enc(&json!(res.api_version()));
+    let meta = enc(meta);
+    let mut out = Vec::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 64 + meta.len());
+    out.extend_from_slice(b"{\"apiVersion\":");
+    out.extend_from_slice(&api_version);
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(b"],\"kind\":");
+    out.extend_from_slice(&kind);
+    out.extend_from_slice(b",\"metadata\":");
+    out.extend_from_slice(&meta);
+    out.push(b'}');
+    out
+}
+
+/// One watch event line, byte for byte what `json!({"type", "object"})` would print.
+fn watch_line(kind: EventType, object: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(object.len() + 32);
+    b.extend_from_slice(b"{\"object\":");
+    b.extend_from_slice(object);
+    b.extend_from_slice(b",\"type\":\"");
+    b.extend_from_slice(kind.as_str().as_bytes());
+    b.extend_from_slice(b"\"}\n");
+    Bytes::from(b)
 }
 
 /// The request's `fieldValidation` and the duplicate keys of its raw body.
@@ -633,13 +684,9 @@ fn serve(
                 meta["continue"] = json!(c);
                 meta["remainingItemCount"] = json!(r.remaining.unwrap_or(0));
             }
-            let items: Vec<&Value> = r.items.iter().map(|a| a.as_ref()).collect();
-            Ok(Served::ok(
-                StatusCode::OK,
-                json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": meta, "items": items}),
-            ))
+            Ok(Served::raw(StatusCode::OK, list_body(t.res, &meta, &r.items)))
         }
-        ("get", Some(name)) => Ok(Served::ok(StatusCode::OK, (*store.get(t.res, ns, name)?).clone())),
+        ("get", Some(name)) => Ok(Served::raw(StatusCode::OK, store.get_encoded(t.res, ns, name)?.to_vec())),
         ("create", None) => {
             let d = decoding(q, body, "CreateOptions")?;
             let obj = parse_body(headers, body)?;
@@ -647,13 +694,13 @@ fn serve(
                 return Ok(Served::ok(StatusCode::CREATED, obj));
             }
             let w = store.create_with(t.res, ns, obj, &manager, &d)?;
-            Ok(Served { code: StatusCode::CREATED, body: (*w.object).clone(), warnings: w.warnings })
+            Ok(Served::written(StatusCode::CREATED, w))
         }
         ("update", Some(name)) => {
             let d = decoding(q, body, "UpdateOptions")?;
             let obj = parse_body(headers, body)?;
             let w = store.mutate_with(t.res, ns, name, status, Mutation::Replace(obj), &manager, &d)?;
-            Ok(Served { code: StatusCode::OK, body: (*w.object).clone(), warnings: w.warnings })
+            Ok(Served::written(StatusCode::OK, w))
         }
         ("patch", Some(name)) => {
             let d = decoding(q, body, "PatchOptions")?;
@@ -682,7 +729,7 @@ fn serve(
                 }
             };
             let w = store.mutate_with(t.res, ns, name, status, m, &manager, &d)?;
-            Ok(Served { code: StatusCode::OK, body: (*w.object).clone(), warnings: w.warnings })
+            Ok(Served::written(StatusCode::OK, w))
         }
         ("delete", Some(name)) => {
             let body = if body.is_empty() { Value::Null } else { parse_body(headers, body)? };
@@ -910,20 +957,28 @@ fn watch(shared: Arc<Shared>, t: Target, q: &HashMap<String, String>, resource: 
             let ns = t.ns.clone();
             tokio::spawn(async move {
                 let selected = |v: &Value| labels.matches(v.pointer("/metadata/labels").and_then(Value::as_object)) && fields.matches(v);
+                // Without selectors every change is selected, before and after: nothing to parse.
+                let unfiltered = labels.is_empty() && fields.is_empty();
                 let mut last_rv = start_rv.unwrap_or_else(|| shared.store.current_rv());
-                let send = |tx: &mpsc::Sender<Bytes>, line: Value| {
+                let send = |tx: &mpsc::Sender<Bytes>, line: Bytes| {
+                    shared.count("watch", &resource, line.len() as u64, false);
+                    let tx = tx.clone();
+                    async move { tx.send(line).await.is_ok() }
+                };
+                let send_value = |tx: &mpsc::Sender<Bytes>, line: Value| {
                     let mut b = serde_json::to_vec(&line).unwrap_or_default();
                     b.push(b'\n');
-                    shared.count("watch", &resource, b.len() as u64, false);
-                    let tx = tx.clone();
-                    async move { tx.send(Bytes::from(b)).await.is_ok() }
+                    send(tx, Bytes::from(b))
                 };
-                let event_line = |c: &Change| -> Option<Value> {
+                let event_line = |c: &Change| -> Option<Bytes> {
                     if c.resource != res || ns.as_deref().is_some_and(|n| n != c.namespace) {
                         return None;
                     }
-                    let now = selected(&c.object);
-                    let before = c.prev.as_deref().is_some_and(&selected);
+                    let (before, now) = if unfiltered {
+                        (c.prev.is_some(), true)
+                    } else {
+                        (c.prev_value().is_some_and(|p| selected(&p)), selected(&c.object_value()))
+                    };
                     let kind = match (c.kind, before, now) {
                         (EventType::Deleted, _, true) => EventType::Deleted,
                         (EventType::Deleted, _, false) => return None,
@@ -933,7 +988,7 @@ fn watch(shared: Arc<Shared>, t: Target, q: &HashMap<String, String>, resource: 
                         (EventType::Modified, true, false) => EventType::Deleted,
                         _ => return None,
                     };
-                    Some(json!({"type": kind.as_str(), "object": c.object.as_ref()}))
+                    Some(watch_line(kind, &c.object))
                 };
                 for c in &backlog {
                     last_rv = last_rv.max(c.rv);
@@ -954,7 +1009,7 @@ fn watch(shared: Arc<Shared>, t: Target, q: &HashMap<String, String>, resource: 
                         _ = async { match kill.as_mut() { Some(k) => { let _ = k.recv().await; } None => std::future::pending().await } } => return,
                         _ = tick.tick(), if bookmarks => {
                             let line = json!({"type": "BOOKMARK", "object": {"kind": res.kind, "apiVersion": res.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}}});
-                            if !send(&tx, line).await { return; }
+                            if !send_value(&tx, line).await { return; }
                         }
                         r = live.recv() => match r {
                             Ok(c) => {
@@ -978,4 +1033,24 @@ fn watch(shared: Arc<Shared>, t: Target, q: &HashMap<String, String>, resource: 
     }
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_lists_and_watch_lines_are_what_json_would_print() {
+        let res = resources::find("", "v1", "nodes").expect("nodes");
+        let items = [json!({"metadata": {"name": "a", "labels": {"z": "1", "a": "2"}}}), json!({"metadata": {"name": "b"}, "spec": {}})];
+        let encoded: Vec<Bytes> = items.iter().map(|i| Bytes::from(serde_json::to_vec(i).unwrap())).collect();
+        let meta = json!({"resourceVersion": "7", "continue": "x", "remainingItemCount": 3});
+        let want = json!({"kind": "NodeList", "apiVersion": "v1", "metadata": meta, "items": items});
+        assert_eq!(list_body(res, &meta, &encoded), serde_json::to_vec(&want).unwrap());
+        let empty = json!({"kind": "NodeList", "apiVersion": "v1", "metadata": meta, "items": []});
+        assert_eq!(list_body(res, &meta, &[]), serde_json::to_vec(&empty).unwrap());
+        let mut line = serde_json::to_vec(&json!({"type": "MODIFIED", "object": items[0]})).unwrap();
+        line.push(b'\n');
+        assert_eq!(watch_line(EventType::Modified, &encoded[0]).to_vec(), line);
+    }
 }

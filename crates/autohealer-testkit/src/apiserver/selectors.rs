@@ -81,6 +81,11 @@ impl LabelSelector {
         Ok(Self(reqs))
     }
 
+    /// No requirement: everything matches.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn matches(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
         let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         self.0.iter().all(|r| match r {
@@ -149,6 +154,11 @@ impl FieldSelector {
             out.push((k.to_string(), eq, v.trim().to_string()));
         }
         Ok(Self(out))
+    }
+
+    /// No requirement: everything matches.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn matches(&self, obj: &Value) -> bool {

@@ -1,11 +1,17 @@
 //! The object store behind the fake apiserver: one global increasing
 //! resourceVersion, a bounded history of changes for watches, and the write rules
 //! (preconditions, status subresource, field ownership) of the real apiserver.
+//!
+//! Objects are kept as the JSON the server sends (a `serde_json::Value` costs several
+//! times its JSON in memory: every small map is a B-tree node), encoded once when they
+//! are written: a LIST or a watch event sends those bytes as they are, to every
+//! client, and a read parses them.
 
 use super::patch;
 use super::resources::{RESOURCES, Resource};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::validation::{self, FieldValidation};
+use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -140,7 +146,9 @@ impl Decoding {
                 version = res.version
             )),
         };
-        let (clean, unknown) = validation::decode_typed(res, &obj).map_err(|e| decode_failure(e, &obj))?;
+        // A strict refusal quotes the object as it came.
+        let as_sent = (self.directive == FieldValidation::Strict).then(|| obj.clone());
+        let (clean, unknown) = validation::decode_typed_owned(res, obj).map_err(|(e, obj)| decode_failure(e, &obj))?;
         if self.directive == FieldValidation::Ignore {
             return Ok(clean);
         }
@@ -154,7 +162,7 @@ impl Decoding {
             return Ok(clean);
         }
         if self.directive == FieldValidation::Strict {
-            return Err(decode_failure(format!("strict decoding error: {}", strict.join(", ")), &obj));
+            return Err(decode_failure(format!("strict decoding error: {}", strict.join(", ")), as_sent.as_ref().unwrap_or(&Value::Null)));
         }
         warnings.extend(strict);
         Ok(clean)
@@ -324,26 +332,53 @@ pub struct Change {
     pub resource: &'static Resource,
     pub namespace: String,
     pub kind: EventType,
-    pub object: Arc<Value>,
-    /// The object before the change, so a selector-filtered watch can turn a change
-    /// that leaves its selection into DELETED, as the real apiserver does.
-    pub prev: Option<Arc<Value>>,
+    /// The object after the change (for a deletion, its last state), as JSON.
+    pub object: Bytes,
+    /// The object before the change, as JSON, so a selector-filtered watch can turn a
+    /// change that leaves its selection into DELETED, as the real apiserver does.
+    pub prev: Option<Bytes>,
+}
+
+impl Change {
+    pub fn object_value(&self) -> Value {
+        decode(&self.object)
+    }
+
+    pub fn prev_value(&self) -> Option<Value> {
+        self.prev.as_deref().map(decode)
+    }
+}
+
+/// An object as the server sends it.
+fn encode(v: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// A stored object read back (it was encoded by [`encode`], so it parses).
+fn decode(b: &[u8]) -> Value {
+    serde_json::from_slice(b).unwrap_or(Value::Null)
 }
 
 type Key = (String, String);
 
+/// How many changes a watch may fall behind before it is ended (as the real
+/// apiserver ends a watcher whose buffer is full).
+const WATCH_BUFFER: usize = 65536;
+
 struct Inner {
     rv: u64,
-    objects: HashMap<usize, BTreeMap<Key, Arc<Value>>>,
+    objects: HashMap<usize, BTreeMap<Key, Bytes>>,
     history: VecDeque<Arc<Change>>,
     window: usize,
     /// Changes at or below this resourceVersion are no longer in the history.
     compacted: u64,
+    /// Live changes by (type, namespace): a watch of all namespaces takes `None`, so
+    /// a watch sees only its own type's changes, not every write to the store.
+    watchers: HashMap<(usize, Option<String>), broadcast::Sender<Arc<Change>>>,
 }
 
 pub struct Store {
     inner: Mutex<Inner>,
-    tx: broadcast::Sender<Arc<Change>>,
 }
 
 /// How a caller wants an existing object changed.
@@ -356,7 +391,8 @@ pub enum Mutation {
 }
 
 pub struct ListResult {
-    pub items: Vec<Arc<Value>>,
+    /// The items as JSON, as the server sends them.
+    pub items: Vec<Bytes>,
     pub rv: u64,
     pub cont: Option<String>,
     pub remaining: Option<usize>,
@@ -378,21 +414,40 @@ fn valid_name(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
-/// The object without the fields the server maintains, to tell a no-op write.
-fn content(v: &Value) -> Value {
-    let mut c = v.clone();
-    if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("managedFields");
-        m.remove("resourceVersion");
+/// Whether two versions are the same but for the fields the server maintains
+/// (`managedFields`, `resourceVersion`): a write that changes nothing else is a no-op.
+fn same_content(a: &Value, b: &Value) -> bool {
+    const MAINTAINED: [&str; 2] = ["managedFields", "resourceVersion"];
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return a == b };
+    let (am, bm) = (a.get("metadata"), b.get("metadata"));
+    let others_equal = a.len() - usize::from(am.is_some()) == b.len() - usize::from(bm.is_some())
+        && a.iter().filter(|(k, _)| *k != "metadata").all(|(k, v)| b.get(k) == Some(v));
+    if !others_equal {
+        return false;
     }
-    c
+    match (am, bm) {
+        (None, None) => true,
+        (Some(Value::Object(am)), Some(Value::Object(bm))) => {
+            let kept = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| !MAINTAINED.contains(&k.as_str())).count();
+            kept(am) == kept(bm) && am.iter().filter(|(k, _)| !MAINTAINED.contains(&k.as_str())).all(|(k, v)| bm.get(k) == Some(v))
+        }
+        (Some(am), Some(bm)) => am == bm,
+        _ => false,
+    }
 }
 
 impl Store {
     pub fn new(window: usize) -> Self {
-        let (tx, _) = broadcast::channel(65536);
-        let store =
-            Self { inner: Mutex::new(Inner { rv: 1, objects: HashMap::new(), history: VecDeque::new(), window, compacted: 0 }), tx };
+        let store = Self {
+            inner: Mutex::new(Inner {
+                rv: 1,
+                objects: HashMap::new(),
+                history: VecDeque::new(),
+                window,
+                compacted: 0,
+                watchers: HashMap::new(),
+            }),
+        };
         let ns = RESOURCES.iter().find(|r| r.plural == "namespaces").expect("namespaces is served");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "status": {"phase": "Active"}});
@@ -434,35 +489,57 @@ impl Store {
     fn commit(&self, g: &mut Inner, res: &'static Resource, key: Key, new: Option<Value>, prev: Option<Arc<Value>>) -> Arc<Value> {
         g.rv += 1;
         let rv = g.rv;
-        let (kind, obj) = match new {
+        let map = g.objects.entry(slot(res)).or_default();
+        // The version before, as stored (it is the `prev` the caller read).
+        let prev_json = prev.as_deref().map(|p| map.get(&key).cloned().unwrap_or_else(|| encode(p)));
+        let (kind, obj, json) = match new {
             Some(mut v) => {
                 v["metadata"]["resourceVersion"] = json!(rv.to_string());
                 let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
-                let v = Arc::new(v);
-                g.objects.entry(slot(res)).or_default().insert(key.clone(), v.clone());
-                (kind, v)
+                let json = encode(&v);
+                map.insert(key.clone(), json.clone());
+                (kind, Arc::new(v), json)
             }
             None => {
-                g.objects.entry(slot(res)).or_default().remove(&key);
+                map.remove(&key);
                 let mut last = prev.as_deref().cloned().unwrap_or(Value::Null);
                 last["metadata"]["resourceVersion"] = json!(rv.to_string());
-                (EventType::Deleted, Arc::new(last))
+                let json = encode(&last);
+                (EventType::Deleted, Arc::new(last), json)
             }
         };
-        let change = Arc::new(Change { rv, resource: res, namespace: key.0, kind, object: obj.clone(), prev });
+        let change = Arc::new(Change { rv, resource: res, namespace: key.0, kind, object: json, prev: prev_json });
         g.history.push_back(change.clone());
         Self::trim(g);
-        let _ = self.tx.send(change);
+        let s = slot(res);
+        for k in [(s, None), (s, Some(change.namespace.clone()))] {
+            let unwatched = match g.watchers.get(&k) {
+                Some(tx) if tx.receiver_count() > 0 => {
+                    let _ = tx.send(change.clone());
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            };
+            if unwatched {
+                g.watchers.remove(&k);
+            }
+        }
         obj
     }
 
-    pub fn get(&self, res: &'static Resource, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+    fn stored(&self, res: &'static Resource, ns: &str, name: &str) -> Option<Bytes> {
         let g = self.lock();
-        g.objects
-            .get(&slot(res))
-            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(res, name))
+        g.objects.get(&slot(res)).and_then(|m| m.get(&(ns.to_string(), name.to_string()))).cloned()
+    }
+
+    pub fn get(&self, res: &'static Resource, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+        self.stored(res, ns, name).map(|b| Arc::new(decode(&b))).ok_or_else(|| ApiError::not_found(res, name))
+    }
+
+    /// The object as the server sends it (JSON), without parsing it.
+    pub fn get_encoded(&self, res: &'static Resource, ns: &str, name: &str) -> ApiResult<Bytes> {
+        self.stored(res, ns, name).ok_or_else(|| ApiError::not_found(res, name))
     }
 
     fn check_rv(g: &Inner, rv: Option<&str>) -> ApiResult<()> {
@@ -511,11 +588,23 @@ impl Store {
         let mut items = Vec::new();
         let mut cont_out = None;
         let mut remaining = None;
+        // A page starts right after the last key of the one before.
+        let from = match &start_after {
+            Some(k) => std::ops::Bound::Excluded(k),
+            None => std::ops::Bound::Unbounded,
+        };
+        let unfiltered = labels.is_empty() && fields.is_empty();
+        let selected = |v: &Bytes| {
+            if unfiltered {
+                return true;
+            }
+            let v = decode(v);
+            labels.matches(v.pointer("/metadata/labels").and_then(Value::as_object)) && fields.matches(&v)
+        };
         let mut iter = all
-            .iter()
+            .range::<Key, _>((from, std::ops::Bound::Unbounded))
             .filter(|((o_ns, _), _)| ns.is_none_or(|n| n == o_ns))
-            .filter(|(k, _)| start_after.as_ref().is_none_or(|s| *k > s))
-            .filter(|(_, v)| labels.matches(v.pointer("/metadata/labels").and_then(Value::as_object)) && fields.matches(v))
+            .filter(|(_, v)| selected(v))
             .peekable();
         while let Some((k, v)) = iter.next() {
             items.push(v.clone());
@@ -531,8 +620,7 @@ impl Store {
     /// Subscribes to changes of `res` after `from`; the backlog and the live receiver
     /// are taken under one lock so no change falls between them.
     pub fn watch(&self, res: &'static Resource, ns: Option<&str>, from: Option<&str>) -> ApiResult<WatchStart> {
-        let g = self.lock();
-        let rx = self.tx.subscribe();
+        let mut g = self.lock();
         let mut backlog = Vec::new();
         match from.filter(|r| !r.is_empty() && *r != "0") {
             Some(rv) => {
@@ -540,8 +628,10 @@ impl Store {
                 if n < g.compacted {
                     return Err(ApiError::expired(format!("too old resource version: {n} ({})", g.compacted + 1)));
                 }
+                // The history is in resourceVersion order.
+                let first = g.history.partition_point(|c| c.rv <= n);
                 backlog.extend(
-                    g.history.iter().filter(|c| c.rv > n && c.resource == res).filter(|c| ns.is_none_or(|x| x == c.namespace)).cloned(),
+                    g.history.range(first..).filter(|c| c.resource == res).filter(|c| ns.is_none_or(|x| x == c.namespace)).cloned(),
                 );
             }
             None => {
@@ -561,6 +651,7 @@ impl Store {
                 }
             }
         }
+        let rx = g.watchers.entry((slot(res), ns.map(str::to_string))).or_insert_with(|| broadcast::channel(WATCH_BUFFER).0).subscribe();
         Ok((backlog, rx))
     }
 
@@ -722,7 +813,7 @@ impl Store {
         let ns_key = if res.namespaced { ns.to_string() } else { String::new() };
         let key = (ns_key.clone(), name.to_string());
         let mut g = self.lock();
-        let old = g.objects.get(&slot(res)).and_then(|m| m.get(&key)).cloned();
+        let old = g.objects.get(&slot(res)).and_then(|m| m.get(&key)).map(|b| Arc::new(decode(b)));
         let Some(old) = old else {
             if let Mutation::Apply { body, force } = mutation {
                 drop(g);
@@ -858,7 +949,7 @@ impl Store {
         let mut errs = validation::object_meta_update(&new, &old);
         errs.extend(validation::type_rules(res, &new, Some(&old)));
         validation::refuse(res, name, errs)?;
-        if content(&new) == content(&old) {
+        if same_content(&new, &old) {
             return Ok(old);
         }
         if !is_apply {
@@ -895,7 +986,12 @@ impl Store {
     pub fn delete_with(&self, res: &'static Resource, ns: &str, name: &str, opts: &DeleteOptions) -> ApiResult<Arc<Value>> {
         let key = (if res.namespaced { ns.to_string() } else { String::new() }, name.to_string());
         let mut g = self.lock();
-        let old = g.objects.get(&slot(res)).and_then(|m| m.get(&key)).cloned().ok_or_else(|| ApiError::not_found(res, name))?;
+        let old = g
+            .objects
+            .get(&slot(res))
+            .and_then(|m| m.get(&key))
+            .map(|b| Arc::new(decode(b)))
+            .ok_or_else(|| ApiError::not_found(res, name))?;
         if let Some(want) = &opts.uid {
             let have = meta_str(&old, "uid").unwrap_or_default();
             if want != have {
@@ -986,7 +1082,7 @@ impl Store {
                 m["metadata"]["deletionTimestamp"] = json!(rfc3339(now));
             }
             m["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            if content(&m) == content(&old) {
+            if same_content(&m, &old) {
                 return Ok(old);
             }
             return Ok(self.commit(&mut g, res, key, Some(m), Some(old)));
@@ -1100,7 +1196,8 @@ impl Store {
 
     /// Every object of a type, for the tests and the simulation to inspect.
     pub fn all(&self, res: &'static Resource) -> Vec<Arc<Value>> {
-        self.lock().objects.get(&slot(res)).map(|m| m.values().cloned().collect()).unwrap_or_default()
+        let stored: Vec<Bytes> = self.lock().objects.get(&slot(res)).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        stored.iter().map(|b| Arc::new(decode(b))).collect()
     }
 }
 

@@ -175,13 +175,35 @@ pub fn refuse(res: &Resource, name: &str, errs: Vec<FieldError>) -> Result<(), A
 /// unknown one), and is left as it was: the real server prints some zero values
 /// (`metav1.Time`) as null too.
 pub fn decode_typed(res: &Resource, obj: &Value) -> Result<(Value, Vec<String>), String> {
-    let mut without_nulls = obj.clone();
-    strip_nulls(&mut without_nulls);
-    let typed = roundtrip(res, &without_nulls)?;
-    let mut clean = obj.clone();
+    decode_typed_owned(res, obj.clone()).map_err(|(e, _)| e)
+}
+
+/// [`decode_typed`] of an object the caller gives up (handed back with the error).
+pub fn decode_typed_owned(res: &Resource, obj: Value) -> Result<(Value, Vec<String>), (String, Value)> {
+    let typed = if has_nulls(&obj) {
+        let mut without_nulls = obj.clone();
+        strip_nulls(&mut without_nulls);
+        roundtrip(res, &without_nulls)
+    } else {
+        roundtrip(res, &obj)
+    };
+    let typed = match typed {
+        Ok(t) => t,
+        Err(e) => return Err((e, obj)),
+    };
+    let mut clean = obj;
     let mut unknown = Vec::new();
-    prune(&mut clean, &typed, "", &mut unknown);
+    prune(&mut clean, &typed, &mut Vec::new(), &mut unknown);
     Ok((clean, unknown))
+}
+
+fn has_nulls(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.values().any(has_nulls),
+        Value::Array(a) => a.iter().any(has_nulls),
+        _ => false,
+    }
 }
 
 /// Through the k8s-openapi type, which (like Go's decoder) ignores what it does not
@@ -189,7 +211,8 @@ pub fn decode_typed(res: &Resource, obj: &Value) -> Result<(Value, Vec<String>),
 fn roundtrip(res: &Resource, v: &Value) -> Result<Value, String> {
     use k8s_openapi::api;
     fn through<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
-        let t: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        // Deserialized from the borrowed value: the same decoder as `from_value`, no copy.
+        let t = T::deserialize(v).map_err(|e| e.to_string())?;
         serde_json::to_value(t).map_err(|e| e.to_string())
     }
     match (res.group, res.kind) {
@@ -216,25 +239,61 @@ fn strip_nulls(v: &mut Value) {
     }
 }
 
-fn prune(v: &mut Value, typed: &Value, path: &str, unknown: &mut Vec<String>) {
+/// One step of the path `prune` is at: a key, or an index in a list.
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// `a.b[0].c`, the form the unknown fields are reported in.
+fn path_text(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for s in path {
+        match s {
+            Seg::Key(k) if out.is_empty() => out.push_str(k),
+            Seg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn prune(v: &mut Value, typed: &Value, path: &mut Vec<Seg>, unknown: &mut Vec<String>) {
     match (v, typed) {
         (Value::Object(m), Value::Object(t)) => {
-            let keys: Vec<String> = m.keys().cloned().collect();
-            for k in keys {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                match t.get(&k) {
-                    Some(tc) => prune(m.get_mut(&k).expect("key listed above"), tc, &child, unknown),
-                    None if m.get(&k).is_some_and(Value::is_null) => {}
+            // Reported in key order, nested ones where they stand; removed afterwards.
+            let mut gone = Vec::new();
+            for (k, c) in m.iter_mut() {
+                match t.get(k) {
+                    Some(tc) if c.is_object() || c.is_array() => {
+                        path.push(Seg::Key(k.clone()));
+                        prune(c, tc, path, unknown);
+                        path.pop();
+                    }
+                    Some(_) => {}
+                    None if c.is_null() => {}
                     None => {
-                        m.remove(&k);
-                        unknown.push(child);
+                        path.push(Seg::Key(k.clone()));
+                        unknown.push(path_text(path));
+                        path.pop();
+                        gone.push(k.clone());
                     }
                 }
+            }
+            for k in gone {
+                m.remove(&k);
             }
         }
         (Value::Array(a), Value::Array(t)) => {
             for (i, (e, te)) in a.iter_mut().zip(t).enumerate() {
-                prune(e, te, &format!("{path}[{i}]"), unknown);
+                if e.is_object() || e.is_array() {
+                    path.push(Seg::Index(i));
+                    prune(e, te, path, unknown);
+                    path.pop();
+                }
             }
         }
         _ => {}
