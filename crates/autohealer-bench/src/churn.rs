@@ -41,7 +41,7 @@ pub struct Churn {
 }
 
 /// What the generator did over a window, against what was due.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Achieved {
     pub node_target: f64,
     pub node_rate: f64,

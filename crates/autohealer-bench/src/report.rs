@@ -1,42 +1,60 @@
 //! The rows the benchmark measures and the Markdown tables BENCH.md shows.
 
 use crate::churn::Achieved;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Row {
     pub side: String,
     pub n: usize,
     /// Building the fake cluster (Nodes, Leases, servers), before the side starts.
+    #[serde(deserialize_with = "nan_for_null")]
     pub setup_s: f64,
     /// Start of the leader until it has read every node.
+    #[serde(deserialize_with = "nan_for_null")]
     pub sync_s: f64,
     /// The leader's VmHWM once synced, and at the end of the run.
+    #[serde(deserialize_with = "nan_for_null")]
     pub sync_peak_mib: f64,
+    #[serde(deserialize_with = "nan_for_null")]
     pub peak_mib: f64,
     /// The leader's VmRSS at the end of the steady window.
+    #[serde(deserialize_with = "nan_for_null")]
     pub rss_mib: f64,
     /// The leader's CPU seconds per minute in the steady window, under churn.
+    #[serde(deserialize_with = "nan_for_null")]
     pub cpu_per_min: f64,
     /// The standby's, over the same window (it keeps its cache and evaluates too).
+    #[serde(deserialize_with = "nan_for_null")]
     pub standby_cpu_per_min: f64,
+    #[serde(deserialize_with = "nan_for_null")]
     pub standby_rss_mib: f64,
     /// Bytes the leader read (its apiserver connections) per minute, steady window.
+    #[serde(deserialize_with = "nan_for_null")]
     pub read_bytes_per_min: f64,
     /// The fake apiserver's requests and response bytes per minute (both replicas),
     /// Events and the election Lease's writes left out, and by verb.
+    #[serde(deserialize_with = "nan_for_null")]
     pub req_per_min: f64,
+    #[serde(deserialize_with = "nan_for_null")]
     pub bytes_per_min: f64,
     pub by_verb: Vec<(String, f64, f64)>,
     /// CPU of the leader for one evaluation woken by one node change (median, min).
+    #[serde(deserialize_with = "nan_for_null")]
     pub eval_ms: f64,
+    #[serde(deserialize_with = "nan_for_null")]
     pub eval_min_ms: f64,
     pub wave_size: usize,
     pub wave_repaired: usize,
+    #[serde(deserialize_with = "nan_for_null")]
     pub lag_p50_ms: f64,
+    #[serde(deserialize_with = "nan_for_null")]
     pub lag_p99_ms: f64,
+    #[serde(deserialize_with = "nan_for_null")]
     pub lag_max_ms: f64,
     /// Each failure's lag, in the order they were made (NaN: not repaired in time).
+    #[serde(deserialize_with = "nans_for_nulls")]
     pub wave_lags_ms: Vec<f64>,
     /// The healer's own `autohealer_detection_lag_seconds` over the wave: the upper
     /// bound of the bucket holding its p99.
@@ -45,13 +63,27 @@ pub struct Row {
     pub wave_bytes: u64,
     pub simultaneous: usize,
     pub simultaneous_issued: usize,
+    #[serde(deserialize_with = "nan_for_null")]
     pub simultaneous_s: f64,
+    #[serde(deserialize_with = "nan_for_null")]
     pub failover_s: f64,
     pub churn: Option<Achieved>,
     /// The benchmark process itself: fake apiserver, fake OpenStack and churn.
+    #[serde(deserialize_with = "nan_for_null")]
     pub fake_rss_mib: f64,
+    #[serde(deserialize_with = "nan_for_null")]
     pub fake_peak_mib: f64,
+    #[serde(deserialize_with = "nan_for_null")]
     pub fake_cpu_per_min: f64,
+}
+
+/// JSON has no NaN: serde_json writes it as null, read back as NaN.
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Option::<f64>::deserialize(d).map(|v| v.unwrap_or(f64::NAN))
+}
+
+fn nans_for_nulls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    Vec::<Option<f64>>::deserialize(d).map(|v| v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 fn f(v: f64, digits: usize) -> String {
