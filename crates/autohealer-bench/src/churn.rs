@@ -156,9 +156,6 @@ fn run(world: Arc<World>, rates: Rates, stop: Arc<AtomicBool>, pause: Arc<Atomic
         last = now_i;
         let t = clock.as_secs_f64();
         let (node_due, lease_due) = ((t * node_rate) as u64, (t * lease_rate) as u64);
-        let backlog =
-            ((node_due - nodes_done.min(node_due)) as f64 / node_rate).max((lease_due - leases_done.min(lease_due)) as f64 / lease_rate);
-        c.max_backlog_ms.fetch_max((backlog * 1000.0) as u64, Ordering::Relaxed);
         // One batch of at most 20 ms of due writes, leases and nodes interleaved.
         let batch_end = Instant::now() + Duration::from_millis(20);
         let now = jiff::Timestamp::now();
@@ -189,6 +186,10 @@ fn run(world: Arc<World>, rates: Rates, stop: Arc<AtomicBool>, pause: Arc<Atomic
                 leases_done += 1;
             }
         }
+        // What is still due after the batch: a generator that keeps up has next to none.
+        let backlog =
+            ((node_due - nodes_done.min(node_due)) as f64 / node_rate).max((lease_due - leases_done.min(lease_due)) as f64 / lease_rate);
+        c.max_backlog_ms.fetch_max((backlog * 1000.0) as u64, Ordering::Relaxed);
         c.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
         if nodes_done >= node_due && leases_done >= lease_due {
             std::thread::sleep(Duration::from_millis(5));
