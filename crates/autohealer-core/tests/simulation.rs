@@ -10,7 +10,9 @@ use autohealer_cloud::{Action, ActionOutcome, CloudError, Phase, Progress, Repai
 use autohealer_core::effects::{self, Effect, Memory, Work};
 use autohealer_core::fleet::FleetState;
 use autohealer_core::ledger::{HISTORY_ANNOTATION, Ledger, RepairRecord, parse_history, push_history};
-use autohealer_core::planner::{self, Finding, Input, Limits, NodeState, Pause, Policy, Scope, Threshold};
+use autohealer_core::planner::{
+    self, Approval, Decision, Finding, Input, Limits, NodeState, Pause, Policy, Scope, Threshold, WorkloadCheck,
+};
 use autohealer_core::reason::Reason;
 use autohealer_core::step::{self, After, Facts};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -74,6 +76,12 @@ struct SimNode {
     ready_since: Timestamp,
     machine: Machine,
     fault: Option<Fault>,
+    /// Its pods crash-loop while the kubelet reports Ready: a fault only a new machine
+    /// cures, and that only the workload check can see once a repair "worked".
+    pods_crash: bool,
+    /// The operator's answers: `autohealer.dev/approve` and `autohealer.dev/deny`.
+    approve: Option<String>,
+    deny: Option<String>,
     /// Counts failures, for the per-failure invariants.
     failure: u32,
 }
@@ -127,8 +135,8 @@ impl SimNode {
                 "kernelVersion".into(),
                 if self.name.ends_with('0') || self.name.ends_with('5') { "k2" } else { "k1" }.into(),
             )],
-            approve: None,
-            deny: None,
+            approve: self.approve.clone(),
+            deny: self.deny.clone(),
         }
     }
 }
@@ -215,6 +223,15 @@ struct World {
     seen_short: HashMap<Scope, Timestamp>,
     /// Events per (node uid, failure).
     events: HashMap<(String, u32), usize>,
+    /// Proposals the healer announced (RepairProposed Events), by id: the node's uid and
+    /// when the proposal expires. The operator answers only these.
+    proposals: BTreeMap<String, (String, Timestamp)>,
+    /// Worker nodes the leader's last plan held: their step is over and the next one
+    /// waits (for approval, say); the planner gives them no concurrency slot.
+    held: HashSet<String>,
+    /// The proposals the operator approved.
+    approved: BTreeSet<String>,
+    answered: BTreeSet<String>,
     /// Node uid → the reasons of its Events.
     event_log: HashMap<String, Vec<Reason>>,
     writes: usize,
@@ -253,14 +270,31 @@ impl World {
                 ready_since: secs(now, -86400),
                 machine: Machine::Running,
                 fault: None,
+                pods_crash: false,
+                approve: None,
+                deny: None,
                 failure: 0,
             });
         }
         let dry_run = rng.random_bool(0.1);
         let masters_delegated = rng.random_bool(0.3);
         let slow_start = rng.random_bool(0.3).then_some(Duration::from_secs(3600));
+        // Some seeds need an operator's approval for replaces (and for every master step),
+        // and some check workloads after a repair.
+        let approval = if rng.random_bool(0.3) {
+            Approval {
+                worker: vec![Action::Replace],
+                master: if rng.random_bool(0.5) { vec![Action::Reboot, Action::Replace] } else { vec![] },
+                expiry: Duration::from_secs(rng.random_range(600..1800)),
+            }
+        } else {
+            Approval::default()
+        };
+        let workloads = WorkloadCheck { worker: rng.random_bool(0.5), master: rng.random_bool(0.2), window: Duration::from_secs(300) };
         let policy = Policy {
             slow_start,
+            approval,
+            workloads,
             dry_run,
             check_delay_after_add: Duration::from_secs(120),
             rebuild_delay_after_reboot: Duration::from_secs(300),
@@ -304,6 +338,10 @@ impl World {
             starts: vec![],
             seen_short: HashMap::new(),
             events: HashMap::new(),
+            proposals: BTreeMap::new(),
+            approved: BTreeSet::new(),
+            held: HashSet::new(),
+            answered: BTreeSet::new(),
             event_log: HashMap::new(),
             writes: 0,
             cloud_calls: 0,
@@ -379,6 +417,9 @@ impl World {
                 ready_since: now,
                 machine: Machine::Running,
                 fault: None,
+                pods_crash: false,
+                approve: None,
+                deny: None,
                 failure: n.failure + 1,
                 ..n.clone()
             };
@@ -396,9 +437,12 @@ impl World {
                 if n.fault.is_none() && n.machine == Machine::Running {
                     let kind = if self.rng.random_bool(0.6) { Fault::Soft } else { Fault::Hard };
                     n.fault = Some(kind);
+                    // A reboot brings the kubelet back, not always its pods.
+                    n.pods_crash = kind == Fault::Soft && self.rng.random_bool(0.4);
                     n.failure += 1;
                     let name = n.name.clone();
-                    self.log(format!("{name} fault {kind:?}"));
+                    let pods = if n.pods_crash { ", its pods will crash-loop after a reboot" } else { "" };
+                    self.log(format!("{name} fault {kind:?}{pods}"));
                 }
             }
             45..=54 => {
@@ -477,6 +521,37 @@ impl World {
                 self.log(format!("zone {zone} outage"));
             }
             _ => {}
+        }
+    }
+
+    /// The operator answers a proposal the healer announced, now and then after it
+    /// expired; faults or not.
+    fn operator(&mut self) {
+        if !self.apiserver_up {
+            return;
+        }
+        let open: Vec<(String, String)> =
+            self.proposals.iter().filter(|(id, _)| !self.answered.contains(*id)).map(|(id, (uid, _))| (id.clone(), uid.clone())).collect();
+        if open.is_empty() {
+            return;
+        }
+        let (id, uid) = open[self.rng.random_range(0..open.len())].clone();
+        self.answered.insert(id.clone());
+        *self.stats.entry("answers").or_default() += 1;
+        let approve = self.rng.random_bool(0.75);
+        if approve {
+            self.approved.insert(id.clone());
+        }
+        if let Some(n) = self.node_mut(&uid) {
+            if approve {
+                n.approve = Some(id.clone());
+            } else {
+                n.deny = Some(id.clone());
+            }
+            n.rv += 1;
+            let name = n.name.clone();
+            let how = if approve { "approve" } else { "deny" };
+            self.log(format!("{name} autohealer.dev/{how}={id}"));
         }
     }
 
@@ -597,6 +672,12 @@ impl World {
         let cooldowns = fleet.as_ref().map(|f| f.cooldowns(now)).unwrap_or_default();
         input.cooldowns = &cooldowns;
         let p = planner::plan(&input);
+        self.held = states
+            .iter()
+            .zip(&p.nodes)
+            .filter(|(s, d)| s.role == Role::Worker && matches!(d.decision, Decision::Held { .. }))
+            .map(|(s, _)| s.uid.clone())
+            .collect();
         let busy: HashSet<String> = self.tasks.iter().map(|t| t.uid.clone()).collect();
         let policy = self.policy.clone();
         let impossible = |_: &NodeState| None;
@@ -613,6 +694,10 @@ impl World {
                 Effect::Event { node, reason, note, action } => {
                     if reason == Reason::RepairHeld {
                         *self.stats.entry(action).or_default() += 1;
+                    }
+                    if reason == Reason::RepairProposed {
+                        *self.stats.entry("proposals").or_default() += 1;
+                        self.proposed(&node, &note)?;
                     }
                     self.log(format!("{} Event {reason} on {node}: {note}", self.replicas[l].identity).chars().take(200).collect());
                     if let Some(n) = self.nodes.iter().find(|n| n.name == node) {
@@ -632,6 +717,8 @@ impl World {
                     if let Work::Start { attempt: 1, .. } = &work {
                         self.check_new_repair(&n, &states, pause)?;
                     }
+                    self.check_approved(&n, &work, now)?;
+                    self.check_workloads(&n, &work, now)?;
                     let kind = match &work {
                         Work::Start { attempt: 1, .. } => "repairs begun",
                         Work::Start { .. } => "escalations",
@@ -699,6 +786,90 @@ impl World {
         Ok(())
     }
 
+    /// Keeps a proposal the healer announced, for the operator to answer. Its note must
+    /// name the id and the command, and say when it expires.
+    fn proposed(&mut self, node: &str, note: &str) -> Check {
+        let Some(uid) = self.nodes.iter().find(|n| n.name == node).map(|n| n.uid.clone()) else { return Ok(()) };
+        if note.contains("was denied") {
+            return Ok(());
+        }
+        let id: String = note.split("proposal ").nth(1).unwrap_or("").chars().take_while(char::is_ascii_alphanumeric).collect();
+        let until = note
+            .split("it expires at ")
+            .nth(1)
+            .and_then(|u| u.split_whitespace().next())
+            .and_then(|u| u.trim_end_matches(['.', ';', ',']).parse::<Timestamp>().ok());
+        match until {
+            Some(until) if !id.is_empty() && note.contains(&format!("autohealer.dev/approve={id}")) => {
+                self.proposals.insert(id, (uid, until));
+                Ok(())
+            }
+            _ => Err(format!("a RepairProposed Event on {node} without its id, command and expiry: {note}")),
+        }
+    }
+
+    /// A step that needs approval begins only with the approval of a proposal the healer
+    /// made for this node, not denied, and not expired.
+    fn check_approved(&mut self, n: &SimNode, work: &Work, now: Timestamp) -> Check {
+        let Work::Start { action, .. } = work else { return Ok(()) };
+        let a = &self.policy.approval;
+        let needed = match n.role {
+            Role::Master => a.master.contains(action),
+            Role::Worker => a.worker.contains(action),
+        };
+        if !needed {
+            return Ok(());
+        }
+        let Some(id) = &n.approve else {
+            return Err(format!("{} {action} begun without approval", n.name));
+        };
+        if n.deny.as_ref() == Some(id) {
+            return Err(format!("{} {action} begun on proposal {id}, which was denied", n.name));
+        }
+        if !self.approved.contains(id) {
+            return Err(format!("{} {action} begun on {id}, which no operator approved", n.name));
+        }
+        match self.proposals.get(id) {
+            Some((uid, _)) if *uid != n.uid => Err(format!("{} {action} begun on {id}, a proposal for another node", n.name)),
+            // The replica that proposed it may run another clock.
+            Some((_, until)) if secs(*until, MAX_SKEW) <= now => {
+                Err(format!("{} {action} begun at {now} on {id}, a proposal that expired at {until}", n.name))
+            }
+            Some(_) => {
+                *self.stats.entry("approved steps").or_default() += 1;
+                Ok(())
+            }
+            None => Err(format!("{} {action} begun on {id}, which the healer never proposed", n.name)),
+        }
+    }
+
+    /// With the workload check on, a repair is over only when the node has been healthy
+    /// for the workload window, and never while its record says the workloads failed.
+    fn check_workloads(&mut self, n: &SimNode, work: &Work, now: Timestamp) -> Check {
+        match work {
+            Work::Recovered { record } if record.workloads_failed.is_some() => {
+                Err(format!("{} recorded as recovered while its record says: {:?}", n.name, record.workloads_failed))
+            }
+            Work::Recovered { record } if self.policy.workloads.applies(n.role) && record.failed.is_none() => {
+                let window = SignedDuration::try_from(self.policy.workloads.window).unwrap_or_default();
+                match n.ready.then_some(n.ready_since) {
+                    Some(since) if since.checked_add(window).is_ok_and(|t| t <= now) => {
+                        if n.pods_crash {
+                            *self.stats.entry("workload failures").or_default() += 1;
+                        }
+                        Ok(())
+                    }
+                    _ => Err(format!("{} recovered before its workloads had {window:?} to show they run", n.name)),
+                }
+            }
+            Work::Start { .. } if n.record().is_some_and(|r| r.workloads_failed.is_some()) => {
+                *self.stats.entry("steps after a workload failure").or_default() += 1;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn first_op(&self, n: &SimNode, work: Work, l: usize, now: Timestamp) -> Op {
         let me = self.replicas[l].identity.clone();
         match work {
@@ -736,6 +907,15 @@ impl World {
                     begins: false,
                 }
             }
+            // As the actor: with the workload check on, a node back whose pods crash-loop
+            // (while their owners' pods elsewhere run) records the step as failed.
+            Work::Recovered { record } if self.policy.workloads.applies(n.role) && record.failed.is_none() && n.pods_crash => Op::Write {
+                record: Some(step::workloads_failed(&record, "pod app/x crash-loops on it while 2 of its owner's 2 pods elsewhere run")),
+                cordon: false,
+                history: None,
+                then: Box::new(Op::Done),
+                begins: false,
+            },
             Work::Recovered { record } => {
                 Op::Write { record: None, cordon: false, history: step::recovered(&record, now), then: Box::new(Op::Done), begins: false }
             }
@@ -1081,7 +1261,18 @@ impl World {
         }
         for role in [Role::Master, Role::Worker] {
             let max = if role == Role::Master { self.policy.limits.master_concurrency } else { self.policy.limits.worker_concurrency };
-            let active = self.nodes.iter().filter(|n| n.role == role && n.record().is_some_and(|r| r.failed.is_none())).count();
+            // A worker whose step is over (its next step held by a gate, or its time up:
+            // the shortest rebuild delay a reload sets) is not under way, unless its
+            // machine is out of service or a task works on it.
+            let waits = |n: &SimNode, r: &RepairRecord| {
+                let over = match r.action {
+                    Action::Reboot => secs(r.started, 120),
+                    Action::Replace => planner::add(r.started, self.policy.replace_timeout),
+                } <= self.now;
+                (over || self.held.contains(&n.uid)) && !r.out_of_service && !self.tasks.iter().any(|t| t.uid == n.uid)
+            };
+            let active =
+                self.nodes.iter().filter(|n| n.role == role && n.record().is_some_and(|r| r.failed.is_none() && !waits(n, &r))).count();
             if active > max {
                 return Err(format!("{active} {role} steps under way at once, above concurrency {max}"));
             }
@@ -1132,6 +1323,7 @@ impl World {
             }
             30..=58 => self.evaluate()?,
             59..=96 => self.run_task()?,
+            97 => self.operator(),
             _ if faults => self.inject(),
             _ if self.leader.is_none() => self.leadership(),
             _ => {}
@@ -1221,9 +1413,20 @@ fn the_lifecycle_holds_its_invariants_through_faults() {
         }
     }
     println!("{} seeds passed; longest trace {longest} events; exercised: {total:?}", seeds.len());
-    for path in
-        ["repairs begun", "escalations", "steps continued from a phase", "stalls", "restores", "recoveries", "failed steps", "delegations"]
-    {
+    for path in [
+        "repairs begun",
+        "escalations",
+        "steps continued from a phase",
+        "stalls",
+        "restores",
+        "recoveries",
+        "failed steps",
+        "delegations",
+        "proposals",
+        "approved steps",
+        "workload failures",
+        "steps after a workload failure",
+    ] {
         assert!(total.get(path).copied().unwrap_or(0) > 0 || seeds.len() < 20, "no seed reached {path}: the faults miss a path");
     }
 }
