@@ -32,6 +32,7 @@ use world::{World, node_name, nodes_res, wait_until};
 
 mod churn;
 mod fakeonly;
+mod massfail;
 mod model;
 mod procfs;
 mod report;
@@ -92,6 +93,9 @@ enum Cmd {
     ReferenceModel(model::ModelArgs),
     /// The fake apiserver alone: memory, churn and LIST speed at each size.
     Fake(fakeonly::FakeArgs),
+    /// Slow start's price: N workers failing at once, time until all are rebooted and
+    /// back, with `slow-start` off and on.
+    MassFailure(massfail::MassArgs),
     /// The tables again from `--json` files (rows of later files replace those of
     /// earlier ones with the same side and size), and the merged rows to `--json`.
     Report { files: Vec<std::path::PathBuf> },
@@ -405,6 +409,7 @@ async fn main() -> anyhow::Result<()> {
     match args.command {
         Some(Cmd::ReferenceModel(m)) => return model::run(m).await,
         Some(Cmd::Fake(f)) => return fakeonly::run(f).await,
+        Some(Cmd::MassFailure(m)) => return massfail::run(m).await,
         Some(Cmd::Report { files }) => {
             let mut rows: Vec<report::Row> = Vec::new();
             for f in files {
