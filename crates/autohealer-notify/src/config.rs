@@ -190,7 +190,7 @@ impl NotifyConfig {
                 }
             }
         }
-        let c: NotifyConfig = autohealer_healthcheck::from_value(value, path).map_err(|e| err(e.path, e.message))?;
+        let c: NotifyConfig = autohealer_params::from_value(value, path).map_err(|e| err(e.path, e.message))?;
         c.validate(path)?;
         Ok(c)
     }

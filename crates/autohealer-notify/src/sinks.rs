@@ -31,7 +31,7 @@ pub trait Sink: Send + Sync {
 
 pub fn build(s: &SinkConfig, config: &NotifyConfig, path: &str) -> Result<Box<dyn Sink>, NotifyConfigError> {
     let http = || {
-        autohealer_healthcheck::ensure_crypto_provider();
+        autohealer_params::ensure_crypto_provider();
         reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
@@ -216,7 +216,7 @@ impl Email {
         let mut b =
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host).port(s.smtp_port.unwrap_or(587)).timeout(Some(config.timeout));
         if s.starttls.unwrap_or(true) {
-            autohealer_healthcheck::ensure_crypto_provider();
+            autohealer_params::ensure_crypto_provider();
             let mut tls = TlsParameters::builder(host.clone());
             if let Some(ca) = &s.ca_file {
                 let pem = std::fs::read(ca).map_err(|err| e("ca-file", format!("cannot read {}: {err}", ca.display())))?;

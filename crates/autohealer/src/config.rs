@@ -6,7 +6,8 @@ use autohealer_cloud::{Action, Role};
 use autohealer_core::observe::{Disposition, Route};
 use autohealer_core::planner::{Limits, Threshold};
 use autohealer_core::{Checks, Policy};
-use autohealer_healthcheck::{ParamError, Registry, from_value, kebab};
+use autohealer_healthcheck::Registry;
+use autohealer_params::{ParamError, from_value, kebab};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -295,7 +296,7 @@ impl EnvOverrides {
             if !top.contains(&key.as_str()) {
                 let near: Vec<String> = top.iter().map(|k| format!("AUTOHEALER_{}", k.to_ascii_uppercase().replace('-', "_"))).collect();
                 let near: Vec<&str> = near.iter().map(String::as_str).collect();
-                ignored.push(format!("${var} names no config key{}", autohealer_healthcheck::did_you_mean(var, &near)));
+                ignored.push(format!("${var} names no config key{}", autohealer_params::did_you_mean(var, &near)));
                 continue;
             }
             let parsed: serde_json::Value = serde_saphyr::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.clone()));
@@ -1446,7 +1447,7 @@ mod tests {
     fn a_secret_that_is_a_common_word_leaves_other_errors_whole() {
         let e = load("cluster-name: c\nopenstack:\n  password: password\n  auth-urll: https://k/v3\n").unwrap_err();
         assert_eq!(e.path, "openstack.auth-urll");
-        assert!(e.message.contains("`password`, `password-file`"), "{e}");
+        assert!(e.message.contains("password, password-file"), "{e}");
         let e = load("cluster-name: c\nhealthcheck:\n  master:\n    - params: {token: type}\n").unwrap_err();
         assert_eq!(e.path, "healthcheck.master[0]");
         assert!(e.message.contains("missing field `type`") && e.message.contains("\"<hidden>\""), "{e}");

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Installs ring as rustls's crypto provider, before any TLS client is built.
 pub fn install_crypto() {
-    autohealer_healthcheck::ensure_crypto_provider();
+    autohealer_params::ensure_crypto_provider();
 }
 
 /// This replica's name: the configured identity, `$POD_NAME`, or the hostname.

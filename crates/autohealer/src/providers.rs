@@ -63,7 +63,7 @@ pub fn build(loaded: &Loaded, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn 
         }
         other => anyhow::bail!(
             "cloud-provider: unknown provider {other:?}{}; known: {}",
-            autohealer_healthcheck::did_you_mean(other, KNOWN),
+            autohealer_params::did_you_mean(other, KNOWN),
             KNOWN.join(", ")
         ),
     }
