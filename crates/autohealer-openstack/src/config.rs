@@ -20,7 +20,7 @@ fn err(path: &str, message: impl Into<String>) -> ConfigError {
     ConfigError { path: path.to_string(), message: message.into() }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OpenStackConfig {
     pub auth_url: Option<String>,

@@ -2,11 +2,12 @@
 //! default, plus the keys this healer adds. [`KEYS`] documents them all in one place,
 //! shared by the README and `autohealer config-reference`.
 
+use crate::Registries;
 use autohealer_cloud::{Action, Role};
+use autohealer_cloud::{ProviderConfig, registry::Site};
 use autohealer_core::observe::{Disposition, Route};
 use autohealer_core::planner::{Limits, Threshold};
 use autohealer_core::{Checks, Policy};
-use autohealer_healthcheck::Registry;
 use autohealer_params::{ParamError, from_value, kebab};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -72,11 +73,6 @@ pub const KEYS: &[KeyDoc] = &[
         key: "healthcheck.worker",
         default: "(none)",
         doc: "Checks for workers, as for masters: without the key no worker is repaired.",
-    },
-    KeyDoc {
-        key: "openstack",
-        default: "(none)",
-        doc: "The OpenStack provider's settings (auth-url, credentials, region, ...), as magnum-auto-healer reads them.",
     },
     KeyDoc { key: "leader-election.lease-name", default: "autohealer", doc: "The Lease that elects the active replica." },
     KeyDoc { key: "leader-election.lease-namespace", default: "kube-system", doc: "The Lease's namespace." },
@@ -282,12 +278,8 @@ impl EnvOverrides {
     /// Applies the overrides to the file's keys. Variables that name no key are ignored,
     /// not refused: Kubernetes itself sets some (the service links of a Service named
     /// `autohealer`, e.g. `AUTOHEALER_SERVICE_HOST`), so they cannot stop the healer.
-    fn apply(&self, value: &mut serde_json::Value) -> Applied {
-        let top: Vec<&str> = {
-            let mut t: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
-            t.dedup();
-            t
-        };
+    fn apply(&self, value: &mut serde_json::Value, registries: &Registries) -> Applied {
+        let top = top_level_keys(registries);
         let mut applied = Vec::new();
         let mut ignored = Vec::new();
         let mut from_env = Vec::new();
@@ -316,6 +308,19 @@ impl EnvOverrides {
         }
         Applied { applied, ignored, from_env }
     }
+}
+
+/// Every documented key path: the binary's own, and each registered provider's block.
+pub fn key_paths(registries: &Registries) -> Vec<&'static str> {
+    KEYS.iter().map(|k| k.key).chain(registries.providers.names()).collect()
+}
+
+/// Every top-level key: the binary's own, and each registered provider's block.
+fn top_level_keys(registries: &Registries) -> Vec<&'static str> {
+    let mut top: Vec<&'static str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
+    top.dedup();
+    top.extend(registries.providers.names());
+    top
 }
 
 /// What [`EnvOverrides::apply`] did.
@@ -369,8 +374,6 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     #[serde(default)]
     pub healthcheck: HealthcheckConfig,
-    #[serde(default)]
-    pub openstack: Option<ProviderBlock>,
     #[serde(default)]
     pub leader_election: LeaderElection,
     #[serde(default)]
@@ -817,19 +820,6 @@ impl Default for Admin {
     }
 }
 
-/// A provider's settings as written, handed to the provider to read. It may hold
-/// credentials, so its `Debug` shows the keys only.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct ProviderBlock(pub serde_json::Value);
-
-impl std::fmt::Debug for ProviderBlock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys: Vec<&String> = self.0.as_object().map(|m| m.keys().collect()).unwrap_or_default();
-        f.debug_struct("ProviderBlock").field("keys", &keys).finish_non_exhaustive()
-    }
-}
-
 /// A config error: the key path, and what is wrong with the value there.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -1060,6 +1050,8 @@ impl Hidden {
 pub struct Loaded {
     pub config: Config,
     pub checks: Checks,
+    /// The block of the provider `cloud-provider` names, parsed and validated by it.
+    pub provider: ProviderConfig,
     pub notify: autohealer_notify::NotifyConfig,
     /// The environment overrides in force, and the keys they replaced.
     pub env: EnvOverrides,
@@ -1069,58 +1061,65 @@ pub struct Loaded {
 }
 
 impl Config {
-    pub fn load_file(path: &Path, registry: &Registry) -> Result<Loaded, ConfigError> {
+    pub fn load_file(path: &Path, registries: &Registries) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError { path: path.display().to_string(), message: format!("cannot read the config file: {e}") })?;
-        Self::load_str_with(&text, registry, &EnvOverrides::from_env())
+        Self::load_str_with(&text, registries, &EnvOverrides::from_env())
     }
 
     /// Loads a config file's text alone, without environment overrides.
-    pub fn load_str(text: &str, registry: &Registry) -> Result<Loaded, ConfigError> {
-        Self::load_str_with(text, registry, &EnvOverrides::default())
+    pub fn load_str(text: &str, registries: &Registries) -> Result<Loaded, ConfigError> {
+        Self::load_str_with(text, registries, &EnvOverrides::default())
     }
 
-    pub fn load_str_with(text: &str, registry: &Registry, env: &EnvOverrides) -> Result<Loaded, ConfigError> {
+    pub fn load_str_with(text: &str, registries: &Registries, env: &EnvOverrides) -> Result<Loaded, ConfigError> {
         let value: serde_json::Value = serde_saphyr::from_str(text)
             .map_err(|e| ConfigError { path: "(file)".into(), message: format!("not valid YAML: {}", yaml_error(&e, text)) })?;
         let mut value = if value.is_null() { serde_json::json!({}) } else { value };
         if !value.is_object() {
             return Err(ConfigError { path: "(file)".into(), message: format!("the config must be a map of keys, got {}", kind(&value)) });
         }
-        let Applied { applied: overridden, ignored: ignored_env, from_env } = env.apply(&mut value);
+        let Applied { applied: overridden, ignored: ignored_env, from_env } = env.apply(&mut value, registries);
         let hidden = Hidden::find(value.clone(), from_env);
-        let (config, checks, notify) = Self::load_value(&value, registry).map_err(|e| hidden.redact(e))?;
-        Ok(Loaded { config, checks, notify, env: env.clone(), overridden, ignored_env })
+        let (config, checks, provider, notify) = Self::load_value(value, registries).map_err(|e| hidden.redact(e))?;
+        Ok(Loaded { config, checks, provider, notify, env: env.clone(), overridden, ignored_env })
     }
 
     fn load_value(
-        value: &serde_json::Value,
-        registry: &Registry,
-    ) -> Result<(Config, Checks, autohealer_notify::NotifyConfig), ConfigError> {
-        let config: Config = from_value(value, "")?;
-        let checks = config.validate(registry)?;
+        mut value: serde_json::Value,
+        registries: &Registries,
+    ) -> Result<(Config, Checks, ProviderConfig, autohealer_notify::NotifyConfig), ConfigError> {
+        // Each provider's block is its own top-level key, read by the provider alone.
+        let mut blocks = std::collections::BTreeMap::new();
+        if let Some(map) = value.as_object_mut() {
+            let top = top_level_keys(registries);
+            if let Some(k) = map.keys().find(|k| !top.contains(&k.as_str())) {
+                return Err(ConfigError {
+                    path: k.clone(),
+                    message: format!("unknown key {k:?}{}; valid keys: {}", autohealer_params::did_you_mean(k, &top), top.join(", ")),
+                });
+            }
+            for name in registries.providers.names() {
+                if let Some(block) = map.remove(name) {
+                    blocks.insert(name, block);
+                }
+            }
+        }
+        let config: Config = from_value(&value, "")?;
+        let checks = config.validate(&registries.checks)?;
+        let site = Site { cluster_name: config.cluster_name.clone() };
+        let provider = registries.providers.parse(&config.cloud_provider, blocks.get(config.cloud_provider.as_str()), &site)?;
         let notify = match &config.notifications {
             Some(v) => {
                 autohealer_notify::NotifyConfig::parse(v, "notifications").map_err(|e| ConfigError { path: e.path, message: e.message })?
             }
             None => Default::default(),
         };
-        Ok((config, checks, notify))
+        Ok((config, checks, provider, notify))
     }
 
-    fn validate(&self, registry: &Registry) -> Result<Checks, ConfigError> {
+    fn validate(&self, registry: &autohealer_healthcheck::Registry) -> Result<Checks, ConfigError> {
         let err = |path: &str, message: String| ConfigError { path: path.into(), message };
-        if self.cloud_provider == "openstack" {
-            let os = autohealer_openstack::OpenStackConfig::parse(self.openstack.as_ref().map(|b| &b.0))
-                .map_err(|e| ConfigError { path: e.path, message: e.message })?;
-            let nova = os.strategy.as_deref() == Some("nova");
-            if !nova && self.cluster_name.as_deref().is_none_or(str::is_empty) {
-                return Err(err(
-                    "cluster-name",
-                    "required by cloud-provider openstack (the Magnum cluster's UUID), unless openstack.strategy is nova".into(),
-                ));
-            }
-        }
         if self.monitor_interval.is_zero() {
             return Err(err("monitor-interval", "must be more than 0s".into()));
         }
@@ -1335,11 +1334,17 @@ impl Config {
     }
 }
 
-/// The key reference as a Markdown table.
-pub fn reference_markdown() -> String {
+/// The key reference as a Markdown table; each registered provider's block follows
+/// `cloud-provider`.
+pub fn reference_markdown(registries: &Registries) -> String {
     let mut s = String::from("| key | default | meaning |\n|---|---|---|\n");
     for k in KEYS {
         s.push_str(&format!("| `{}` | {} | {} |\n", k.key, k.default, k.doc));
+        if k.key == "cloud-provider" {
+            for (name, doc) in registries.providers.docs() {
+                s.push_str(&format!("| `{name}` | (none) | {doc} |\n"));
+            }
+        }
     }
     s
 }
@@ -1349,7 +1354,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Loaded, ConfigError> {
-        Config::load_str(text, &Registry::with_builtins())
+        Config::load_str(text, &Registries::builtin())
     }
 
     #[test]
@@ -1410,19 +1415,20 @@ mod tests {
             ("PATH".to_string(), "/bin".to_string()),
         ]);
         let text = "cluster-name: c\nopenstack:\n  auth-url: https://k/v3\n  user-id: u\n";
-        let l = Config::load_str_with(text, &Registry::with_builtins(), &env).unwrap();
+        let l = Config::load_str_with(text, &Registries::builtin(), &env).unwrap();
         assert!(l.config.dry_run);
         assert_eq!(l.config.monitor_interval, secs(15));
-        let os = &l.config.openstack.as_ref().unwrap().0;
-        assert_eq!((os["auth-url"].as_str(), os["password"].as_str()), (Some("https://k/v3"), Some("from-secret")), "merged");
+        let merged = serde_json::json!({"auth-url": "https://k/v3", "user-id": "u", "password": "from-secret"});
+        let site = Site { cluster_name: Some("c".into()) };
+        assert_eq!(l.provider, Registries::builtin().providers.parse("openstack", Some(&merged), &site).unwrap(), "merged");
         let names: Vec<&str> = l.overridden.iter().map(|(v, _)| v.as_str()).collect();
         assert_eq!(names, ["AUTOHEALER_DRY_RUN", "AUTOHEALER_MONITOR_INTERVAL", "AUTOHEALER_OPENSTACK"]);
         assert!(!format!("{l:?}").contains("from-secret"), "values never shown");
         let foreign = EnvOverrides::from_vars([("AUTOHEALER_SERVICE_HOST".to_string(), "10.0.0.1".to_string())]);
-        let l = Config::load_str_with(text, &Registry::with_builtins(), &foreign).unwrap();
+        let l = Config::load_str_with(text, &Registries::builtin(), &foreign).unwrap();
         assert!(l.ignored_env[0].starts_with("$AUTOHEALER_SERVICE_HOST names no config key"), "{:?}", l.ignored_env);
         let bad = EnvOverrides::from_vars([("AUTOHEALER_DRY_RUN".to_string(), "perhaps".to_string())]);
-        let e = Config::load_str_with(text, &Registry::with_builtins(), &bad).unwrap_err();
+        let e = Config::load_str_with(text, &Registries::builtin(), &bad).unwrap_err();
         assert_eq!(e.path, "dry-run");
     }
 
@@ -1480,7 +1486,7 @@ mod tests {
 
     #[test]
     fn every_key_is_documented() {
-        let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
+        let documented = top_level_keys(&Registries::builtin());
         let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\ncorrelated-hold: {}\nrepeated-repairs: {}\nslow-start: {}\napproval: {}\nworkload-check: {}\nrecovery-stable-window: 1s\napiserver-outage-grace: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
         load(sample).unwrap();
         for line in sample.lines() {
@@ -1496,7 +1502,7 @@ mod readme {
     fn readme_has_the_current_key_reference() {
         let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
         assert!(
-            readme.contains(&super::reference_markdown()),
+            readme.contains(&super::reference_markdown(&crate::Registries::builtin())),
             "README's key table differs from `autohealer config-reference`: paste its output into README.md"
         );
     }
@@ -1513,7 +1519,7 @@ mod examples {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml") {
-                Config::load_file(&path, &Registry::with_builtins()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                Config::load_file(&path, &Registries::builtin()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 seen += 1;
             }
         }
@@ -1524,34 +1530,30 @@ mod examples {
     fn checks_carry_their_own_steps_and_reasons_pick_them() {
         use autohealer_core::observe::Disposition;
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
-        let gpu = Config::load_str(&std::fs::read_to_string(format!("{dir}gpu.yaml")).unwrap(), &Registry::with_builtins()).unwrap();
+        let gpu = Config::load_str(&std::fs::read_to_string(format!("{dir}gpu.yaml")).unwrap(), &Registries::builtin()).unwrap();
         let route = &gpu.checks.routes[&(Role::Worker, 1)];
         let reason = |r: &str| (route.0)(&format!("condition AcceleratedHardwareReady is False ({r})"));
         assert_eq!(reason("NvidiaXID79Error"), Disposition::Repair(Some(vec![Action::Replace])));
         assert_eq!(reason("NvidiaXID13Error"), Disposition::Repair(Some(vec![Action::Reboot])));
         assert_eq!(reason("NvidiaXID43Error"), Disposition::NotifyOnly, "another XID is only told");
-        let npd =
-            Config::load_str(&std::fs::read_to_string(format!("{dir}node-problem-detector.yaml")).unwrap(), &Registry::with_builtins())
-                .unwrap();
+        let npd = Config::load_str(&std::fs::read_to_string(format!("{dir}node-problem-detector.yaml")).unwrap(), &Registries::builtin())
+            .unwrap();
         assert_eq!((npd.checks.routes[&(Role::Worker, 2)].0)("x"), Disposition::Repair(Some(vec![Action::Replace])));
         assert!(!npd.checks.routes.contains_key(&(Role::Worker, 0)), "a plain check keeps the role's steps");
         // A bad pattern, or steps with notify-only, is refused at its key.
         let bad = "cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      reasons:\n        - match: 'XID(('\n          steps: [reboot]\n";
-        let e = Config::load_str(bad, &Registry::with_builtins()).unwrap_err();
+        let e = Config::load_str(bad, &Registries::builtin()).unwrap_err();
         assert_eq!(e.path, "healthcheck.worker[0].reasons[0].match", "{e}");
         let bad = "cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      action: notify-only\n      steps: [reboot]\n";
-        assert_eq!(Config::load_str(bad, &Registry::with_builtins()).unwrap_err().path, "healthcheck.worker[0].steps");
+        assert_eq!(Config::load_str(bad, &Registries::builtin()).unwrap_err().path, "healthcheck.worker[0].steps");
         let none = "cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      action: none\n";
-        assert_eq!(
-            (Config::load_str(none, &Registry::with_builtins()).unwrap().checks.routes[&(Role::Worker, 0)].0)("x"),
-            Disposition::Ignore
-        );
+        assert_eq!((Config::load_str(none, &Registries::builtin()).unwrap().checks.routes[&(Role::Worker, 0)].0)("x"), Disposition::Ignore);
     }
 
     #[test]
     fn pressure_example_repairs_wedged_kernels_and_only_tells_about_pressure() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pressure-checks.yaml");
-        let l = Config::load_str(&std::fs::read_to_string(path).unwrap(), &Registry::with_builtins()).unwrap();
+        let l = Config::load_str(&std::fs::read_to_string(path).unwrap(), &Registries::builtin()).unwrap();
         let only: Vec<(Role, usize)> = l.checks.notify_only.iter().copied().collect();
         assert_eq!(only, [(Role::Master, 1), (Role::Worker, 2)]);
         assert_eq!(l.checks.worker.len(), 3);

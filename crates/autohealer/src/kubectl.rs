@@ -639,7 +639,7 @@ enum ConfigSource {
 /// the credentials its pod gets from a Secret). Its `kubernetes.*` keys are ignored: they
 /// say how the healer's pod reaches the apiserver, not how the operator does.
 async fn plan(client: &kube::Client, source: ConfigSource) -> anyhow::Result<String> {
-    let registry = autohealer_healthcheck::Registry::with_builtins();
+    let registry = crate::Registries::builtin();
     let (loaded, origin) = match source {
         ConfigSource::File(path) => {
             let l = Config::load_file(&path, &registry).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;

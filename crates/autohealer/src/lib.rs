@@ -15,6 +15,29 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// What the config's names resolve to: the health checks by `type` and the cloud
+/// providers by `cloud-provider`. An embedder adds its own to [`Registries::builtin`]
+/// and passes them to `Config::load_*` and to [`run`], whose hot reload reads every new
+/// config with them.
+#[derive(Clone)]
+pub struct Registries {
+    pub checks: autohealer_healthcheck::Registry,
+    pub providers: autohealer_cloud::Providers,
+}
+
+impl Registries {
+    /// The checks and the provider crates this binary is built with.
+    pub fn builtin() -> Self {
+        Self { checks: autohealer_healthcheck::Registry::with_builtins(), providers: providers::builtin() }
+    }
+}
+
+impl Default for Registries {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
 /// Installs ring as rustls's crypto provider, before any TLS client is built.
 pub fn install_crypto() {
     autohealer_params::ensure_crypto_provider();
@@ -68,7 +91,9 @@ pub struct Runtime {
 
 /// Runs the healer until `shutdown`: leader election, the admin server, the loop.
 /// On shutdown it stops acting and releases the Lease.
-pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// `registries` are those `loaded` was read with: hot reload reads every new config
+/// with them, so a check or provider an embedder registered stays known.
+pub async fn run(loaded: Loaded, rt: Runtime, registries: Registries, shutdown: CancellationToken) -> anyhow::Result<()> {
     let c = &loaded.config;
     let admin_addr: std::net::SocketAddr = c.admin.listen.parse().context("admin.listen")?;
     let admin = admin::serve(admin_addr, rt.metrics.clone(), rt.status.clone(), shutdown.clone()).await?;
@@ -119,6 +144,7 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
             ns.to_string(),
             name.to_string(),
             loaded.clone(),
+            registries,
             rt.identity.clone(),
             tx,
             shutdown.clone(),
