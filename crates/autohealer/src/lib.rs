@@ -6,6 +6,7 @@ pub mod config;
 pub mod kubectl;
 pub mod providers;
 pub mod reload;
+pub mod values;
 
 use anyhow::Context;
 use autohealer_cloud::{Action, CloudProvider, Role};
@@ -95,8 +96,7 @@ pub struct Runtime {
 /// with them, so a check or provider an embedder registered stays known.
 pub async fn run(loaded: Loaded, rt: Runtime, registries: Registries, shutdown: CancellationToken) -> anyhow::Result<()> {
     let c = &loaded.config;
-    let admin_addr: std::net::SocketAddr = c.admin.listen.parse().context("admin.listen")?;
-    let admin = admin::serve(admin_addr, rt.metrics.clone(), rt.status.clone(), shutdown.clone()).await?;
+    let admin = admin::serve(c.admin.listen, rt.metrics.clone(), rt.status.clone(), shutdown.clone()).await?;
     tracing::info!(listen = %admin, "admin server up: /healthz /readyz /metrics");
     let leader: Arc<dyn LeaderElector> = if c.leader_elect {
         let le = &c.leader_election;
@@ -136,13 +136,13 @@ pub async fn run(loaded: Loaded, rt: Runtime, registries: Registries, shutdown: 
         tracing::info!(?sinks, "notifications on");
         healer = healer.with_notifier(dispatcher);
     }
-    if let Some((ns, name)) = c.pause_configmap.split_once('/') {
+    if let Some(cm) = &c.pause_configmap {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(reload::watch(
             rt.client,
             recorder,
-            ns.to_string(),
-            name.to_string(),
+            cm.namespace.clone(),
+            cm.name.clone(),
             loaded.clone(),
             registries,
             rt.identity.clone(),
@@ -177,7 +177,7 @@ pub fn healer_settings(loaded: &Loaded, identity: &str) -> HealerSettings {
             retry_interval: std::time::Duration::from_secs(2).min(c.drain.timeout),
             allow_bare_pods: c.drain.allow_bare_pods,
         },
-        pause_configmap: c.pause_configmap.split_once('/').map(|(ns, n)| (ns.to_string(), n.to_string())),
+        pause_configmap: c.pause_configmap.as_ref().map(|r| (r.namespace.clone(), r.name.clone())),
         fencing: autohealer_core::actor::FencingSettings {
             enabled: c.fencing.enabled,
             confirm_timeout: c.fencing.confirm_timeout,

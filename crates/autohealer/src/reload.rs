@@ -23,7 +23,6 @@ pub const CONFIG_KEY: &str = "config.yaml";
 /// Keys read once at start; a change of them is reported, and waits for a restart.
 fn restart_only(old: &Config, old_provider: &ProviderConfig, new: &Config, new_provider: &ProviderConfig) -> Vec<&'static str> {
     let mut keys = Vec::new();
-    let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     if old.cluster_name != new.cluster_name {
         keys.push("cluster-name");
     }
@@ -33,13 +32,13 @@ fn restart_only(old: &Config, old_provider: &ProviderConfig, new: &Config, new_p
     if old_provider != new_provider {
         keys.push(new_provider.name());
     }
-    if old.leader_elect != new.leader_elect || differ(&old.leader_election, &new.leader_election) {
+    if old.leader_elect != new.leader_elect || old.leader_election != new.leader_election {
         keys.push("leader-election");
     }
     if old.admin.listen != new.admin.listen {
         keys.push("admin.listen");
     }
-    if differ(&old.kubernetes, &new.kubernetes) {
+    if old.kubernetes != new.kubernetes {
         keys.push("kubernetes");
     }
     if old.node_selector != new.node_selector {

@@ -100,7 +100,12 @@ fn every_config_the_chart_renders_is_valid_and_wired_to_the_release() {
         // port are the release's, and the pod probes and exposes that port.
         let loaded = Config::load_str(text, &Registries::builtin()).unwrap();
         let c = &loaded.config;
-        assert_eq!(c.pause_configmap, format!("{}/{}", r.namespace, cm["metadata"]["name"].as_str().unwrap()), "{}", r.label);
+        assert_eq!(
+            c.pause_configmap.as_ref().map(ToString::to_string),
+            Some(format!("{}/{}", r.namespace, cm["metadata"]["name"].as_str().unwrap())),
+            "{}",
+            r.label
+        );
         assert_eq!(
             (c.leader_election.lease_name.as_str(), c.leader_election.lease_namespace.as_str()),
             (r.release.as_str(), r.namespace.as_str())
@@ -108,7 +113,7 @@ fn every_config_the_chart_renders_is_valid_and_wired_to_the_release() {
         assert_eq!(c.evidence.namespace, r.namespace, "{}", r.label);
         let container = &r.one("DaemonSet")["spec"]["template"]["spec"]["containers"][0];
         let port = container["ports"][0]["containerPort"].as_u64().unwrap();
-        assert_eq!(c.admin.listen, format!("0.0.0.0:{port}"), "{}: the healer listens where the probes look", r.label);
+        assert_eq!(c.admin.listen.to_string(), format!("0.0.0.0:{port}"), "{}: the healer listens where the probes look", r.label);
         assert_eq!(container["args"][2], "/etc/autohealer/config/config.yaml");
 
         match r.example() {
