@@ -130,7 +130,7 @@ async fn real_main() -> anyhow::Result<()> {
             for s in &l.notify.sinks {
                 let events =
                     s.events.as_ref().map_or("all kinds".to_string(), |e| e.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(","));
-                println!("  notifications: {} ({}), severity {} and above, {events}", s.name(), s.kind.as_str(), s.min_severity());
+                println!("  notifications: {} ({}), severity {} and above, {events}", s.name(), s.kind().as_str(), s.min_severity());
             }
             println!("  fencing: {}", if c.fencing.enabled { "on" } else { "off" });
             for line in autohealer::providers::describe_config(&l) {
