@@ -119,64 +119,47 @@ const COMMON_KEYS: &[&str] = &["type", "name", "min-severity", "events"];
 
 /// A webhook URL, Slack's or a generic one: the URL is its own credential, so it
 /// comes from an environment variable or a file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SlackSink {
-    #[serde(default)]
     pub url_env: Option<String>,
-    #[serde(default)]
     pub url_file: Option<PathBuf>,
     /// The channel per severity (`info`, `medium`, `high`, `critical`), and `default`
     /// for the others; without it, the webhook's own channel.
-    #[serde(default)]
     pub channels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WebhookSink {
-    #[serde(default)]
     pub url_env: Option<String>,
-    #[serde(default)]
     pub url_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PagerDutySink {
     /// The integration's routing key.
-    #[serde(default)]
     pub routing_key_env: Option<String>,
-    #[serde(default)]
     pub routing_key_file: Option<PathBuf>,
     /// The Events API v2 endpoint.
-    #[serde(default)]
     pub api_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EmailSink {
     /// The SMTP server.
-    #[serde(default)]
     pub smtp_host: String,
-    #[serde(default)]
     pub smtp_port: Option<u16>,
     /// Upgrade the connection with STARTTLS (required unless false).
-    #[serde(default)]
     pub starttls: Option<bool>,
     /// A PEM CA bundle to trust besides the system's, for an internal relay.
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
     pub password_env: Option<String>,
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
-    #[serde(default)]
     pub from: String,
-    #[serde(default)]
     pub to: Vec<String>,
 }
 
