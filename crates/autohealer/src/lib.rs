@@ -27,9 +27,14 @@ pub struct Registries {
 }
 
 impl Registries {
-    /// The checks and the provider crates this binary is built with.
+    /// The checks and the provider crates this binary is built with. This is the one
+    /// place a provider crate is listed (besides Cargo.toml): its `cloud-provider:`
+    /// name, its block, its validation and its `config-reference` row all come from its
+    /// [`autohealer_cloud::Provider`] impl.
     pub fn builtin() -> Self {
-        Self { checks: autohealer_healthcheck::Registry::with_builtins(), providers: providers::builtin() }
+        let mut providers = autohealer_cloud::Providers::empty();
+        providers.register::<autohealer_openstack::OpenStack>();
+        Self { checks: autohealer_healthcheck::Registry::with_builtins(), providers }
     }
 }
 

@@ -1,20 +1,12 @@
-//! The provider crates this binary is built with, and building the configured one.
+//! The configured provider, whichever it is: what `validate` says about it, and
+//! building it with its requests counted.
 
 use crate::config::Loaded;
+use autohealer_cloud::CloudProvider;
 use autohealer_cloud::registry::{RepairTiming, RequestObserver};
-use autohealer_cloud::{CloudProvider, Providers};
 use autohealer_core::Metrics;
 use autohealer_core::metrics::CloudLabels;
 use std::sync::Arc;
-
-/// Every provider crate the binary is built with: the one place a new one is listed
-/// (and its crate added to Cargo.toml). Its `cloud-provider:` name, its block and its
-/// `config-reference` line come from its [`autohealer_cloud::Provider`] impl.
-pub fn builtin() -> Providers {
-    let mut p = Providers::empty();
-    p.register::<autohealer_openstack::OpenStack>();
-    p
-}
 
 /// What `validate` says about the provider's own block, without calling the cloud.
 pub fn describe_config(loaded: &Loaded) -> Vec<String> {

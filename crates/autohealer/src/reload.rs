@@ -207,6 +207,17 @@ mod tests {
         fn reset(&mut self) {}
     }
 
+    #[test]
+    fn keys_read_at_start_are_compared_by_their_typed_values() {
+        let load = |text: &str| Config::load_str(text, &Registries::builtin()).unwrap();
+        let keys = |a: &Loaded, b: &Loaded| restart_only(&a.config, &a.provider, &b.config, &b.provider);
+        let base = load(RUNNING);
+        let same = load("cluster-name: c\nopenstack:\n  auth-url: \"https://k/v3\"\nleader-election:\n  lease-duration: 15000ms\n");
+        assert!(keys(&base, &same).is_empty(), "the same values written otherwise: {:?}", keys(&base, &same));
+        let moved = load("cluster-name: c\nopenstack:\n  auth-url: https://k2/v3\nleader-election:\n  lease-name: other\ndry-run: true\n");
+        assert_eq!(keys(&base, &moved), ["openstack", "leader-election"], "dry-run applies at once");
+    }
+
     #[tokio::test]
     async fn the_config_map_watch_pauses_after_every_failure() {
         let server = Arc::new(FakeApiServer::start(Default::default()).await.unwrap());

@@ -1,7 +1,7 @@
 //! An example cloud provider: bare-metal machines behind a small power API
 //! (`POST {base}/machines/{name}/power-cycle`). It can reboot, not replace; the healer
 //! skips the steps a provider does not support. Register it (`providers.register::<PowerApi>()`,
-//! next to the binary's own in `autohealer::providers::builtin`, or in an embedder's
+//! next to the binary's own in `autohealer::Registries::builtin`, or in an embedder's
 //! `autohealer::Registries`) and select it in the config:
 //!
 //! ```yaml
