@@ -125,4 +125,18 @@ mod tests {
         assert!(e.contains("power-api POST /machines/nope/power-cycle") && e.contains("404"), "{e}");
         assert!(!p.supports(Action::Replace, Role::Worker));
     }
+
+    #[test]
+    fn its_block_is_parsed_and_validated_by_name() {
+        let mut providers = autohealer_cloud::Providers::empty();
+        providers.register::<PowerApi>();
+        let site = Site::default();
+        let block = |v: serde_json::Value| providers.parse("power-api", Some(&v), &site);
+        assert_eq!(block(serde_json::json!({"url": "http://pdu.test", "timeout": "2s"})).unwrap().name(), "power-api");
+        assert_eq!(block(serde_json::json!({"url": "pdu"})).unwrap_err().path, "power-api.url");
+        assert_eq!(block(serde_json::json!({"url": "http://pdu.test", "timeout": "0s"})).unwrap_err().path, "power-api.timeout");
+        let e = block(serde_json::json!({"url": "http://pdu.test", "timout": "2s"})).unwrap_err();
+        assert_eq!(e.path, "power-api.timout");
+        assert!(e.message.contains("did you mean \"timeout\""), "{e}");
+    }
 }
