@@ -1,6 +1,8 @@
-//! The configuration file: every key of magnum-auto-healer's `config.yaml` with its
-//! default, plus the keys this healer adds. [`KEYS`] documents them all in one place,
-//! shared by the README and `autohealer config-reference`.
+//! The configuration file: every key of magnum-auto-healer's `config.yaml`, plus the
+//! keys this healer adds, read once into typed values. [`Config::default`] is the one
+//! table of defaults and [`KEYS`] says what each key means: together they are
+//! `autohealer config-reference` and the README's table. A provider's block is the
+//! top-level key named after it, read by the provider registered under that name.
 
 use crate::Registries;
 use crate::values::{ObjectRef, PerRole, duration, object_ref, share, threshold};
