@@ -2,6 +2,10 @@
 //! what it answers. The escalation policy (reboot first, then replace) lives in the
 //! healer, so a provider only performs single, well-defined steps.
 
+pub mod registry;
+
+pub use registry::{Provider, ProviderConfig, Providers};
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -18,7 +18,7 @@ pub use endpoint::Endpoint;
 pub use heartbeat::Heartbeat;
 pub use k8s_openapi::jiff::Timestamp;
 pub use node_condition::NodeCondition;
-pub use params::{ParamError, did_you_mean, from_value, kebab, parse_params};
+pub use params::{ParamError, did_you_mean, ensure_crypto_provider, from_value, kebab, parse_params};
 pub use startup::StartupTimeout;
 pub use webhook::Webhook;
 
@@ -174,10 +174,4 @@ impl Registry {
             }
         }
     }
-}
-
-/// Installs the ring crypto provider for rustls unless one is installed; reqwest is
-/// built without a provider of its own so that no second TLS stack is linked.
-pub fn ensure_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -10,62 +10,41 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct NotifyConfig {
     /// Whether dry-run notifications ("would reboot ...") are sent, marked as dry-run.
-    #[serde(default)]
     pub send_in_dry_run: bool,
     /// Notifications waiting for delivery, per sink; beyond it new ones are dropped
     /// (and counted), so a slow receiver never holds up the healer.
-    #[serde(default = "queue")]
     pub queue_size: usize,
     /// Notifications arriving within this window are delivered together; more than
     /// `coalesce-above` of one kind become one summary.
-    #[serde(default = "window", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub coalesce_window: Duration,
-    #[serde(default = "above")]
     pub coalesce_above: usize,
     /// Delivery attempts per message (with exponential backoff from `retry-backoff`).
-    #[serde(default = "attempts")]
     pub max_attempts: u32,
-    #[serde(default = "backoff", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
     /// How long one delivery attempt may take.
-    #[serde(default = "timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    #[serde(default)]
+    /// Read apart by [`NotifyConfig::parse`]: which keys a sink takes depends on its type.
+    #[serde(skip)]
     pub sinks: Vec<SinkConfig>,
 }
 
-fn queue() -> usize {
-    1000
-}
-fn window() -> Duration {
-    Duration::from_secs(10)
-}
-fn above() -> usize {
-    3
-}
-fn attempts() -> u32 {
-    5
-}
-fn backoff() -> Duration {
-    Duration::from_secs(1)
-}
-fn timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
 impl Default for NotifyConfig {
+    /// The defaults of every key of the block.
     fn default() -> Self {
         Self {
             send_in_dry_run: false,
-            queue_size: queue(),
-            coalesce_window: window(),
-            coalesce_above: above(),
-            max_attempts: attempts(),
-            retry_backoff: backoff(),
-            timeout: timeout(),
+            queue_size: 1000,
+            coalesce_window: Duration::from_secs(10),
+            coalesce_above: 3,
+            max_attempts: 5,
+            retry_backoff: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
             sinks: Vec::new(),
         }
     }
@@ -102,57 +81,85 @@ impl SinkType {
     }
 }
 
-/// One sink. The keys that apply depend on `type`; the others are rejected.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// One sink: the keys every sink has, and its type's own.
+#[derive(Debug, Clone)]
 pub struct SinkConfig {
-    #[serde(rename = "type")]
-    pub kind: SinkType,
     /// The sink's name in logs and metrics; the type by default.
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub min_severity: Option<Severity>,
     /// The kinds of news this sink hears about; all by default.
-    #[serde(default)]
     pub events: Option<Vec<Kind>>,
-    /// slack, webhook: the URL's environment variable or file.
+    pub target: Target,
+}
+
+/// Where a sink delivers, by `type`.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Slack(SlackSink),
+    Webhook(WebhookSink),
+    Pagerduty(PagerDutySink),
+    Email(EmailSink),
+}
+
+/// The keys every sink has besides its type's own.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Common {
+    #[serde(rename = "type")]
+    kind: SinkType,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    min_severity: Option<Severity>,
+    #[serde(default)]
+    events: Option<Vec<Kind>>,
+}
+
+const COMMON_KEYS: &[&str] = &["type", "name", "min-severity", "events"];
+
+/// A webhook URL, Slack's or a generic one: the URL is its own credential, so it
+/// comes from an environment variable or a file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SlackSink {
     pub url_env: Option<String>,
-    #[serde(default)]
     pub url_file: Option<PathBuf>,
-    /// slack: the channel per severity (`info`, `medium`, `high`, `critical`), and
-    /// `default` for the others; without it, the webhook's own channel.
-    #[serde(default)]
+    /// The channel per severity (`info`, `medium`, `high`, `critical`), and `default`
+    /// for the others; without it, the webhook's own channel.
     pub channels: BTreeMap<String, String>,
-    /// pagerduty: the integration's routing key.
-    #[serde(default)]
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhookSink {
+    pub url_env: Option<String>,
+    pub url_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PagerDutySink {
+    /// The integration's routing key.
     pub routing_key_env: Option<String>,
-    #[serde(default)]
     pub routing_key_file: Option<PathBuf>,
-    /// pagerduty: the Events API v2 endpoint.
-    #[serde(default)]
+    /// The Events API v2 endpoint.
     pub api_url: Option<String>,
-    /// email: the SMTP server.
-    #[serde(default)]
-    pub smtp_host: Option<String>,
-    #[serde(default)]
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EmailSink {
+    /// The SMTP server.
+    pub smtp_host: String,
     pub smtp_port: Option<u16>,
-    /// email: upgrade the connection with STARTTLS (required unless false).
-    #[serde(default)]
+    /// Upgrade the connection with STARTTLS (required unless false).
     pub starttls: Option<bool>,
-    /// email: a PEM CA bundle to trust besides the system's, for an internal relay.
-    #[serde(default)]
+    /// A PEM CA bundle to trust besides the system's, for an internal relay.
     pub ca_file: Option<PathBuf>,
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
     pub password_env: Option<String>,
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
-    #[serde(default)]
-    pub from: Option<String>,
-    #[serde(default)]
+    pub from: String,
     pub to: Vec<String>,
 }
 
@@ -168,6 +175,12 @@ fn err(path: String, message: impl Into<String>) -> NotifyConfigError {
     NotifyConfigError { path, message: message.into() }
 }
 
+impl From<autohealer_params::ParamError> for NotifyConfigError {
+    fn from(e: autohealer_params::ParamError) -> Self {
+        err(e.path, e.message)
+    }
+}
+
 /// Keys that would put a secret into the ConfigMap, and what to write instead.
 const SECRET_KEYS: &[(&str, &str)] = &[
     ("url", "url-env or url-file"),
@@ -178,19 +191,14 @@ const SECRET_KEYS: &[(&str, &str)] = &[
 impl NotifyConfig {
     /// Parses the block; an error names the key path below `path`.
     pub fn parse(value: &serde_json::Value, path: &str) -> Result<Self, NotifyConfigError> {
-        if let Some(sinks) = value.get("sinks").and_then(|s| s.as_array()) {
-            for (i, sink) in sinks.iter().enumerate() {
-                for (key, instead) in SECRET_KEYS {
-                    if sink.get(*key).is_some() {
-                        return Err(err(
-                            format!("{path}.sinks[{i}].{key}"),
-                            format!("secrets never live in the config (it is a ConfigMap): use {instead}, filled from a Secret"),
-                        ));
-                    }
-                }
-            }
+        let mut rest = value.clone();
+        let sinks = rest.as_object_mut().and_then(|m| m.remove("sinks"));
+        let mut c: NotifyConfig = autohealer_params::from_value(&rest, path)?;
+        if let Some(sinks) = sinks {
+            let list: Vec<serde_json::Value> = autohealer_params::from_value(&sinks, &format!("{path}.sinks"))?;
+            c.sinks =
+                list.iter().enumerate().map(|(i, s)| SinkConfig::parse(s, &format!("{path}.sinks[{i}]"))).collect::<Result<_, _>>()?;
         }
-        let c: NotifyConfig = autohealer_healthcheck::from_value(value, path).map_err(|e| err(e.path, e.message))?;
         c.validate(path)?;
         Ok(c)
     }
@@ -204,107 +212,135 @@ impl NotifyConfig {
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, s) in self.sinks.iter().enumerate() {
-            let at = |k: &str| format!("{path}.sinks[{i}].{k}");
+            let at = format!("{path}.sinks[{i}]");
             if !names.insert(s.name()) {
-                return Err(err(at("name"), format!("{:?} is used by two sinks; give each its own name", s.name())));
+                return Err(err(format!("{at}.name"), format!("{:?} is used by two sinks; give each its own name", s.name())));
             }
-            fn set(k: &'static str, present: bool) -> (&'static str, bool) {
-                (k, present)
-            }
-            let keys = [
-                set("url-env", s.url_env.is_some()),
-                set("url-file", s.url_file.is_some()),
-                set("channels", !s.channels.is_empty()),
-                set("routing-key-env", s.routing_key_env.is_some()),
-                set("routing-key-file", s.routing_key_file.is_some()),
-                set("api-url", s.api_url.is_some()),
-                set("smtp-host", s.smtp_host.is_some()),
-                set("smtp-port", s.smtp_port.is_some()),
-                set("starttls", s.starttls.is_some()),
-                set("ca-file", s.ca_file.is_some()),
-                set("username", s.username.is_some()),
-                set("password-env", s.password_env.is_some()),
-                set("password-file", s.password_file.is_some()),
-                set("from", s.from.is_some()),
-                set("to", !s.to.is_empty()),
-            ];
-            let allowed: &[&str] = match s.kind {
-                SinkType::Slack => &["url-env", "url-file", "channels"],
-                SinkType::Webhook => &["url-env", "url-file"],
-                SinkType::Pagerduty => &["routing-key-env", "routing-key-file", "api-url"],
-                SinkType::Email => {
-                    &["smtp-host", "smtp-port", "starttls", "ca-file", "username", "password-env", "password-file", "from", "to"]
-                }
-            };
-            if let Some((k, _)) = keys.iter().find(|(k, present)| *present && !allowed.contains(k)) {
-                return Err(err(at(k), format!("not a key of a {} sink; its keys: {}", s.kind.as_str(), allowed.join(", "))));
-            }
-            let one_of = |a: &str, b: &str, x: bool, y: bool| -> Result<(), NotifyConfigError> {
-                match (x, y) {
-                    (true, true) => Err(err(at(a), format!("give {a} or {b}, not both"))),
-                    (false, false) => Err(err(at(a), format!("required by a {} sink (or {b})", s.kind.as_str()))),
-                    _ => Ok(()),
-                }
-            };
-            match s.kind {
-                SinkType::Slack | SinkType::Webhook => one_of("url-env", "url-file", s.url_env.is_some(), s.url_file.is_some())?,
-                SinkType::Pagerduty => {
-                    one_of("routing-key-env", "routing-key-file", s.routing_key_env.is_some(), s.routing_key_file.is_some())?
-                }
-                SinkType::Email => {
-                    if s.smtp_host.as_deref().is_none_or(str::is_empty) {
-                        return Err(err(at("smtp-host"), "required by an email sink"));
-                    }
-                    let from = s.from.as_deref().unwrap_or_default();
-                    if from.parse::<lettre::message::Mailbox>().is_err() {
-                        return Err(err(at("from"), format!("not a mail address (value: {from:?})")));
-                    }
-                    if s.to.is_empty() {
-                        return Err(err(at("to"), "required by an email sink: a list of addresses"));
-                    }
-                    for (j, to) in s.to.iter().enumerate() {
-                        if to.parse::<lettre::message::Mailbox>().is_err() {
-                            return Err(err(format!("{path}.sinks[{i}].to[{j}]"), format!("not a mail address (value: {to:?})")));
-                        }
-                    }
-                    if s.username.is_some() && s.password_env.is_none() && s.password_file.is_none() {
-                        return Err(err(at("password-env"), "username is set: give password-env or password-file too"));
-                    }
-                    if s.password_env.is_some() && s.password_file.is_some() {
-                        return Err(err(at("password-env"), "give password-env or password-file, not both"));
-                    }
-                }
-            }
-            for key in s.channels.keys() {
-                if key != "default" && !Severity::ALL.iter().any(|v| v.as_str() == key) {
-                    return Err(err(
-                        format!("{path}.sinks[{i}].channels.{key}"),
-                        "not a severity; use info, medium, high, critical or default".to_string(),
-                    ));
-                }
-            }
-            if let Some(url) = &s.api_url
-                && reqwest::Url::parse(url).is_err()
-            {
-                return Err(err(at("api-url"), format!("not a URL (value: {url:?})")));
-            }
+            s.target.validate(&at)?;
         }
         Ok(())
     }
 }
 
 impl SinkConfig {
+    /// One sink, at `path`: the keys every sink has, then those of its `type`; a key
+    /// of another type is refused, naming the type's keys.
+    fn parse(value: &serde_json::Value, path: &str) -> Result<Self, NotifyConfigError> {
+        for (key, instead) in SECRET_KEYS {
+            if value.get(*key).is_some() {
+                return Err(err(
+                    format!("{path}.{key}"),
+                    format!("secrets never live in the config (it is a ConfigMap): use {instead}, filled from a Secret"),
+                ));
+            }
+        }
+        let common: Common = autohealer_params::from_value(value, path)?;
+        let mut own = value.clone();
+        if let Some(m) = own.as_object_mut() {
+            m.retain(|k, _| !COMMON_KEYS.contains(&k.as_str()));
+        }
+        let of_type = |e: autohealer_params::ParamError| -> NotifyConfigError {
+            let Some(keys) = e.message.strip_prefix("unknown key ").and_then(|m| m.split_once("; valid keys: ")).map(|(_, k)| k) else {
+                return e.into();
+            };
+            let keys: Vec<&str> = COMMON_KEYS.iter().copied().chain(keys.split(", ")).collect();
+            let key = e.path.rsplit('.').next().unwrap_or_default();
+            let near = autohealer_params::did_you_mean(key, &keys);
+            err(e.path.clone(), format!("not a key of a {} sink{near}; its keys: {}", common.kind.as_str(), keys.join(", ")))
+        };
+        let target = match common.kind {
+            SinkType::Slack => Target::Slack(autohealer_params::from_value(&own, path).map_err(of_type)?),
+            SinkType::Webhook => Target::Webhook(autohealer_params::from_value(&own, path).map_err(of_type)?),
+            SinkType::Pagerduty => Target::Pagerduty(autohealer_params::from_value(&own, path).map_err(of_type)?),
+            SinkType::Email => Target::Email(autohealer_params::from_value(&own, path).map_err(of_type)?),
+        };
+        Ok(SinkConfig { name: common.name, min_severity: common.min_severity, events: common.events, target })
+    }
+
+    pub fn kind(&self) -> SinkType {
+        match self.target {
+            Target::Slack(_) => SinkType::Slack,
+            Target::Webhook(_) => SinkType::Webhook,
+            Target::Pagerduty(_) => SinkType::Pagerduty,
+            Target::Email(_) => SinkType::Email,
+        }
+    }
+
     pub fn name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| self.kind.as_str().to_string())
+        self.name.clone().unwrap_or_else(|| self.kind().as_str().to_string())
     }
 
     pub fn min_severity(&self) -> Severity {
-        self.min_severity.unwrap_or(self.kind.default_min_severity())
+        self.min_severity.unwrap_or(self.kind().default_min_severity())
     }
 
     /// Whether this sink hears about `kind` at `severity`.
     pub fn wants(&self, kind: Kind, severity: Severity) -> bool {
         severity >= self.min_severity() && self.events.as_ref().is_none_or(|e| e.contains(&kind))
+    }
+}
+
+/// Exactly one of a secret's two sources.
+fn one_of(at: &str, kind: SinkType, (a, x): (&str, bool), (b, y): (&str, bool)) -> Result<(), NotifyConfigError> {
+    match (x, y) {
+        (true, true) => Err(err(format!("{at}.{a}"), format!("give {a} or {b}, not both"))),
+        (false, false) => Err(err(format!("{at}.{a}"), format!("required by a {} sink (or {b})", kind.as_str()))),
+        _ => Ok(()),
+    }
+}
+
+impl Target {
+    fn validate(&self, at: &str) -> Result<(), NotifyConfigError> {
+        match self {
+            Target::Slack(s) => {
+                one_of(at, SinkType::Slack, ("url-env", s.url_env.is_some()), ("url-file", s.url_file.is_some()))?;
+                for key in s.channels.keys() {
+                    if key != "default" && !Severity::ALL.iter().any(|v| v.as_str() == key) {
+                        return Err(err(
+                            format!("{at}.channels.{key}"),
+                            "not a severity; use info, medium, high, critical or default".to_string(),
+                        ));
+                    }
+                }
+            }
+            Target::Webhook(w) => one_of(at, SinkType::Webhook, ("url-env", w.url_env.is_some()), ("url-file", w.url_file.is_some()))?,
+            Target::Pagerduty(p) => {
+                one_of(
+                    at,
+                    SinkType::Pagerduty,
+                    ("routing-key-env", p.routing_key_env.is_some()),
+                    ("routing-key-file", p.routing_key_file.is_some()),
+                )?;
+                if let Some(url) = &p.api_url
+                    && reqwest::Url::parse(url).is_err()
+                {
+                    return Err(err(format!("{at}.api-url"), format!("not a URL (value: {url:?})")));
+                }
+            }
+            Target::Email(e) => {
+                if e.smtp_host.is_empty() {
+                    return Err(err(format!("{at}.smtp-host"), "required by an email sink"));
+                }
+                if e.from.parse::<lettre::message::Mailbox>().is_err() {
+                    return Err(err(format!("{at}.from"), format!("not a mail address (value: {:?})", e.from)));
+                }
+                if e.to.is_empty() {
+                    return Err(err(format!("{at}.to"), "required by an email sink: a list of addresses"));
+                }
+                for (j, to) in e.to.iter().enumerate() {
+                    if to.parse::<lettre::message::Mailbox>().is_err() {
+                        return Err(err(format!("{at}.to[{j}]"), format!("not a mail address (value: {to:?})")));
+                    }
+                }
+                if e.username.is_some() && e.password_env.is_none() && e.password_file.is_none() {
+                    return Err(err(format!("{at}.password-env"), "username is set: give password-env or password-file too"));
+                }
+                if e.password_env.is_some() && e.password_file.is_some() {
+                    return Err(err(format!("{at}.password-env"), "give password-env or password-file, not both"));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -321,4 +357,29 @@ pub fn secret(env: Option<&str>, file: Option<&std::path::Path>, path: &str) -> 
         return Err(err(path.to_string(), "the secret is empty"));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_sink_type_takes_its_own_keys_and_names_a_foreign_one() {
+        let c = NotifyConfig::parse(
+            &json!({"sinks": [{"type": "slack", "url-env": "S", "channels": {"critical": "#oncall"}}, {"type": "email", "name": "ops", "smtp-host": "m", "from": "a@b.c", "to": ["x@y.z"]}]}),
+            "notifications",
+        )
+        .unwrap();
+        assert!(matches!(&c.sinks[0].target, Target::Slack(s) if s.channels["critical"] == "#oncall"));
+        assert!(matches!(&c.sinks[1].target, Target::Email(e) if e.smtp_host == "m"));
+        assert_eq!((c.sinks[1].name(), c.sinks[1].min_severity()), ("ops".to_string(), Severity::High));
+        let e = NotifyConfig::parse(&json!({"sinks": [{"type": "slack", "url-env": "S", "chanels": {}}]}), "notifications").unwrap_err();
+        assert_eq!(e.path, "notifications.sinks[0].chanels");
+        assert!(e.message.contains("not a key of a slack sink, did you mean \"channels\"?"), "{e}");
+        let e =
+            NotifyConfig::parse(&json!({"sinks": [{"type": "webhook", "url-env": "S", "to": ["x@y.z"]}]}), "notifications").unwrap_err();
+        assert_eq!(e.path, "notifications.sinks[0].to");
+        assert!(e.message.contains("its keys: type, name, min-severity, events, url-env, url-file"), "{e}");
+    }
 }

@@ -9,7 +9,7 @@
 pub mod config;
 mod sinks;
 
-pub use config::{NotifyConfig, NotifyConfigError, SinkConfig, SinkType};
+pub use config::{NotifyConfig, NotifyConfigError, SinkConfig, SinkType, Target};
 
 use autohealer_core::{Kind, Metrics, Notification, Notifier, Severity};
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! whether a failure is worth retrying.
 
 use crate::Message;
-use crate::config::{NotifyConfig, NotifyConfigError, SinkConfig, SinkType, secret};
+use crate::config::{EmailSink, NotifyConfig, NotifyConfigError, SinkConfig, Target, secret};
 use autohealer_core::{Kind, Severity};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -31,33 +31,29 @@ pub trait Sink: Send + Sync {
 
 pub fn build(s: &SinkConfig, config: &NotifyConfig, path: &str) -> Result<Box<dyn Sink>, NotifyConfigError> {
     let http = || {
-        autohealer_healthcheck::ensure_crypto_provider();
+        autohealer_params::ensure_crypto_provider();
         reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
             .map_err(|e| NotifyConfigError { path: path.to_string(), message: format!("cannot build an HTTP client: {e}") })
     };
-    Ok(match s.kind {
-        SinkType::Slack | SinkType::Webhook => {
-            let url = secret(s.url_env.as_deref(), s.url_file.as_deref(), &format!("{path}.url-env"))?;
-            let url = reqwest::Url::parse(&url).map_err(|_| NotifyConfigError {
-                path: format!("{path}.url-env"),
-                // The URL is the secret: say what is wrong without showing it.
-                message: "the webhook URL is not a URL".into(),
-            })?;
-            let client = http()?;
-            if s.kind == SinkType::Slack {
-                Box::new(Slack { url, client, channels: s.channels.clone() })
-            } else {
-                Box::new(Webhook { url, client })
-            }
-        }
-        SinkType::Pagerduty => Box::new(PagerDuty {
-            routing_key: secret(s.routing_key_env.as_deref(), s.routing_key_file.as_deref(), &format!("{path}.routing-key-env"))?,
-            url: s.api_url.clone().unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into()),
+    let webhook_url = |env: &Option<String>, file: &Option<std::path::PathBuf>| -> Result<reqwest::Url, NotifyConfigError> {
+        let url = secret(env.as_deref(), file.as_deref(), &format!("{path}.url-env"))?;
+        reqwest::Url::parse(&url).map_err(|_| NotifyConfigError {
+            path: format!("{path}.url-env"),
+            // The URL is the secret: say what is wrong without showing it.
+            message: "the webhook URL is not a URL".into(),
+        })
+    };
+    Ok(match &s.target {
+        Target::Slack(t) => Box::new(Slack { url: webhook_url(&t.url_env, &t.url_file)?, client: http()?, channels: t.channels.clone() }),
+        Target::Webhook(t) => Box::new(Webhook { url: webhook_url(&t.url_env, &t.url_file)?, client: http()? }),
+        Target::Pagerduty(t) => Box::new(PagerDuty {
+            routing_key: secret(t.routing_key_env.as_deref(), t.routing_key_file.as_deref(), &format!("{path}.routing-key-env"))?,
+            url: t.api_url.clone().unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into()),
             client: http()?,
         }),
-        SinkType::Email => Box::new(Email::build(s, config, path)?),
+        Target::Email(t) => Box::new(Email::build(t, config, path)?),
     })
 }
 
@@ -210,13 +206,13 @@ struct Email {
 }
 
 impl Email {
-    fn build(s: &SinkConfig, config: &NotifyConfig, path: &str) -> Result<Self, NotifyConfigError> {
+    fn build(s: &EmailSink, config: &NotifyConfig, path: &str) -> Result<Self, NotifyConfigError> {
         let e = |k: &str, message: String| NotifyConfigError { path: format!("{path}.{k}"), message };
-        let host = s.smtp_host.clone().unwrap_or_default();
+        let host = s.smtp_host.clone();
         let mut b =
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host).port(s.smtp_port.unwrap_or(587)).timeout(Some(config.timeout));
         if s.starttls.unwrap_or(true) {
-            autohealer_healthcheck::ensure_crypto_provider();
+            autohealer_params::ensure_crypto_provider();
             let mut tls = TlsParameters::builder(host.clone());
             if let Some(ca) = &s.ca_file {
                 let pem = std::fs::read(ca).map_err(|err| e("ca-file", format!("cannot read {}: {err}", ca.display())))?;
@@ -233,11 +229,7 @@ impl Email {
         }
         let parse =
             |k: &str, v: &str| v.parse::<lettre::message::Mailbox>().map_err(|_| e(k, format!("not a mail address (value: {v:?})")));
-        Ok(Self {
-            transport: b.build(),
-            from: parse("from", s.from.as_deref().unwrap_or_default())?,
-            to: s.to.iter().map(|t| parse("to", t)).collect::<Result<_, _>>()?,
-        })
+        Ok(Self { transport: b.build(), from: parse("from", &s.from)?, to: s.to.iter().map(|t| parse("to", t)).collect::<Result<_, _>>()? })
     }
 }
 

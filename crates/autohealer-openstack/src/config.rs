@@ -20,7 +20,7 @@ fn err(path: &str, message: impl Into<String>) -> ConfigError {
     ConfigError { path: path.to_string(), message: message.into() }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OpenStackConfig {
     pub auth_url: Option<String>,
@@ -228,11 +228,7 @@ fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
 impl OpenStackConfig {
     pub fn parse(value: Option<&Value>) -> Result<Self, ConfigError> {
         let Some(v) = value.filter(|v| !v.is_null()) else { return Ok(Self::default()) };
-        serde_path_to_error::deserialize::<_, OpenStackConfig>(v).map_err(|e| {
-            let inner = e.path().to_string();
-            let path = if inner == "." { "openstack".to_string() } else { format!("openstack.{inner}") };
-            err(&path, e.inner().to_string())
-        })
+        autohealer_params::from_value(v, "openstack").map_err(|e| ConfigError { path: e.path, message: e.message })
     }
 
     fn flat(&self) -> Result<Flat, ConfigError> {

@@ -123,6 +123,7 @@ pub fn error_message(body: &Value) -> String {
 
 impl Session {
     pub fn new(settings: Settings, observer: Option<Observer>) -> Result<Self, CloudError> {
+        autohealer_params::ensure_crypto_provider();
         let mut b = reqwest::Client::builder()
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))

@@ -3,10 +3,10 @@
 //! closing summary. Exits 0 only when the story ends as expected.
 
 use anyhow::Context;
+use autohealer::Registries;
 use autohealer::config::Config;
 use autohealer_cloud::{Action, Role};
 use autohealer_core::{Metrics, Status};
-use autohealer_healthcheck::Registry;
 use autohealer_testkit::apiserver::{ApiServerOptions, FakeApiServer};
 use autohealer_testkit::openstack::{self as fake, FakeDriver, FakeOpenStack, OsOptions};
 use autohealer_testkit::sim::{Cure, Fault, SIM_KERNEL, SimCluster, SimOptions};
@@ -123,14 +123,14 @@ async fn main() -> anyhow::Result<()> {
         fake::PROJECT_ID,
         fake::REGION,
     );
-    let loaded = Config::load_str(&config, &Registry::with_builtins()).map_err(|e| anyhow::anyhow!("sandbox config: {e}"))?;
+    let loaded = Config::load_str(&config, &Registries::builtin()).map_err(|e| anyhow::anyhow!("sandbox config: {e}"))?;
     let status = Arc::new(Status::default());
     let metrics = Arc::new(Metrics::new());
     let provider = autohealer::providers::build(&loaded, &metrics)?;
     let describe = provider.clone();
     let rt = autohealer::Runtime { client: client.clone(), provider, metrics, status: status.clone(), identity: "sandbox-healer".into() };
     let stop = CancellationToken::new();
-    let healer = tokio::spawn(autohealer::run(loaded, rt, stop.clone()));
+    let healer = tokio::spawn(autohealer::run(loaded, rt, Registries::builtin(), stop.clone()));
     while !status.synced.load(std::sync::atomic::Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

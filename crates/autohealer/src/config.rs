@@ -1,246 +1,272 @@
-//! The configuration file: every key of magnum-auto-healer's `config.yaml` with its
-//! default, plus the keys this healer adds. [`KEYS`] documents them all in one place,
-//! shared by the README and `autohealer config-reference`.
+//! The configuration file: every key of magnum-auto-healer's `config.yaml`, plus the
+//! keys this healer adds, read once into typed values. [`Config::default`] is the one
+//! table of defaults and [`KEYS`] says what each key means: together they are
+//! `autohealer config-reference` and the README's table. A provider's block is the
+//! top-level key named after it, read by the provider registered under that name.
 
+use crate::Registries;
+use crate::values::{ObjectRef, PerRole, duration, object_ref, share, threshold};
 use autohealer_cloud::{Action, Role};
+use autohealer_cloud::{ProviderConfig, registry::Site};
 use autohealer_core::observe::{Disposition, Route};
 use autohealer_core::planner::{Limits, Threshold};
 use autohealer_core::{Checks, Policy};
-use autohealer_healthcheck::{ParamError, Registry, from_value, kebab};
-use serde::Deserialize;
+use autohealer_params::{ParamError, from_value, kebab};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A key of the config file, its default and what it means.
+/// A key of the config file and what it means. Its default is [`Config::default`]'s
+/// value at the key; `unset` says what a key without one means.
 pub struct KeyDoc {
     pub key: &'static str,
-    pub default: &'static str,
+    pub unset: Option<&'static str>,
     pub doc: &'static str,
+}
+
+impl KeyDoc {
+    /// The default as `config-reference` shows it, from the one table of defaults.
+    pub fn default_shown(&self, defaults: &serde_json::Value) -> String {
+        let value = self.key.split('.').try_fold(defaults, |v, k| v.get(k));
+        match (value, self.unset) {
+            (Some(serde_json::Value::Null) | None, Some(unset)) => unset.to_string(),
+            (Some(v), _) => show(v),
+            (None, None) => String::from("(none)"),
+        }
+    }
+}
+
+/// A default value as a user writes it in YAML.
+fn show(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", ")),
+        other => other.to_string(),
+    }
 }
 
 pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "cluster-name",
-        default: "(none)",
+        unset: Some("(none)"),
         doc: "The Magnum cluster's UUID. Required by `cloud-provider: openstack` unless `openstack.strategy` is `nova`.",
     },
-    KeyDoc { key: "cloud-provider", default: "openstack", doc: "The cloud provider that repairs nodes." },
+    KeyDoc { key: "cloud-provider", unset: None, doc: "The cloud provider that repairs nodes." },
     KeyDoc {
         key: "dry-run",
-        default: "false",
+        unset: None,
         doc: "Log and emit Events for what would be done; write nothing to nodes and change nothing in the cloud.",
     },
     KeyDoc {
         key: "monitor-interval",
-        default: "60s",
+        unset: None,
         doc: "How often probing checks (Endpoint) run. Node changes are judged as they happen, not on this interval.",
     },
-    KeyDoc { key: "master-monitor-enabled", default: "true", doc: "Whether master (control-plane) nodes are repaired." },
-    KeyDoc { key: "worker-monitor-enabled", default: "true", doc: "Whether worker nodes are repaired." },
-    KeyDoc { key: "leader-elect", default: "true", doc: "Elect one active replica through a Lease. Set false only for a single replica." },
-    KeyDoc { key: "check-delay-after-add", default: "10m", doc: "Nodes younger than this are not repaired (they may still be joining)." },
+    KeyDoc { key: "master-monitor-enabled", unset: None, doc: "Whether master (control-plane) nodes are repaired." },
+    KeyDoc { key: "worker-monitor-enabled", unset: None, doc: "Whether worker nodes are repaired." },
+    KeyDoc { key: "leader-elect", unset: None, doc: "Elect one active replica through a Lease. Set false only for a single replica." },
+    KeyDoc { key: "check-delay-after-add", unset: None, doc: "Nodes younger than this are not repaired (they may still be joining)." },
     KeyDoc {
         key: "rebuild-delay-after-reboot",
-        default: "5m",
+        unset: None,
         doc: "How long a reboot has to bring a node back before the next step (replace).",
     },
     KeyDoc {
         key: "replace-timeout",
-        default: "30m",
+        unset: None,
         doc: "How long a replace has to bring a healthy node back before it is recorded as failed.",
     },
     KeyDoc {
         key: "repair-steps.master",
-        default: "[reboot, replace]",
+        unset: None,
         doc: "The steps of a master repair, in order. Steps the provider does not support are skipped.",
     },
-    KeyDoc { key: "repair-steps.worker", default: "[reboot, replace]", doc: "The steps of a worker repair, in order." },
+    KeyDoc { key: "repair-steps.worker", unset: None, doc: "The steps of a worker repair, in order." },
     KeyDoc {
         key: "kubernetes.api-host",
-        default: "(in-cluster)",
+        unset: Some("(in-cluster)"),
         doc: "The apiserver URL, overriding the kubeconfig's or the in-cluster one.",
     },
-    KeyDoc { key: "kubernetes.kubeconfig", default: "(in-cluster)", doc: "A kubeconfig file to use instead of the pod's service account." },
+    KeyDoc {
+        key: "kubernetes.kubeconfig",
+        unset: Some("(in-cluster)"),
+        doc: "A kubeconfig file to use instead of the pod's service account.",
+    },
     KeyDoc {
         key: "healthcheck.master",
-        default: "(none)",
+        unset: Some("(none)"),
         doc: "Checks for masters: a list of `{type, params}`. Without the key no master is checked, so none is repaired (as magnum-auto-healer).",
     },
     KeyDoc {
         key: "healthcheck.worker",
-        default: "(none)",
+        unset: Some("(none)"),
         doc: "Checks for workers, as for masters: without the key no worker is repaired.",
     },
-    KeyDoc {
-        key: "openstack",
-        default: "(none)",
-        doc: "The OpenStack provider's settings (auth-url, credentials, region, ...), as magnum-auto-healer reads them.",
-    },
-    KeyDoc { key: "leader-election.lease-name", default: "autohealer", doc: "The Lease that elects the active replica." },
-    KeyDoc { key: "leader-election.lease-namespace", default: "kube-system", doc: "The Lease's namespace." },
+    KeyDoc { key: "leader-election.lease-name", unset: None, doc: "The Lease that elects the active replica." },
+    KeyDoc { key: "leader-election.lease-namespace", unset: None, doc: "The Lease's namespace." },
     KeyDoc {
         key: "leader-election.lease-duration",
-        default: "15s",
+        unset: None,
         doc: "How long a leader's hold lasts without renewal; a standby takes over after it.",
     },
     KeyDoc {
         key: "leader-election.renew-grace",
-        default: "5s",
+        unset: None,
         doc: "The leader renews this long before its hold expires; it also stops acting this long before expiry.",
     },
-    KeyDoc { key: "leader-election.identity", default: "$POD_NAME or the hostname", doc: "This replica's name in the Lease." },
-    KeyDoc { key: "admin.listen", default: "0.0.0.0:9102", doc: "Address of /healthz, /readyz and /metrics." },
+    KeyDoc { key: "leader-election.identity", unset: Some("$POD_NAME or the hostname"), doc: "This replica's name in the Lease." },
+    KeyDoc { key: "admin.listen", unset: None, doc: "Address of /healthz, /readyz and /metrics." },
     KeyDoc {
         key: "max-unhealthy.master",
-        default: "1",
+        unset: None,
         doc: "Above this many unhealthy masters (a count, or a share like `40%`), no new master repair: quorum is never touched.",
     },
     KeyDoc {
         key: "max-unhealthy.worker",
-        default: "40%",
+        unset: None,
         doc: "Above this many unhealthy workers, no new worker repair (a partition is not a node fault). A share always allows one node.",
     },
     KeyDoc {
         key: "max-unhealthy.zone",
-        default: "50%",
+        unset: None,
         doc: "Above this share of unhealthy nodes of a role in one `topology.kubernetes.io/zone` (and at least two), no new repair in that zone.",
     },
-    KeyDoc { key: "storm-cooldown", default: "5m", doc: "After a short-circuit clears, how long before new repairs in its scope." },
-    KeyDoc { key: "concurrency.master", default: "1", doc: "Master repairs in flight at once." },
-    KeyDoc { key: "concurrency.worker", default: "5", doc: "Worker repairs in flight at once." },
-    KeyDoc { key: "repairs-per-hour", default: "30", doc: "New repairs started in any hour, all roles together." },
+    KeyDoc { key: "storm-cooldown", unset: None, doc: "After a short-circuit clears, how long before new repairs in its scope." },
+    KeyDoc { key: "concurrency.master", unset: None, doc: "Master repairs in flight at once." },
+    KeyDoc { key: "concurrency.worker", unset: None, doc: "Worker repairs in flight at once." },
+    KeyDoc { key: "repairs-per-hour", unset: None, doc: "New repairs started in any hour, all roles together." },
     KeyDoc {
         key: "node-retry.max-failures",
-        default: "3",
+        unset: None,
         doc: "After this many failed repairs of one node within `node-retry.cooldown`, it is left alone (Event `RetryBudgetExhausted`).",
     },
     KeyDoc {
         key: "node-retry.cooldown",
-        default: "1h",
+        unset: None,
         doc: "The window of `node-retry.max-failures`; removing the node's `autohealer.dev/repair-history` annotation clears it at once.",
     },
-    KeyDoc { key: "node-retry.delay", default: "10m", doc: "How long after a failed repair before the next attempt." },
+    KeyDoc { key: "node-retry.delay", unset: None, doc: "How long after a failed repair before the next attempt." },
     KeyDoc {
         key: "correlated-hold.enabled",
-        default: "true",
+        unset: None,
         doc: "Hold new repairs of nodes whose failures share a value of an attribute (osImage, kernelVersion, kubeletVersion, containerRuntimeVersion, `node.kubernetes.io/instance-type`, the Magnum node group, `correlated-hold.labels`) far more than the fleet does (gate `correlated`): a rollout is not a node fault.",
     },
     KeyDoc {
         key: "correlated-hold.min-nodes",
-        default: "3",
+        unset: None,
         doc: "At least this many failing nodes must share the value, and at least half of the failing nodes.",
     },
     KeyDoc {
         key: "correlated-hold.window",
-        default: "1h",
+        unset: None,
         doc: "A worker counts as failing if a check fails now or a repair of it began within this window (a failure only held by a short-circuit does not count).",
     },
     KeyDoc {
         key: "correlated-hold.max-healthy-share",
-        default: "20%",
+        unset: None,
         doc: "The value counts as rare if at most this share of the healthy nodes have it; a value every node has holds nothing.",
     },
-    KeyDoc { key: "correlated-hold.labels", default: "[]", doc: "More node labels whose values are compared, e.g. a node pool label." },
+    KeyDoc { key: "correlated-hold.labels", unset: None, doc: "More node labels whose values are compared, e.g. a node pool label." },
     KeyDoc {
         key: "repeated-repairs.max",
-        default: "3",
+        unset: None,
         doc: "A node repaired successfully more than this many times within `repeated-repairs.window` is left to a human (gate `repeated_repairs`, critical); 0 turns it off. Removing its `autohealer.dev/repair-history` annotation clears it.",
     },
-    KeyDoc { key: "repeated-repairs.window", default: "7d", doc: "The window of `repeated-repairs.max`." },
+    KeyDoc { key: "repeated-repairs.window", unset: None, doc: "The window of `repeated-repairs.max`." },
     KeyDoc {
         key: "workload-check.worker",
-        default: "false",
+        unset: None,
         doc: "Workload-verified recovery for workers: a repaired node counts as repaired only if, once healthy for `workload-check.window`, no pod on it crash-loops (`CrashLoopBackOff`) while a pod of the same owner elsewhere runs; otherwise the step is recorded as failed and the next one follows.",
     },
-    KeyDoc { key: "workload-check.master", default: "false", doc: "The same for masters." },
+    KeyDoc { key: "workload-check.master", unset: None, doc: "The same for masters." },
     KeyDoc {
         key: "workload-check.window",
-        default: "5m",
+        unset: None,
         doc: "How long a repaired node is healthy before its pods are looked at (they need time to start, and to crash again).",
     },
     KeyDoc {
         key: "approval.master",
-        default: "[]",
+        unset: None,
         doc: "Master repair steps an operator approves first (e.g. `[replace]`): the healer proposes (Event `RepairProposed` with the command) and acts once the node is annotated `autohealer.dev/approve=<proposal id>` (`kubectl autohealer approve NODE`); `autohealer.dev/deny=<id>` refuses. Approval bypasses no other gate.",
     },
-    KeyDoc { key: "approval.worker", default: "[]", doc: "Worker repair steps an operator approves first." },
+    KeyDoc { key: "approval.worker", unset: None, doc: "Worker repair steps an operator approves first." },
     KeyDoc {
         key: "approval.expiry",
-        default: "24h",
+        unset: None,
         doc: "How long a proposal waits for its answer; then it expires and a new one (a new id) is made.",
     },
     KeyDoc {
         key: "slow-start.enabled",
-        default: "false",
+        unset: None,
         doc: "Per domain (role, zone, Magnum node group) at most one repair in flight to begin with, doubled by each repair proven healthy and back to one after a failed one, capped by `concurrency.*` (gate `slow_start`): a detector gone wrong repairs one node, not five. Slower on a real mass failure.",
     },
     KeyDoc {
         key: "slow-start.memory",
-        default: "24h",
+        unset: None,
         doc: "The finished repairs the width is computed from (from the nodes' histories); after this long without repairs a domain starts at one again.",
     },
     KeyDoc {
         key: "recovery-stable-window",
-        default: "60s",
+        unset: None,
         doc: "How long a repaired node must stay healthy (and, after a reboot, with a new bootID) before the repair counts as done.",
     },
     KeyDoc {
         key: "apiserver-outage-grace",
-        default: "60s",
+        unset: None,
         doc: "After the healer could not watch the apiserver (nor, through it, the kubelets report), how long nodes get to report again before a deadline that ran meanwhile is acted on, as the node-lifecycle controller does after a disruption.",
     },
     KeyDoc {
         key: "drain.before-replace",
-        default: "true",
+        unset: None,
         doc: "Drain a worker (Eviction API, PodDisruptionBudgets honoured) before replacing it.",
     },
-    KeyDoc { key: "drain.before-reboot", default: "false", doc: "Drain a worker before rebooting it too." },
+    KeyDoc { key: "drain.before-reboot", unset: None, doc: "Drain a worker before rebooting it too." },
     KeyDoc {
         key: "drain.timeout",
-        default: "5m",
+        unset: None,
         doc: "How long evictions refused by a PodDisruptionBudget are retried, and evicted pods waited for (not on an unreachable node).",
     },
     KeyDoc {
         key: "drain.force-delete-after-timeout",
-        default: "false",
+        unset: None,
         doc: "After the drain timeout, delete the pods that could not be evicted; otherwise the step goes on and the `Drained` Event names them. On an unreachable node, pods are force-deleted only once the cloud confirms the machine is down.",
     },
     KeyDoc {
         key: "drain.allow-bare-pods",
-        default: "false",
+        unset: None,
         doc: "Evict pods no controller owns (nothing recreates them). Off, as with `kubectl drain` without `--force`, such a pod blocks the drain and the step fails with an Event naming it.",
     },
     KeyDoc {
         key: "pause-configmap",
-        default: "kube-system/autohealer-config",
+        unset: None,
         doc: "The ConfigMap whose annotation `autohealer.dev/paused: \"true\"` pauses new repairs on the fly; empty to disable.",
     },
     KeyDoc {
         key: "evidence.namespace",
-        default: "kube-system",
+        unset: None,
         doc: "Where the console output captured before a destructive step is kept, as ConfigMaps named after the node and the time.",
     },
-    KeyDoc { key: "evidence.keep-per-node", default: "3", doc: "How many evidence ConfigMaps are kept per node (0: keep none)." },
+    KeyDoc { key: "evidence.keep-per-node", unset: None, doc: "How many evidence ConfigMaps are kept per node (0: keep none)." },
     KeyDoc {
         key: "node-selector",
-        default: "(all nodes)",
+        unset: Some("(all nodes)"),
         doc: "A label selector (`key=value,...`) limiting the nodes the healer watches and repairs.",
     },
-    KeyDoc { key: "probe-concurrency", default: "32", doc: "How many probes (Endpoint checks) run at once." },
+    KeyDoc { key: "probe-concurrency", unset: None, doc: "How many probes (Endpoint checks) run at once." },
     KeyDoc {
         key: "fencing.enabled",
-        default: "true",
+        unset: None,
         doc: "Once the cloud confirms a node's machine is down (stopped or gone) during a replace, taint it `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute` so Kubernetes deletes its pods and detaches their volumes; the taint is lifted when the node returns.",
     },
     KeyDoc {
         key: "fencing.confirm-timeout",
-        default: "5m",
+        unset: None,
         doc: "How long after a replace began the cloud is asked whether the machine is down; never confirmed, never tainted.",
     },
     KeyDoc {
         key: "notifications",
-        default: "(none)",
+        unset: Some("(none)"),
         doc: "Where to tell people: `sinks` of type slack, webhook, pagerduty, email, routed by `min-severity` and `events`; see README, Notifications.",
     },
 ];
@@ -281,12 +307,8 @@ impl EnvOverrides {
     /// Applies the overrides to the file's keys. Variables that name no key are ignored,
     /// not refused: Kubernetes itself sets some (the service links of a Service named
     /// `autohealer`, e.g. `AUTOHEALER_SERVICE_HOST`), so they cannot stop the healer.
-    fn apply(&self, value: &mut serde_json::Value) -> Applied {
-        let top: Vec<&str> = {
-            let mut t: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
-            t.dedup();
-            t
-        };
+    fn apply(&self, value: &mut serde_json::Value, registries: &Registries) -> Applied {
+        let top = top_level_keys(registries);
         let mut applied = Vec::new();
         let mut ignored = Vec::new();
         let mut from_env = Vec::new();
@@ -295,7 +317,7 @@ impl EnvOverrides {
             if !top.contains(&key.as_str()) {
                 let near: Vec<String> = top.iter().map(|k| format!("AUTOHEALER_{}", k.to_ascii_uppercase().replace('-', "_"))).collect();
                 let near: Vec<&str> = near.iter().map(String::as_str).collect();
-                ignored.push(format!("${var} names no config key{}", autohealer_healthcheck::did_you_mean(var, &near)));
+                ignored.push(format!("${var} names no config key{}", autohealer_params::did_you_mean(var, &near)));
                 continue;
             }
             let parsed: serde_json::Value = serde_saphyr::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.clone()));
@@ -317,6 +339,19 @@ impl EnvOverrides {
     }
 }
 
+/// Every documented key path: the binary's own, and each registered provider's block.
+pub fn key_paths(registries: &Registries) -> Vec<&'static str> {
+    KEYS.iter().map(|k| k.key).chain(registries.providers.names()).collect()
+}
+
+/// Every top-level key: the binary's own, and each registered provider's block.
+fn top_level_keys(registries: &Registries) -> Vec<&'static str> {
+    let mut top: Vec<&'static str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
+    top.dedup();
+    top.extend(registries.providers.names());
+    top
+}
+
 /// What [`EnvOverrides::apply`] did.
 struct Applied {
     /// (variable, key) of each override applied.
@@ -329,406 +364,227 @@ struct Applied {
     from_env: Vec<(String, String)>,
 }
 
-fn default_provider() -> String {
-    "openstack".into()
-}
-fn yes() -> bool {
-    true
-}
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-#[derive(Debug, Clone, Deserialize)]
+/// The whole config, typed. [`Config::default`] is the one table of defaults: a
+/// config file is read over it (a key it leaves out keeps its default), and
+/// `config-reference` shows it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
-    #[serde(default)]
     pub cluster_name: Option<String>,
-    #[serde(default = "default_provider")]
     pub cloud_provider: String,
-    #[serde(default)]
     pub dry_run: bool,
-    #[serde(default = "d60s", with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub monitor_interval: Duration,
-    #[serde(default = "yes")]
     pub master_monitor_enabled: bool,
-    #[serde(default = "yes")]
     pub worker_monitor_enabled: bool,
-    #[serde(default = "yes")]
     pub leader_elect: bool,
-    #[serde(default = "d10m", with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub check_delay_after_add: Duration,
-    #[serde(default = "d5m", with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub rebuild_delay_after_reboot: Duration,
-    #[serde(default = "d30m", with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub replace_timeout: Duration,
-    #[serde(default)]
-    pub repair_steps: RepairSteps,
-    #[serde(default)]
+    pub repair_steps: PerRole<Vec<Action>>,
     pub kubernetes: KubernetesConfig,
-    #[serde(default)]
-    pub healthcheck: HealthcheckConfig,
-    #[serde(default)]
-    pub openstack: Option<ProviderBlock>,
-    #[serde(default)]
+    /// Without a role's key no node of that role is checked, so none is repaired: a
+    /// config written for magnum-auto-healer that checks workers only leaves masters
+    /// alone here too.
+    pub healthcheck: PerRole<Option<Vec<CheckSpec>>>,
     pub leader_election: LeaderElection,
-    #[serde(default)]
     pub admin: Admin,
-    #[serde(default = "d32")]
     pub probe_concurrency: usize,
-    #[serde(default)]
     pub node_selector: Option<String>,
-    #[serde(default)]
     pub evidence: Evidence,
-    #[serde(default)]
     pub max_unhealthy: MaxUnhealthy,
-    #[serde(default = "d5m", with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub storm_cooldown: Duration,
-    #[serde(default)]
-    pub concurrency: Concurrency,
-    #[serde(default = "d30")]
+    pub concurrency: PerRole<usize>,
     pub repairs_per_hour: usize,
-    #[serde(default)]
     pub node_retry: NodeRetry,
-    #[serde(default)]
     pub correlated_hold: CorrelatedHoldConfig,
-    #[serde(default)]
     pub repeated_repairs: RepeatedRepairsConfig,
-    #[serde(default)]
     pub slow_start: SlowStartConfig,
-    #[serde(default)]
     pub approval: ApprovalConfig,
-    #[serde(default)]
     pub workload_check: WorkloadCheckConfig,
-    #[serde(default = "d60s", with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub recovery_stable_window: Duration,
-    #[serde(default = "d60s", with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub apiserver_outage_grace: Duration,
-    #[serde(default = "pause_cm")]
-    pub pause_configmap: String,
-    #[serde(default)]
+    /// Off when empty.
+    #[serde(with = "object_ref")]
+    pub pause_configmap: Option<ObjectRef>,
     pub drain: Drain,
-    #[serde(default)]
     pub fencing: Fencing,
     /// Parsed and validated by `autohealer-notify`, which names its key paths.
-    #[serde(default)]
     pub notifications: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct CorrelatedHoldConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default = "three")]
-    pub min_nodes: usize,
-    #[serde(default = "d1h", with = "humantime_serde")]
-    pub window: Duration,
-    #[serde(default = "twenty_percent")]
-    pub max_healthy_share: String,
-    #[serde(default)]
-    pub labels: Vec<String>,
-}
-
-fn twenty_percent() -> String {
-    "20%".into()
-}
-
-impl Default for CorrelatedHoldConfig {
+impl Default for Config {
+    /// The planner's own defaults are core's [`Policy::default`], which its tests and
+    /// the lifecycle simulation run with; the keys that set them take them from there.
     fn default() -> Self {
-        Self { enabled: true, min_nodes: 3, window: d1h(), max_healthy_share: twenty_percent(), labels: vec![] }
-    }
-}
-
-impl CorrelatedHoldConfig {
-    /// The share as a fraction, if it is a percentage from 0% to 100%.
-    fn share(&self) -> Option<f64> {
-        let v: f64 = self.max_healthy_share.trim().strip_suffix('%')?.trim().parse().ok()?;
-        (0.0..=100.0).contains(&v).then_some(v / 100.0)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct WorkloadCheckConfig {
-    #[serde(default)]
-    pub master: bool,
-    #[serde(default)]
-    pub worker: bool,
-    #[serde(default = "d5m", with = "humantime_serde")]
-    pub window: Duration,
-}
-
-impl Default for WorkloadCheckConfig {
-    fn default() -> Self {
-        Self { master: false, worker: false, window: d5m() }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ApprovalConfig {
-    #[serde(default)]
-    pub master: Vec<Action>,
-    #[serde(default)]
-    pub worker: Vec<Action>,
-    #[serde(default = "d24h", with = "humantime_serde")]
-    pub expiry: Duration,
-}
-
-impl Default for ApprovalConfig {
-    fn default() -> Self {
-        Self { master: vec![], worker: vec![], expiry: d24h() }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SlowStartConfig {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default = "d24h", with = "humantime_serde")]
-    pub memory: Duration,
-}
-
-fn d24h() -> Duration {
-    secs(24 * 3600)
-}
-
-impl Default for SlowStartConfig {
-    fn default() -> Self {
-        Self { enabled: false, memory: d24h() }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RepeatedRepairsConfig {
-    #[serde(default = "three")]
-    pub max: usize,
-    #[serde(default = "d7d", with = "humantime_serde")]
-    pub window: Duration,
-}
-
-fn d7d() -> Duration {
-    secs(7 * 24 * 3600)
-}
-
-impl Default for RepeatedRepairsConfig {
-    fn default() -> Self {
-        Self { max: 3, window: d7d() }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Fencing {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default = "d5m", with = "humantime_serde")]
-    pub confirm_timeout: Duration,
-}
-
-impl Default for Fencing {
-    fn default() -> Self {
-        Self { enabled: true, confirm_timeout: d5m() }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Drain {
-    #[serde(default = "yes")]
-    pub before_replace: bool,
-    #[serde(default)]
-    pub before_reboot: bool,
-    #[serde(default = "d5m", with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub force_delete_after_timeout: bool,
-    #[serde(default)]
-    pub allow_bare_pods: bool,
-}
-
-impl Default for Drain {
-    fn default() -> Self {
-        Self { before_replace: true, before_reboot: false, timeout: d5m(), force_delete_after_timeout: false, allow_bare_pods: false }
-    }
-}
-
-fn d30() -> usize {
-    30
-}
-
-fn pause_cm() -> String {
-    "kube-system/autohealer-config".into()
-}
-
-/// A count (`3`) or a share (`"40%"`), as YAML writes either.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum ThresholdValue {
-    Count(usize),
-    Text(String),
-}
-
-impl ThresholdValue {
-    fn parse(&self, path: &str) -> Result<Threshold, ConfigError> {
-        match self {
-            ThresholdValue::Count(n) => Ok(Threshold::Count(*n)),
-            ThresholdValue::Text(t) => Threshold::parse(t).ok_or_else(|| ConfigError {
-                path: path.into(),
-                message: format!("not a count or a percentage like \"40%\" (value: {t:?})"),
-            }),
+        let p = Policy::default();
+        let l = &p.limits;
+        let secs = Duration::from_secs;
+        Config {
+            cluster_name: None,
+            cloud_provider: "openstack".into(),
+            dry_run: p.dry_run,
+            monitor_interval: secs(60),
+            master_monitor_enabled: p.master_enabled,
+            worker_monitor_enabled: p.worker_enabled,
+            leader_elect: true,
+            check_delay_after_add: p.check_delay_after_add,
+            rebuild_delay_after_reboot: p.rebuild_delay_after_reboot,
+            replace_timeout: p.replace_timeout,
+            repair_steps: PerRole { master: p.master_steps.clone(), worker: p.worker_steps.clone() },
+            kubernetes: KubernetesConfig { api_host: None, kubeconfig: None },
+            healthcheck: PerRole { master: None, worker: None },
+            leader_election: LeaderElection {
+                lease_name: "autohealer".into(),
+                lease_namespace: "kube-system".into(),
+                lease_duration: secs(15),
+                renew_grace: secs(5),
+                identity: None,
+            },
+            admin: Admin { listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9102)) },
+            probe_concurrency: 32,
+            node_selector: None,
+            evidence: Evidence { namespace: "kube-system".into(), keep_per_node: 3 },
+            max_unhealthy: MaxUnhealthy { master: l.master_max_unhealthy, worker: l.worker_max_unhealthy, zone: l.zone_max_unhealthy },
+            storm_cooldown: l.storm_cooldown,
+            concurrency: PerRole { master: l.master_concurrency, worker: l.worker_concurrency },
+            repairs_per_hour: l.repairs_per_hour,
+            node_retry: NodeRetry { max_failures: l.node_max_failures, cooldown: l.node_cooldown, delay: l.retry_delay },
+            correlated_hold: CorrelatedHoldConfig {
+                enabled: p.correlated.enabled,
+                min_nodes: p.correlated.min_nodes,
+                window: p.correlated.window,
+                max_healthy_share: p.correlated.max_healthy_share,
+                labels: Vec::new(),
+            },
+            repeated_repairs: RepeatedRepairsConfig { max: p.repeated.max, window: p.repeated.window },
+            slow_start: SlowStartConfig { enabled: p.slow_start.is_some(), memory: p.slow_start.unwrap_or(secs(24 * 3600)) },
+            approval: ApprovalConfig { master: p.approval.master.clone(), worker: p.approval.worker.clone(), expiry: p.approval.expiry },
+            workload_check: WorkloadCheckConfig { master: p.workloads.master, worker: p.workloads.worker, window: p.workloads.window },
+            recovery_stable_window: l.stable_window,
+            apiserver_outage_grace: p.blind_grace,
+            pause_configmap: Some(ObjectRef { namespace: "kube-system".into(), name: "autohealer-config".into() }),
+            drain: Drain {
+                before_replace: true,
+                before_reboot: false,
+                timeout: secs(300),
+                force_delete_after_timeout: false,
+                allow_bare_pods: false,
+            },
+            fencing: Fencing { enabled: true, confirm_timeout: secs(300) },
+            notifications: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CorrelatedHoldConfig {
+    pub enabled: bool,
+    pub min_nodes: usize,
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// A fraction, written as a percentage.
+    #[serde(with = "share")]
+    pub max_healthy_share: f64,
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WorkloadCheckConfig {
+    pub master: bool,
+    pub worker: bool,
+    #[serde(with = "duration")]
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApprovalConfig {
+    pub master: Vec<Action>,
+    pub worker: Vec<Action>,
+    #[serde(with = "duration")]
+    pub expiry: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SlowStartConfig {
+    pub enabled: bool,
+    #[serde(with = "duration")]
+    pub memory: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RepeatedRepairsConfig {
+    pub max: usize,
+    #[serde(with = "duration")]
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Fencing {
+    pub enabled: bool,
+    #[serde(with = "duration")]
+    pub confirm_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Drain {
+    pub before_replace: bool,
+    pub before_reboot: bool,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    pub force_delete_after_timeout: bool,
+    pub allow_bare_pods: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MaxUnhealthy {
-    #[serde(default = "one")]
-    pub master: ThresholdValue,
-    #[serde(default = "forty")]
-    pub worker: ThresholdValue,
-    #[serde(default = "fifty")]
-    pub zone: ThresholdValue,
+    #[serde(with = "threshold")]
+    pub master: Threshold,
+    #[serde(with = "threshold")]
+    pub worker: Threshold,
+    #[serde(with = "threshold")]
+    pub zone: Threshold,
 }
 
-fn one() -> ThresholdValue {
-    ThresholdValue::Count(1)
-}
-fn forty() -> ThresholdValue {
-    ThresholdValue::Text("40%".into())
-}
-fn fifty() -> ThresholdValue {
-    ThresholdValue::Text("50%".into())
-}
-
-impl Default for MaxUnhealthy {
-    fn default() -> Self {
-        Self { master: one(), worker: forty(), zone: fifty() }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Concurrency {
-    #[serde(default = "one_usize")]
-    pub master: usize,
-    #[serde(default = "five")]
-    pub worker: usize,
-}
-
-fn one_usize() -> usize {
-    1
-}
-fn five() -> usize {
-    5
-}
-
-impl Default for Concurrency {
-    fn default() -> Self {
-        Self { master: 1, worker: 5 }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct NodeRetry {
-    #[serde(default = "three")]
     pub max_failures: usize,
-    #[serde(default = "d1h", with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub cooldown: Duration,
-    #[serde(default = "d10m", with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub delay: Duration,
 }
 
-fn d1h() -> Duration {
-    secs(3600)
-}
-
-impl Default for NodeRetry {
-    fn default() -> Self {
-        Self { max_failures: 3, cooldown: d1h(), delay: d10m() }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Evidence {
-    #[serde(default = "kube_system")]
     pub namespace: String,
-    #[serde(default = "three")]
     pub keep_per_node: usize,
 }
 
-fn three() -> usize {
-    3
-}
-
-impl Default for Evidence {
-    fn default() -> Self {
-        Self { namespace: kube_system(), keep_per_node: three() }
-    }
-}
-
-fn d60s() -> Duration {
-    secs(60)
-}
-fn d10m() -> Duration {
-    secs(600)
-}
-fn d5m() -> Duration {
-    secs(300)
-}
-fn d30m() -> Duration {
-    secs(1800)
-}
-fn d15s() -> Duration {
-    secs(15)
-}
-fn d5s() -> Duration {
-    secs(5)
-}
-fn d32() -> usize {
-    32
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RepairSteps {
-    #[serde(default = "both")]
-    pub master: Vec<Action>,
-    #[serde(default = "both")]
-    pub worker: Vec<Action>,
-}
-
-fn both() -> Vec<Action> {
-    vec![Action::Reboot, Action::Replace]
-}
-
-impl Default for RepairSteps {
-    fn default() -> Self {
-        Self { master: both(), worker: both() }
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KubernetesConfig {
     pub api_host: Option<String>,
     pub kubeconfig: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct HealthcheckConfig {
-    pub master: Option<Vec<CheckSpec>>,
-    pub worker: Option<Vec<CheckSpec>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CheckSpec {
     #[serde(rename = "type")]
@@ -747,7 +603,7 @@ pub struct CheckSpec {
 }
 
 /// What a check's finding leads to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckAction {
     /// The node is repaired (reboot, then replace).
@@ -760,7 +616,7 @@ pub enum CheckAction {
 }
 
 /// A rule on a finding's reason: a regular expression, and what a match leads to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReasonRule {
     #[serde(rename = "match")]
@@ -771,61 +627,39 @@ pub struct ReasonRule {
     pub steps: Option<Vec<Action>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LeaderElection {
-    #[serde(default = "lease_name")]
     pub lease_name: String,
-    #[serde(default = "kube_system")]
     pub lease_namespace: String,
-    #[serde(default = "d15s", with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub lease_duration: Duration,
-    #[serde(default = "d5s", with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub renew_grace: Duration,
-    #[serde(default)]
     pub identity: Option<String>,
 }
 
-fn lease_name() -> String {
-    "autohealer".into()
-}
-fn kube_system() -> String {
-    "kube-system".into()
-}
-
-impl Default for LeaderElection {
-    fn default() -> Self {
-        Self { lease_name: lease_name(), lease_namespace: kube_system(), lease_duration: d15s(), renew_grace: d5s(), identity: None }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Admin {
-    #[serde(default = "listen")]
-    pub listen: String,
+    pub listen: std::net::SocketAddr,
 }
 
-fn listen() -> String {
-    "0.0.0.0:9102".into()
-}
-
-impl Default for Admin {
-    fn default() -> Self {
-        Self { listen: listen() }
-    }
-}
-
-/// A provider's settings as written, handed to the provider to read. It may hold
-/// credentials, so its `Debug` shows the keys only.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct ProviderBlock(pub serde_json::Value);
-
-impl std::fmt::Debug for ProviderBlock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys: Vec<&String> = self.0.as_object().map(|m| m.keys().collect()).unwrap_or_default();
-        f.debug_struct("ProviderBlock").field("keys", &keys).finish_non_exhaustive()
+/// `value` read over `defaults`: a map's keys replace or extend the default map's,
+/// recursively; any other value replaces the default whole (a list is not merged).
+fn over(defaults: serde_json::Value, value: &serde_json::Value) -> serde_json::Value {
+    match (defaults, value) {
+        (serde_json::Value::Object(mut base), serde_json::Value::Object(given)) => {
+            for (k, v) in given {
+                let merged = match base.remove(k) {
+                    Some(d) => over(d, v),
+                    None => v.clone(),
+                };
+                base.insert(k.clone(), merged);
+            }
+            serde_json::Value::Object(base)
+        }
+        (_, v) => v.clone(),
     }
 }
 
@@ -1059,6 +893,8 @@ impl Hidden {
 pub struct Loaded {
     pub config: Config,
     pub checks: Checks,
+    /// The block of the provider `cloud-provider` names, parsed and validated by it.
+    pub provider: ProviderConfig,
     pub notify: autohealer_notify::NotifyConfig,
     /// The environment overrides in force, and the keys they replaced.
     pub env: EnvOverrides,
@@ -1068,58 +904,66 @@ pub struct Loaded {
 }
 
 impl Config {
-    pub fn load_file(path: &Path, registry: &Registry) -> Result<Loaded, ConfigError> {
+    pub fn load_file(path: &Path, registries: &Registries) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError { path: path.display().to_string(), message: format!("cannot read the config file: {e}") })?;
-        Self::load_str_with(&text, registry, &EnvOverrides::from_env())
+        Self::load_str_with(&text, registries, &EnvOverrides::from_env())
     }
 
     /// Loads a config file's text alone, without environment overrides.
-    pub fn load_str(text: &str, registry: &Registry) -> Result<Loaded, ConfigError> {
-        Self::load_str_with(text, registry, &EnvOverrides::default())
+    pub fn load_str(text: &str, registries: &Registries) -> Result<Loaded, ConfigError> {
+        Self::load_str_with(text, registries, &EnvOverrides::default())
     }
 
-    pub fn load_str_with(text: &str, registry: &Registry, env: &EnvOverrides) -> Result<Loaded, ConfigError> {
+    pub fn load_str_with(text: &str, registries: &Registries, env: &EnvOverrides) -> Result<Loaded, ConfigError> {
         let value: serde_json::Value = serde_saphyr::from_str(text)
             .map_err(|e| ConfigError { path: "(file)".into(), message: format!("not valid YAML: {}", yaml_error(&e, text)) })?;
         let mut value = if value.is_null() { serde_json::json!({}) } else { value };
         if !value.is_object() {
             return Err(ConfigError { path: "(file)".into(), message: format!("the config must be a map of keys, got {}", kind(&value)) });
         }
-        let Applied { applied: overridden, ignored: ignored_env, from_env } = env.apply(&mut value);
+        let Applied { applied: overridden, ignored: ignored_env, from_env } = env.apply(&mut value, registries);
         let hidden = Hidden::find(value.clone(), from_env);
-        let (config, checks, notify) = Self::load_value(&value, registry).map_err(|e| hidden.redact(e))?;
-        Ok(Loaded { config, checks, notify, env: env.clone(), overridden, ignored_env })
+        let (config, checks, provider, notify) = Self::load_value(value, registries).map_err(|e| hidden.redact(e))?;
+        Ok(Loaded { config, checks, provider, notify, env: env.clone(), overridden, ignored_env })
     }
 
     fn load_value(
-        value: &serde_json::Value,
-        registry: &Registry,
-    ) -> Result<(Config, Checks, autohealer_notify::NotifyConfig), ConfigError> {
-        let config: Config = from_value(value, "")?;
-        let checks = config.validate(registry)?;
+        mut value: serde_json::Value,
+        registries: &Registries,
+    ) -> Result<(Config, Checks, ProviderConfig, autohealer_notify::NotifyConfig), ConfigError> {
+        // Each provider's block is its own top-level key, read by the provider alone.
+        let mut blocks = std::collections::BTreeMap::new();
+        if let Some(map) = value.as_object_mut() {
+            let top = top_level_keys(registries);
+            if let Some(k) = map.keys().find(|k| !top.contains(&k.as_str())) {
+                return Err(ConfigError {
+                    path: k.clone(),
+                    message: format!("unknown key {k:?}{}; valid keys: {}", autohealer_params::did_you_mean(k, &top), top.join(", ")),
+                });
+            }
+            for name in registries.providers.names() {
+                if let Some(block) = map.remove(name) {
+                    blocks.insert(name, block);
+                }
+            }
+        }
+        let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
+        let config: Config = from_value(&over(defaults, &value), "")?;
+        let checks = config.validate(&registries.checks)?;
+        let site = Site { cluster_name: config.cluster_name.clone() };
+        let provider = registries.providers.parse(&config.cloud_provider, blocks.get(config.cloud_provider.as_str()), &site)?;
         let notify = match &config.notifications {
             Some(v) => {
                 autohealer_notify::NotifyConfig::parse(v, "notifications").map_err(|e| ConfigError { path: e.path, message: e.message })?
             }
             None => Default::default(),
         };
-        Ok((config, checks, notify))
+        Ok((config, checks, provider, notify))
     }
 
-    fn validate(&self, registry: &Registry) -> Result<Checks, ConfigError> {
+    fn validate(&self, registry: &autohealer_healthcheck::Registry) -> Result<Checks, ConfigError> {
         let err = |path: &str, message: String| ConfigError { path: path.into(), message };
-        if self.cloud_provider == "openstack" {
-            let os = autohealer_openstack::OpenStackConfig::parse(self.openstack.as_ref().map(|b| &b.0))
-                .map_err(|e| ConfigError { path: e.path, message: e.message })?;
-            let nova = os.strategy.as_deref() == Some("nova");
-            if !nova && self.cluster_name.as_deref().is_none_or(str::is_empty) {
-                return Err(err(
-                    "cluster-name",
-                    "required by cloud-provider openstack (the Magnum cluster's UUID), unless openstack.strategy is nova".into(),
-                ));
-            }
-        }
         if self.monitor_interval.is_zero() {
             return Err(err("monitor-interval", "must be more than 0s".into()));
         }
@@ -1128,25 +972,10 @@ impl Config {
         {
             return Err(err("node-selector", format!("not a label selector (value: {sel:?})")));
         }
-        self.max_unhealthy.master.parse("max-unhealthy.master")?;
-        self.max_unhealthy.worker.parse("max-unhealthy.worker")?;
-        self.max_unhealthy.zone.parse("max-unhealthy.zone")?;
-        if self.concurrency.master == 0 || self.concurrency.worker == 0 {
+        if self.concurrency.iter().any(|(_, n)| *n == 0) {
             return Err(err(
                 "concurrency",
                 "must be at least 1 per role (to stop repairs, pause them or disable the role's monitoring)".into(),
-            ));
-        }
-        if !self.pause_configmap.is_empty() && self.pause_configmap.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty()) {
-            return Err(err("pause-configmap", format!("must be namespace/name (value: {:?})", self.pause_configmap)));
-        }
-        if self.correlated_hold.share().is_none_or(|s| s >= 1.0) {
-            return Err(err(
-                "correlated-hold.max-healthy-share",
-                format!(
-                    "must be a percentage from 0% to below 100%: at 100% a value every node has would hold repairs (value: {:?})",
-                    self.correlated_hold.max_healthy_share
-                ),
             ));
         }
         if let Some(i) = self.correlated_hold.labels.iter().position(|l| l.trim().is_empty()) {
@@ -1207,23 +1036,19 @@ impl Config {
                 format!("must be at least 2s (value: {})", humantime::format_duration(le.lease_duration)),
             ));
         }
-        if self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(err("admin.listen", format!("not an address:port (value: {:?})", self.admin.listen)));
-        }
-        for (role, steps) in [("master", &self.repair_steps.master), ("worker", &self.repair_steps.worker)] {
+        for (role, steps) in self.repair_steps.iter() {
             let mut seen = std::collections::BTreeSet::new();
             if let Some(dup) = steps.iter().find(|s| !seen.insert(**s)) {
                 return Err(err(&format!("repair-steps.{role}"), format!("{dup} is listed twice")));
             }
         }
         let mut routes = std::collections::BTreeMap::new();
-        for (role, name, specs) in [(Role::Master, "master", &self.healthcheck.master), (Role::Worker, "worker", &self.healthcheck.worker)]
-        {
+        for (role, specs) in self.healthcheck.iter() {
             for (i, spec) in specs.iter().flatten().enumerate() {
                 if spec.steps.is_none() && spec.reasons.is_empty() && spec.action != CheckAction::None {
                     continue;
                 }
-                let path = format!("healthcheck.{name}[{i}]");
+                let path = format!("healthcheck.{role}[{i}]");
                 let disposition = |action: CheckAction, steps: &Option<Vec<Action>>, at: &str| -> Result<Disposition, ConfigError> {
                     if let Some(s) = steps {
                         let mut seen = std::collections::BTreeSet::new();
@@ -1257,40 +1082,32 @@ impl Config {
                 routes.insert((role, i), route);
             }
         }
-        let notify_only = |role: Role, specs: &Option<Vec<CheckSpec>>| -> Vec<(Role, usize)> {
-            specs.iter().flatten().enumerate().filter(|(_, s)| s.action == CheckAction::NotifyOnly).map(|(i, _)| (role, i)).collect()
-        };
-        let build = |role: &str, specs: &Option<Vec<CheckSpec>>| -> Result<Vec<_>, ConfigError> {
-            match specs {
-                // magnum-auto-healer checks no node of a role without checks for it, so a
-                // config written for it that leaves masters out never has them rebooted.
-                None => Ok(Vec::new()),
-                Some(list) => list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| Ok(registry.build(&s.type_, &s.params, &format!("healthcheck.{role}[{i}]"))?))
-                    .collect(),
-            }
+        let notify_only = self
+            .healthcheck
+            .iter()
+            .flat_map(|(role, specs)| specs.iter().flatten().enumerate().map(move |(i, s)| (role, i, s)))
+            .filter(|(_, _, s)| s.action == CheckAction::NotifyOnly)
+            .map(|(role, i, _)| (role, i))
+            .collect();
+        let build = |role: Role| -> Result<Vec<_>, ConfigError> {
+            let specs = self.healthcheck.get(role).iter().flatten().enumerate();
+            specs.map(|(i, s)| Ok(registry.build(&s.type_, &s.params, &format!("healthcheck.{role}[{i}]"))?)).collect()
         };
         Ok(Checks {
-            master: build("master", &self.healthcheck.master)?,
-            worker: build("worker", &self.healthcheck.worker)?,
-            notify_only: notify_only(Role::Master, &self.healthcheck.master)
-                .into_iter()
-                .chain(notify_only(Role::Worker, &self.healthcheck.worker))
-                .collect(),
+            master: build(Role::Master)?,
+            worker: build(Role::Worker)?,
+            notify_only,
             attribute_labels: self.correlated_hold.labels.clone(),
             routes,
         })
     }
 
-    /// The planner's policy; the thresholds were checked by `validate`.
+    /// The planner's policy.
     pub fn policy(&self) -> Policy {
-        let t = |v: &ThresholdValue, fallback: Threshold| v.parse("").unwrap_or(fallback);
         let limits = Limits {
-            master_max_unhealthy: t(&self.max_unhealthy.master, Threshold::Count(1)),
-            worker_max_unhealthy: t(&self.max_unhealthy.worker, Threshold::Percent(40.0)),
-            zone_max_unhealthy: t(&self.max_unhealthy.zone, Threshold::Percent(50.0)),
+            master_max_unhealthy: self.max_unhealthy.master,
+            worker_max_unhealthy: self.max_unhealthy.worker,
+            zone_max_unhealthy: self.max_unhealthy.zone,
             storm_cooldown: self.storm_cooldown,
             master_concurrency: self.concurrency.master,
             worker_concurrency: self.concurrency.worker,
@@ -1316,7 +1133,7 @@ impl Config {
                 enabled: self.correlated_hold.enabled,
                 min_nodes: self.correlated_hold.min_nodes,
                 window: self.correlated_hold.window,
-                max_healthy_share: self.correlated_hold.share().unwrap_or(0.2),
+                max_healthy_share: self.correlated_hold.max_healthy_share,
             },
             repeated: autohealer_core::planner::RepeatedRepairs { max: self.repeated_repairs.max, window: self.repeated_repairs.window },
             slow_start: self.slow_start.enabled.then_some(self.slow_start.memory),
@@ -1334,11 +1151,18 @@ impl Config {
     }
 }
 
-/// The key reference as a Markdown table.
-pub fn reference_markdown() -> String {
+/// The key reference as a Markdown table; each registered provider's block follows
+/// `cloud-provider`.
+pub fn reference_markdown(registries: &Registries) -> String {
+    let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
     let mut s = String::from("| key | default | meaning |\n|---|---|---|\n");
     for k in KEYS {
-        s.push_str(&format!("| `{}` | {} | {} |\n", k.key, k.default, k.doc));
+        s.push_str(&format!("| `{}` | {} | {} |\n", k.key, k.default_shown(&defaults), k.doc));
+        if k.key == "cloud-provider" {
+            for (name, doc) in registries.providers.docs() {
+                s.push_str(&format!("| `{name}` | (none) | {doc} |\n"));
+            }
+        }
     }
     s
 }
@@ -1347,8 +1171,12 @@ pub fn reference_markdown() -> String {
 mod tests {
     use super::*;
 
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
     fn load(text: &str) -> Result<Loaded, ConfigError> {
-        Config::load_str(text, &Registry::with_builtins())
+        Config::load_str(text, &Registries::builtin())
     }
 
     #[test]
@@ -1409,19 +1237,20 @@ mod tests {
             ("PATH".to_string(), "/bin".to_string()),
         ]);
         let text = "cluster-name: c\nopenstack:\n  auth-url: https://k/v3\n  user-id: u\n";
-        let l = Config::load_str_with(text, &Registry::with_builtins(), &env).unwrap();
+        let l = Config::load_str_with(text, &Registries::builtin(), &env).unwrap();
         assert!(l.config.dry_run);
         assert_eq!(l.config.monitor_interval, secs(15));
-        let os = &l.config.openstack.as_ref().unwrap().0;
-        assert_eq!((os["auth-url"].as_str(), os["password"].as_str()), (Some("https://k/v3"), Some("from-secret")), "merged");
+        let merged = serde_json::json!({"auth-url": "https://k/v3", "user-id": "u", "password": "from-secret"});
+        let site = Site { cluster_name: Some("c".into()) };
+        assert_eq!(l.provider, Registries::builtin().providers.parse("openstack", Some(&merged), &site).unwrap(), "merged");
         let names: Vec<&str> = l.overridden.iter().map(|(v, _)| v.as_str()).collect();
         assert_eq!(names, ["AUTOHEALER_DRY_RUN", "AUTOHEALER_MONITOR_INTERVAL", "AUTOHEALER_OPENSTACK"]);
         assert!(!format!("{l:?}").contains("from-secret"), "values never shown");
         let foreign = EnvOverrides::from_vars([("AUTOHEALER_SERVICE_HOST".to_string(), "10.0.0.1".to_string())]);
-        let l = Config::load_str_with(text, &Registry::with_builtins(), &foreign).unwrap();
+        let l = Config::load_str_with(text, &Registries::builtin(), &foreign).unwrap();
         assert!(l.ignored_env[0].starts_with("$AUTOHEALER_SERVICE_HOST names no config key"), "{:?}", l.ignored_env);
         let bad = EnvOverrides::from_vars([("AUTOHEALER_DRY_RUN".to_string(), "perhaps".to_string())]);
-        let e = Config::load_str_with(text, &Registry::with_builtins(), &bad).unwrap_err();
+        let e = Config::load_str_with(text, &Registries::builtin(), &bad).unwrap_err();
         assert_eq!(e.path, "dry-run");
     }
 
@@ -1446,7 +1275,7 @@ mod tests {
     fn a_secret_that_is_a_common_word_leaves_other_errors_whole() {
         let e = load("cluster-name: c\nopenstack:\n  password: password\n  auth-urll: https://k/v3\n").unwrap_err();
         assert_eq!(e.path, "openstack.auth-urll");
-        assert!(e.message.contains("`password`, `password-file`"), "{e}");
+        assert!(e.message.contains("password, password-file"), "{e}");
         let e = load("cluster-name: c\nhealthcheck:\n  master:\n    - params: {token: type}\n").unwrap_err();
         assert_eq!(e.path, "healthcheck.master[0]");
         assert!(e.message.contains("missing field `type`") && e.message.contains("\"<hidden>\""), "{e}");
@@ -1478,8 +1307,34 @@ mod tests {
     }
 
     #[test]
+    fn every_documented_key_takes_its_default_from_the_one_table() {
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        for k in KEYS {
+            let value = k.key.split('.').try_fold(&defaults, |v, seg| v.get(seg));
+            assert!(value.is_some(), "{} is documented but is no key of Config", k.key);
+            assert!(k.unset.is_some() || !value.unwrap().is_null(), "{} has no default and does not say what unset means", k.key);
+        }
+        let shown = reference_markdown(&Registries::builtin());
+        for row in
+            ["| `max-unhealthy.worker` | 40% |", "| `correlated-hold.max-healthy-share` | 20% |", "| `repeated-repairs.window` | 7d |"]
+        {
+            assert!(shown.contains(row), "{row} not in:\n{shown}");
+        }
+        assert!(shown.contains("| `pause-configmap` | kube-system/autohealer-config |"), "{shown}");
+        assert!(shown.contains("| `repair-steps.worker` | [reboot, replace] |"), "{shown}");
+        let empty = load("cluster-name: c\n").unwrap().config;
+        assert_eq!(empty, Config { cluster_name: Some("c".into()), ..Config::default() }, "an empty file is the defaults");
+        let p = empty.policy();
+        let core = Policy::default();
+        assert_eq!(
+            (p.limits.worker_max_unhealthy, p.limits.storm_cooldown, p.correlated),
+            (core.limits.worker_max_unhealthy, core.limits.storm_cooldown, core.correlated)
+        );
+    }
+
+    #[test]
     fn every_key_is_documented() {
-        let documented: Vec<&str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
+        let documented = top_level_keys(&Registries::builtin());
         let sample = "cluster-name: c\ncloud-provider: openstack\ndry-run: false\nmonitor-interval: 1m\nmaster-monitor-enabled: true\nworker-monitor-enabled: true\nleader-elect: true\ncheck-delay-after-add: 1m\nrebuild-delay-after-reboot: 1m\nreplace-timeout: 1m\nrepair-steps: {}\nkubernetes: {}\nhealthcheck: {}\nopenstack: {}\nleader-election: {}\nadmin: {}\nprobe-concurrency: 1\nnode-selector: a=b\nevidence: {}\nmax-unhealthy: {}\nstorm-cooldown: 1m\nconcurrency: {}\nrepairs-per-hour: 3\nnode-retry: {}\ncorrelated-hold: {}\nrepeated-repairs: {}\nslow-start: {}\napproval: {}\nworkload-check: {}\nrecovery-stable-window: 1s\napiserver-outage-grace: 1s\npause-configmap: a/b\ndrain: {}\nfencing: {}\nnotifications: {}\n";
         load(sample).unwrap();
         for line in sample.lines() {
@@ -1495,7 +1350,7 @@ mod readme {
     fn readme_has_the_current_key_reference() {
         let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
         assert!(
-            readme.contains(&super::reference_markdown()),
+            readme.contains(&super::reference_markdown(&crate::Registries::builtin())),
             "README's key table differs from `autohealer config-reference`: paste its output into README.md"
         );
     }
@@ -1512,7 +1367,7 @@ mod examples {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml") {
-                Config::load_file(&path, &Registry::with_builtins()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                Config::load_file(&path, &Registries::builtin()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 seen += 1;
             }
         }
@@ -1523,34 +1378,30 @@ mod examples {
     fn checks_carry_their_own_steps_and_reasons_pick_them() {
         use autohealer_core::observe::Disposition;
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
-        let gpu = Config::load_str(&std::fs::read_to_string(format!("{dir}gpu.yaml")).unwrap(), &Registry::with_builtins()).unwrap();
+        let gpu = Config::load_str(&std::fs::read_to_string(format!("{dir}gpu.yaml")).unwrap(), &Registries::builtin()).unwrap();
         let route = &gpu.checks.routes[&(Role::Worker, 1)];
         let reason = |r: &str| (route.0)(&format!("condition AcceleratedHardwareReady is False ({r})"));
         assert_eq!(reason("NvidiaXID79Error"), Disposition::Repair(Some(vec![Action::Replace])));
         assert_eq!(reason("NvidiaXID13Error"), Disposition::Repair(Some(vec![Action::Reboot])));
         assert_eq!(reason("NvidiaXID43Error"), Disposition::NotifyOnly, "another XID is only told");
-        let npd =
-            Config::load_str(&std::fs::read_to_string(format!("{dir}node-problem-detector.yaml")).unwrap(), &Registry::with_builtins())
-                .unwrap();
+        let npd = Config::load_str(&std::fs::read_to_string(format!("{dir}node-problem-detector.yaml")).unwrap(), &Registries::builtin())
+            .unwrap();
         assert_eq!((npd.checks.routes[&(Role::Worker, 2)].0)("x"), Disposition::Repair(Some(vec![Action::Replace])));
         assert!(!npd.checks.routes.contains_key(&(Role::Worker, 0)), "a plain check keeps the role's steps");
         // A bad pattern, or steps with notify-only, is refused at its key.
         let bad = "cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      reasons:\n        - match: 'XID(('\n          steps: [reboot]\n";
-        let e = Config::load_str(bad, &Registry::with_builtins()).unwrap_err();
+        let e = Config::load_str(bad, &Registries::builtin()).unwrap_err();
         assert_eq!(e.path, "healthcheck.worker[0].reasons[0].match", "{e}");
         let bad = "cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      action: notify-only\n      steps: [reboot]\n";
-        assert_eq!(Config::load_str(bad, &Registry::with_builtins()).unwrap_err().path, "healthcheck.worker[0].steps");
+        assert_eq!(Config::load_str(bad, &Registries::builtin()).unwrap_err().path, "healthcheck.worker[0].steps");
         let none = "cluster-name: c\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      action: none\n";
-        assert_eq!(
-            (Config::load_str(none, &Registry::with_builtins()).unwrap().checks.routes[&(Role::Worker, 0)].0)("x"),
-            Disposition::Ignore
-        );
+        assert_eq!((Config::load_str(none, &Registries::builtin()).unwrap().checks.routes[&(Role::Worker, 0)].0)("x"), Disposition::Ignore);
     }
 
     #[test]
     fn pressure_example_repairs_wedged_kernels_and_only_tells_about_pressure() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pressure-checks.yaml");
-        let l = Config::load_str(&std::fs::read_to_string(path).unwrap(), &Registry::with_builtins()).unwrap();
+        let l = Config::load_str(&std::fs::read_to_string(path).unwrap(), &Registries::builtin()).unwrap();
         let only: Vec<(Role, usize)> = l.checks.notify_only.iter().copied().collect();
         assert_eq!(only, [(Role::Master, 1), (Role::Worker, 2)]);
         assert_eq!(l.checks.worker.len(), 3);

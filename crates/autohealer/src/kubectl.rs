@@ -7,7 +7,8 @@
 //! what an annotation means. `plan` runs the healer's own evaluation
 //! ([`crate::plan`]); it needs the cloud provider, hence its credentials.
 
-use crate::config::{Config, EnvOverrides, LeaderElection};
+use crate::config::{Config, EnvOverrides};
+use crate::values::ObjectRef;
 use anyhow::Context as _;
 use autohealer_core::healer::PAUSED_ANNOTATION;
 use autohealer_core::ledger::{self, HISTORY_ANNOTATION, Ledger, REPAIR_ANNOTATION, RepairRecord};
@@ -61,7 +62,7 @@ pub struct Cli {
     pub context: Option<String>,
     /// The namespace the healer lives in: where its Lease and ConfigMap are looked for
     /// unless named otherwise.
-    #[arg(short = 'n', long, global = true, default_value_t = LeaderElection::default().lease_namespace)]
+    #[arg(short = 'n', long, global = true, default_value_t = Config::default().leader_election.lease_namespace)]
     pub namespace: String,
     #[command(subcommand)]
     pub command: Command,
@@ -110,7 +111,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct LeaseArgs {
     /// The healer's leader Lease (its `leader-election.lease-name`).
-    #[arg(long, default_value_t = LeaderElection::default().lease_name)]
+    #[arg(long, default_value_t = Config::default().leader_election.lease_name)]
     pub lease_name: String,
     /// The Lease's namespace (its `leader-election.lease-namespace`; default: NAMESPACE).
     #[arg(long)]
@@ -255,19 +256,19 @@ fn resolve_ref(given: Option<&str>, ns: &str) -> anyhow::Result<(String, String)
         Some(g) => g.to_string(),
         None => default_configmap_name()?,
     };
-    match given.split_once('/') {
-        Some((n, name)) if !n.is_empty() && !name.is_empty() && !name.contains('/') => Ok((n.to_string(), name.to_string())),
-        None if !given.is_empty() => Ok((ns.to_string(), given)),
-        _ => anyhow::bail!("not a ConfigMap name, [NAMESPACE/]NAME (value: {given:?})"),
+    if let Some(r) = ObjectRef::parse(&given) {
+        return Ok((r.namespace, r.name));
     }
+    if given.is_empty() || given.contains('/') {
+        anyhow::bail!("not a ConfigMap name, [NAMESPACE/]NAME (value: {given:?})");
+    }
+    Ok((ns.to_string(), given))
 }
 
 /// The name part of the healer's default `pause-configmap`, from its own config defaults,
 /// which is also the ConfigMap its config is mounted from in the shipped manifests.
 fn default_configmap_name() -> anyhow::Result<String> {
-    let defaults: Config = serde_json::from_value(json!({})).context("the healer's config defaults")?;
-    let full = defaults.pause_configmap;
-    Ok(full.split_once('/').map_or(full.clone(), |(_, n)| n.to_string()))
+    Config::default().pause_configmap.map(|r| r.name).context("the healer's config defaults name no pause-configmap")
 }
 
 /// One line for an apiserver error: the status code and its message (`404 Not Found:
@@ -639,7 +640,7 @@ enum ConfigSource {
 /// the credentials its pod gets from a Secret). Its `kubernetes.*` keys are ignored: they
 /// say how the healer's pod reaches the apiserver, not how the operator does.
 async fn plan(client: &kube::Client, source: ConfigSource) -> anyhow::Result<String> {
-    let registry = autohealer_healthcheck::Registry::with_builtins();
+    let registry = crate::Registries::builtin();
     let (loaded, origin) = match source {
         ConfigSource::File(path) => {
             let l = Config::load_file(&path, &registry).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;

@@ -6,6 +6,7 @@ pub mod config;
 pub mod kubectl;
 pub mod providers;
 pub mod reload;
+pub mod values;
 
 use anyhow::Context;
 use autohealer_cloud::{Action, CloudProvider, Role};
@@ -15,9 +16,37 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// What the config's names resolve to: the health checks by `type` and the cloud
+/// providers by `cloud-provider`. An embedder adds its own to [`Registries::builtin`]
+/// and passes them to `Config::load_*` and to [`run`], whose hot reload reads every new
+/// config with them.
+#[derive(Clone)]
+pub struct Registries {
+    pub checks: autohealer_healthcheck::Registry,
+    pub providers: autohealer_cloud::Providers,
+}
+
+impl Registries {
+    /// The checks and the provider crates this binary is built with. This is the one
+    /// place a provider crate is listed (besides Cargo.toml): its `cloud-provider:`
+    /// name, its block, its validation and its `config-reference` row all come from its
+    /// [`autohealer_cloud::Provider`] impl.
+    pub fn builtin() -> Self {
+        let mut providers = autohealer_cloud::Providers::empty();
+        providers.register::<autohealer_openstack::OpenStack>();
+        Self { checks: autohealer_healthcheck::Registry::with_builtins(), providers }
+    }
+}
+
+impl Default for Registries {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
 /// Installs ring as rustls's crypto provider, before any TLS client is built.
 pub fn install_crypto() {
-    autohealer_healthcheck::ensure_crypto_provider();
+    autohealer_params::ensure_crypto_provider();
 }
 
 /// This replica's name: the configured identity, `$POD_NAME`, or the hostname.
@@ -68,10 +97,11 @@ pub struct Runtime {
 
 /// Runs the healer until `shutdown`: leader election, the admin server, the loop.
 /// On shutdown it stops acting and releases the Lease.
-pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// `registries` are those `loaded` was read with: hot reload reads every new config
+/// with them, so a check or provider an embedder registered stays known.
+pub async fn run(loaded: Loaded, rt: Runtime, registries: Registries, shutdown: CancellationToken) -> anyhow::Result<()> {
     let c = &loaded.config;
-    let admin_addr: std::net::SocketAddr = c.admin.listen.parse().context("admin.listen")?;
-    let admin = admin::serve(admin_addr, rt.metrics.clone(), rt.status.clone(), shutdown.clone()).await?;
+    let admin = admin::serve(c.admin.listen, rt.metrics.clone(), rt.status.clone(), shutdown.clone()).await?;
     tracing::info!(listen = %admin, "admin server up: /healthz /readyz /metrics");
     let leader: Arc<dyn LeaderElector> = if c.leader_elect {
         let le = &c.leader_election;
@@ -111,14 +141,15 @@ pub async fn run(loaded: Loaded, rt: Runtime, shutdown: CancellationToken) -> an
         tracing::info!(?sinks, "notifications on");
         healer = healer.with_notifier(dispatcher);
     }
-    if let Some((ns, name)) = c.pause_configmap.split_once('/') {
+    if let Some(cm) = &c.pause_configmap {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(reload::watch(
             rt.client,
             recorder,
-            ns.to_string(),
-            name.to_string(),
+            cm.namespace.clone(),
+            cm.name.clone(),
             loaded.clone(),
+            registries,
             rt.identity.clone(),
             tx,
             shutdown.clone(),
@@ -151,7 +182,7 @@ pub fn healer_settings(loaded: &Loaded, identity: &str) -> HealerSettings {
             retry_interval: std::time::Duration::from_secs(2).min(c.drain.timeout),
             allow_bare_pods: c.drain.allow_bare_pods,
         },
-        pause_configmap: c.pause_configmap.split_once('/').map(|(ns, n)| (ns.to_string(), n.to_string())),
+        pause_configmap: c.pause_configmap.as_ref().map(|r| (r.namespace.clone(), r.name.clone())),
         fencing: autohealer_core::actor::FencingSettings {
             enabled: c.fencing.enabled,
             confirm_timeout: c.fencing.confirm_timeout,

@@ -1,7 +1,7 @@
 use anyhow::Context;
+use autohealer::Registries;
 use autohealer::config::{self, Config};
 use autohealer_core::{Metrics, Status};
-use autohealer_healthcheck::Registry;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,18 +88,19 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<config::Loaded> {
-    Config::load_file(path, &Registry::with_builtins()).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
+fn load(path: &std::path::Path, registries: &Registries) -> anyhow::Result<config::Loaded> {
+    Config::load_file(path, registries).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
 }
 
 async fn real_main() -> anyhow::Result<()> {
     autohealer::install_crypto();
     let cli = Cli::parse();
+    let registries = Registries::builtin();
     match cli.command {
         Command::Version => println!("autohealer {}", env!("CARGO_PKG_VERSION")),
-        Command::ConfigReference => print!("{}", config::reference_markdown()),
+        Command::ConfigReference => print!("{}", config::reference_markdown(&registries)),
         Command::Validate { config } => {
-            let l = load(&config)?;
+            let l = load(&config, &registries)?;
             let c = &l.config;
             println!("config {} is valid", config.display());
             println!("  cloud-provider: {}  cluster-name: {}", c.cloud_provider, c.cluster_name.as_deref().unwrap_or("-"));
@@ -129,7 +130,7 @@ async fn real_main() -> anyhow::Result<()> {
             for s in &l.notify.sinks {
                 let events =
                     s.events.as_ref().map_or("all kinds".to_string(), |e| e.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(","));
-                println!("  notifications: {} ({}), severity {} and above, {events}", s.name(), s.kind.as_str(), s.min_severity());
+                println!("  notifications: {} ({}), severity {} and above, {events}", s.name(), s.kind().as_str(), s.min_severity());
             }
             println!("  fencing: {}", if c.fencing.enabled { "on" } else { "off" });
             for line in autohealer::providers::describe_config(&l) {
@@ -143,7 +144,7 @@ async fn real_main() -> anyhow::Result<()> {
             }
         }
         Command::Plan { config, kubeconfig } => {
-            let l = load(&config)?;
+            let l = load(&config, &registries)?;
             let client = autohealer::kube_client(&l, kubeconfig.as_deref()).await?;
             let metrics = Arc::new(Metrics::new());
             let provider = autohealer::providers::build(&l, &metrics)?;
@@ -153,7 +154,7 @@ async fn real_main() -> anyhow::Result<()> {
         }
         Command::Run { config, dry_run, kubeconfig, log_format, log_level } => {
             init_logs(log_format, &log_level)?;
-            let mut l = load(&config)?;
+            let mut l = load(&config, &registries)?;
             for why in &l.ignored_env {
                 tracing::warn!("environment variable ignored: {why}");
             }
@@ -165,7 +166,7 @@ async fn real_main() -> anyhow::Result<()> {
             let rt = autohealer::Runtime { client, provider, metrics, status: Arc::new(Status::default()), identity };
             let token = CancellationToken::new();
             tokio::spawn(shutdown_signal(token.clone()));
-            autohealer::run(l, rt, token).await?;
+            autohealer::run(l, rt, registries, token).await?;
         }
     }
     Ok(())

@@ -2,9 +2,10 @@
 //! `config.yaml` is validated and applied without a restart. An invalid new config is
 //! rejected with an Event on the ConfigMap naming the key, and the running one stays.
 
+use crate::Registries;
 use crate::config::{Config, Loaded};
+use autohealer_cloud::ProviderConfig;
 use autohealer_core::HealerSettings;
-use autohealer_healthcheck::Registry;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -20,25 +21,24 @@ use tokio_util::sync::CancellationToken;
 pub const CONFIG_KEY: &str = "config.yaml";
 
 /// Keys read once at start; a change of them is reported, and waits for a restart.
-fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+fn restart_only(old: &Config, old_provider: &ProviderConfig, new: &Config, new_provider: &ProviderConfig) -> Vec<&'static str> {
     let mut keys = Vec::new();
-    let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     if old.cluster_name != new.cluster_name {
         keys.push("cluster-name");
     }
     if old.cloud_provider != new.cloud_provider {
         keys.push("cloud-provider");
     }
-    if differ(&old.openstack.as_ref().map(|b| &b.0), &new.openstack.as_ref().map(|b| &b.0)) {
-        keys.push("openstack");
+    if old_provider != new_provider {
+        keys.push(new_provider.name());
     }
-    if old.leader_elect != new.leader_elect || differ(&old.leader_election, &new.leader_election) {
+    if old.leader_elect != new.leader_elect || old.leader_election != new.leader_election {
         keys.push("leader-election");
     }
     if old.admin.listen != new.admin.listen {
         keys.push("admin.listen");
     }
-    if differ(&old.kubernetes, &new.kubernetes) {
+    if old.kubernetes != new.kubernetes {
         keys.push("kubernetes");
     }
     if old.node_selector != new.node_selector {
@@ -61,12 +61,13 @@ pub async fn watch(
     ns: String,
     name: String,
     running: Loaded,
+    registries: Registries,
     identity: String,
     tx: mpsc::Sender<HealerSettings>,
     stop: CancellationToken,
 ) {
     let events = config_map_events(client, &ns, &name, DefaultBackoff::default());
-    follow(events, recorder, running, identity, tx, stop).await
+    follow(events, recorder, running, registries, identity, tx, stop).await
 }
 
 /// The healer's ConfigMap as watch events. Every failure waits `backoff` before the
@@ -87,6 +88,7 @@ async fn follow(
     mut events: BoxStream<'static, Result<watcher::Event<ConfigMap>, watcher::Error>>,
     recorder: Recorder,
     running: Loaded,
+    registries: Registries,
     identity: String,
     tx: mpsc::Sender<HealerSettings>,
     stop: CancellationToken,
@@ -134,7 +136,7 @@ async fn follow(
                 }
             }
         };
-        match Config::load_str_with(&text, &Registry::with_builtins(), &current.env) {
+        match Config::load_str_with(&text, &registries, &current.env) {
             Err(e) => {
                 tracing::warn!(error = %e, "new config rejected; the running one stays");
                 publish(
@@ -145,7 +147,7 @@ async fn follow(
                 .await;
             }
             Ok(new) => {
-                let pending = restart_only(&current.config, &new.config);
+                let pending = restart_only(&current.config, &current.provider, &new.config, &new.provider);
                 let settings = crate::healer_settings(&new, &identity);
                 if tx.send(settings).await.is_err() {
                     return;
@@ -175,9 +177,10 @@ mod tests {
 
     const NS: &str = "kube-system";
     const NAME: &str = "autohealer-config";
+    const RUNNING: &str = "cluster-name: c\nopenstack:\n  auth-url: https://k/v3\n";
 
     fn running() -> Loaded {
-        Config::load_str("cluster-name: c\ncloud-provider: none\n", &Registry::with_builtins()).unwrap()
+        Config::load_str(RUNNING, &Registries::builtin()).unwrap()
     }
 
     fn recorder(client: kube::Client) -> Recorder {
@@ -204,6 +207,17 @@ mod tests {
         fn reset(&mut self) {}
     }
 
+    #[test]
+    fn keys_read_at_start_are_compared_by_their_typed_values() {
+        let load = |text: &str| Config::load_str(text, &Registries::builtin()).unwrap();
+        let keys = |a: &Loaded, b: &Loaded| restart_only(&a.config, &a.provider, &b.config, &b.provider);
+        let base = load(RUNNING);
+        let same = load("cluster-name: c\nopenstack:\n  auth-url: \"https://k/v3\"\nleader-election:\n  lease-duration: 15000ms\n");
+        assert!(keys(&base, &same).is_empty(), "the same values written otherwise: {:?}", keys(&base, &same));
+        let moved = load("cluster-name: c\nopenstack:\n  auth-url: https://k2/v3\nleader-election:\n  lease-name: other\ndry-run: true\n");
+        assert_eq!(keys(&base, &moved), ["openstack", "leader-election"], "dry-run applies at once");
+    }
+
     #[tokio::test]
     async fn the_config_map_watch_pauses_after_every_failure() {
         let server = Arc::new(FakeApiServer::start(Default::default()).await.unwrap());
@@ -215,7 +229,7 @@ mod tests {
         let events = config_map_events(client.clone(), NS, NAME, backoff);
         let (tx, _rx) = mpsc::channel(1);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(follow(events, recorder(client), running(), "test".into(), tx, stop.clone()));
+        let task = tokio::spawn(follow(events, recorder(client), running(), Registries::builtin(), "test".into(), tx, stop.clone()));
         // Until five pauses, or fifty LISTs without them; 30s at most.
         for _ in 0..3000 {
             let pauses = lists_at_pause.lock().unwrap().len();
@@ -243,7 +257,7 @@ mod tests {
         let cm = |text: &str| -> ConfigMap {
             serde_json::from_value(serde_json::json!({"metadata": {"name": NAME, "namespace": NS}, "data": {CONFIG_KEY: text}})).unwrap()
         };
-        cms.create(&Default::default(), &cm("cluster-name: c\ncloud-provider: none\n")).await.unwrap();
+        cms.create(&Default::default(), &cm(RUNNING)).await.unwrap();
         let (tx, _rx) = mpsc::channel(1);
         let stop = CancellationToken::new();
         let task = tokio::spawn(watch(
@@ -252,6 +266,7 @@ mod tests {
             NS.into(),
             NAME.into(),
             running(),
+            Registries::builtin(),
             "test".into(),
             tx,
             stop.clone(),

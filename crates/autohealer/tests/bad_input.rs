@@ -3,10 +3,10 @@
 //! (Node objects, the ledger and history annotations): random or truncated input
 //! never panics; it is rejected with a clear error or judged "unsure, do not repair".
 
+use autohealer::Registries;
 use autohealer::config::Config;
 use autohealer_core::ledger::{Ledger, parse_history};
 use autohealer_core::observe::{Observations, evaluate};
-use autohealer_healthcheck::Registry;
 use proptest::prelude::*;
 
 /// Every file in `tests/data/bad-configs/` starts with `# path: KEY.PATH` (and may
@@ -21,7 +21,7 @@ fn every_broken_config_in_the_corpus_is_rejected_at_its_key() {
         let text = std::fs::read_to_string(&f).unwrap();
         let want = text.lines().find_map(|l| l.strip_prefix("# path: ")).unwrap_or_else(|| panic!("{}: no '# path:' line", f.display()));
         let says: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# says: ")).collect();
-        let e = match Config::load_str(&text, &Registry::with_builtins()) {
+        let e = match Config::load_str(&text, &Registries::builtin()) {
             Ok(_) => panic!("{} was accepted", f.display()),
             Err(e) => e,
         };
@@ -52,7 +52,7 @@ fn no_config_error_shows_a_secret_value() {
         let says: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# says: ")).collect();
         // The comment lines hold the secret too; a parser that echoes the source must not see them.
         let body: String = text.lines().filter(|l| !l.starts_with("# ")).map(|l| format!("{l}\n")).collect();
-        let e = match Config::load_str(&body, &Registry::with_builtins()) {
+        let e = match Config::load_str(&body, &Registries::builtin()) {
             Ok(_) => {
                 wrong.push(format!("{name}: accepted"));
                 continue;
@@ -88,7 +88,7 @@ fn no_config_error_shows_an_environment_override() {
         ("AUTOHEALER_HEALTHCHECK", "{master: [{params: {token: s3cr3t-env-token}}]}", "s3cr3t-env-token", "healthcheck.master[0]"),
     ] {
         let env = EnvOverrides::from_vars([(var.to_string(), value.to_string())]);
-        let e = match Config::load_str_with(file, &Registry::with_builtins(), &env) {
+        let e = match Config::load_str_with(file, &Registries::builtin(), &env) {
             Ok(_) => {
                 wrong.push(format!("{var}={value}: accepted"));
                 continue;
@@ -116,7 +116,7 @@ proptest! {
 
     #[test]
     fn any_text_loads_or_names_where_it_is_wrong(text in ".{0,300}") {
-        if let Err(e) = Config::load_str(&text, &Registry::with_builtins()) {
+        if let Err(e) = Config::load_str(&text, &Registries::builtin()) {
             prop_assert!(!e.path.is_empty() && !e.message.is_empty(), "{e:?}");
         }
     }
@@ -126,7 +126,7 @@ proptest! {
         let mut text = VALID[..cut].to_string();
         let at = at.min(text.len());
         text.insert_str(at, &junk);
-        if let Err(e) = Config::load_str(&text, &Registry::with_builtins()) {
+        if let Err(e) = Config::load_str(&text, &Registries::builtin()) {
             prop_assert!(!e.path.is_empty() && !e.message.is_empty(), "{e:?}");
         }
     }
@@ -148,7 +148,7 @@ proptest! {
     fn any_node_object_is_judged_without_panicking(node in node_json()) {
         let Ok(mut n) = serde_json::from_value::<k8s_openapi::api::core::v1::Node>(node) else { return Ok(()) };
         autohealer_core::node::trim(&mut n);
-        let loaded = Config::load_str(VALID, &Registry::with_builtins()).unwrap();
+        let loaded = Config::load_str(VALID, &Registries::builtin()).unwrap();
         let mut obs = Observations::default();
         let now = "2026-06-01T00:00:00Z".parse().unwrap();
         let (state, _) = evaluate(&n, &loaded.checks, &mut obs, now, &Default::default());

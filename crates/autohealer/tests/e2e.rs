@@ -3,10 +3,10 @@
 //! side records every call. Real watch, real leader election, real node writes; every
 //! observation goes through the Kubernetes API, so the tests run unchanged on both.
 
+use autohealer::Registries;
 use autohealer::config::{Config, Loaded};
 use autohealer_cloud::{Action, Role};
 use autohealer_core::{Metrics, Status};
-use autohealer_healthcheck::Registry;
 use autohealer_testkit::cluster::{CleanupGuard, NodeRecorder, TestCluster};
 use autohealer_testkit::sim::{Cure, Fault, SIM_LABEL, SimCluster, SimOptions};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -56,7 +56,7 @@ impl Env {
             "cluster-name: sim\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nrecovery-stable-window: 1s\nrebuild-delay-after-reboot: 60s\nnode-selector: {SIM_LABEL}={}\n{own}{single}admin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  master:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n{extra}",
             self.prefix
         );
-        Config::load_str(&text, &Registry::with_builtins()).unwrap()
+        Config::load_str(&text, &Registries::builtin()).unwrap()
     }
 
     /// The test's own Lease and pause ConfigMap, unless `extra` names them: on a shared
@@ -89,7 +89,7 @@ impl Env {
             identity: identity.into(),
         };
         let token = CancellationToken::new();
-        let task = tokio::spawn(autohealer::run(loaded, rt, token.clone()));
+        let task = tokio::spawn(autohealer::run(loaded, rt, Registries::builtin(), token.clone()));
         until("the node cache syncs", || status.synced.load(std::sync::atomic::Ordering::Relaxed)).await;
         (token, task)
     }
@@ -258,7 +258,7 @@ impl Replica {
                 status: Arc::new(Status::default()),
                 identity: identity.into(),
             };
-            autohealer::run(loaded, rt, CancellationToken::new()).await
+            autohealer::run(loaded, rt, Registries::builtin(), CancellationToken::new()).await
         });
         Self { runtime: Some(runtime) }
     }
@@ -409,7 +409,7 @@ async fn heartbeat_check_reads_the_node_lease_directly() {
         e.prefix,
         e.own_names("")
     );
-    let loaded = Config::load_str(&text, &Registry::with_builtins()).unwrap();
+    let loaded = Config::load_str(&text, &Registries::builtin()).unwrap();
     let (token, task) = e.healer(loaded, "replica-a").await;
     e.sim.inject(&victim, Fault::KubeletStopped, Cure::Reboot);
     until("the stale Lease gets the node rebooted", || e.sim.calls_for(&victim, Action::Reboot) == 1).await;
@@ -520,7 +520,7 @@ async fn a_notify_only_check_tells_and_never_repairs() {
         e.prefix,
         e.own_names("")
     );
-    let loaded = Config::load_str(&text, &Registry::with_builtins()).unwrap();
+    let loaded = Config::load_str(&text, &Registries::builtin()).unwrap();
     let (token, task) = e.healer(loaded, "replica-a").await;
     let pressure = json!({"status": {"conditions": [{"type": "MemoryPressure", "status": "True", "reason": "KubeletHasInsufficientMemory",
         "message": "available memory is low", "lastTransitionTime": "2026-01-01T00:00:00Z", "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}});

@@ -3,10 +3,10 @@
 //! replace. Replicas run in their own runtimes, so a kill stops everything they
 //! started, without releasing the Lease, as a crashed pod would.
 
+use autohealer::Registries;
 use autohealer::config::Config;
 use autohealer_cloud::Role;
 use autohealer_core::{Metrics, Status};
-use autohealer_healthcheck::Registry;
 use autohealer_testkit::cluster::TestCluster;
 use autohealer_testkit::openstack::{self as fake, FakeOpenStack, OsOptions};
 use autohealer_testkit::sim::{Cure, Fault, SIM_LABEL, SimCluster, SimOptions};
@@ -22,7 +22,7 @@ impl Replica {
     fn start(kubeconfig: String, config: String, identity: &'static str) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         rt.spawn(async move {
-            let loaded = Config::load_str(&config, &Registry::with_builtins()).unwrap();
+            let loaded = Config::load_str(&config, &Registries::builtin()).unwrap();
             let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
             let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
             cfg.default_retry = false;
@@ -30,7 +30,7 @@ impl Replica {
             let metrics = Arc::new(Metrics::new());
             let provider = autohealer::providers::build(&loaded, &metrics).unwrap();
             let rt = autohealer::Runtime { client, provider, metrics, status: Arc::new(Status::default()), identity: identity.into() };
-            autohealer::run(loaded, rt, CancellationToken::new()).await
+            autohealer::run(loaded, rt, Registries::builtin(), CancellationToken::new()).await
         });
         Self(Some(rt))
     }

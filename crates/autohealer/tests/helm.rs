@@ -8,8 +8,8 @@
 //! The Python with the SDK: `$HELM_TEST_PYTHON` (`.ci/run` sets it to its tools venv),
 //! else `python3`. Without the SDK the rendering test says SKIPPED (and fails in CI).
 
-use autohealer::config::{Config, KEYS};
-use autohealer_healthcheck::Registry;
+use autohealer::Registries;
+use autohealer::config::Config;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -98,9 +98,14 @@ fn every_config_the_chart_renders_is_valid_and_wired_to_the_release() {
 
         // What the healer will do with it: its pause switch, Lease, evidence and admin
         // port are the release's, and the pod probes and exposes that port.
-        let loaded = Config::load_str(text, &Registry::with_builtins()).unwrap();
+        let loaded = Config::load_str(text, &Registries::builtin()).unwrap();
         let c = &loaded.config;
-        assert_eq!(c.pause_configmap, format!("{}/{}", r.namespace, cm["metadata"]["name"].as_str().unwrap()), "{}", r.label);
+        assert_eq!(
+            c.pause_configmap.as_ref().map(ToString::to_string),
+            Some(format!("{}/{}", r.namespace, cm["metadata"]["name"].as_str().unwrap())),
+            "{}",
+            r.label
+        );
         assert_eq!(
             (c.leader_election.lease_name.as_str(), c.leader_election.lease_namespace.as_str()),
             (r.release.as_str(), r.namespace.as_str())
@@ -108,7 +113,7 @@ fn every_config_the_chart_renders_is_valid_and_wired_to_the_release() {
         assert_eq!(c.evidence.namespace, r.namespace, "{}", r.label);
         let container = &r.one("DaemonSet")["spec"]["template"]["spec"]["containers"][0];
         let port = container["ports"][0]["containerPort"].as_u64().unwrap();
-        assert_eq!(c.admin.listen, format!("0.0.0.0:{port}"), "{}: the healer listens where the probes look", r.label);
+        assert_eq!(c.admin.listen.to_string(), format!("0.0.0.0:{port}"), "{}: the healer listens where the probes look", r.label);
         assert_eq!(container["args"][2], "/etc/autohealer/config/config.yaml");
 
         match r.example() {
@@ -159,7 +164,7 @@ fn the_values_schema_knows_exactly_the_config_keys_the_healer_knows() {
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{ROOT}/charts/autohealer/values.schema.json")).unwrap()).unwrap();
     let config = &schema["properties"]["config"];
-    let keys: BTreeSet<&str> = KEYS.iter().map(|k| k.key).collect();
+    let keys: BTreeSet<&str> = autohealer::config::key_paths(&Registries::builtin()).into_iter().collect();
     let groups: BTreeSet<String> = keys.iter().filter_map(|k| k.rsplit_once('.').map(|(g, _)| g.to_string())).collect();
     // Every key of the schema is one the healer reads (a misspelt one would pass Helm and
     // then stop the healer); every group refuses keys it does not list.

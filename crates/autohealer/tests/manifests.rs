@@ -3,8 +3,8 @@
 
 mod common;
 
+use autohealer::Registries;
 use autohealer::config::Config;
-use autohealer_healthcheck::Registry;
 use std::collections::BTreeSet;
 
 #[test]
@@ -54,7 +54,7 @@ fn the_configmap_holds_a_valid_config() {
     let docs = common::manifests();
     let cm = &docs.iter().find(|(_, d)| d["kind"] == "ConfigMap").unwrap().1;
     let text = cm["data"]["config.yaml"].as_str().unwrap();
-    Config::load_str(text, &Registry::with_builtins()).unwrap_or_else(|e| panic!("manifests/config.yaml: {e}"));
+    Config::load_str(text, &Registries::builtin()).unwrap_or_else(|e| panic!("manifests/config.yaml: {e}"));
 }
 
 /// The calls the code makes, by call site. The binary end-to-end tests check that the

@@ -1,10 +1,23 @@
 //! An example cloud provider: bare-metal machines behind a small power API
 //! (`POST {base}/machines/{name}/power-cycle`). It can reboot, not replace; the healer
-//! skips the steps a provider does not support. Embed it with
-//! `autohealer::Runtime { provider: Arc::new(PowerApi::new(url)), .. }` and `autohealer::run`.
+//! skips the steps a provider does not support. Register it (`providers.register::<PowerApi>()`,
+//! next to the binary's own in `autohealer::Registries::builtin`, or in an embedder's
+//! `autohealer::Registries`) and select it in the config:
+//!
+//! ```yaml
+//! cloud-provider: power-api
+//! power-api:
+//!   url: https://power.example.test
+//!   timeout: 10s
+//! ```
 
 use async_trait::async_trait;
-use autohealer_cloud::{Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, Phase, Progress, RepairGate, Role};
+use autohealer_cloud::registry::{BuildError, RequestObserver, Site};
+use autohealer_cloud::{Action, ActionOutcome, CloudError, CloudProvider, NodeInfo, Phase, Progress, Provider, RepairGate, Role};
+use autohealer_params::ParamError;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub struct PowerApi {
     base: String,
@@ -14,6 +27,39 @@ pub struct PowerApi {
 impl PowerApi {
     pub fn new(base: impl Into<String>) -> Self {
         Self { base: base.into().trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+    }
+}
+
+/// The `power-api:` block.
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PowerApiConfig {
+    /// The power API's base URL.
+    pub url: String,
+    /// How long one call may take.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+impl Provider for PowerApi {
+    const NAME: &'static str = "power-api";
+    const DOC: &'static str = "The power API's `url` (and `timeout`, 10s by default) for `cloud-provider: power-api`.";
+    type Config = PowerApiConfig;
+
+    fn validate(c: &PowerApiConfig, _site: &Site) -> Result<(), ParamError> {
+        if reqwest::Url::parse(&c.url).is_err() {
+            return Err(ParamError::new("power-api.url", format!("not a URL (value: {:?})", c.url)));
+        }
+        if c.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ParamError::new("power-api.timeout", "must be longer than 0s"));
+        }
+        Ok(())
+    }
+
+    fn build(c: &PowerApiConfig, _site: &Site, _observer: Option<RequestObserver>) -> Result<Arc<dyn CloudProvider>, BuildError> {
+        autohealer_params::ensure_crypto_provider();
+        let http = reqwest::Client::builder().timeout(c.timeout.unwrap_or(Duration::from_secs(10))).build()?;
+        Ok(Arc::new(PowerApi { base: c.url.trim_end_matches('/').to_string(), http }))
     }
 }
 
@@ -62,7 +108,7 @@ mod tests {
 
     #[tokio::test]
     async fn reboots_through_the_power_api() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        autohealer_params::ensure_crypto_provider();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let app = axum::Router::new().route(
@@ -78,5 +124,19 @@ mod tests {
         let e = p.reboot(&node("nope")).await.unwrap_err().to_string();
         assert!(e.contains("power-api POST /machines/nope/power-cycle") && e.contains("404"), "{e}");
         assert!(!p.supports(Action::Replace, Role::Worker));
+    }
+
+    #[test]
+    fn its_block_is_parsed_and_validated_by_name() {
+        let mut providers = autohealer_cloud::Providers::empty();
+        providers.register::<PowerApi>();
+        let site = Site::default();
+        let block = |v: serde_json::Value| providers.parse("power-api", Some(&v), &site);
+        assert_eq!(block(serde_json::json!({"url": "http://pdu.test", "timeout": "2s"})).unwrap().name(), "power-api");
+        assert_eq!(block(serde_json::json!({"url": "pdu"})).unwrap_err().path, "power-api.url");
+        assert_eq!(block(serde_json::json!({"url": "http://pdu.test", "timeout": "0s"})).unwrap_err().path, "power-api.timeout");
+        let e = block(serde_json::json!({"url": "http://pdu.test", "timout": "2s"})).unwrap_err();
+        assert_eq!(e.path, "power-api.timout");
+        assert!(e.message.contains("did you mean \"timeout\""), "{e}");
     }
 }
