@@ -7,7 +7,7 @@
 //! at the unscaled windows.
 
 use anyhow::Context;
-use autohealer_cloud::{Action, Role};
+use autohealer_cloud::Role;
 use autohealer_testkit::cluster::TestCluster;
 use autohealer_testkit::openstack::{self as fake, FakeOpenStack, OsOptions};
 use autohealer_testkit::sim::{Cure, Fault, SIM_LABEL, SimCluster, SimOptions};
@@ -22,9 +22,12 @@ pub struct MassArgs {
     /// Workers that fail at once.
     #[arg(long, default_value_t = 10)]
     failing: usize,
-    /// Workers in the cluster (three zones).
+    /// Workers in the cluster.
     #[arg(long, default_value_t = 15)]
     workers: usize,
+    /// Zones the nodes are spread over: slow start keeps a width per zone.
+    #[arg(long, default_value_t = 3)]
+    zones: usize,
     /// Multiplies every window: the healer's (unhealthy-duration 5m, recovery-stable-window
     /// 60s, rebuild-delay-after-reboot 5m) and the simulated kubelets' (a reboot takes 60 s).
     #[arg(long, default_value_t = 0.1)]
@@ -45,6 +48,7 @@ struct Row {
     slow_start: bool,
     failing: usize,
     workers: usize,
+    zones: usize,
     concurrency: usize,
     scale: f64,
     /// Seconds after the failures became actionable (measured, scaled windows).
@@ -83,8 +87,8 @@ pub async fn run(args: MassArgs) -> anyhow::Result<()> {
 fn print(rows: &[Row]) {
     let Some(first) = rows.first() else { return };
     println!(
-        "{} of {} workers (3 zones) failing at once, concurrency.worker {}; windows scaled by {} (the table also gives them unscaled: ÷ {}).\n",
-        first.failing, first.workers, first.concurrency, first.scale, first.scale
+        "{} of {} workers ({} zones) failing at once, concurrency.worker {}; windows scaled by {} (the table also gives them unscaled: ÷ {}).\n",
+        first.failing, first.workers, first.zones, first.concurrency, first.scale, first.scale
     );
     println!(
         "| slow start | reboots issued in waves of | last reboot issued (s, scaled / unscaled) | all nodes back and released (s, scaled / unscaled) |"
@@ -111,7 +115,8 @@ async fn measure(args: &MassArgs, slow_start: bool) -> anyhow::Result<Row> {
     let cluster = TestCluster::start().await?;
     let prefix = format!("mass-{}", if slow_start { "on" } else { "off" });
     let os = FakeOpenStack::start(OsOptions { reboot_time: Duration::from_millis(300), ..Default::default() }).await?;
-    let opts = SimOptions { masters: 1, workers: args.workers, time_scale: args.scale, prefix: prefix.clone(), ..Default::default() };
+    let zones = (0..args.zones.max(1)).map(|z| format!("zone-{}", char::from(b'a' + (z % 26) as u8))).collect();
+    let opts = SimOptions { masters: 1, workers: args.workers, zones, time_scale: args.scale, prefix: prefix.clone(), ..Default::default() };
     let sim = SimCluster::start(cluster.client.clone(), opts).await?;
     sim.attach_cloud(&os, &format!("c-{prefix}"), true);
     let dir = std::env::temp_dir().join(format!("autohealer-bench-{prefix}-{}", std::process::id()));
@@ -121,7 +126,7 @@ async fn measure(args: &MassArgs, slow_start: bool) -> anyhow::Result<Row> {
     let config = dir.join("config.yaml");
     let s = args.scale;
     let text = format!(
-        "cluster-name: c-{prefix}\ncloud-provider: openstack\nleader-elect: false\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\n\
+        "cluster-name: c-{prefix}\ncloud-provider: openstack\nleader-elect: false\nadmin:\n  listen: 127.0.0.1:0\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\n\
          recovery-stable-window: {stable}\nrebuild-delay-after-reboot: {rebuild}\nnode-selector: {SIM_LABEL}={prefix}\n\
          pause-configmap: kube-system/autohealer-{prefix}\nmax-unhealthy:\n  worker: 100%\n  zone: 100%\nconcurrency:\n  worker: {c}\n\
          slow-start:\n  enabled: {slow_start}\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {unhealthy}\n\
@@ -164,7 +169,14 @@ async fn measure(args: &MassArgs, slow_start: bool) -> anyhow::Result<Row> {
     let limit = Duration::from_secs(600).max(Duration::from_secs_f64(3600.0 * s));
     let mut rebooted: BTreeMap<String, Instant> = BTreeMap::new();
     let mut back: BTreeMap<String, Instant> = BTreeMap::new();
+    // The reboots that reached Nova, from the fake cloud's request log.
+    let reboots = |n: &str| {
+        sim.server_id(n).map(|id| os.count("POST", &format!("/servers/{id}/action"), Some("\"reboot\""))).unwrap_or(0)
+    };
     while back.len() < failing.len() {
+        if let Ok(Some(status)) = child.try_wait() {
+            anyhow::bail!("the healer exited ({status}); its log is in {}", dir.display());
+        }
         if start.elapsed() > limit {
             let _ = child.start_kill();
             anyhow::bail!(
@@ -176,7 +188,7 @@ async fn measure(args: &MassArgs, slow_start: bool) -> anyhow::Result<Row> {
             );
         }
         for n in &failing {
-            if !rebooted.contains_key(n) && sim.calls_for(n, Action::Reboot) > 0 {
+            if !rebooted.contains_key(n) && reboots(n) > 0 {
                 rebooted.insert(n.clone(), Instant::now());
             }
             if rebooted.contains_key(n) && !back.contains_key(n) && released(nodes.get_opt(n).await.ok().flatten().as_ref()) {
@@ -185,7 +197,7 @@ async fn measure(args: &MassArgs, slow_start: bool) -> anyhow::Result<Row> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let reboots = failing.iter().map(|n| sim.calls_for(n, Action::Reboot)).sum();
+    let reboots = failing.iter().map(|n| reboots(n)).sum();
     let _ = child.start_kill();
     let _ = child.wait().await;
     let since = |t: &Instant| t.saturating_duration_since(actionable).as_secs_f64();
@@ -208,6 +220,7 @@ async fn measure(args: &MassArgs, slow_start: bool) -> anyhow::Result<Row> {
         slow_start,
         failing: args.failing,
         workers: args.workers,
+        zones: args.zones,
         concurrency: args.concurrency,
         scale: s,
         last_reboot_s: times.last().map(since).unwrap_or(f64::NAN),
