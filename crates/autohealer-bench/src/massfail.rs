@@ -116,7 +116,8 @@ async fn measure(args: &MassArgs, slow_start: bool) -> anyhow::Result<Row> {
     let prefix = format!("mass-{}", if slow_start { "on" } else { "off" });
     let os = FakeOpenStack::start(OsOptions { reboot_time: Duration::from_millis(300), ..Default::default() }).await?;
     let zones = (0..args.zones.max(1)).map(|z| format!("zone-{}", char::from(b'a' + (z % 26) as u8))).collect();
-    let opts = SimOptions { masters: 1, workers: args.workers, zones, time_scale: args.scale, prefix: prefix.clone(), ..Default::default() };
+    let opts =
+        SimOptions { masters: 1, workers: args.workers, zones, time_scale: args.scale, prefix: prefix.clone(), ..Default::default() };
     let sim = SimCluster::start(cluster.client.clone(), opts).await?;
     sim.attach_cloud(&os, &format!("c-{prefix}"), true);
     let dir = std::env::temp_dir().join(format!("autohealer-bench-{prefix}-{}", std::process::id()));
@@ -170,9 +171,7 @@ async fn measure(args: &MassArgs, slow_start: bool) -> anyhow::Result<Row> {
     let mut rebooted: BTreeMap<String, Instant> = BTreeMap::new();
     let mut back: BTreeMap<String, Instant> = BTreeMap::new();
     // The reboots that reached Nova, from the fake cloud's request log.
-    let reboots = |n: &str| {
-        sim.server_id(n).map(|id| os.count("POST", &format!("/servers/{id}/action"), Some("\"reboot\""))).unwrap_or(0)
-    };
+    let reboots = |n: &str| sim.server_id(n).map(|id| os.count("POST", &format!("/servers/{id}/action"), Some("\"reboot\""))).unwrap_or(0);
     while back.len() < failing.len() {
         if let Ok(Some(status)) = child.try_wait() {
             anyhow::bail!("the healer exited ({status}); its log is in {}", dir.display());

@@ -603,7 +603,29 @@ fn failed_recently(n: &NodeState, since: Timestamp) -> bool {
         Ledger::Record(r) => Some(r.first_started),
         _ => None,
     };
-    !n.findings.is_empty() || current.is_some_and(|t| t >= since) || n.history.iter().any(|h| !h.held && h.started >= since)
+    !n.findings.is_empty() || current.is_some_and(|t| t > since) || n.history.iter().any(|h| !h.held && h.started > since)
+}
+
+/// When a correlated hold may lift with no node changing: the first instant a worker
+/// that counts as failing only for a repair within the window (it is healthy now) stops
+/// counting. Without it the held nodes would wait for an unrelated change to be seen.
+fn cohorts_change_at(input: &Input) -> Option<Timestamp> {
+    let window = input.policy.correlated.window;
+    let since = sub(input.now, window);
+    input
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Worker && n.findings.is_empty())
+        .filter_map(|n| {
+            let current = match &n.ledger {
+                Ledger::Record(r) => Some(r.first_started),
+                _ => None,
+            };
+            n.history.iter().filter(|h| !h.held).map(|h| h.started).chain(current).filter(|t| *t > since).max()
+        })
+        .map(|latest| add(latest, window))
+        .filter(|t| *t > input.now)
+        .min()
 }
 
 /// The cohorts to hold: a value of an attribute that at least `min-nodes` failing nodes,
@@ -757,6 +779,9 @@ pub fn plan(input: &Input) -> Plan {
         starts.push(now);
     }
 
+    if out.short_circuits.iter().any(|(s, _)| matches!(s, Scope::Cohort { .. })) {
+        out.wake_at = cohorts_change_at(input);
+    }
     for (node, decision) in input.nodes.iter().zip(decisions) {
         let until = match &decision {
             Decision::Waiting { until, .. } | Decision::InProgress { until, .. } => Some(*until),
@@ -1873,6 +1898,17 @@ mod tests {
         let cohort = Scope::Cohort { attribute: "kernelVersion".into(), value: "k2-bad".into() };
         assert!(p.short_circuits.iter().any(|(s, _)| *s == cohort));
         assert_eq!(crate::fleet::scope_of(&crate::fleet::scope_key(&cohort)), Some(cohort), "kept in the fleet state");
+        // Once the first two are healthy, the hold lasts while their reboots are within
+        // the window: the plan wakes when they leave it, and the third is repaired then.
+        let mut settled = nodes.clone();
+        for n in &mut settled[..2] {
+            n.findings.clear();
+            n.healthy_since = Some(t("01:04:00"));
+        }
+        let p = run.plan(&settled, "01:30:00");
+        assert_eq!(held_by(&p.nodes[2].decision), Some(Gate::Correlated), "{:?}", p.nodes[2]);
+        assert_eq!(p.wake_at, Some(t("02:01:00")), "woken when the reboots leave the hour's window");
+        assert!(matches!(run.plan(&settled, "02:01:00").nodes[2].decision, Decision::Repair { .. }));
         // The same three failures on a fleet that runs one kernel everywhere hold nothing.
         let same: Vec<NodeState> = nodes.iter().cloned().map(|n| kernel(n, "k1")).collect();
         let p = run.plan(&same, "01:05:00");

@@ -52,8 +52,13 @@ impl Env {
     fn config(&self, extra: &str) -> Loaded {
         let single = if extra.contains("leader-elect:") { "" } else { "leader-elect: false\n" };
         let own = self.own_names(extra);
+        let checks = if extra.contains("healthcheck:") {
+            ""
+        } else {
+            "healthcheck:\n  master:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n"
+        };
         let text = format!(
-            "cluster-name: sim\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nrecovery-stable-window: 1s\nrebuild-delay-after-reboot: 60s\nnode-selector: {SIM_LABEL}={}\n{own}{single}admin:\n  listen: 127.0.0.1:0\nhealthcheck:\n  master:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n{extra}",
+            "cluster-name: sim\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\nrecovery-stable-window: 1s\nrebuild-delay-after-reboot: 60s\nnode-selector: {SIM_LABEL}={}\n{own}{single}admin:\n  listen: 127.0.0.1:0\n{checks}{extra}",
             self.prefix
         );
         Config::load_str(&text, &Registries::builtin()).unwrap()
@@ -787,6 +792,106 @@ async fn a_node_whose_workloads_still_crash_loop_after_a_reboot_is_replaced() {
     let failed = e.event_note(&victim, "RepairFailed").await;
     assert!(failed.contains("crash-loops") && failed.contains("web-a") && failed.contains("next one follows"), "{failed}");
     assert_eq!(e.sim.calls_for(&other, Action::Reboot), 0, "the sibling's node is left alone");
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// The node's finished repairs, from its history annotation.
+async fn history(e: &Env, name: &str) -> Vec<autohealer_core::ledger::HistoryEntry> {
+    let n = e.node(name).await;
+    autohealer_core::ledger::parse_history(n.as_ref().and_then(|n| annotation(n, autohealer_core::ledger::HISTORY_ANNOTATION)).as_deref())
+        .into_iter()
+        .filter(|h| !h.held)
+        .collect()
+}
+
+/// Slow start: three workers of one zone fail at once; one is rebooted and the other
+/// two are held (gate `slow_start`) until it is proven healthy; then the width has
+/// doubled and both go together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_start_repairs_one_first_and_the_rest_once_it_is_proven_healthy() {
+    let e = env_with(4, SimOptions { zones: vec!["zone-a".into()], ..Default::default() }).await;
+    let failing = [e.worker(0), e.worker(1), e.worker(2)];
+    let config = e.config("max-unhealthy:\n  worker: 100%\n  zone: 100%\nslow-start:\n  enabled: true\n");
+    let (token, task) = e.healer(config, "replica-a").await;
+    for n in &failing {
+        e.sim.inject(n, Fault::NotReady("KernelDeadlock".into()), Cure::Reboot);
+    }
+    until("a first reboot is issued", || !e.sim.calls().is_empty()).await;
+    let first = e.sim.calls()[0].node.clone();
+    let others: Vec<&String> = failing.iter().filter(|n| **n != first).collect();
+    until_async("the other two are held by slow start", || async {
+        let mut held = true;
+        for n in &others {
+            held &= e.cluster.node_events(n).await.iter().any(|(r, note)| r == "RepairHeld" && note.contains("slow start"));
+        }
+        held
+    })
+    .await;
+    until("all three are rebooted", || failing.iter().all(|n| e.sim.calls_for(n, Action::Reboot) == 1)).await;
+    for n in &failing {
+        until_async("it is back and released", || async { released(&e.node(n).await) }).await;
+    }
+    let first_done = history(&e, &first).await.first().map(|h| h.ended).expect("the first repair is in its history");
+    for n in &others {
+        let started = history(&e, n).await.first().map(|h| h.started).expect("its repair is in its history");
+        assert!(started >= first_done, "{n} was rebooted at {started}, before the first repair was proven healthy at {first_done}");
+    }
+    assert_eq!(e.sim.calls().len(), 3, "one reboot each: {:?}", e.sim.calls());
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// A node that keeps failing after successful repairs is left to a human: with
+/// `repeated-repairs.max: 1`, two reboots that each worked, then the third failure is
+/// held with an Event that says what to do, and removing the history lets it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_repaired_again_and_again_is_left_to_a_human() {
+    let e = env(3).await;
+    let victim = e.worker(0);
+    let (token, task) = e.healer(e.config("repeated-repairs:\n  max: 1\n"), "replica-a").await;
+    for round in 1..=2 {
+        e.sim.inject(&victim, Fault::NotReady("KernelDeadlock".into()), Cure::Reboot);
+        until("the reboot is issued", || e.sim.calls_for(&victim, Action::Reboot) == round).await;
+        until_async("it recovered", || async { history(&e, &victim).await.len() == round }).await;
+        until_async("it is released", || async { released(&e.node(&victim).await) }).await;
+    }
+    e.sim.inject(&victim, Fault::NotReady("KernelDeadlock".into()), Cure::Reboot);
+    until_async("the third failure is held", || async {
+        e.cluster.node_events(&victim).await.iter().any(|(r, note)| r == "RepairHeld" && note.contains("left to a human"))
+    })
+    .await;
+    let note = e.cluster.node_events(&victim).await.into_iter().find(|(_, n)| n.contains("left to a human")).map(|(_, n)| n).unwrap();
+    assert!(note.contains("repaired successfully 2 times") && note.contains("autohealer.dev/repair-history"), "{note}");
+    assert_eq!(e.sim.calls_for(&victim, Action::Reboot), 2, "no third reboot");
+    let clear = json!({"metadata": {"annotations": {autohealer_core::ledger::HISTORY_ANNOTATION: null}}});
+    Api::<Node>::all(e.cluster.client.clone()).patch(&victim, &PatchParams::default(), &Patch::Merge(&clear)).await.unwrap();
+    until("with its history removed it is repaired again", || e.sim.calls_for(&victim, Action::Reboot) == 3).await;
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// Per-condition actions: the Ready condition's reason picks the steps. An XID that
+/// needs another machine is replaced at once (no reboot first), one a reboot recovers is
+/// rebooted, and a reason with `action: none` is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reason_of_a_condition_picks_replace_reboot_or_nothing() {
+    let e = env(4).await;
+    let (gone, flaky, ignored) = (e.worker(0), e.worker(1), e.worker(2));
+    let checks = "healthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: 2s\n      reasons:\n        - match: 'NvidiaXID(74|79)Error'\n          steps: [replace]\n        - match: 'NvidiaXID(13|31)Error'\n          steps: [reboot]\n        - match: 'Maintenance'\n          action: none\n";
+    let extra = format!("max-unhealthy:\n  worker: 100%\n  zone: 100%\ndrain:\n  before-replace: false\n{checks}");
+    let (token, task) = e.healer(e.config(&extra), "replica-a").await;
+    e.sim.inject(&gone, Fault::NotReady("NvidiaXID79Error".into()), Cure::Replace);
+    e.sim.inject(&flaky, Fault::NotReady("NvidiaXID13Error".into()), Cure::Reboot);
+    e.sim.inject(&ignored, Fault::NotReady("Maintenance".into()), Cure::Reboot);
+    until("the XID 79 node is replaced", || e.sim.calls_for(&gone, Action::Replace) == 1).await;
+    until("the XID 13 node is rebooted", || e.sim.calls_for(&flaky, Action::Reboot) == 1).await;
+    until_async("the rebooted node is back and released", || async { released(&e.node(&flaky).await) }).await;
+    assert_eq!(e.sim.calls_for(&gone, Action::Reboot), 0, "no reboot before a replace the reason calls for");
+    assert_eq!(e.sim.calls_for(&flaky, Action::Replace), 0);
+    let n = e.node(&ignored).await.unwrap();
+    assert!(e.sim.calls_for(&ignored, Action::Reboot) + e.sim.calls_for(&ignored, Action::Replace) == 0, "{:?}", e.sim.calls());
+    assert!(annotation(&n, REPAIR).is_none() && !cordoned(&n), "the node with action none is not touched");
     token.cancel();
     task.await.unwrap().unwrap();
 }
