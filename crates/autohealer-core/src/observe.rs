@@ -4,8 +4,8 @@ use crate::ledger::{Ledger, REPAIR_ANNOTATION};
 use crate::node;
 use crate::planner::{Finding, NodeState};
 use autohealer_cloud::Role;
-use autohealer_healthcheck::{CheckKind, Health, HealthCheck};
-use k8s_openapi::api::core::v1::Node;
+use autohealer_healthcheck::{AsNodeView, CheckKind, Health, HealthCheck};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,6 +56,18 @@ impl Checks {
         self.master.iter().chain(&self.worker).any(|c| c.needs_node_leases())
     }
 
+    /// Makes the node views keep what these checks and settings read beside the
+    /// defaults: the labels of `correlated-hold.labels` and the probing checks'
+    /// annotations. Called before the nodes are watched, and on every reload.
+    pub fn keep_in_views(&self) {
+        for l in &self.attribute_labels {
+            autohealer_healthcheck::keep_label(l);
+        }
+        for a in self.master.iter().chain(&self.worker).filter_map(|c| c.unhealthy_annotation()) {
+            autohealer_healthcheck::keep_annotation(a);
+        }
+    }
+
     pub fn for_role(&self, role: Role) -> &[Arc<dyn HealthCheck>] {
         match role {
             Role::Master => &self.master,
@@ -91,12 +103,81 @@ pub fn format_probe_time(t: Timestamp) -> String {
     t.strftime(PROBE_TIME_FORMAT).to_string()
 }
 
-/// Judges one node with its role's checks.
 /// Node name to the last renewal of its Lease in `kube-node-lease`.
 pub type LeaseRenewals = HashMap<String, Timestamp>;
 
 /// Per node Lease: its `renewTime` and when this healer saw it change.
 pub type SeenRenewals = HashMap<String, (Timestamp, Timestamp)>;
+
+/// A node's Lease in `kube-node-lease` as the Heartbeat check reads it: its name and
+/// `renewTime`, decoded straight from the JSON (holder, durations, owner references and
+/// managed fields are skipped). At 65,000 nodes the watch carries 6,500 renewals a
+/// second, so what each costs to decode matters.
+#[derive(Debug, Clone, Default)]
+pub struct NodeLease {
+    /// Name and resourceVersion only (the watch resumes from the latter).
+    pub metadata: ObjectMeta,
+    pub renew_time: Option<Timestamp>,
+}
+
+impl k8s_openapi::Resource for NodeLease {
+    const API_VERSION: &'static str = "coordination.k8s.io/v1";
+    const GROUP: &'static str = "coordination.k8s.io";
+    const KIND: &'static str = "Lease";
+    const VERSION: &'static str = "v1";
+    const URL_PATH_SEGMENT: &'static str = "leases";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for NodeLease {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeLease {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            metadata: WireMeta,
+            #[serde(default)]
+            spec: Option<WireSpec>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct WireMeta {
+            #[serde(default)]
+            name: Option<String>,
+            #[serde(default)]
+            namespace: Option<String>,
+            #[serde(default)]
+            resource_version: Option<String>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct WireSpec {
+            #[serde(default)]
+            renew_time: Option<MicroTime>,
+        }
+        let w = Wire::deserialize(d)?;
+        Ok(NodeLease {
+            metadata: ObjectMeta {
+                name: w.metadata.name,
+                namespace: w.metadata.namespace,
+                resource_version: w.metadata.resource_version,
+                ..Default::default()
+            },
+            renew_time: w.spec.and_then(|s| s.renew_time).map(|t| t.0),
+        })
+    }
+}
 
 /// Takes note of a Lease as watched at `now`. A renewal counts from when it was seen
 /// to change, never from the kubelet's own clock: the node-lifecycle controller does
@@ -118,13 +199,17 @@ pub fn renewals_seen(seen: &SeenRenewals) -> LeaseRenewals {
     seen.iter().map(|(k, (_, at))| (k.clone(), *at)).collect()
 }
 
-pub fn evaluate(
-    n: &Node,
+/// Judges one node with its role's checks. `n` is the cached view, or a full Node from a
+/// tool that listed Nodes itself.
+pub fn evaluate<N: AsNodeView + ?Sized>(
+    n: &N,
     checks: &Checks,
     obs: &mut Observations,
     now: Timestamp,
     leases: &LeaseRenewals,
 ) -> (NodeState, Vec<CheckVerdict>) {
+    let view = n.as_node_view();
+    let n = view.as_ref();
     let role = node::role(n);
     let ctx = autohealer_healthcheck::Context { now, lease_renewed: leases.get(node::name(n)).copied() };
     let uid = n.metadata.uid.clone().unwrap_or_default();
@@ -175,7 +260,7 @@ pub fn evaluate(
         name: node::name(n).to_string(),
         uid: uid.clone(),
         role,
-        zone: n.metadata.labels.as_ref().and_then(|l| l.get(node::ZONE_LABEL)).cloned(),
+        zone: n.label(node::ZONE_LABEL).map(String::from),
         healthy_since,
         history: crate::ledger::parse_history(node::annotation(n, crate::ledger::HISTORY_ANNOTATION)),
         created: node::created(n),
