@@ -332,6 +332,7 @@ impl Healer {
         let mut tick = tokio::time::interval(self.settings.monitor_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let obs = Arc::new(Mutex::new(Observations::default()));
+        let mut judged = observe::Judged::default();
         let trouble = TroubleReport { metrics: self.metrics.clone(), leader: self.leader.clone(), recorder: recorder.clone() };
         let mut probe_task =
             tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone(), trouble.clone()));
@@ -385,7 +386,7 @@ impl Healer {
             let snapshot = reader.state();
             let now = Timestamp::now();
             let renewals = leases.as_ref().map(|r| observe::renewals_seen(&lock(r))).unwrap_or_default();
-            let (states, _) = self.evaluate(&snapshot, &obs, now, &renewals);
+            let (states, _) = self.evaluate(&mut judged, &snapshot, &obs, now, &renewals);
             let pause_now = *lock(&pause);
             let blind_until = {
                 let sight = lock(&sight);
@@ -405,7 +406,7 @@ impl Healer {
             let starting_now: BTreeSet<String> = starting.keys().cloned().collect();
             let (supported, delegated) = self.capabilities();
             let mut probe = Input {
-                nodes: &states,
+                nodes: states,
                 leader,
                 pause: pause_now,
                 gate: &RepairGate::Allowed,
@@ -453,7 +454,7 @@ impl Healer {
                 decisions = ?p.nodes.iter().filter(|n| !matches!(n.decision, Decision::Healthy)).map(|n| (&n.name, &n.decision)).collect::<Vec<_>>(),
                 "evaluated"
             );
-            self.publish_metrics(&states, &p);
+            self.publish_metrics(states, &p);
             // Notify-only findings are not the planner's: their instants wake the loop too.
             let alert_at = states.iter().flat_map(|s| &s.alerts).map(|f| f.actionable_at()).filter(|t| *t > now).min();
             let wake_at = match (p.wake_at, alert_at) {
@@ -472,7 +473,7 @@ impl Healer {
                     by_uid.get(s.uid.as_str()).and_then(|n| provider.check_node(&node::info(n)).err()).map(|e| e.to_string())
                 };
                 let ecx = effects::Context { policy: &self.settings.policy, in_flight: &busy, impossible: &impossible, now };
-                let list = effects::effects(&p, &states, &mut memory, &ecx);
+                let list = effects::effects(&p, states, &mut memory, &ecx);
                 for uid in self.execute(list, &snapshot, &actor, &mut in_flight, &done_tx, &term) {
                     starting.insert(uid, Starting::default());
                 }
@@ -481,7 +482,7 @@ impl Healer {
                 }
                 if !self.settings.policy.dry_run {
                     self.persist_probe_times(&snapshot, &actor, &mut in_flight, &done_tx, &obs);
-                    self.report_health(&states, now, &last_report);
+                    self.report_health(states, now, &last_report);
                 }
             }
             self.metrics.evaluations.inc();
@@ -547,6 +548,7 @@ impl Healer {
                     actor = Arc::new(Actor::new(cx.clone()));
                     // Check indices may have moved: forget what the old checks observed.
                     *lock(&obs) = Observations::default();
+                    judged = observe::Judged::default();
                     memory = Memory::default();
                 }
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
@@ -851,19 +853,22 @@ impl Healer {
         });
     }
 
-    fn evaluate(
+    /// Judges the nodes that may have changed since `judged` last saw them (see
+    /// [`observe::Judged`]) and forgets what it observed of nodes gone.
+    fn evaluate<'j>(
         &self,
+        judged: &'j mut observe::Judged,
         snapshot: &[Arc<NodeView>],
         obs: &Mutex<Observations>,
         now: Timestamp,
         leases: &observe::LeaseRenewals,
-    ) -> (Vec<NodeState>, Vec<Vec<CheckVerdict>>) {
+    ) -> (&'j [NodeState], &'j [Vec<CheckVerdict>]) {
         let mut obs = obs.lock().unwrap_or_else(|p| p.into_inner());
-        let uids: HashSet<String> = snapshot.iter().filter_map(|n| n.metadata.uid.clone()).collect();
-        obs.probes.retain(|(uid, _), _| uids.contains(uid));
-        obs.first_seen.retain(|(uid, _), _| uids.contains(uid));
-        obs.healthy_since.retain(|uid, _| uids.contains(uid));
-        snapshot.iter().map(|n| observe::evaluate(&**n, &self.settings.checks, &mut obs, now, leases)).unzip()
+        let uids: HashSet<&str> = snapshot.iter().map(|n| n.uid()).collect();
+        obs.probes.retain(|(uid, _), _| uids.contains(uid.as_str()));
+        obs.first_seen.retain(|(uid, _), _| uids.contains(uid.as_str()));
+        obs.healthy_since.retain(|uid, _| uids.contains(uid.as_str()));
+        judged.update(snapshot, &self.settings.checks, &mut obs, now, leases)
     }
 
     /// One evaluation without acting: what `autohealer plan` prints.
@@ -883,11 +888,12 @@ impl Healer {
         } else {
             Default::default()
         };
-        let (states, verdicts) = self.evaluate(&snapshot, &obs, now, &renewals);
+        let mut judged = observe::Judged::default();
+        let (states, verdicts) = self.evaluate(&mut judged, &snapshot, &obs, now, &renewals);
         let gate = self.provider.repair_allowed().await.unwrap_or_else(|e| RepairGate::Denied(format!("cannot ask the cloud: {e}")));
         let (supported, delegated) = self.capabilities();
         let p = planner::plan(&Input {
-            nodes: &states,
+            nodes: states,
             leader: true,
             pause: Pause::Running,
             gate: &gate,
@@ -905,11 +911,11 @@ impl Healer {
             .nodes
             .iter()
             .zip(verdicts)
-            .zip(&states)
+            .zip(states)
             .map(|((np, v), st)| Row {
                 name: np.name.clone(),
                 role: np.role,
-                verdicts: v,
+                verdicts: v.clone(),
                 decision: np.decision.clone(),
                 severity: notice::of_decision(st, &np.decision, now),
             })
@@ -955,12 +961,18 @@ impl Healer {
         obs: &Mutex<Observations>,
     ) {
         let obs = lock(obs);
+        let persists = |role| self.settings.checks.for_role(role).iter().any(|c| c.unhealthy_annotation().is_some());
+        let (masters, workers) = (persists(Role::Master), persists(Role::Worker));
+        if !masters && !workers {
+            return;
+        }
         for n in snapshot {
-            let uid = n.metadata.uid.clone().unwrap_or_default();
-            if in_flight.contains_key(&uid) {
+            let role = node::role(n);
+            if !(if role == Role::Master { masters } else { workers }) || in_flight.contains_key(n.uid()) {
                 continue;
             }
-            let checks = self.settings.checks.for_role(node::role(n));
+            let uid = n.uid().to_string();
+            let checks = self.settings.checks.for_role(role);
             let probes: Vec<(Option<&str>, Option<Option<Timestamp>>)> = checks
                 .iter()
                 .enumerate()
@@ -1072,8 +1084,10 @@ async fn probe_all(snapshot: &[Arc<NodeView>], settings: &HealerSettings, obs: &
     let mut obs = obs.lock().unwrap_or_else(|p| p.into_inner());
     let mut changed = false;
     for (uid, i, h) in results {
-        let prev = obs.probes.insert((uid, i), h.clone());
-        changed |= prev.is_none_or(|p| p.is_healthy() != h.is_healthy());
+        let was_healthy = obs.probes.get(&(uid.clone(), i)).map(Health::is_healthy);
+        let healthy = h.is_healthy();
+        obs.probed(uid, i, h);
+        changed |= was_healthy != Some(healthy);
     }
     changed
 }

@@ -90,6 +90,16 @@ pub trait HealthCheck: Send + Sync + fmt::Debug {
         Health::Healthy
     }
 
+    /// Whether [`HealthCheck::judge`] reads [`Context::now`] (or anything else besides
+    /// the node): such a verdict can change while the node does not, so the healer
+    /// judges it again on every evaluation. A check that answers `false` is judged
+    /// again only when the node's view changes, which is what keeps an evaluation of a
+    /// large fleet in proportion to the nodes that changed. The default is the safe
+    /// answer.
+    fn reads_clock(&self) -> bool {
+        true
+    }
+
     /// Whether [`Context::lease_renewed`] must be filled in: the healer then watches
     /// the nodes' Leases in `kube-node-lease`.
     fn needs_node_leases(&self) -> bool {

@@ -70,6 +70,11 @@ impl HealthCheck for NodeCondition {
         self.unhealthy_duration
     }
 
+    /// The verdict follows from the node alone (the condition's own timestamps).
+    fn reads_clock(&self) -> bool {
+        false
+    }
+
     fn judge(&self, node: &NodeView, _ctx: &Context) -> Health {
         let mut worst: Option<Health> = None;
         for c in &node.conditions {

@@ -37,6 +37,11 @@ impl HealthCheck for StartupTimeout {
         self.timeout
     }
 
+    /// The verdict follows from the node alone: its creation and its Ready condition.
+    fn reads_clock(&self) -> bool {
+        false
+    }
+
     fn judge(&self, node: &NodeView, _ctx: &Context) -> Health {
         let Some(created) = node.metadata.creation_timestamp.as_ref().map(|t| t.0) else { return Health::Healthy };
         let ready = node.condition("Ready");

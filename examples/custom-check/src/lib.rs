@@ -51,6 +51,12 @@ impl HealthCheck for KernelBlocklist {
         self.unhealthy_duration
     }
 
+    /// The verdict follows from the node alone: the healer judges it again only when the
+    /// node changes.
+    fn reads_clock(&self) -> bool {
+        false
+    }
+
     fn judge(&self, node: &NodeView, _ctx: &Context) -> Health {
         let kernel = node.node_info.kernel_version.as_str();
         if self.kernels.iter().any(|k| k == kernel) {
