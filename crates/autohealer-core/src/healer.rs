@@ -440,6 +440,9 @@ impl Healer {
                     gate = Some(GateCache { value, at: tokio::time::Instant::now() });
                 }
                 let g = gate.as_ref().map_or(RepairGate::Allowed, |g| g.value.clone());
+                // The first plan goes before the second is made: two of a large fleet's
+                // plans at once would double the evaluation's peak.
+                drop(std::mem::take(&mut p));
                 // The gate may have taught the provider what it can do.
                 let (supported, delegated) = self.capabilities();
                 p = planner::plan(&Input { gate: &g, supported: &supported, delegated: &delegated, ..probe });

@@ -138,6 +138,12 @@ impl Judged {
         let volatile = [volatile(Role::Master), volatile(Role::Worker)];
         let mut alive = vec![false; self.states.len()];
         self.rejudged = 0;
+        // Grown to the fleet's size exactly: doubling a vector of 65,000 states of
+        // 700 bytes would leave up to 45 MB unused.
+        let more = snapshot.len().saturating_sub(self.states.len());
+        self.states.reserve_exact(more);
+        self.verdicts.reserve_exact(more);
+        self.from.reserve_exact(more);
         for n in snapshot {
             let fresh = |i: usize, from: &[(Arc<autohealer_healthcheck::NodeView>, u64)], states: &[NodeState]| {
                 let (view, generation) = &from[i];
