@@ -45,6 +45,16 @@ pub struct Row {
     pub eval_ms: f64,
     #[serde(deserialize_with = "nan_for_null")]
     pub eval_min_ms: f64,
+    /// The same evaluations as the healer's `autohealer_evaluation_duration_seconds`
+    /// times them (mean wall time).
+    #[serde(deserialize_with = "nan_for_null")]
+    pub eval_wall_ms: f64,
+    /// CPU of the leader for one heartbeat-only status write (median), and how many
+    /// evaluations the ten of them woke.
+    #[serde(deserialize_with = "nan_for_null")]
+    pub heartbeat_ms: f64,
+    #[serde(deserialize_with = "nan_for_null")]
+    pub heartbeat_evaluations: f64,
     pub wave_size: usize,
     pub wave_repaired: usize,
     #[serde(deserialize_with = "nan_for_null")]
@@ -146,12 +156,12 @@ fn ratio(a: f64, b: f64) -> String {
 
 pub fn print_tables(rows: &[Row]) {
     println!(
-        "| nodes | side | up (s) | peak RSS (MiB) | steady RSS (MiB) | CPU s/min under churn (% of a core) | read by the leader /min | apiserver bytes/min (all clients) | apiserver requests/min | one evaluation (ms CPU, median / min) | detection lag p50 / p99 / max (ms) | healer's lag histogram p99 ≤ (s) | 100 at once: all cloud calls issued | failover (s) |"
+        "| nodes | side | up (s) | peak RSS (MiB) | steady RSS (MiB) | CPU s/min under churn (% of a core) | read by the leader /min | apiserver bytes/min (all clients) | apiserver requests/min | one evaluation (ms CPU, median / min; the healer's own wall time) | one heartbeat write (ms CPU; evaluations woken by 10) | detection lag p50 / p99 / max (ms) | healer's lag histogram p99 ≤ (s) | 100 at once: all cloud calls issued | failover (s) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.2} | {:.0} | {:.0} | {:.3} ({:.1}%) | {} | {} | {:.1} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.2} | {:.0} | {:.0} | {:.3} ({:.1}%) | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
             r.n,
             r.side,
             r.sync_s,
@@ -162,7 +172,16 @@ pub fn print_tables(rows: &[Row]) {
             bytes(r.read_bytes_per_min),
             bytes(r.bytes_per_min),
             r.req_per_min,
-            if r.eval_ms.is_nan() || r.eval_ms == 0.0 { "-".into() } else { format!("{:.1} / {:.1}", r.eval_ms, r.eval_min_ms) },
+            match (r.eval_ms.is_nan() || r.eval_ms == 0.0, r.eval_wall_ms.is_nan() || r.eval_wall_ms == 0.0) {
+                (true, _) => "-".into(),
+                (false, true) => format!("{:.1} / {:.1}", r.eval_ms, r.eval_min_ms),
+                (false, false) => format!("{:.1} / {:.1}; {:.1}", r.eval_ms, r.eval_min_ms, r.eval_wall_ms),
+            },
+            if r.heartbeat_ms.is_nan() || r.heartbeat_ms == 0.0 {
+                "-".into()
+            } else {
+                format!("{:.2}; {}", r.heartbeat_ms, r.heartbeat_evaluations)
+            },
             lag(r),
             r.histogram_p99_le.map_or("-".into(), |v| format!("{v}")),
             simultaneous(r),

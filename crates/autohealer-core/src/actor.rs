@@ -13,7 +13,7 @@ use crate::notice::{Kind, Notification, Notifier, Severity};
 use crate::reason::Reason;
 use crate::step::{self, After, Facts};
 use autohealer_cloud::{Action, CloudProvider, Progress};
-use k8s_openapi::api::core::v1::Node;
+use autohealer_healthcheck::NodeView;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -63,7 +63,7 @@ pub enum ActError {
 /// What every step needs, built once per process (one Event recorder) and shared.
 pub struct Context {
     pub client: kube::Client,
-    pub nodes: Api<Node>,
+    pub nodes: Api<NodeView>,
     pub recorder: Recorder,
     pub provider: Arc<dyn CloudProvider>,
     pub leader: Arc<dyn LeaderElector>,
@@ -123,7 +123,7 @@ impl Context {
     }
 
     /// Hands a notification about node `n` to the notifier (which never waits).
-    pub fn tell(&self, n: &Node, kind: Kind, severity: Severity, incident: String, summary: String) {
+    pub fn tell(&self, n: &NodeView, kind: Kind, severity: Severity, incident: String, summary: String) {
         self.notifier.notify(Notification {
             kind,
             severity,
@@ -136,27 +136,27 @@ impl Context {
         });
     }
 
-    pub async fn event(&self, n: &Node, reason: Reason, note: String) {
+    pub async fn event(&self, n: &NodeView, reason: Reason, note: String) {
         self.event_as(n, reason, reason.warning(), note).await
     }
 
-    pub async fn event_as(&self, n: &Node, reason: Reason, warning: bool, note: String) {
+    pub async fn event_as(&self, n: &NodeView, reason: Reason, warning: bool, note: String) {
         self.publish(n, reason, action_of(reason), warning, note).await
     }
 
     /// An Event about a step: its action is the step's, so that the Events of a
     /// node's reboot and of its replace are told apart (the recorder folds Events of one
     /// object, reason and action into one series).
-    pub async fn step_event(&self, n: &Node, reason: Reason, step: Action, warning: bool, note: String) {
+    pub async fn step_event(&self, n: &NodeView, reason: Reason, step: Action, warning: bool, note: String) {
         self.publish(n, reason, action_name(step), warning, note).await
     }
 
     /// An Event whose action says what it is about (a gate, for a held repair).
-    pub async fn event_about(&self, n: &Node, reason: Reason, action: &str, note: String) {
+    pub async fn event_about(&self, n: &NodeView, reason: Reason, action: &str, note: String) {
         self.publish(n, reason, action, reason.warning(), note).await
     }
 
-    async fn publish(&self, n: &Node, reason: Reason, action: &str, warning: bool, note: String) {
+    async fn publish(&self, n: &NodeView, reason: Reason, action: &str, warning: bool, note: String) {
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.as_str().into(),
@@ -171,7 +171,7 @@ impl Context {
 
     /// A merge patch of the node that only succeeds if the node is unchanged since
     /// `n` was read: the fence that makes a step start exactly once.
-    pub async fn fenced_patch(&self, n: &Node, mut patch: Value) -> Result<Node, ActError> {
+    pub async fn fenced_patch(&self, n: &NodeView, mut patch: Value) -> Result<NodeView, ActError> {
         if !self.leader.is_leader() {
             return Err(ActError::NotLeader);
         }
@@ -186,7 +186,7 @@ impl Context {
     }
 
     /// Whether this step drains the node first (workers only, per the settings).
-    pub fn drains(&self, n: &Node, action: Action) -> bool {
+    pub fn drains(&self, n: &NodeView, action: Action) -> bool {
         node::role(n) == autohealer_cloud::Role::Worker
             && match action {
                 Action::Reboot => self.drain.before_reboot,
@@ -281,7 +281,7 @@ impl Actor {
         Self { cx }
     }
 
-    pub async fn run(self: &Arc<Self>, n: &Node, work: Work) -> Result<(), ActError> {
+    pub async fn run(self: &Arc<Self>, n: &NodeView, work: Work) -> Result<(), ActError> {
         match work {
             Work::Start { action, attempt, reason, actionable_since, cordon, severity } => {
                 self.start(n, action, attempt, &reason, actionable_since, cordon, severity).await
@@ -325,7 +325,7 @@ impl Actor {
     #[allow(clippy::too_many_arguments)]
     async fn start(
         self: &Arc<Self>,
-        n: &Node,
+        n: &NodeView,
         action: Action,
         attempt: u32,
         reason: &str,
@@ -382,7 +382,7 @@ impl Actor {
 
     /// Drains if the record says so, then makes the step's calls, writing the record
     /// before each one as [`step::after_call`] says.
-    async fn carry_on(self: &Arc<Self>, mut written: Node, mut record: RepairRecord, mut resumed: bool) -> Result<(), ActError> {
+    async fn carry_on(self: &Arc<Self>, mut written: NodeView, mut record: RepairRecord, mut resumed: bool) -> Result<(), ActError> {
         let cx = &self.cx;
         if record.draining {
             let name = written.name_any();
@@ -484,7 +484,7 @@ impl Actor {
     }
 
     /// Writes the record (the phase about to be called) with the fence.
-    async fn write(&self, n: &Node, r: &RepairRecord) -> Result<Node, ActError> {
+    async fn write(&self, n: &NodeView, r: &RepairRecord) -> Result<NodeView, ActError> {
         self.cx.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await
     }
 
@@ -494,7 +494,7 @@ impl Actor {
     /// the ledger, not the rest of the node. Right before the first cloud call (the end
     /// of a drain) this is what keeps a new leader from draining again or making a call
     /// twice.
-    async fn write_over(&self, last: &Node, mine: &RepairRecord, next: &RepairRecord) -> Result<Node, ActError> {
+    async fn write_over(&self, last: &NodeView, mine: &RepairRecord, next: &RepairRecord) -> Result<NodeView, ActError> {
         let mut current = last.clone();
         for _ in 0..5 {
             match self.write(&current, next).await {
@@ -507,7 +507,7 @@ impl Actor {
 
     /// After a conflict: the node read again, if its ledger still holds `mine` (then
     /// the write is this task's to make again); a conflict if anything else wrote it.
-    async fn still_mine(&self, name: &str, mine: &RepairRecord) -> Result<Node, ActError> {
+    async fn still_mine(&self, name: &str, mine: &RepairRecord) -> Result<NodeView, ActError> {
         let fresh = self.cx.nodes.get(name).await.map_err(|source| ActError::Kube { node: name.to_string(), source })?;
         match Ledger::parse(node::annotation(&fresh, REPAIR_ANNOTATION)) {
             Ledger::Record(x) if x == *mine => Ok(fresh),
@@ -516,7 +516,7 @@ impl Actor {
     }
 
     /// Brings back the machine of a step that kept stalling with it out of service.
-    async fn restore(&self, n: &Node, record: RepairRecord) -> Result<(), ActError> {
+    async fn restore(&self, n: &NodeView, record: RepairRecord) -> Result<(), ActError> {
         let cx = &self.cx;
         // A replace issued (or thought issued) that did not bring the node back: its
         // machine may still be the stopped one.
@@ -556,7 +556,7 @@ impl Actor {
 
     /// Keeps `text` in a ConfigMap named after the node and the time, and prunes the
     /// node's older ones beyond `keep`. Returns where it is, for the Event.
-    async fn keep_evidence(&self, n: &Node, action: Action, server: Option<&str>, text: &str) -> Option<String> {
+    async fn keep_evidence(&self, n: &NodeView, action: Action, server: Option<&str>, text: &str) -> Option<String> {
         use k8s_openapi::api::core::v1::ConfigMap;
         let cx = &self.cx;
         if cx.evidence.keep == 0 {
@@ -604,7 +604,7 @@ impl Actor {
     /// Taints the node out-of-service once the cloud confirms its machine is down, so
     /// Kubernetes deletes its pods and detaches their volumes. Asks until
     /// `fencing.confirm-timeout`; a machine never confirmed down is never tainted.
-    async fn fence(&self, mut last: Node, record: RepairRecord, severity: Severity, incident: String) {
+    async fn fence(&self, mut last: NodeView, record: RepairRecord, severity: Severity, incident: String) {
         let info = node::info(&last);
         let cx = &self.cx;
         let deadline = tokio::time::Instant::now() + cx.fencing.confirm_timeout;
@@ -679,7 +679,7 @@ impl Actor {
     /// leave a step that never happened looking issued (a refused reboot "verified" for
     /// `rebuild-delay-after-reboot`, then escalated). Re-read and written again while the
     /// ledger still holds `mine`.
-    async fn fail_over(&self, last: &Node, mine: &RepairRecord, failing: &RepairRecord, why: &str) -> Result<(), ActError> {
+    async fn fail_over(&self, last: &NodeView, mine: &RepairRecord, failing: &RepairRecord, why: &str) -> Result<(), ActError> {
         let mut current = last.clone();
         for _ in 0..5 {
             match self.failed(&current, failing, why).await {
@@ -692,7 +692,7 @@ impl Actor {
 
     /// The node is healthy again: clear the ledger, uncordon what the healer cordoned
     /// and lift the out-of-service taint it set.
-    pub async fn recovered(&self, n: &Node, record: &RepairRecord) -> Result<(), ActError> {
+    pub async fn recovered(&self, n: &NodeView, record: &RepairRecord) -> Result<(), ActError> {
         let cx = &self.cx;
         if record.failed.is_none()
             && cx.workloads.applies(node::role(n))
@@ -720,7 +720,7 @@ impl Actor {
         if record.cordoned {
             patch["spec"]["unschedulable"] = Value::Null;
         }
-        let tainted = n.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
+        let tainted = n.taints.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT);
         if record.fenced && tainted {
             patch["spec"]["taints"] = json!(taints_without_fence(n));
         }
@@ -761,7 +761,7 @@ impl Actor {
 
     /// The step failed or did not bring the node back in time: record the failure in
     /// the ledger (the node stays cordoned) and in the history the retry budget counts.
-    pub async fn failed(&self, n: &Node, record: &RepairRecord, why: &str) -> Result<(), ActError> {
+    pub async fn failed(&self, n: &NodeView, record: &RepairRecord, why: &str) -> Result<(), ActError> {
         let cx = &self.cx;
         let (r, entry) = step::failed(record, why, Timestamp::now());
         let history = push_history(node::annotation(n, HISTORY_ANNOTATION), entry, record.detected);
@@ -788,7 +788,7 @@ impl Actor {
 
     /// The step did not bring the node back and the next is the cloud's own: recorded,
     /// so the healer waits for it instead of failing the repair, and said once.
-    pub async fn delegate(&self, n: &Node, record: &RepairRecord, action: Action, to: &str) -> Result<(), ActError> {
+    pub async fn delegate(&self, n: &NodeView, record: &RepairRecord, action: Action, to: &str) -> Result<(), ActError> {
         let cx = &self.cx;
         let r = step::delegated(record, action, to, Timestamp::now());
         cx.fenced_patch(n, json!({"metadata": {"annotations": {REPAIR_ANNOTATION: r.to_json()}}})).await?;
@@ -811,7 +811,7 @@ impl Actor {
     /// Keeps a detection that a gate holds back in the node's history, once per failure,
     /// so that the next failure's severity counts it, after a failover too. Replaced by
     /// the repair's own entry if the failure is repaired later.
-    pub async fn record_detection(&self, n: &Node, entry: HistoryEntry) -> Result<(), ActError> {
+    pub async fn record_detection(&self, n: &NodeView, entry: HistoryEntry) -> Result<(), ActError> {
         let mut current = n.clone();
         for _ in 0..3 {
             let before = node::annotation(&current, HISTORY_ANNOTATION);
@@ -830,19 +830,15 @@ impl Actor {
     }
 
     /// Persists (or clears) a probing check's first-failure time, as upstream does.
-    pub async fn mark_probe(&self, n: &Node, annotation: &str, value: Option<String>) -> Result<(), ActError> {
+    pub async fn mark_probe(&self, n: &NodeView, annotation: &str, value: Option<String>) -> Result<(), ActError> {
         self.cx.fenced_patch(n, json!({"metadata": {"annotations": {annotation: value}}})).await.map(|_| ())
     }
 }
 
 /// The node's taints but the out-of-service one: a taint list is replaced whole by a
 /// merge patch, behind the resourceVersion precondition.
-fn taints_without_fence(n: &Node) -> Vec<Value> {
-    n.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .map(|t| t.iter().filter(|t| t.key != OUT_OF_SERVICE_TAINT).filter_map(|t| serde_json::to_value(t).ok()).collect())
-        .unwrap_or_default()
+fn taints_without_fence(n: &NodeView) -> Vec<Value> {
+    n.taints.iter().filter(|t| t.key != OUT_OF_SERVICE_TAINT).filter_map(|t| serde_json::to_value(t).ok()).collect()
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -858,12 +854,8 @@ fn truncate(mut s: String, max: usize) -> String {
 
 /// A node whose kubelet stopped reporting: its pods cannot terminate, so a drain does
 /// not wait for them.
-fn node_unreachable(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "Unknown")
+fn node_unreachable(n: &NodeView) -> bool {
+    n.condition("Ready").is_some_and(|c| c.status == "Unknown")
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::observe::{self, CheckVerdict, Observations};
 use crate::planner::{self, Decision, Gate, Input, NodeState, Pause, Plan, Policy};
 use crate::reason::Reason;
 use autohealer_cloud::{Action, CloudProvider, HealthReport, RepairGate, Role};
+use autohealer_healthcheck::NodeView;
 use autohealer_healthcheck::{CheckKind, Health, HealthCheck};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -280,24 +281,34 @@ impl Healer {
     /// Runs until `shutdown` is cancelled. Returns an error only when the healer
     /// cannot start (e.g. the node watch never syncs before shutdown).
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let (reader, writer) = reflector::store();
+        self.settings.checks.keep_in_views();
+        let nodes: Api<NodeView> = Api::all(self.client.clone());
+        let (reader, mut writer) = reflector::store();
         let changed = Arc::new(Notify::new());
         let sight: Arc<Mutex<Sight>> = Arc::default();
         let mut wc = watcher::Config::default().any_semantic();
         if let Some(sel) = &self.settings.node_selector {
             wc = wc.labels(sel);
         }
-        let stream = watcher(nodes, wc).default_backoff().modify(node::trim).reflect(writer).touched_objects();
+        let stream = watcher(nodes, wc).default_backoff();
         let notify = changed.clone();
         let seen = sight.clone();
+        let cached = reader.clone();
+        let updates = self.metrics.clone();
         let watch_task = tokio::spawn(async move {
             futures::pin_mut!(stream);
             loop {
                 match stream.try_next().await {
-                    Ok(Some(_)) => {
+                    Ok(Some(event)) => {
+                        let wakes = changes_state(&cached, &event);
+                        writer.apply_watcher_event(&event);
                         lock(&seen).seen();
-                        notify.notify_one();
+                        if let watcher::Event::Apply(_) = event {
+                            updates.node_update(wakes);
+                        }
+                        if wakes {
+                            notify.notify_one();
+                        }
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -321,6 +332,7 @@ impl Healer {
         let mut tick = tokio::time::interval(self.settings.monitor_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let obs = Arc::new(Mutex::new(Observations::default()));
+        let mut judged = observe::Judged::default();
         let trouble = TroubleReport { metrics: self.metrics.clone(), leader: self.leader.clone(), recorder: recorder.clone() };
         let mut probe_task =
             tokio::spawn(prober(reader.clone(), self.settings.clone(), obs.clone(), changed.clone(), shutdown.clone(), trouble.clone()));
@@ -368,10 +380,13 @@ impl Healer {
             if leader && fleet.is_none() {
                 fleet = self.load_fleet().await;
             }
+            // The evaluation's own time, without the cloud's answer to the gate.
+            let evaluating = std::time::Instant::now();
+            let mut asking = Duration::ZERO;
             let snapshot = reader.state();
             let now = Timestamp::now();
             let renewals = leases.as_ref().map(|r| observe::renewals_seen(&lock(r))).unwrap_or_default();
-            let (states, _) = self.evaluate(&snapshot, &obs, now, &renewals);
+            let (states, _) = self.evaluate(&mut judged, &snapshot, &obs, now, &renewals);
             let pause_now = *lock(&pause);
             let blind_until = {
                 let sight = lock(&sight);
@@ -391,7 +406,7 @@ impl Healer {
             let starting_now: BTreeSet<String> = starting.keys().cloned().collect();
             let (supported, delegated) = self.capabilities();
             let mut probe = Input {
-                nodes: &states,
+                nodes: states,
                 leader,
                 pause: pause_now,
                 gate: &RepairGate::Allowed,
@@ -416,13 +431,18 @@ impl Healer {
             if wants_new_step {
                 let fresh = gate.as_ref().is_some_and(|g| g.at.elapsed() < self.settings.monitor_interval);
                 if !fresh {
+                    let asked = std::time::Instant::now();
                     let value = match self.provider.repair_allowed().await {
                         Ok(v) => v,
                         Err(e) => RepairGate::Denied(format!("cannot ask the cloud: {e}")),
                     };
+                    asking = asked.elapsed();
                     gate = Some(GateCache { value, at: tokio::time::Instant::now() });
                 }
                 let g = gate.as_ref().map_or(RepairGate::Allowed, |g| g.value.clone());
+                // The first plan goes before the second is made: two of a large fleet's
+                // plans at once would double the evaluation's peak.
+                drop(std::mem::take(&mut p));
                 // The gate may have taught the provider what it can do.
                 let (supported, delegated) = self.capabilities();
                 p = planner::plan(&Input { gate: &g, supported: &supported, delegated: &delegated, ..probe });
@@ -437,7 +457,7 @@ impl Healer {
                 decisions = ?p.nodes.iter().filter(|n| !matches!(n.decision, Decision::Healthy)).map(|n| (&n.name, &n.decision)).collect::<Vec<_>>(),
                 "evaluated"
             );
-            self.publish_metrics(&states, &p);
+            self.publish_metrics(states, &p);
             // Notify-only findings are not the planner's: their instants wake the loop too.
             let alert_at = states.iter().flat_map(|s| &s.alerts).map(|f| f.actionable_at()).filter(|t| *t > now).min();
             let wake_at = match (p.wake_at, alert_at) {
@@ -450,13 +470,13 @@ impl Healer {
                 retry_after.retain(|_, (until, _)| *until > waiting);
                 let busy: HashSet<String> = in_flight.keys().chain(retry_after.keys()).cloned().collect();
                 let provider = self.provider.clone();
-                let by_uid: HashMap<&str, &Arc<Node>> =
+                let by_uid: HashMap<&str, &Arc<NodeView>> =
                     snapshot.iter().map(|n| (n.metadata.uid.as_deref().unwrap_or_default(), n)).collect();
                 let impossible = |s: &NodeState| {
                     by_uid.get(s.uid.as_str()).and_then(|n| provider.check_node(&node::info(n)).err()).map(|e| e.to_string())
                 };
                 let ecx = effects::Context { policy: &self.settings.policy, in_flight: &busy, impossible: &impossible, now };
-                let list = effects::effects(&p, &states, &mut memory, &ecx);
+                let list = effects::effects(&p, states, &mut memory, &ecx);
                 for uid in self.execute(list, &snapshot, &actor, &mut in_flight, &done_tx, &term) {
                     starting.insert(uid, Starting::default());
                 }
@@ -465,9 +485,11 @@ impl Healer {
                 }
                 if !self.settings.policy.dry_run {
                     self.persist_probe_times(&snapshot, &actor, &mut in_flight, &done_tx, &obs);
-                    self.report_health(&states, now, &last_report);
+                    self.report_health(states, now, &last_report);
                 }
             }
+            self.metrics.evaluations.inc();
+            self.metrics.evaluation_duration.observe(evaluating.elapsed().saturating_sub(asking).as_secs_f64());
 
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -519,6 +541,7 @@ impl Healer {
                 Some(new) = async { match reload.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                     tracing::info!("configuration reloaded");
                     self.settings = new;
+                    self.settings.checks.keep_in_views();
                     if leases.is_none() && self.settings.checks.need_leases() {
                         leases = Some(self.watch_leases(sight.clone(), changed.clone()));
                     }
@@ -528,6 +551,7 @@ impl Healer {
                     actor = Arc::new(Actor::new(cx.clone()));
                     // Check indices may have moved: forget what the old checks observed.
                     *lock(&obs) = Observations::default();
+                    judged = observe::Judged::default();
                     memory = Memory::default();
                 }
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
@@ -545,13 +569,13 @@ impl Healer {
     fn execute(
         &self,
         list: Vec<Effect>,
-        snapshot: &[Arc<Node>],
+        snapshot: &[Arc<NodeView>],
         actor: &Arc<Actor>,
         in_flight: &mut HashMap<String, tokio::task::JoinHandle<()>>,
         done: &mpsc::UnboundedSender<(String, bool)>,
         term: &CancellationToken,
     ) -> Vec<String> {
-        let by_name: HashMap<&str, &Arc<Node>> = snapshot.iter().map(|n| (node::name(n), n)).collect();
+        let by_name: HashMap<&str, &Arc<NodeView>> = snapshot.iter().map(|n| (node::name(n), n)).collect();
         let mut started = Vec::new();
         for effect in list {
             let n = effect.node().and_then(|name| by_name.get(name)).map(|n| (*n).clone());
@@ -688,7 +712,7 @@ impl Healer {
     /// Follows the node Leases for the Heartbeat check: when each `renewTime` was seen
     /// to change. A broken watch makes the healer blind like a broken node watch.
     fn watch_leases(&self, sight: Arc<Mutex<Sight>>, changed: Arc<Notify>) -> Renewals {
-        let api: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+        let api: Api<observe::NodeLease> = Api::namespaced(self.client.clone(), "kube-node-lease");
         let seen: Renewals = Arc::default();
         let map = seen.clone();
         // Raw events, not touched objects: a deleted Lease (a node gone) is forgotten.
@@ -832,49 +856,47 @@ impl Healer {
         });
     }
 
-    fn evaluate(
+    /// Judges the nodes that may have changed since `judged` last saw them (see
+    /// [`observe::Judged`]) and forgets what it observed of nodes gone.
+    fn evaluate<'j>(
         &self,
-        snapshot: &[Arc<Node>],
+        judged: &'j mut observe::Judged,
+        snapshot: &[Arc<NodeView>],
         obs: &Mutex<Observations>,
         now: Timestamp,
         leases: &observe::LeaseRenewals,
-    ) -> (Vec<NodeState>, Vec<Vec<CheckVerdict>>) {
+    ) -> (&'j [NodeState], &'j [Vec<CheckVerdict>]) {
         let mut obs = obs.lock().unwrap_or_else(|p| p.into_inner());
-        let uids: HashSet<String> = snapshot.iter().filter_map(|n| n.metadata.uid.clone()).collect();
-        obs.probes.retain(|(uid, _), _| uids.contains(uid));
-        obs.first_seen.retain(|(uid, _), _| uids.contains(uid));
-        obs.healthy_since.retain(|uid, _| uids.contains(uid));
-        snapshot.iter().map(|n| observe::evaluate(n, &self.settings.checks, &mut obs, now, leases)).unzip()
+        let uids: HashSet<&str> = snapshot.iter().map(|n| n.uid()).collect();
+        obs.probes.retain(|(uid, _), _| uids.contains(uid.as_str()));
+        obs.first_seen.retain(|(uid, _), _| uids.contains(uid.as_str()));
+        obs.healthy_since.retain(|uid, _| uids.contains(uid.as_str()));
+        judged.update(snapshot, &self.settings.checks, &mut obs, now, leases)
     }
 
     /// One evaluation without acting: what `autohealer plan` prints.
     pub async fn plan_once(&self) -> anyhow::Result<(Vec<Row>, Plan)> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
+        self.settings.checks.keep_in_views();
+        let nodes: Api<NodeView> = Api::all(self.client.clone());
         let list = nodes.list(&Default::default()).await.map_err(|e| anyhow::anyhow!("list nodes failed: {e}"))?;
-        let snapshot: Vec<Arc<Node>> = list
-            .items
-            .into_iter()
-            .map(|mut n| {
-                node::trim(&mut n);
-                Arc::new(n)
-            })
-            .collect();
+        let snapshot: Vec<Arc<NodeView>> = list.items.into_iter().map(Arc::new).collect();
         let obs = Mutex::new(Observations::default());
         probe_all(&snapshot, &self.settings, &obs).await;
         let now = Timestamp::now();
         let renewals = if self.settings.checks.need_leases() {
-            let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+            let leases: Api<observe::NodeLease> = Api::namespaced(self.client.clone(), "kube-node-lease");
             let list = leases.list(&Default::default()).await.map_err(|e| anyhow::anyhow!("list leases in kube-node-lease failed: {e}"))?;
             // One look cannot see a renewal change: the kubelet's own renewTime is all there is.
             list.items.iter().filter_map(lease_renewal).collect()
         } else {
             Default::default()
         };
-        let (states, verdicts) = self.evaluate(&snapshot, &obs, now, &renewals);
+        let mut judged = observe::Judged::default();
+        let (states, verdicts) = self.evaluate(&mut judged, &snapshot, &obs, now, &renewals);
         let gate = self.provider.repair_allowed().await.unwrap_or_else(|e| RepairGate::Denied(format!("cannot ask the cloud: {e}")));
         let (supported, delegated) = self.capabilities();
         let p = planner::plan(&Input {
-            nodes: &states,
+            nodes: states,
             leader: true,
             pause: Pause::Running,
             gate: &gate,
@@ -892,11 +914,11 @@ impl Healer {
             .nodes
             .iter()
             .zip(verdicts)
-            .zip(&states)
+            .zip(states)
             .map(|((np, v), st)| Row {
                 name: np.name.clone(),
                 role: np.role,
-                verdicts: v,
+                verdicts: v.clone(),
                 decision: np.decision.clone(),
                 severity: notice::of_decision(st, &np.decision, now),
             })
@@ -935,19 +957,25 @@ impl Healer {
     /// node at most, never two checks rewriting it in turn.
     fn persist_probe_times(
         &self,
-        snapshot: &[Arc<Node>],
+        snapshot: &[Arc<NodeView>],
         actor: &Arc<Actor>,
         in_flight: &mut HashMap<String, tokio::task::JoinHandle<()>>,
         done: &mpsc::UnboundedSender<(String, bool)>,
         obs: &Mutex<Observations>,
     ) {
         let obs = lock(obs);
+        let persists = |role| self.settings.checks.for_role(role).iter().any(|c| c.unhealthy_annotation().is_some());
+        let (masters, workers) = (persists(Role::Master), persists(Role::Worker));
+        if !masters && !workers {
+            return;
+        }
         for n in snapshot {
-            let uid = n.metadata.uid.clone().unwrap_or_default();
-            if in_flight.contains_key(&uid) {
+            let role = node::role(n);
+            if !(if role == Role::Master { masters } else { workers }) || in_flight.contains_key(n.uid()) {
                 continue;
             }
-            let checks = self.settings.checks.for_role(node::role(n));
+            let uid = n.uid().to_string();
+            let checks = self.settings.checks.for_role(role);
             let probes: Vec<(Option<&str>, Option<Option<Timestamp>>)> = checks
                 .iter()
                 .enumerate()
@@ -1008,7 +1036,7 @@ impl Starting {
     /// own record counts. resourceVersions are compared as numbers, as every
     /// apiserver backed by etcd gives them; one that is not a number counts once the
     /// task ended.
-    fn seen_in(&self, n: &Node) -> bool {
+    fn seen_in(&self, n: &NodeView) -> bool {
         let Some(w) = &self.written else { return false };
         match (w.parse::<u64>(), n.metadata.resource_version.as_deref().map(str::parse::<u64>)) {
             (Ok(w), Some(Ok(have))) => have >= w,
@@ -1018,15 +1046,27 @@ impl Starting {
 }
 
 /// Whether the node's ledger holds a repair under way.
-fn node_in_repair(n: &Node) -> bool {
+fn node_in_repair(n: &NodeView) -> bool {
     matches!(crate::ledger::Ledger::parse(node::annotation(n, crate::ledger::REPAIR_ANNOTATION)), crate::ledger::Ledger::Record(r) if r.failed.is_none())
 }
 
-fn lease_renewal(l: &Lease) -> Option<(String, Timestamp)> {
-    Some((l.metadata.name.clone()?, l.spec.as_ref()?.renew_time.as_ref()?.0))
+/// Whether a watch event changes what an evaluation reads, judged before the cache
+/// takes it: a Node update whose view equals the cached one (a kubelet's status report
+/// that only moved heartbeat times) does not; a new, changed or deleted node, and the
+/// end of a (re)list, do.
+fn changes_state(cached: &Store<NodeView>, event: &watcher::Event<NodeView>) -> bool {
+    match event {
+        watcher::Event::Apply(n) => cached.get(&reflector::ObjectRef::from_obj(n)).is_none_or(|old| !old.same_state(n)),
+        watcher::Event::Delete(_) | watcher::Event::InitDone => true,
+        watcher::Event::Init | watcher::Event::InitApply(_) => false,
+    }
 }
 
-async fn probe_all(snapshot: &[Arc<Node>], settings: &HealerSettings, obs: &Mutex<Observations>) -> bool {
+fn lease_renewal(l: &observe::NodeLease) -> Option<(String, Timestamp)> {
+    Some((l.metadata.name.clone()?, l.renew_time?))
+}
+
+async fn probe_all(snapshot: &[Arc<NodeView>], settings: &HealerSettings, obs: &Mutex<Observations>) -> bool {
     let limit = Arc::new(tokio::sync::Semaphore::new(settings.probe_concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for n in snapshot {
@@ -1035,7 +1075,7 @@ async fn probe_all(snapshot: &[Arc<Node>], settings: &HealerSettings, obs: &Mute
             let Ok(permit) = limit.clone().acquire_owned().await else {
                 break;
             };
-            let (n, c): (Arc<Node>, Arc<dyn HealthCheck>) = (n.clone(), c.clone());
+            let (n, c): (Arc<NodeView>, Arc<dyn HealthCheck>) = (n.clone(), c.clone());
             set.spawn(async move {
                 let h = c.probe(&n).await;
                 drop(permit);
@@ -1047,8 +1087,10 @@ async fn probe_all(snapshot: &[Arc<Node>], settings: &HealerSettings, obs: &Mute
     let mut obs = obs.lock().unwrap_or_else(|p| p.into_inner());
     let mut changed = false;
     for (uid, i, h) in results {
-        let prev = obs.probes.insert((uid, i), h.clone());
-        changed |= prev.is_none_or(|p| p.is_healthy() != h.is_healthy());
+        let was_healthy = obs.probes.get(&(uid.clone(), i)).map(Health::is_healthy);
+        let healthy = h.is_healthy();
+        obs.probed(uid, i, h);
+        changed |= was_healthy != Some(healthy);
     }
     changed
 }
@@ -1062,7 +1104,7 @@ struct TroubleReport {
 }
 
 async fn prober(
-    reader: Store<Node>,
+    reader: Store<NodeView>,
     settings: HealerSettings,
     obs: Arc<Mutex<Observations>>,
     changed: Arc<Notify>,

@@ -50,6 +50,11 @@ pub struct NotificationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpdateLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HeldLabels {
     pub role: String,
     pub gate: String,
@@ -72,6 +77,9 @@ pub struct Metrics {
     pub check_failing: Family<CheckLabels, Gauge>,
     pub detections: Family<SeverityLabels, Counter>,
     pub notifications: Family<NotificationLabels, Counter>,
+    pub evaluations: Counter,
+    pub evaluation_duration: Histogram,
+    pub node_updates: Family<UpdateLabels, Counter>,
     /// Labels are the provider's own facts (`provider`, `strategy`, `magnum_driver`).
     pub provider_info: Family<Vec<(String, String)>, Gauge>,
 }
@@ -149,8 +157,29 @@ impl Metrics {
             "Notifications by sink and result (sent, failed after retries, dropped when the queue was full, coalesced into a summary)",
             notifications.clone(),
         );
+        let evaluations = Counter::default();
+        registry.register(
+            "evaluations",
+            "Evaluations of the fleet (judge, plan, act), each woken by a change, a probe result, a step's end or a deadline",
+            evaluations.clone(),
+        );
+        let evaluation_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "evaluation_duration_seconds",
+            "Time one evaluation takes, from reading the cache to handing out its effects",
+            evaluation_duration.clone(),
+        );
+        let node_updates = Family::<UpdateLabels, Counter>::default();
+        registry.register(
+            "node_updates",
+            "Node updates seen by the watch, by result: evaluated (something a check or the planner reads changed) or ignored (only heartbeat times or the resourceVersion moved)",
+            node_updates.clone(),
+        );
         Self {
             registry,
+            evaluations,
+            evaluation_duration,
+            node_updates,
             nodes,
             unhealthy_nodes,
             repairs,
@@ -182,6 +211,12 @@ impl Metrics {
 
     pub fn notification(&self, sink: &str, result: &str) {
         self.notifications.get_or_create(&NotificationLabels { sink: sink.into(), result: result.into() }).inc();
+    }
+
+    /// A Node update from the watch, and whether it woke an evaluation.
+    pub fn node_update(&self, evaluated: bool) {
+        let result = if evaluated { "evaluated" } else { "ignored" };
+        self.node_updates.get_or_create(&UpdateLabels { result: result.into() }).inc();
     }
 
     pub fn repair(&self, role: &str, action: &str, result: &str) {

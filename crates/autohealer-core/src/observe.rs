@@ -4,8 +4,8 @@ use crate::ledger::{Ledger, REPAIR_ANNOTATION};
 use crate::node;
 use crate::planner::{Finding, NodeState};
 use autohealer_cloud::Role;
-use autohealer_healthcheck::{CheckKind, Health, HealthCheck};
-use k8s_openapi::api::core::v1::Node;
+use autohealer_healthcheck::{AsNodeView, CheckKind, Health, HealthCheck};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,6 +56,18 @@ impl Checks {
         self.master.iter().chain(&self.worker).any(|c| c.needs_node_leases())
     }
 
+    /// Makes the node views keep what these checks and settings read beside the
+    /// defaults: the labels of `correlated-hold.labels` and the probing checks'
+    /// annotations. Called before the nodes are watched, and on every reload.
+    pub fn keep_in_views(&self) {
+        for l in &self.attribute_labels {
+            autohealer_healthcheck::keep_label(l);
+        }
+        for a in self.master.iter().chain(&self.worker).filter_map(|c| c.unhealthy_annotation()) {
+            autohealer_healthcheck::keep_annotation(a);
+        }
+    }
+
     pub fn for_role(&self, role: Role) -> &[Arc<dyn HealthCheck>] {
         match role {
             Role::Master => &self.master,
@@ -73,6 +85,112 @@ pub struct Observations {
     pub first_seen: HashMap<(String, usize), Timestamp>,
     /// Per node uid: since when every check has passed, as observed here.
     pub healthy_since: HashMap<String, Timestamp>,
+    /// Moves whenever a probe result changes, so that [`Judged`] knows its verdicts of
+    /// probing checks are stale.
+    pub generation: u64,
+}
+
+impl Observations {
+    /// Records a probe result; says whether it differs from the previous one.
+    pub fn probed(&mut self, uid: String, check: usize, health: Health) -> bool {
+        let changed = self.probes.get(&(uid.clone(), check)) != Some(&health);
+        if changed {
+            self.generation += 1;
+            self.probes.insert((uid, check), health);
+        }
+        changed
+    }
+}
+
+/// The fleet's [`NodeState`]s kept from one evaluation to the next, each judged again
+/// only when it may have changed: its node's view changed, a probe result changed, or
+/// one of its role's checks reads the clock or the Leases ([`HealthCheck::reads_clock`],
+/// [`HealthCheck::needs_node_leases`]). A judgement costs allocations (names,
+/// attributes, the parsed ledger), so at 65,000 nodes judging only what changed is most
+/// of what keeps an evaluation short. What a fresh judgement would also do to the
+/// [`Observations`] (first-seen and healthy-since instants) it already did when the kept
+/// state was made, and doing it again would change nothing.
+#[derive(Debug, Default)]
+pub struct Judged {
+    states: Vec<NodeState>,
+    verdicts: Vec<Vec<CheckVerdict>>,
+    /// Per state: the view it was judged from and the probe generation then.
+    from: Vec<(Arc<autohealer_healthcheck::NodeView>, u64)>,
+    /// Node name (the cache's key, unique) to its index in the vectors above.
+    index: HashMap<String, usize>,
+    /// How many states the last update judged again, for the logs.
+    pub rejudged: usize,
+}
+
+impl Judged {
+    /// Brings the states up to date with `snapshot` (the order of the states is their
+    /// own, not the snapshot's) and returns them with their verdicts.
+    pub fn update(
+        &mut self,
+        snapshot: &[Arc<autohealer_healthcheck::NodeView>],
+        checks: &Checks,
+        obs: &mut Observations,
+        now: Timestamp,
+        leases: &LeaseRenewals,
+    ) -> (&[NodeState], &[Vec<CheckVerdict>]) {
+        let volatile =
+            |role: Role| checks.for_role(role).iter().any(|c| c.needs_node_leases() || (c.kind() == CheckKind::Pure && c.reads_clock()));
+        let volatile = [volatile(Role::Master), volatile(Role::Worker)];
+        let mut alive = vec![false; self.states.len()];
+        self.rejudged = 0;
+        // Grown to the fleet's size exactly: doubling a vector of 65,000 states of
+        // 700 bytes would leave up to 45 MB unused.
+        let more = snapshot.len().saturating_sub(self.states.len());
+        self.states.reserve_exact(more);
+        self.verdicts.reserve_exact(more);
+        self.from.reserve_exact(more);
+        for n in snapshot {
+            let fresh = |i: usize, from: &[(Arc<autohealer_healthcheck::NodeView>, u64)], states: &[NodeState]| {
+                let (view, generation) = &from[i];
+                *generation == obs.generation
+                    && !volatile[usize::from(states[i].role == Role::Worker)]
+                    && (Arc::ptr_eq(view, n) || view.same_state(n))
+            };
+            match self.index.get(n.name()).copied() {
+                Some(i) if !alive[i] => {
+                    alive[i] = true;
+                    if !fresh(i, &self.from, &self.states) {
+                        (self.states[i], self.verdicts[i]) = evaluate(&**n, checks, obs, now, leases);
+                        self.rejudged += 1;
+                    }
+                    self.from[i] = (n.clone(), obs.generation);
+                }
+                // A name twice in one snapshot cannot come from the cache, which is keyed by it.
+                Some(_) => tracing::warn!(node = n.name(), "node listed twice; judged once"),
+                None => {
+                    let (state, verdicts) = evaluate(&**n, checks, obs, now, leases);
+                    self.index.insert(n.name().to_string(), self.states.len());
+                    self.states.push(state);
+                    self.verdicts.push(verdicts);
+                    self.from.push((n.clone(), obs.generation));
+                    alive.push(true);
+                    self.rejudged += 1;
+                }
+            }
+        }
+        // Nodes gone: their slots are filled from the end.
+        let mut i = 0;
+        while i < self.states.len() {
+            if alive[i] {
+                i += 1;
+                continue;
+            }
+            self.index.remove(self.from[i].0.name());
+            self.states.swap_remove(i);
+            self.verdicts.swap_remove(i);
+            self.from.swap_remove(i);
+            alive.swap_remove(i);
+            if let Some((moved, _)) = self.from.get(i) {
+                self.index.insert(moved.name().to_string(), i);
+            }
+        }
+        (&self.states, &self.verdicts)
+    }
 }
 
 /// One check's verdict on one node, for `autohealer plan` and the metrics.
@@ -91,12 +209,81 @@ pub fn format_probe_time(t: Timestamp) -> String {
     t.strftime(PROBE_TIME_FORMAT).to_string()
 }
 
-/// Judges one node with its role's checks.
 /// Node name to the last renewal of its Lease in `kube-node-lease`.
 pub type LeaseRenewals = HashMap<String, Timestamp>;
 
 /// Per node Lease: its `renewTime` and when this healer saw it change.
 pub type SeenRenewals = HashMap<String, (Timestamp, Timestamp)>;
+
+/// A node's Lease in `kube-node-lease` as the Heartbeat check reads it: its name and
+/// `renewTime`, decoded straight from the JSON (holder, durations, owner references and
+/// managed fields are skipped). At 65,000 nodes the watch carries 6,500 renewals a
+/// second, so what each costs to decode matters.
+#[derive(Debug, Clone, Default)]
+pub struct NodeLease {
+    /// Name and resourceVersion only (the watch resumes from the latter).
+    pub metadata: ObjectMeta,
+    pub renew_time: Option<Timestamp>,
+}
+
+impl k8s_openapi::Resource for NodeLease {
+    const API_VERSION: &'static str = "coordination.k8s.io/v1";
+    const GROUP: &'static str = "coordination.k8s.io";
+    const KIND: &'static str = "Lease";
+    const VERSION: &'static str = "v1";
+    const URL_PATH_SEGMENT: &'static str = "leases";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for NodeLease {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeLease {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            metadata: WireMeta,
+            #[serde(default)]
+            spec: Option<WireSpec>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct WireMeta {
+            #[serde(default)]
+            name: Option<String>,
+            #[serde(default)]
+            namespace: Option<String>,
+            #[serde(default)]
+            resource_version: Option<String>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct WireSpec {
+            #[serde(default)]
+            renew_time: Option<MicroTime>,
+        }
+        let w = Wire::deserialize(d)?;
+        Ok(NodeLease {
+            metadata: ObjectMeta {
+                name: w.metadata.name,
+                namespace: w.metadata.namespace,
+                resource_version: w.metadata.resource_version,
+                ..Default::default()
+            },
+            renew_time: w.spec.and_then(|s| s.renew_time).map(|t| t.0),
+        })
+    }
+}
 
 /// Takes note of a Lease as watched at `now`. A renewal counts from when it was seen
 /// to change, never from the kubelet's own clock: the node-lifecycle controller does
@@ -118,13 +305,17 @@ pub fn renewals_seen(seen: &SeenRenewals) -> LeaseRenewals {
     seen.iter().map(|(k, (_, at))| (k.clone(), *at)).collect()
 }
 
-pub fn evaluate(
-    n: &Node,
+/// Judges one node with its role's checks. `n` is the cached view, or a full Node from a
+/// tool that listed Nodes itself.
+pub fn evaluate<N: AsNodeView + ?Sized>(
+    n: &N,
     checks: &Checks,
     obs: &mut Observations,
     now: Timestamp,
     leases: &LeaseRenewals,
 ) -> (NodeState, Vec<CheckVerdict>) {
+    let view = n.as_node_view();
+    let n = view.as_ref();
     let role = node::role(n);
     let ctx = autohealer_healthcheck::Context { now, lease_renewed: leases.get(node::name(n)).copied() };
     let uid = n.metadata.uid.clone().unwrap_or_default();
@@ -175,7 +366,7 @@ pub fn evaluate(
         name: node::name(n).to_string(),
         uid: uid.clone(),
         role,
-        zone: n.metadata.labels.as_ref().and_then(|l| l.get(node::ZONE_LABEL)).cloned(),
+        zone: n.label(node::ZONE_LABEL).map(String::from),
         healthy_since,
         history: crate::ledger::parse_history(node::annotation(n, crate::ledger::HISTORY_ANNOTATION)),
         created: node::created(n),
@@ -196,6 +387,88 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pure check that counts its judgements and may say it reads the clock.
+    #[derive(Debug)]
+    struct Counting {
+        clock: bool,
+        judged: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl HealthCheck for Counting {
+        fn type_name(&self) -> &str {
+            "Counting"
+        }
+        fn unhealthy_duration(&self) -> std::time::Duration {
+            std::time::Duration::from_secs(60)
+        }
+        fn reads_clock(&self) -> bool {
+            self.clock
+        }
+        fn judge(&self, n: &autohealer_healthcheck::NodeView, _: &autohealer_healthcheck::Context) -> Health {
+            self.judged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match n.condition("Ready") {
+                Some(c) if c.status != "True" => Health::unhealthy("not ready"),
+                _ => Health::Healthy,
+            }
+        }
+    }
+
+    fn view(name: &str, ready: &str, heartbeat: &str) -> Arc<autohealer_healthcheck::NodeView> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "uid": name, "resourceVersion": heartbeat},
+                "status": {"conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": heartbeat}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn only_nodes_that_changed_are_judged_again() {
+        let check = Arc::new(Counting { clock: false, judged: Default::default() });
+        let checks = Checks { worker: vec![check.clone()], ..Default::default() };
+        let (mut judged, mut obs) = (Judged::default(), Observations::default());
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let count = || check.judged.load(std::sync::atomic::Ordering::Relaxed);
+        let fleet: Vec<_> = (0..100).map(|i| view(&format!("w{i}"), "True", "2026-01-01T00:00:00Z")).collect();
+        judged.update(&fleet, &checks, &mut obs, now, &Default::default());
+        assert_eq!(count(), 100);
+
+        // A heartbeat on every node and one that stops being Ready: one judgement.
+        let mut next: Vec<_> = (0..100).map(|i| view(&format!("w{i}"), "True", "2026-01-01T00:05:00Z")).collect();
+        next[7] = view("w7", "False", "2026-01-01T00:05:00Z");
+        let (states, _) = judged.update(&next, &checks, &mut obs, now, &Default::default());
+        assert_eq!(count(), 101);
+        let unhealthy: Vec<&str> = states.iter().filter(|s| !s.findings.is_empty()).map(|s| s.name.as_str()).collect();
+        assert_eq!(unhealthy, ["w7"]);
+
+        // A node gone is forgotten, the others keep their states.
+        next.remove(3);
+        let (states, _) = judged.update(&next, &checks, &mut obs, now, &Default::default());
+        assert_eq!((states.len(), count()), (99, 101));
+        assert!(states.iter().all(|s| s.name != "w3"));
+        assert_eq!(states.iter().filter(|s| !s.findings.is_empty()).count(), 1);
+
+        // A probe result that changes makes every state stale (a probing check may sit
+        // beside the pure one); one that is the same again does not.
+        assert!(obs.probed("w1".into(), 1, Health::unhealthy("no answer")));
+        judged.update(&next, &checks, &mut obs, now, &Default::default());
+        assert_eq!(count(), 101 + 99);
+        assert!(!obs.probed("w1".into(), 1, Health::unhealthy("no answer")));
+        judged.update(&next, &checks, &mut obs, now, &Default::default());
+        assert_eq!(count(), 101 + 99);
+
+        // A check that reads the clock is judged every time.
+        let clocked = Arc::new(Counting { clock: true, judged: Default::default() });
+        let checks = Checks { worker: vec![clocked.clone()], ..Default::default() };
+        let mut judged = Judged::default();
+        for _ in 0..3 {
+            judged.update(&next, &checks, &mut obs, now, &Default::default());
+        }
+        assert_eq!(clocked.judged.load(std::sync::atomic::Ordering::Relaxed), 3 * 99);
+    }
 
     // Defect 6: a node whose clock lags a minute keeps renewing; it is never stale.
     #[test]

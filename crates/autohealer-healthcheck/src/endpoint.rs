@@ -1,8 +1,8 @@
+use crate::NodeView;
 use crate::params::{ParamError, parse_params};
 use crate::util::{Secret, Trouble, error_chain};
 use crate::{CheckKind, Health, HealthCheck};
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -218,14 +218,9 @@ impl HealthCheck for Endpoint {
         Some(&self.unhealthy_annotation)
     }
 
-    async fn probe(&self, node: &Node) -> Health {
+    async fn probe(&self, node: &NodeView) -> Health {
         let name = node.metadata.name.as_deref().unwrap_or_default();
-        let ip = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
-            .map(|a| a.address.clone());
+        let ip = node.addresses.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone());
         let Some(ip) = ip else {
             tracing::warn!(node = name, "node has no InternalIP; Endpoint check skipped");
             return Health::Healthy;
@@ -306,7 +301,7 @@ mod tests {
         port
     }
 
-    fn node(ip: &str) -> Node {
+    fn node(ip: &str) -> NodeView {
         serde_json::from_value(json!({"metadata": {"name": "m1"}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}))
             .unwrap()
     }
@@ -332,7 +327,7 @@ mod tests {
         drop(l);
         let c = Endpoint::from_params(&json!({"protocol": "http", "port": port}), "p").unwrap();
         assert!(!c.probe(&node("127.0.0.1")).await.is_healthy());
-        let no_ip: Node = serde_json::from_value(json!({"metadata": {"name": "m"}})).unwrap();
+        let no_ip: NodeView = serde_json::from_value(json!({"metadata": {"name": "m"}})).unwrap();
         assert!(c.probe(&no_ip).await.is_healthy());
     }
 

@@ -1,7 +1,7 @@
+use crate::NodeView;
 use crate::params::{ParamError, parse_params};
 use crate::{Context, Health, HealthCheck};
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ impl HealthCheck for Heartbeat {
         true
     }
 
-    fn judge(&self, _node: &Node, ctx: &Context) -> Health {
+    fn judge(&self, _node: &NodeView, ctx: &Context) -> Health {
         // Only a Lease already stale is a finding: a renewal that is merely due is not.
         // It counts from the last renewal, so the repair is due at renewal + duration.
         match ctx.lease_renewed {
@@ -66,7 +66,7 @@ mod tests {
     #[test]
     fn stale_lease_is_unhealthy_since_its_last_renewal() {
         let c = Heartbeat::from_params(&serde_json::json!({"unhealthyDuration": "40s"}), "p").unwrap();
-        let n = Node::default();
+        let n = NodeView::default();
         let at =
             |now: &str, renewed: Option<&str>| Context { now: now.parse().unwrap(), lease_renewed: renewed.map(|r| r.parse().unwrap()) };
         match c.judge(&n, &at("2026-01-01T00:01:00Z", Some("2026-01-01T00:00:00Z"))) {

@@ -3,7 +3,8 @@
 //!
 //! A check either judges a node from its Kubernetes object alone (pure, e.g.
 //! [`NodeCondition`]) or probes it over the network on the healer's schedule (e.g.
-//! [`Endpoint`]). Either way it answers healthy, or unhealthy since an instant for a
+//! [`Endpoint`]); either way it reads the node as a [`NodeView`], the part of the Node
+//! the healer keeps. Either way it answers healthy, or unhealthy since an instant for a
 //! reason; the healer decides when that becomes a repair.
 
 mod endpoint;
@@ -12,6 +13,7 @@ mod node_condition;
 mod params;
 mod startup;
 mod util;
+pub mod view;
 mod webhook;
 
 pub use endpoint::Endpoint;
@@ -20,10 +22,10 @@ pub use k8s_openapi::jiff::Timestamp;
 pub use node_condition::NodeCondition;
 pub use params::{ParamError, did_you_mean, ensure_crypto_provider, from_value, kebab, parse_params};
 pub use startup::StartupTimeout;
+pub use view::{AsNodeView, NodeView, keep_annotation, keep_label};
 pub use webhook::Webhook;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Node;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -84,8 +86,18 @@ pub trait HealthCheck: Send + Sync + fmt::Debug {
     }
 
     /// For [`CheckKind::Pure`] checks.
-    fn judge(&self, _node: &Node, _ctx: &Context) -> Health {
+    fn judge(&self, _node: &NodeView, _ctx: &Context) -> Health {
         Health::Healthy
+    }
+
+    /// Whether [`HealthCheck::judge`] reads [`Context::now`] (or anything else besides
+    /// the node): such a verdict can change while the node does not, so the healer
+    /// judges it again on every evaluation. A check that answers `false` is judged
+    /// again only when the node's view changes, which is what keeps an evaluation of a
+    /// large fleet in proportion to the nodes that changed. The default is the safe
+    /// answer.
+    fn reads_clock(&self) -> bool {
+        true
     }
 
     /// Whether [`Context::lease_renewed`] must be filled in: the healer then watches
@@ -98,7 +110,7 @@ pub trait HealthCheck: Send + Sync + fmt::Debug {
     /// (no address to probe, no token, a webhook that does not answer) is reported as
     /// healthy, since the healer never repairs when unsure, and kept for
     /// [`HealthCheck::trouble`] when it is the check's own.
-    async fn probe(&self, _node: &Node) -> Health {
+    async fn probe(&self, _node: &NodeView) -> Health {
         Health::Healthy
     }
 

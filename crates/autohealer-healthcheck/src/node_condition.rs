@@ -1,7 +1,7 @@
+use crate::NodeView;
 use crate::params::{ParamError, parse_params};
 use crate::{Context, Health, HealthCheck};
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -70,10 +70,14 @@ impl HealthCheck for NodeCondition {
         self.unhealthy_duration
     }
 
-    fn judge(&self, node: &Node, _ctx: &Context) -> Health {
-        let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    /// The verdict follows from the node alone (the condition's own timestamps).
+    fn reads_clock(&self) -> bool {
+        false
+    }
+
+    fn judge(&self, node: &NodeView, _ctx: &Context) -> Health {
         let mut worst: Option<Health> = None;
-        for c in conditions.into_iter().flatten() {
+        for c in &node.conditions {
             if !self.types.contains(&c.type_) || !self.bad(&c.status) {
                 continue;
             }
@@ -105,7 +109,7 @@ mod tests {
         Context { now: "2026-06-01T00:00:00Z".parse().unwrap(), lease_renewed: None }
     }
 
-    fn node(conds: serde_json::Value) -> Node {
+    fn node(conds: serde_json::Value) -> NodeView {
         serde_json::from_value(json!({"metadata": {"name": "n"}, "status": {"conditions": conds}})).unwrap()
     }
 

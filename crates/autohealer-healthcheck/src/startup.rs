@@ -1,7 +1,7 @@
+use crate::NodeView;
 use crate::params::{ParamError, parse_params};
 use crate::{Context, Health, HealthCheck};
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -37,9 +37,14 @@ impl HealthCheck for StartupTimeout {
         self.timeout
     }
 
-    fn judge(&self, node: &Node, _ctx: &Context) -> Health {
+    /// The verdict follows from the node alone: its creation and its Ready condition.
+    fn reads_clock(&self) -> bool {
+        false
+    }
+
+    fn judge(&self, node: &NodeView, _ctx: &Context) -> Health {
         let Some(created) = node.metadata.creation_timestamp.as_ref().map(|t| t.0) else { return Health::Healthy };
-        let ready = node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+        let ready = node.condition("Ready");
         let never_ready = match ready {
             None => true,
             Some(c) if c.status == "True" => false,
@@ -66,7 +71,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn node(conds: serde_json::Value) -> Node {
+    fn node(conds: serde_json::Value) -> NodeView {
         serde_json::from_value(
             json!({"metadata": {"name": "n", "creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {"conditions": conds}}),
         )

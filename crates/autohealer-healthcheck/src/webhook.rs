@@ -1,8 +1,8 @@
+use crate::NodeView;
 use crate::params::{ParamError, kebab, parse_params};
 use crate::util::{Secret, Trouble, error_chain, truncate};
 use crate::{CheckKind, Health, HealthCheck};
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::fmt;
@@ -115,7 +115,7 @@ impl Webhook {
     }
 
     /// `Ok` is an answer about the node; `Err` is why there is none.
-    async fn ask(&self, node: &Node) -> Result<Health, String> {
+    async fn ask(&self, node: &NodeView) -> Result<Health, String> {
         let mut resp = self.client.post(&self.url.0).json(&summary(node)).send().await.map_err(|e| self.request_failed(e))?;
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
@@ -172,16 +172,16 @@ fn redact_url_in_error(params: &Value, mut e: ParamError) -> ParamError {
     e
 }
 
-/// What the webhook is told about the node.
-pub fn summary(node: &Node) -> Value {
-    let status = node.status.as_ref();
+/// What the webhook is told about the node: what the healer's [`NodeView`] holds of it
+/// (the labels it keeps, conditions without their heartbeat, the machine's ids).
+pub fn summary(node: &NodeView) -> Value {
     json!({
         "name": node.metadata.name,
         "labels": node.metadata.labels,
-        "providerID": node.spec.as_ref().and_then(|s| s.provider_id.clone()),
-        "addresses": status.and_then(|s| s.addresses.clone()),
-        "conditions": status.and_then(|s| s.conditions.clone()),
-        "nodeInfo": status.and_then(|s| s.node_info.clone()),
+        "providerID": node.provider_id,
+        "addresses": node.addresses,
+        "conditions": node.conditions,
+        "nodeInfo": node.node_info,
     })
 }
 
@@ -199,7 +199,7 @@ impl HealthCheck for Webhook {
         CheckKind::Probe
     }
 
-    async fn probe(&self, node: &Node) -> Health {
+    async fn probe(&self, node: &NodeView) -> Health {
         match self.ask(node).await {
             Ok(h) => {
                 self.trouble.clear("Webhook");
@@ -250,7 +250,7 @@ mod tests {
         l.local_addr().unwrap().port()
     }
 
-    fn node(n: &str) -> Node {
+    fn node(n: &str) -> NodeView {
         serde_json::from_value(json!({"metadata": {"name": n}})).unwrap()
     }
 

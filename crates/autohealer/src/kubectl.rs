@@ -15,9 +15,10 @@ use autohealer_core::ledger::{self, HISTORY_ANNOTATION, Ledger, REPAIR_ANNOTATIO
 use autohealer_core::node::{APPROVE_ANNOTATION, DENY_ANNOTATION, REMEDIATE_ANNOTATION, SKIP_ANNOTATION};
 use autohealer_core::planner::Gate;
 use autohealer_core::{Metrics, Reason, Status};
+use autohealer_healthcheck::NodeView;
 use clap::{Args, Parser, Subcommand};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ListParams, Patch, PatchParams};
@@ -179,7 +180,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Approve { node } => answer(&client, &node, true, out).await,
         Command::Deny { node } => answer(&client, &node, false, out).await,
         Command::History { node } => {
-            let nodes: Api<Node> = Api::all(client);
+            let nodes: Api<NodeView> = Api::all(client);
             let n = nodes.get(&node).await.map_err(|e| anyhow::anyhow!("get node {node} failed: {}", api_error(&e)))?;
             write!(out, "{}", history(&n, Timestamp::now()))?;
             Ok(())
@@ -294,8 +295,8 @@ fn is_not_found(e: &kube::Error) -> bool {
 
 /// A merge patch of one annotation (`None` removes it). The node must exist: a patch of a
 /// missing node is the apiserver's 404, named.
-async fn annotate_node(client: &kube::Client, name: &str, key: &str, value: Option<&str>) -> anyhow::Result<Node> {
-    let nodes: Api<Node> = Api::all(client.clone());
+async fn annotate_node(client: &kube::Client, name: &str, key: &str, value: Option<&str>) -> anyhow::Result<NodeView> {
+    let nodes: Api<NodeView> = Api::all(client.clone());
     let patch = json!({"metadata": {"annotations": {key: value}}});
     nodes
         .patch(name, &patch_params(), &Patch::Merge(&patch))
@@ -393,7 +394,7 @@ async fn status(client: &kube::Client, lease: (&str, &str), pause: &(String, Str
     }
 
     let mut in_repair: BTreeMap<String, RepairRecord> = BTreeMap::new();
-    match list_all(&Api::<Node>::all(client.clone()), ListParams::default()).await {
+    match list_all(&Api::<NodeView>::all(client.clone()), ListParams::default()).await {
         Ok(nodes) => {
             let mut unreadable = Vec::new();
             for n in &nodes {
@@ -576,7 +577,7 @@ fn held_of(e: &Event, now: Timestamp) -> Option<Held> {
 
 /// `history`: the node's finished repairs as the healer recorded them (oldest first),
 /// then the repair under way.
-fn history(n: &Node, now: Timestamp) -> String {
+fn history(n: &NodeView, now: Timestamp) -> String {
     let name = n.name_any();
     let raw = autohealer_core::node::annotation(n, HISTORY_ANNOTATION);
     let entries = ledger::parse_history(raw);

@@ -273,6 +273,9 @@ async fn a_real_prometheus_scrapes_the_repair_and_the_detection_lag_and_evaluate
         let q = query(port, &expr("Detection lag past unhealthy-duration", i)).await;
         assert!(q.len() == 1 && q[0].is_finite() && q[0] >= 0.0, "the detection lag panel: {q:?}");
     }
+    let evaluations = query(port, &expr("Evaluations and Node updates", 0)).await;
+    assert!(evaluations.len() == 1 && evaluations[0] > 0.0, "the healer evaluates and the panel shows it: {evaluations:?}");
+    assert_eq!(query(port, "autohealer_evaluation_duration_seconds_count > 0").await.len(), 1, "each evaluation is timed");
     let by_result = query(port, &expr("Repairs by result", 0)).await;
     assert_eq!(by_result, [1.0, 1.0], "the Repairs by result panel: one reboot started, one succeeded");
 

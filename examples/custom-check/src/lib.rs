@@ -12,8 +12,7 @@
 //! ```
 
 use async_trait::async_trait;
-use autohealer_healthcheck::{Context, Health, HealthCheck, ParamError, Registry, parse_params};
-use k8s_openapi::api::core::v1::Node;
+use autohealer_healthcheck::{Context, Health, HealthCheck, NodeView, ParamError, Registry, parse_params};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +51,14 @@ impl HealthCheck for KernelBlocklist {
         self.unhealthy_duration
     }
 
-    fn judge(&self, node: &Node, _ctx: &Context) -> Health {
-        let kernel = node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.kernel_version.as_str()).unwrap_or_default();
+    /// The verdict follows from the node alone: the healer judges it again only when the
+    /// node changes.
+    fn reads_clock(&self) -> bool {
+        false
+    }
+
+    fn judge(&self, node: &NodeView, _ctx: &Context) -> Health {
+        let kernel = node.node_info.kernel_version.as_str();
         if self.kernels.iter().any(|k| k == kernel) {
             // Since the node came up: the kernel has been wrong all along.
             let since = node.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -81,7 +86,7 @@ mod tests {
         let check = r
             .build("KernelBlocklist", &json!({"kernels": ["6.1.0-13-amd64"], "unhealthyDuration": "1m"}), "healthcheck.worker[0]")
             .unwrap();
-        let node = |k: &str| -> Node {
+        let node = |k: &str| -> NodeView {
             serde_json::from_value(json!({"metadata": {"name": "n", "creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {"nodeInfo": {
                 "kernelVersion": k, "architecture": "", "bootID": "", "containerRuntimeVersion": "", "kubeProxyVersion": "", "kubeletVersion": "",
                 "machineID": "", "operatingSystem": "", "osImage": "", "systemUUID": ""}}}))
