@@ -630,7 +630,13 @@ impl Healer {
     /// the fleet state) and says so.
     fn track_storms(&self, fleet: &mut FleetState, circuits: &[(planner::Scope, String)], now: Timestamp) {
         let storms = fleet.track(circuits, self.settings.policy.limits.storm_cooldown, now);
+        // Cohorts of the same failing nodes (kernel and OS image changed together) share
+        // one reason: people are told once.
+        let mut told: BTreeSet<String> = BTreeSet::new();
         for (scope, why) in storms.on {
+            if !told.insert(why.clone()) {
+                continue;
+            }
             tracing::warn!(scope = %scope, why = %why, severity = "critical", "short-circuit: no new repairs");
             self.tell(
                 Kind::ShortCircuitOn,

@@ -654,7 +654,9 @@ fn cohorts(input: &Input, zones_held: &BTreeSet<&str>) -> Vec<(Scope, String)> {
             shared.entry((k.as_str(), v.as_str())).or_default().push(n.name.as_str());
         }
     }
-    let mut out = Vec::new();
+    // Values shared by the very same failing nodes (a rollout changes the kernel and the
+    // OS image together) are one finding: one hold message, one notification.
+    let mut found: BTreeMap<Vec<&str>, Vec<(&str, &str, usize)>> = BTreeMap::new();
     for ((attribute, value), names) in shared {
         if names.len() < c.min_nodes || names.len() * 2 < failing.len() {
             continue;
@@ -663,19 +665,26 @@ fn cohorts(input: &Input, zones_held: &BTreeSet<&str>) -> Vec<(Scope, String)> {
         if healthy_with as f64 > c.max_healthy_share * healthy.len() as f64 {
             continue;
         }
+        found.entry(names).or_default().push((attribute, value, healthy_with));
+    }
+    let mut out = Vec::new();
+    for (names, values) in found {
         let mut listed = names.iter().take(10).copied().collect::<Vec<_>>().join(", ");
         if names.len() > 10 {
             listed.push_str(&format!(" and {} more", names.len() - 10));
         }
-        out.push((
-            Scope::Cohort { attribute: attribute.to_string(), value: value.to_string() },
-            format!(
-                "correlated failures: {attribute}={value} is shared by {} of {} failing workers ({listed}) and by {healthy_with} of {} healthy ones: a rollout is not a node fault",
-                names.len(),
-                failing.len(),
-                healthy.len()
-            ),
-        ));
+        let shared = values.iter().map(|(a, v, _)| format!("{a}={v}")).collect::<Vec<_>>().join(" and ");
+        let healthy_with = values.iter().map(|(_, _, h)| h.to_string()).collect::<Vec<_>>().join(" / ");
+        let why = format!(
+            "correlated failures: {shared} {} shared by {} of {} failing workers ({listed}) and by {healthy_with} of {} healthy ones: a rollout is not a node fault",
+            if values.len() > 1 { "are" } else { "is" },
+            names.len(),
+            failing.len(),
+            healthy.len()
+        );
+        for (attribute, value, _) in values {
+            out.push((Scope::Cohort { attribute: attribute.to_string(), value: value.to_string() }, why.clone()));
+        }
     }
     out
 }
@@ -1919,6 +1928,24 @@ mod tests {
             ..Default::default()
         };
         assert!(off.plan(&nodes, "01:05:00").short_circuits.is_empty());
+    }
+
+    #[test]
+    fn values_shared_by_the_same_failing_nodes_are_one_finding() {
+        let image = |mut n: NodeState, k: &str, os: &str| {
+            n.attributes = vec![("kernelVersion".into(), k.into()), ("osImage".into(), os.into())];
+            n
+        };
+        let mut nodes: Vec<NodeState> = (0..12).map(|i| image(node(&format!("w{i:02}"), Role::Worker, vec![]), "k1", "os1")).collect();
+        for (i, n) in nodes.iter_mut().enumerate().take(3) {
+            *n = image(node(&format!("w{i:02}"), Role::Worker, vec![not_ready("01:00:00")]), "k2", "os2");
+        }
+        let limits = Limits { worker_max_unhealthy: Threshold::Percent(50.0), ..Default::default() };
+        let p = Run { policy: Policy { limits, ..Default::default() }, ..Default::default() }.plan(&nodes, "01:05:00");
+        let cohorts: Vec<&(Scope, String)> = p.short_circuits.iter().filter(|(s, _)| matches!(s, Scope::Cohort { .. })).collect();
+        assert_eq!(cohorts.len(), 2, "both values hold: {cohorts:?}");
+        assert_eq!(cohorts[0].1, cohorts[1].1, "with one reason");
+        assert!(cohorts[0].1.contains("kernelVersion=k2 and osImage=os2 are shared by 3 of 3 failing workers"), "{}", cohorts[0].1);
     }
 
     #[test]
