@@ -1382,12 +1382,30 @@ mod tests {
         assert!(shown.contains("| `repair-steps.worker` | [reboot, replace] |"), "{shown}");
         let empty = load("cluster-name: c\n").unwrap().config;
         assert_eq!(empty, Config { cluster_name: Some("c".into()), ..Config::default() }, "an empty file is the defaults");
-        let p = empty.policy();
-        let core = Policy::default();
-        assert_eq!(
-            (p.limits.worker_max_unhealthy, p.limits.storm_cooldown, p.correlated),
-            (core.limits.worker_max_unhealthy, core.limits.storm_cooldown, core.correlated)
-        );
+        assert_eq!(empty.policy(), Policy::default(), "the planner runs with core's defaults, every one of them");
+    }
+
+    /// magnum-auto-healer's Go YAML keeps a section's defaults when the section is
+    /// written with its keys commented out.
+    #[test]
+    fn a_section_written_with_nothing_after_it_keeps_its_defaults() {
+        let text = "cluster-name: c\nkubernetes:\n  # api-host: https://k8s:6443\nleader-election:\nhealthcheck:\ndrain:\nopenstack:\nnotifications:\n";
+        let l = load(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(l.config, Config { cluster_name: Some("c".into()), ..Config::default() });
+        let e = load("cluster-name: c\nkubernetes:\n  api-hots: x\n").unwrap_err();
+        assert_eq!(e.path, "kubernetes.api-hots", "a section with keys is still read");
+    }
+
+    #[test]
+    fn a_token_or_key_suffix_hides_its_value() {
+        let e =
+            load("cluster-name: c\nhealthcheck:\n  worker:\n    - type: Endpoint\n      params:\n        bearer-token: [s3cr3t-value]\n")
+                .unwrap_err();
+        assert!(!e.message.contains("s3cr3t-value"), "{e}");
+        for key in ["api-token", "signing-key", "db-password", "hmac-secret"] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        assert!(!is_secret_key("lease-name") && !is_secret_key("keep-per-node"));
     }
 
     #[test]
