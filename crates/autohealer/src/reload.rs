@@ -70,9 +70,12 @@ fn reloaded(started: &Loaded, mut new: Loaded) -> (Loaded, Vec<&'static str>) {
         fencing: _,
     } = &mut new.config;
     keep(&mut pending, "cluster-name", cluster_name, &s.cluster_name);
-    let same_provider = keep(&mut pending, "cloud-provider", cloud_provider, &s.cloud_provider);
-    let block = if same_provider { started.provider.name() } else { "" };
-    keep(&mut pending, block, &mut new.provider, &started.provider);
+    if keep(&mut pending, "cloud-provider", cloud_provider, &s.cloud_provider) {
+        keep(&mut pending, started.provider.name(), &mut new.provider, &started.provider);
+    } else {
+        // Another provider's block: `cloud-provider` says it all.
+        new.provider = started.provider.clone();
+    }
     keep(&mut pending, "leader-election", leader_elect, &s.leader_elect);
     keep(&mut pending, "leader-election", leader_election, &s.leader_election);
     keep(&mut pending, "admin.listen", admin, &s.admin);
@@ -82,7 +85,6 @@ fn reloaded(started: &Loaded, mut new: Loaded) -> (Loaded, Vec<&'static str>) {
     // Compared typed (the same sinks written otherwise are no change), kept raw too.
     *notifications = s.notifications.clone();
     keep(&mut pending, "notifications", &mut new.notify, &started.notify);
-    pending.retain(|k| !k.is_empty());
     pending.dedup();
     (new, pending)
 }
@@ -262,6 +264,8 @@ mod tests {
         assert_eq!(keys(&base, &moved), ["openstack", "leader-election"], "dry-run applies at once");
         let renamed = load("cluster-name: d\nopenstack:\n  auth-url: https://k/v3\n");
         assert_eq!(keys(&base, &renamed), ["cluster-name"], "the provider's block is unchanged");
+        let other = load("cluster-name: c\ncloud-provider: openstack\nopenstack:\n  strategy: nova\n");
+        assert_eq!(keys(&base, &other), ["openstack"]);
         let sinks = |name: &str| {
             format!("{RUNNING}notifications:\n  sinks:\n    - type: webhook\n      url-env: {name}\n      min-severity: medium\n")
         };
