@@ -40,15 +40,28 @@ pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A cloud provider as a plugin: its config block, how that block is validated, and
 /// how the provider is built from it.
+///
+/// Secrets: the block is ConfigMap text, and its values reach config errors, logs and
+/// the `ConfigRejected` Event of a hot reload. The binary hides the value of every key
+/// named `password`, `token`, `secret`, `url`, `routing-key`, `api-key` or ending in
+/// `-password`, `-token`, `-secret` or `-key`, anywhere in the config; a provider names
+/// its other secret keys in [`Provider::SECRET_KEYS`]. Its validation messages may quote
+/// values (the binary rewords those at a secret key), but its own `Debug` and logs must
+/// not: give a secret field a type whose `Debug` hides it, or write `Debug` by hand.
 pub trait Provider: 'static {
     /// The `cloud-provider:` value that selects it, and the top-level key of its block.
+    /// It must differ from the binary's own top-level keys (`kubernetes`, `drain`, ...):
+    /// a config that uses it is refused at load otherwise.
     const NAME: &'static str;
     /// One line for `autohealer config-reference`, about the block.
     const DOC: &'static str;
+    /// Keys of the block, at any depth, whose values are secrets besides those the
+    /// binary hides by name (see above), e.g. `["passphrase"]`.
+    const SECRET_KEYS: &'static [&'static str] = &[];
     /// The block, parsed with [`autohealer_params::from_value`]: an absent block reads
     /// as `{}`, so a block with a required key fails at load, naming it. It is compared
     /// on hot reload, where a change waits for a restart.
-    type Config: DeserializeOwned + fmt::Debug + PartialEq + Send + Sync + 'static;
+    type Config: DeserializeOwned + PartialEq + Send + Sync + 'static;
 
     /// What parsing alone cannot check; an error names the key path.
     fn validate(_config: &Self::Config, _site: &Site) -> Result<(), ParamError> {
@@ -69,6 +82,9 @@ pub trait Provider: 'static {
 pub struct ProviderConfig {
     name: &'static str,
     site: Site,
+    /// The keys written in the block, for `Debug`: the values are never shown, so a
+    /// provider's own `Debug` cannot leak a secret through the binary's.
+    keys: Vec<String>,
     inner: Arc<dyn Parsed>,
 }
 
@@ -86,20 +102,22 @@ impl ProviderConfig {
     }
 }
 
+/// The block alone: the [`Site`] is the rest of the config, compared there, so a
+/// change of `cluster-name` is not also reported as a change of the block.
 impl PartialEq for ProviderConfig {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.site == other.site && self.inner.same(other.inner.as_any())
+        self.name == other.name && self.inner.same(other.inner.as_any())
     }
 }
 
 impl fmt::Debug for ProviderConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProviderConfig").field("name", &self.name).field("config", &self.inner).finish()
+        f.debug_struct("ProviderConfig").field("name", &self.name).field("keys", &self.keys).finish_non_exhaustive()
     }
 }
 
 /// [`Provider::Config`] with its provider's functions, its type erased.
-trait Parsed: fmt::Debug + Send + Sync {
+trait Parsed: Send + Sync {
     fn build(&self, site: &Site, observer: Option<RequestObserver>) -> Result<Arc<dyn CloudProvider>, BuildError>;
     fn describe(&self, site: &Site, timing: &RepairTiming) -> Vec<String>;
     fn as_any(&self) -> &dyn Any;
@@ -107,12 +125,6 @@ trait Parsed: fmt::Debug + Send + Sync {
 }
 
 struct Block<P: Provider>(P::Config);
-
-impl<P: Provider> fmt::Debug for Block<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 impl<P: Provider> Parsed for Block<P> {
     fn build(&self, site: &Site, observer: Option<RequestObserver>) -> Result<Arc<dyn CloudProvider>, BuildError> {
@@ -139,13 +151,15 @@ fn parse_as<P: Provider>(block: Option<&serde_json::Value>, site: &Site) -> Resu
     let block = block.filter(|b| !b.is_null()).unwrap_or(&empty);
     let config: P::Config = from_value(block, P::NAME)?;
     P::validate(&config, site)?;
-    Ok(ProviderConfig { name: P::NAME, site: site.clone(), inner: Arc::new(Block::<P>(config)) })
+    let keys = block.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    Ok(ProviderConfig { name: P::NAME, site: site.clone(), keys, inner: Arc::new(Block::<P>(config)) })
 }
 
 #[derive(Clone, Copy)]
 struct Entry {
     parse: ParseFn,
     doc: &'static str,
+    secret_keys: &'static [&'static str],
 }
 
 /// Providers by name. The binary lists the provider crates it is built with; an
@@ -160,8 +174,17 @@ impl Providers {
         Self::default()
     }
 
+    /// Adds the provider under [`Provider::NAME`].
+    ///
+    /// # Panics
+    ///
+    /// When a provider is registered under that name already: one of the two would
+    /// silently read the other's block, so the crate author hears of it at once.
     pub fn register<P: Provider>(&mut self) {
-        self.entries.insert(P::NAME, Entry { parse: parse_as::<P>, doc: P::DOC });
+        let entry = Entry { parse: parse_as::<P>, doc: P::DOC, secret_keys: P::SECRET_KEYS };
+        if self.entries.insert(P::NAME, entry).is_some() {
+            panic!("the cloud provider {:?} is registered twice: give each provider its own NAME", P::NAME);
+        }
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -173,8 +196,9 @@ impl Providers {
         self.entries.iter().map(|(k, e)| (*k, e.doc))
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.entries.contains_key(name)
+    /// Each provider's block key and its [`Provider::SECRET_KEYS`].
+    pub fn secret_keys(&self) -> impl Iterator<Item = (&'static str, &'static [&'static str])> + '_ {
+        self.entries.iter().map(|(k, e)| (*k, e.secret_keys))
     }
 
     /// Parses and validates the block of the provider `name` (the value of
@@ -267,5 +291,23 @@ mod tests {
         let parse = |v| providers().parse("rack", Some(&v), &site).unwrap();
         assert_eq!(parse(serde_json::json!({"pdu": "a"})), parse(serde_json::json!({"pdu": "a"})));
         assert_ne!(parse(serde_json::json!({"pdu": "a"})), parse(serde_json::json!({"pdu": "b"})));
+        let elsewhere = Site { cluster_name: Some("other".into()) };
+        let moved = providers().parse("rack", Some(&serde_json::json!({"pdu": "a"})), &elsewhere).unwrap();
+        assert_eq!(parse(serde_json::json!({"pdu": "a"})), moved, "another cluster-name is no change of the block");
+    }
+
+    #[test]
+    #[should_panic(expected = "the cloud provider \"rack\" is registered twice")]
+    fn a_name_registered_twice_is_refused() {
+        let mut p = providers();
+        p.register::<Rack>();
+    }
+
+    #[test]
+    fn debug_shows_the_keys_written_never_their_values() {
+        let c = providers().parse("rack", Some(&serde_json::json!({"pdu": "pdu-secret-1"})), &Site::default()).unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("\"rack\"") && shown.contains("\"pdu\""), "{shown}");
+        assert!(!shown.contains("pdu-secret-1"), "{shown}");
     }
 }

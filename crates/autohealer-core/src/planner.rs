@@ -45,7 +45,7 @@ impl fmt::Display for Threshold {
 }
 
 /// The limits that keep a storm or a partition from becoming a repair storm.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Above this many unhealthy nodes of the role, no new repair of that role.
     pub master_max_unhealthy: Threshold,
@@ -92,7 +92,7 @@ impl Default for Limits {
 }
 
 /// The policy knobs the planner reads, from the config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub dry_run: bool,
     pub master_enabled: bool,

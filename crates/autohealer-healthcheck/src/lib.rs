@@ -20,7 +20,9 @@ pub use endpoint::Endpoint;
 pub use heartbeat::Heartbeat;
 pub use k8s_openapi::jiff::Timestamp;
 pub use node_condition::NodeCondition;
-pub use params::{ParamError, did_you_mean, ensure_crypto_provider, from_value, kebab, parse_params};
+/// What a check author needs to read `params:` the way the built-in checks do; the
+/// rest of the parsing helpers live in `autohealer-params`.
+pub use params::{ParamError, ensure_crypto_provider, parse_params};
 pub use startup::StartupTimeout;
 pub use view::{AsNodeView, NodeView, keep_annotation, keep_label};
 pub use webhook::Webhook;

@@ -1,3 +1,3 @@
 //! The shared parsing helpers under the names the check modules import them by.
 
-pub use autohealer_params::{ParamError, did_you_mean, ensure_crypto_provider, from_value, kebab, parse_params};
+pub use autohealer_params::{ParamError, did_you_mean, ensure_crypto_provider, kebab, parse_params};

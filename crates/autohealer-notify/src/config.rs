@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct NotifyConfig {
     /// Whether dry-run notifications ("would reboot ...") are sent, marked as dry-run.
@@ -29,9 +29,16 @@ pub struct NotifyConfig {
     /// How long one delivery attempt may take.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Read apart by [`NotifyConfig::parse`]: which keys a sink takes depends on its type.
-    #[serde(skip)]
+    /// Read apart by [`NotifyConfig::parse`]: which keys a sink takes depends on its
+    /// type. Still a field to serde, so that a misspelt `sink:` is told the nearest key.
+    #[serde(deserialize_with = "read_apart")]
     pub sinks: Vec<SinkConfig>,
+}
+
+/// `sinks` as the block's own parse sees it: present, and left to [`SinkConfig::parse`].
+fn read_apart<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SinkConfig>, D::Error> {
+    serde::de::IgnoredAny::deserialize(d)?;
+    Ok(Vec::new())
 }
 
 impl Default for NotifyConfig {
@@ -82,7 +89,7 @@ impl SinkType {
 }
 
 /// One sink: the keys every sink has, and its type's own.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkConfig {
     /// The sink's name in logs and metrics; the type by default.
     pub name: Option<String>,
@@ -93,7 +100,7 @@ pub struct SinkConfig {
 }
 
 /// Where a sink delivers, by `type`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Target {
     Slack(SlackSink),
     Webhook(WebhookSink),
@@ -119,7 +126,7 @@ const COMMON_KEYS: &[&str] = &["type", "name", "min-severity", "events"];
 
 /// A webhook URL, Slack's or a generic one: the URL is its own credential, so it
 /// comes from an environment variable or a file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SlackSink {
     pub url_env: Option<String>,
@@ -129,14 +136,14 @@ pub struct SlackSink {
     pub channels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WebhookSink {
     pub url_env: Option<String>,
     pub url_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PagerDutySink {
     /// The integration's routing key.
@@ -146,7 +153,7 @@ pub struct PagerDutySink {
     pub api_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EmailSink {
     /// The SMTP server.
@@ -191,11 +198,9 @@ const SECRET_KEYS: &[(&str, &str)] = &[
 impl NotifyConfig {
     /// Parses the block; an error names the key path below `path`.
     pub fn parse(value: &serde_json::Value, path: &str) -> Result<Self, NotifyConfigError> {
-        let mut rest = value.clone();
-        let sinks = rest.as_object_mut().and_then(|m| m.remove("sinks"));
-        let mut c: NotifyConfig = autohealer_params::from_value(&rest, path)?;
-        if let Some(sinks) = sinks {
-            let list: Vec<serde_json::Value> = autohealer_params::from_value(&sinks, &format!("{path}.sinks"))?;
+        let mut c: NotifyConfig = autohealer_params::from_value(value, path)?;
+        if let Some(sinks) = value.get("sinks") {
+            let list: Vec<serde_json::Value> = autohealer_params::from_value(sinks, &format!("{path}.sinks"))?;
             c.sinks =
                 list.iter().enumerate().map(|(i, s)| SinkConfig::parse(s, &format!("{path}.sinks[{i}]"))).collect::<Result<_, _>>()?;
         }
@@ -226,6 +231,13 @@ impl SinkConfig {
     /// One sink, at `path`: the keys every sink has, then those of its `type`; a key
     /// of another type is refused, naming the type's keys.
     fn parse(value: &serde_json::Value, path: &str) -> Result<Self, NotifyConfigError> {
+        if !value.is_object() {
+            // The value itself is not shown: a URL written here would be a credential.
+            return Err(err(
+                path.to_string(),
+                "a sink must be a map with a `type` (slack, webhook, pagerduty or email) and that type's keys",
+            ));
+        }
         for (key, instead) in SECRET_KEYS {
             if value.get(*key).is_some() {
                 return Err(err(
@@ -381,5 +393,30 @@ mod tests {
             NotifyConfig::parse(&json!({"sinks": [{"type": "webhook", "url-env": "S", "to": ["x@y.z"]}]}), "notifications").unwrap_err();
         assert_eq!(e.path, "notifications.sinks[0].to");
         assert!(e.message.contains("its keys: type, name, min-severity, events, url-env, url-file"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_sinks_key_is_told_the_nearest_one() {
+        let e = NotifyConfig::parse(&json!({"sink": [{"type": "webhook", "url-env": "W"}]}), "notifications").unwrap_err();
+        assert_eq!(e.path, "notifications.sink");
+        assert!(e.message.contains("did you mean \"sinks\"") && e.message.contains("sinks"), "{e}");
+        let c = NotifyConfig::parse(&json!({"sinks": [{"type": "webhook", "url-env": "W"}], "queue-size": 5}), "notifications").unwrap();
+        assert_eq!((c.sinks.len(), c.queue_size), (1, 5));
+    }
+
+    #[test]
+    fn a_sink_that_is_not_a_map_is_told_what_a_sink_is_without_its_value() {
+        let e = NotifyConfig::parse(&json!({"sinks": ["https://hooks.example.test/T000/secret-path"]}), "notifications").unwrap_err();
+        assert_eq!(e.path, "notifications.sinks[0]");
+        assert!(e.message.contains("must be a map with a `type`") && e.message.contains("slack, webhook, pagerduty or email"), "{e}");
+        assert!(!e.message.contains("secret-path") && !e.message.contains("Common"), "{e}");
+    }
+
+    #[test]
+    fn blocks_compare_by_their_typed_values() {
+        let parse = |v| NotifyConfig::parse(&v, "notifications").unwrap();
+        let a = parse(json!({"sinks": [{"type": "slack", "url-env": "S"}], "timeout": "10s"}));
+        assert_eq!(a, parse(json!({"sinks": [{"type": "slack", "url-env": "S", "min-severity": null}]})), "the same, written otherwise");
+        assert_ne!(a, parse(json!({"sinks": [{"type": "slack", "url-env": "T"}]})));
     }
 }

@@ -32,10 +32,13 @@ pub fn build(
     cluster_name: Option<&str>,
     observer: Option<Observer>,
 ) -> Result<OpenStackProvider, BuildError> {
-    let cfg = OpenStackConfig::parse(block)?;
+    from_config(&OpenStackConfig::parse(block)?, cluster_name, observer)
+}
+
+/// The provider from a parsed block: what [`build`] and the registry's build share.
+fn from_config(cfg: &OpenStackConfig, cluster_name: Option<&str>, observer: Option<Observer>) -> Result<OpenStackProvider, BuildError> {
     let settings = cfg.resolve(cluster_name, &|k| std::env::var(k).ok())?;
-    let session = Session::new(settings, observer)?;
-    Ok(OpenStackProvider::new(session))
+    Ok(OpenStackProvider::new(Session::new(settings, observer)?))
 }
 
 /// The provider as the binary registers it: `cloud-provider: openstack` and the
@@ -63,8 +66,7 @@ impl autohealer_cloud::Provider for OpenStack {
         site: &Site,
         observer: Option<Observer>,
     ) -> Result<std::sync::Arc<dyn autohealer_cloud::CloudProvider>, autohealer_cloud::registry::BuildError> {
-        let settings = c.resolve(site.cluster_name.as_deref(), &|k| std::env::var(k).ok()).map_err(BuildError::from)?;
-        Ok(std::sync::Arc::new(OpenStackProvider::new(Session::new(settings, observer).map_err(BuildError::from)?)))
+        Ok(std::sync::Arc::new(from_config(c, site.cluster_name.as_deref(), observer)?))
     }
 
     /// The Magnum driver as configured, and a warning when, on a Cluster API driver,

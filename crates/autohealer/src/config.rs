@@ -344,12 +344,34 @@ pub fn key_paths(registries: &Registries) -> Vec<&'static str> {
     KEYS.iter().map(|k| k.key).chain(registries.providers.names()).collect()
 }
 
-/// Every top-level key: the binary's own, and each registered provider's block.
-fn top_level_keys(registries: &Registries) -> Vec<&'static str> {
+/// The binary's own top-level keys.
+fn own_top_level_keys() -> Vec<&'static str> {
     let mut top: Vec<&'static str> = KEYS.iter().map(|k| k.key.split('.').next().unwrap_or_default()).collect();
     top.dedup();
+    top
+}
+
+/// Every top-level key: the binary's own, and each registered provider's block.
+fn top_level_keys(registries: &Registries) -> Vec<&'static str> {
+    let mut top = own_top_level_keys();
     top.extend(registries.providers.names());
     top
+}
+
+/// A provider's block is the top-level key named after it, taken out of the file before
+/// the binary's keys are read: a provider named like one of those keys would silently
+/// take that key's block. Refused at every load, so an embedder's first run says so.
+fn check_provider_names(registries: &Registries) -> Result<(), ConfigError> {
+    let own = own_top_level_keys();
+    match registries.providers.names().find(|n| own.contains(n)) {
+        Some(name) => Err(ConfigError {
+            path: name.to_string(),
+            message: format!(
+                "the cloud provider {name:?} is registered under the name of one of the config's own keys, so its block could not be told from that key; give the provider another NAME"
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// What [`EnvOverrides::apply`] did.
@@ -645,13 +667,22 @@ pub struct Admin {
     pub listen: std::net::SocketAddr,
 }
 
+/// [`Config::default`] as the file's values are read over, computed once.
+static DEFAULTS: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+    // Cannot fail: every field is a plain value, a map with string keys or a list.
+    serde_json::to_value(Config::default()).expect("the default config serializes")
+});
+
 /// `value` read over `defaults`: a map's keys replace or extend the default map's,
 /// recursively; any other value replaces the default whole (a list is not merged).
+/// A section written with nothing after it (`kubernetes:` with its keys commented
+/// out) keeps its defaults, as magnum-auto-healer's Go YAML does.
 fn over(defaults: serde_json::Value, value: &serde_json::Value) -> serde_json::Value {
     match (defaults, value) {
         (serde_json::Value::Object(mut base), serde_json::Value::Object(given)) => {
             for (k, v) in given {
                 let merged = match base.remove(k) {
+                    Some(d @ serde_json::Value::Object(_)) if v.is_null() => d,
                     Some(d) => over(d, v),
                     None => v.clone(),
                 };
@@ -680,11 +711,23 @@ impl From<ParamError> for ConfigError {
 /// Keys whose values are credentials wherever they appear: the OpenStack password and
 /// application-credential secret, the Endpoint check's `token`, the `url` of the
 /// Webhook check and of notification sinks (a webhook URL is its own credential),
-/// PagerDuty's routing key, and any `*-password` or `*-secret`.
+/// PagerDuty's routing key, and any `*-password`, `*-token`, `*-secret` or `*-key`.
+/// A provider adds its own with [`autohealer_cloud::Provider::SECRET_KEYS`].
 fn is_secret_key(key: &str) -> bool {
-    const NAMES: &[&str] =
-        &["password", "token", "secret", "url", "routing-key", "api-key", "access-token", "bearer-token", "client-secret"];
-    NAMES.contains(&key) || key.ends_with("-password") || key.ends_with("-secret")
+    const NAMES: &[&str] = &["password", "token", "secret", "url", "routing-key", "api-key"];
+    NAMES.contains(&key) || ["-password", "-token", "-secret", "-key"].iter().any(|s| key.ends_with(s))
+}
+
+/// The secret keys each provider declares for its block.
+type ProviderSecrets = Vec<(&'static str, &'static [&'static str])>;
+
+/// Whether the value at `path` (whose last key is `key`) is a secret: by its name, or
+/// as a secret key its provider declared within its block.
+fn is_secret(path: &str, key: &str, providers: &ProviderSecrets) -> bool {
+    is_secret_key(key)
+        || providers
+            .iter()
+            .any(|(name, keys)| path.strip_prefix(name).is_some_and(|rest| rest.starts_with(['.', '['])) && keys.contains(&key))
 }
 
 /// A value's YAML kind, to say what was found without saying what it was.
@@ -718,14 +761,16 @@ fn at<'a>(root: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Val
 
 /// A YAML syntax error without its source snippet, which quotes the lines around the
 /// error, secrets included; the position is enough to find it.
-fn yaml_error(e: &serde_saphyr::Error, text: &str) -> String {
+fn yaml_error(e: &serde_saphyr::Error, text: &str, providers: &ProviderSecrets) -> String {
     let message = e.without_snippet().to_string();
+    // Without a parsed tree there is no path: a key any provider declares is hidden.
+    let declared = |k: &str| providers.iter().any(|(_, keys)| keys.contains(&k));
     let mut values = Vec::new();
     for line in text.lines() {
         let line = line.trim_start();
         let line = line.strip_prefix("- ").unwrap_or(line);
         if let Some((k, v)) = line.split_once(':')
-            && is_secret_key(&kebab(k.trim()))
+            && (is_secret_key(&kebab(k.trim())) || declared(&kebab(k.trim())))
         {
             let v = v.trim().trim_matches(['"', '\'']).trim();
             if !v.is_empty() {
@@ -791,11 +836,12 @@ struct Hidden {
     from_env: Vec<(String, String)>,
     /// Every hidden scalar, to scrub from errors about the maps and lists above them.
     values: Vec<Scalar>,
+    providers: ProviderSecrets,
 }
 
 impl Hidden {
-    fn find(root: serde_json::Value, from_env: Vec<(String, String)>) -> Self {
-        let mut h = Hidden { root: serde_json::Value::Null, paths: Vec::new(), from_env, values: Vec::new() };
+    fn find(root: serde_json::Value, from_env: Vec<(String, String)>, providers: ProviderSecrets) -> Self {
+        let mut h = Hidden { root: serde_json::Value::Null, paths: Vec::new(), from_env, values: Vec::new(), providers };
         h.walk(&root, "", None);
         h.root = root;
         h
@@ -810,7 +856,7 @@ impl Hidden {
                     let p = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
                     let own = match self.from_env.iter().find(|(at, _)| *at == p) {
                         Some((_, var)) => Some(format!("it comes from ${var}")),
-                        None if is_secret_key(&key) => Some("it is a secret".to_string()),
+                        None if is_secret(&p, &key, &self.providers) => Some("it is a secret".to_string()),
                         None => None,
                     };
                     match (why, own) {
@@ -901,6 +947,17 @@ pub struct Loaded {
     pub overridden: Vec<(String, String)>,
     /// `AUTOHEALER_*` variables that name no key, and the nearest one.
     pub ignored_env: Vec<String>,
+    /// Set by `run --dry-run` ([`Loaded::force_dry_run`]); hot reload keeps it.
+    pub forced_dry_run: bool,
+}
+
+impl Loaded {
+    /// `run --dry-run`: dry-run now and in every config a hot reload reads after, so a
+    /// file's `dry-run: false` never starts the repairs the operator asked only to see.
+    pub fn force_dry_run(&mut self) {
+        self.forced_dry_run = true;
+        self.config.dry_run = true;
+    }
 }
 
 impl Config {
@@ -916,16 +973,18 @@ impl Config {
     }
 
     pub fn load_str_with(text: &str, registries: &Registries, env: &EnvOverrides) -> Result<Loaded, ConfigError> {
+        check_provider_names(registries)?;
+        let secrets: ProviderSecrets = registries.providers.secret_keys().collect();
         let value: serde_json::Value = serde_saphyr::from_str(text)
-            .map_err(|e| ConfigError { path: "(file)".into(), message: format!("not valid YAML: {}", yaml_error(&e, text)) })?;
+            .map_err(|e| ConfigError { path: "(file)".into(), message: format!("not valid YAML: {}", yaml_error(&e, text, &secrets)) })?;
         let mut value = if value.is_null() { serde_json::json!({}) } else { value };
         if !value.is_object() {
             return Err(ConfigError { path: "(file)".into(), message: format!("the config must be a map of keys, got {}", kind(&value)) });
         }
         let Applied { applied: overridden, ignored: ignored_env, from_env } = env.apply(&mut value, registries);
-        let hidden = Hidden::find(value.clone(), from_env);
+        let hidden = Hidden::find(value.clone(), from_env, secrets);
         let (config, checks, provider, notify) = Self::load_value(value, registries).map_err(|e| hidden.redact(e))?;
-        Ok(Loaded { config, checks, provider, notify, env: env.clone(), overridden, ignored_env })
+        Ok(Loaded { config, checks, provider, notify, env: env.clone(), overridden, ignored_env, forced_dry_run: false })
     }
 
     fn load_value(
@@ -948,8 +1007,7 @@ impl Config {
                 }
             }
         }
-        let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
-        let config: Config = from_value(&over(defaults, &value), "")?;
+        let config: Config = from_value(&over(DEFAULTS.clone(), &value), "")?;
         let checks = config.validate(&registries.checks)?;
         let site = Site { cluster_name: config.cluster_name.clone() };
         let provider = registries.providers.parse(&config.cloud_provider, blocks.get(config.cloud_provider.as_str()), &site)?;
@@ -1154,10 +1212,10 @@ impl Config {
 /// The key reference as a Markdown table; each registered provider's block follows
 /// `cloud-provider`.
 pub fn reference_markdown(registries: &Registries) -> String {
-    let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
+    let defaults = &*DEFAULTS;
     let mut s = String::from("| key | default | meaning |\n|---|---|---|\n");
     for k in KEYS {
-        s.push_str(&format!("| `{}` | {} | {} |\n", k.key, k.default_shown(&defaults), k.doc));
+        s.push_str(&format!("| `{}` | {} | {} |\n", k.key, k.default_shown(defaults), k.doc));
         if k.key == "cloud-provider" {
             for (name, doc) in registries.providers.docs() {
                 s.push_str(&format!("| `{name}` | (none) | {doc} |\n"));
@@ -1324,12 +1382,30 @@ mod tests {
         assert!(shown.contains("| `repair-steps.worker` | [reboot, replace] |"), "{shown}");
         let empty = load("cluster-name: c\n").unwrap().config;
         assert_eq!(empty, Config { cluster_name: Some("c".into()), ..Config::default() }, "an empty file is the defaults");
-        let p = empty.policy();
-        let core = Policy::default();
-        assert_eq!(
-            (p.limits.worker_max_unhealthy, p.limits.storm_cooldown, p.correlated),
-            (core.limits.worker_max_unhealthy, core.limits.storm_cooldown, core.correlated)
-        );
+        assert_eq!(empty.policy(), Policy::default(), "the planner runs with core's defaults, every one of them");
+    }
+
+    /// magnum-auto-healer's Go YAML keeps a section's defaults when the section is
+    /// written with its keys commented out.
+    #[test]
+    fn a_section_written_with_nothing_after_it_keeps_its_defaults() {
+        let text = "cluster-name: c\nkubernetes:\n  # api-host: https://k8s:6443\nleader-election:\nhealthcheck:\ndrain:\nopenstack:\nnotifications:\n";
+        let l = load(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(l.config, Config { cluster_name: Some("c".into()), ..Config::default() });
+        let e = load("cluster-name: c\nkubernetes:\n  api-hots: x\n").unwrap_err();
+        assert_eq!(e.path, "kubernetes.api-hots", "a section with keys is still read");
+    }
+
+    #[test]
+    fn a_token_or_key_suffix_hides_its_value() {
+        let e =
+            load("cluster-name: c\nhealthcheck:\n  worker:\n    - type: Endpoint\n      params:\n        bearer-token: [s3cr3t-value]\n")
+                .unwrap_err();
+        assert!(!e.message.contains("s3cr3t-value"), "{e}");
+        for key in ["api-token", "signing-key", "db-password", "hmac-secret"] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        assert!(!is_secret_key("lease-name") && !is_secret_key("keep-per-node"));
     }
 
     #[test]

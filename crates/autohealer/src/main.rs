@@ -158,7 +158,9 @@ async fn real_main() -> anyhow::Result<()> {
             for why in &l.ignored_env {
                 tracing::warn!("environment variable ignored: {why}");
             }
-            l.config.dry_run |= dry_run;
+            if dry_run {
+                l.force_dry_run();
+            }
             let client = autohealer::kube_client(&l, kubeconfig.as_deref()).await?;
             let metrics = Arc::new(Metrics::new());
             let provider = autohealer::providers::build(&l, &metrics)?;

@@ -4,7 +4,6 @@
 
 use crate::Registries;
 use crate::config::{Config, Loaded};
-use autohealer_cloud::ProviderConfig;
 use autohealer_core::HealerSettings;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -20,37 +19,85 @@ use tokio_util::sync::CancellationToken;
 /// The ConfigMap key that holds the config.
 pub const CONFIG_KEY: &str = "config.yaml";
 
-/// Keys read once at start; a change of them is reported, and waits for a restart.
-fn restart_only(old: &Config, old_provider: &ProviderConfig, new: &Config, new_provider: &ProviderConfig) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    if old.cluster_name != new.cluster_name {
-        keys.push("cluster-name");
+/// The config a reload runs: `new`'s keys that apply at once, and `started`'s for the
+/// keys read once at start, with those of them that differ (they wait for a restart).
+/// Taking them from `started`, not only reporting them, keeps the healer on what it
+/// started with: a new `leader-election.lease-name` would otherwise send it to read its
+/// fleet state (storm holds, the hour's repair budget) from a Lease nobody holds. And
+/// comparing with `started` keeps a pending key reported until the restart.
+///
+/// Every field is named below, none left to `..`, so a new key must be classified here.
+fn reloaded(started: &Loaded, mut new: Loaded) -> (Loaded, Vec<&'static str>) {
+    if started.forced_dry_run {
+        new.force_dry_run();
     }
-    if old.cloud_provider != new.cloud_provider {
-        keys.push("cloud-provider");
+    let s = &started.config;
+    let mut pending = Vec::new();
+    let Config {
+        cluster_name,
+        cloud_provider,
+        leader_elect,
+        leader_election,
+        admin,
+        kubernetes,
+        node_selector,
+        pause_configmap,
+        notifications,
+        dry_run: _,
+        monitor_interval: _,
+        master_monitor_enabled: _,
+        worker_monitor_enabled: _,
+        check_delay_after_add: _,
+        rebuild_delay_after_reboot: _,
+        replace_timeout: _,
+        repair_steps: _,
+        healthcheck: _,
+        probe_concurrency: _,
+        evidence: _,
+        max_unhealthy: _,
+        storm_cooldown: _,
+        concurrency: _,
+        repairs_per_hour: _,
+        node_retry: _,
+        correlated_hold: _,
+        repeated_repairs: _,
+        slow_start: _,
+        approval: _,
+        workload_check: _,
+        recovery_stable_window: _,
+        apiserver_outage_grace: _,
+        drain: _,
+        fencing: _,
+    } = &mut new.config;
+    keep(&mut pending, "cluster-name", cluster_name, &s.cluster_name);
+    if keep(&mut pending, "cloud-provider", cloud_provider, &s.cloud_provider) {
+        keep(&mut pending, started.provider.name(), &mut new.provider, &started.provider);
+    } else {
+        // Another provider's block: `cloud-provider` says it all.
+        new.provider = started.provider.clone();
     }
-    if old_provider != new_provider {
-        keys.push(new_provider.name());
+    keep(&mut pending, "leader-election", leader_elect, &s.leader_elect);
+    keep(&mut pending, "leader-election", leader_election, &s.leader_election);
+    keep(&mut pending, "admin.listen", admin, &s.admin);
+    keep(&mut pending, "kubernetes", kubernetes, &s.kubernetes);
+    keep(&mut pending, "node-selector", node_selector, &s.node_selector);
+    keep(&mut pending, "pause-configmap", pause_configmap, &s.pause_configmap);
+    // Compared typed (the same sinks written otherwise are no change), kept raw too.
+    *notifications = s.notifications.clone();
+    keep(&mut pending, "notifications", &mut new.notify, &started.notify);
+    pending.dedup();
+    (new, pending)
+}
+
+/// Puts `started` back in `new` when they differ, and names `key` as pending; whether
+/// they were the same.
+fn keep<T: PartialEq + Clone>(pending: &mut Vec<&'static str>, key: &'static str, new: &mut T, started: &T) -> bool {
+    if new == started {
+        return true;
     }
-    if old.leader_elect != new.leader_elect || old.leader_election != new.leader_election {
-        keys.push("leader-election");
-    }
-    if old.admin.listen != new.admin.listen {
-        keys.push("admin.listen");
-    }
-    if old.kubernetes != new.kubernetes {
-        keys.push("kubernetes");
-    }
-    if old.node_selector != new.node_selector {
-        keys.push("node-selector");
-    }
-    if old.pause_configmap != new.pause_configmap {
-        keys.push("pause-configmap");
-    }
-    if old.notifications != new.notifications {
-        keys.push("notifications");
-    }
-    keys
+    *new = started.clone();
+    pending.push(key);
+    false
 }
 
 /// Follows the ConfigMap; `recorder` is the process's one Event recorder.
@@ -93,7 +140,7 @@ async fn follow(
     tx: mpsc::Sender<HealerSettings>,
     stop: CancellationToken,
 ) {
-    let mut current = running;
+    let started = running;
     let mut seen: Option<String> = None;
     loop {
         let ev = tokio::select! {
@@ -136,7 +183,7 @@ async fn follow(
                 }
             }
         };
-        match Config::load_str_with(&text, &registries, &current.env) {
+        match Config::load_str_with(&text, &registries, &started.env) {
             Err(e) => {
                 tracing::warn!(error = %e, "new config rejected; the running one stays");
                 publish(
@@ -147,7 +194,7 @@ async fn follow(
                 .await;
             }
             Ok(new) => {
-                let pending = restart_only(&current.config, &current.provider, &new.config, &new.provider);
+                let (new, pending) = reloaded(&started, new);
                 let settings = crate::healer_settings(&new, &identity);
                 if tx.send(settings).await.is_err() {
                     return;
@@ -162,7 +209,6 @@ async fn follow(
                 };
                 tracing::info!(restart_pending = ?pending, "new config applied");
                 publish(!pending.is_empty(), autohealer_core::Reason::ConfigReloaded, note).await;
-                current = new;
             }
         }
     }
@@ -210,12 +256,111 @@ mod tests {
     #[test]
     fn keys_read_at_start_are_compared_by_their_typed_values() {
         let load = |text: &str| Config::load_str(text, &Registries::builtin()).unwrap();
-        let keys = |a: &Loaded, b: &Loaded| restart_only(&a.config, &a.provider, &b.config, &b.provider);
+        let keys = |a: &Loaded, b: &Loaded| reloaded(a, b.clone()).1;
         let base = load(RUNNING);
         let same = load("cluster-name: c\nopenstack:\n  auth-url: \"https://k/v3\"\nleader-election:\n  lease-duration: 15000ms\n");
         assert!(keys(&base, &same).is_empty(), "the same values written otherwise: {:?}", keys(&base, &same));
         let moved = load("cluster-name: c\nopenstack:\n  auth-url: https://k2/v3\nleader-election:\n  lease-name: other\ndry-run: true\n");
         assert_eq!(keys(&base, &moved), ["openstack", "leader-election"], "dry-run applies at once");
+        let renamed = load("cluster-name: d\nopenstack:\n  auth-url: https://k/v3\n");
+        assert_eq!(keys(&base, &renamed), ["cluster-name"], "the provider's block is unchanged");
+        let other = load("cluster-name: c\ncloud-provider: openstack\nopenstack:\n  strategy: nova\n");
+        assert_eq!(keys(&base, &other), ["openstack"]);
+        let sinks = |name: &str| {
+            format!("{RUNNING}notifications:\n  sinks:\n    - type: webhook\n      url-env: {name}\n      min-severity: medium\n")
+        };
+        let told = load(&sinks("W"));
+        assert!(keys(&told, &load(&format!("{}  timeout: 10s\n", sinks("W")))).is_empty(), "the same sinks written otherwise");
+        assert_eq!(keys(&told, &load(&sinks("V"))), ["notifications"]);
+    }
+
+    /// The log lines written while it lives (the test runtime has one thread).
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Drives [`follow`] with ConfigMap events: the first is the config the healer
+    /// started with, each later one a reload. Returns the settings each reload sent
+    /// to the healer and the `restart_pending` each reload logged (the Events of a
+    /// series keep their first note, so the log is where every reload's list shows).
+    async fn reloads(started: Loaded, texts: &[String]) -> (Vec<HealerSettings>, Vec<String>) {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let server = FakeApiServer::start(Default::default()).await.unwrap();
+        let client = server.client().await.unwrap();
+        let cm = |text: &str| -> ConfigMap {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": NAME, "namespace": NS}, "data": {CONFIG_KEY: text}})).unwrap()
+        };
+        let (events_tx, events) = futures::channel::mpsc::unbounded();
+        let (tx, mut rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let task =
+            tokio::spawn(follow(events.boxed(), recorder(client.clone()), started, Registries::builtin(), "test".into(), tx, stop.clone()));
+        events_tx.unbounded_send(Ok(watcher::Event::InitApply(cm(RUNNING)))).unwrap();
+        let mut sent = Vec::new();
+        for text in texts {
+            events_tx.unbounded_send(Ok(watcher::Event::Apply(cm(text)))).unwrap();
+            sent.push(tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap().expect("the reload's settings"));
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let text = String::from_utf8_lossy(&log.0.lock().unwrap()).to_string();
+        let pending = text
+            .lines()
+            .filter(|l| l.contains("new config applied"))
+            .filter_map(|l| l.split("restart_pending=").nth(1))
+            .map(|p| p.split(']').next().unwrap_or_default().trim_start_matches('[').to_string())
+            .collect();
+        (sent, pending)
+    }
+
+    #[tokio::test]
+    async fn run_dry_run_holds_through_every_reload() {
+        let mut started = running();
+        started.force_dry_run();
+        let texts = [format!("{RUNNING}dry-run: false\nmonitor-interval: 30s\n"), format!("{RUNNING}dry-run: false\n")];
+        let (sent, _) = reloads(started, &texts).await;
+        assert!(sent.iter().all(|s| s.policy.dry_run), "a reloaded `dry-run: false` repaired for real under --dry-run");
+        assert_eq!(sent[0].monitor_interval, Duration::from_secs(30), "the rest of the new config applies");
+        let (sent, _) = reloads(running(), &[format!("{RUNNING}dry-run: true\n")]).await;
+        assert!(sent[0].policy.dry_run, "without --dry-run the file's dry-run applies");
+    }
+
+    /// The healer keeps its fleet state (storm holds, the hour's repair budget) on the
+    /// Lease it started with: a reload must not point it at another one.
+    #[tokio::test]
+    async fn keys_read_at_start_keep_their_started_values_and_stay_pending() {
+        let texts = [
+            format!("{RUNNING}leader-election:\n  lease-name: other\n"),
+            format!(
+                "{RUNNING}leader-election:\n  lease-name: other\nnode-selector: pool=a\npause-configmap: other/cm\nmonitor-interval: 30s\n"
+            ),
+            format!("{RUNNING}leader-elect: false\nkubernetes:\n  api-host: https://k8s.test\n"),
+        ];
+        let (sent, pending) = reloads(running(), &texts).await;
+        let lease = Some(("kube-system".to_string(), "autohealer".to_string()));
+        for s in &sent {
+            assert_eq!(s.fleet_lease, lease, "the fleet state is read from the Lease the healer started with");
+            assert_eq!(s.node_selector, None);
+            assert_eq!(s.pause_configmap, Some(("kube-system".to_string(), "autohealer-config".to_string())));
+        }
+        assert_eq!(sent[1].monitor_interval, Duration::from_secs(30), "the rest of the new config applies");
+        assert_eq!(
+            pending,
+            ["\"leader-election\"", "\"leader-election\", \"node-selector\", \"pause-configmap\"", "\"leader-election\", \"kubernetes\""],
+            "each pending key is reported until the restart"
+        );
     }
 
     #[tokio::test]

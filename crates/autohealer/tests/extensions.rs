@@ -121,3 +121,91 @@ async fn a_custom_check_registered_by_an_embedder_survives_a_hot_reload() {
     assert!(reasons.iter().any(|r| r == "ConfigReloaded"), "the new config with the embedder's check was applied: {reasons:?}");
     assert!(!reasons.iter().any(|r| r == "ConfigRejected"), "{reasons:?}");
 }
+
+/// A provider whose block holds an `api-token` (hidden by its name) and a `passphrase`
+/// (hidden because the provider declares it), with a validation that quotes values.
+struct Vault;
+
+#[derive(PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct VaultConfig {
+    api_token: String,
+    #[serde(default)]
+    passphrase: Option<String>,
+}
+
+impl autohealer_cloud::Provider for Vault {
+    const NAME: &'static str = "vault";
+    const DOC: &'static str = "The vault's `api-token` and `passphrase`.";
+    const SECRET_KEYS: &'static [&'static str] = &["passphrase"];
+    type Config = VaultConfig;
+
+    fn validate(c: &VaultConfig, _: &autohealer_cloud::registry::Site) -> Result<(), autohealer_params::ParamError> {
+        if c.api_token.len() < 12 {
+            return Err(autohealer_params::ParamError::new("vault.api-token", format!("too short (value: {:?})", c.api_token)));
+        }
+        if let Some(p) = c.passphrase.as_deref().filter(|p| p.contains(' ')) {
+            return Err(autohealer_params::ParamError::new("vault.passphrase", format!("no spaces allowed (value: {p:?})")));
+        }
+        Ok(())
+    }
+
+    fn build(
+        _: &VaultConfig,
+        _: &autohealer_cloud::registry::Site,
+        _: Option<autohealer_cloud::registry::RequestObserver>,
+    ) -> Result<Arc<dyn autohealer_cloud::CloudProvider>, autohealer_cloud::registry::BuildError> {
+        Err("not built in this test".into())
+    }
+}
+
+#[test]
+fn a_provider_secret_never_shows_in_config_errors() {
+    let mut r = Registries::builtin();
+    r.providers.register::<Vault>();
+    let load = |block: &str| Config::load_str(&format!("cloud-provider: vault\nvault:\n{block}"), &r);
+    for (block, path, secret) in [
+        ("  api-token: 98127364512399\n", "vault.api-token", "98127364512399"),
+        ("  api-token: tok-3x4mpl3\n", "vault.api-token", "tok-3x4mpl3"),
+        ("  api-token: tok-3x4mpl3-long-enough\n  passphrase: open sesame now\n", "vault.passphrase", "open sesame now"),
+        ("  api-token: tok-3x4mpl3-long-enough\n  passphrase: 7364512399\n", "vault.passphrase", "7364512399"),
+    ] {
+        let e = load(block).unwrap_err();
+        assert_eq!(e.path, path, "{e}");
+        let shown = e.to_string();
+        assert!(!shown.contains(secret) && !shown.contains(&secret[..secret.len() - 1]), "{shown}");
+        assert!(shown.contains("value not shown"), "{shown}");
+    }
+    let l = load("  api-token: tok-3x4mpl3-long-enough\n  passphrase: opensesame\n").unwrap();
+    let shown = format!("{l:?}");
+    assert!(!shown.contains("tok-3x4mpl3") && !shown.contains("opensesame"), "{shown}");
+    assert!(shown.contains("api-token") && shown.contains("passphrase"), "the keys are shown: {shown}");
+    let e = Config::load_str("cloud-provider: vault\nvault:\n  api-token: \"tok-3x4mpl3-long\n", &r).unwrap_err();
+    assert!(!e.to_string().contains("tok-3x4mpl3"), "a YAML error hides it too: {e}");
+}
+
+/// A provider named like one of the binary's keys would take that key's block.
+struct Drain;
+
+impl autohealer_cloud::Provider for Drain {
+    const NAME: &'static str = "drain";
+    const DOC: &'static str = "A provider under a name the config already uses.";
+    type Config = serde_json::Value;
+
+    fn build(
+        _: &serde_json::Value,
+        _: &autohealer_cloud::registry::Site,
+        _: Option<autohealer_cloud::registry::RequestObserver>,
+    ) -> Result<Arc<dyn autohealer_cloud::CloudProvider>, autohealer_cloud::registry::BuildError> {
+        Err("not built in this test".into())
+    }
+}
+
+#[test]
+fn a_provider_named_like_a_config_key_is_refused_at_load() {
+    let mut r = Registries::builtin();
+    r.providers.register::<Drain>();
+    let e = Config::load_str("cluster-name: c\ndrain:\n  timeout: 1m\n", &r).unwrap_err();
+    assert_eq!(e.path, "drain");
+    assert!(e.message.contains("the cloud provider \"drain\" is registered under the name of one of the config's own keys"), "{e}");
+}

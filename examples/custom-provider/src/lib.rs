@@ -31,14 +31,21 @@ impl PowerApi {
 }
 
 /// The `power-api:` block.
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PowerApiConfig {
-    /// The power API's base URL.
+    /// The power API's base URL. The binary hides a `url`'s value in its errors (a URL
+    /// may carry its own credential), so `Debug` hides it too.
     pub url: String,
     /// How long one call may take.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for PowerApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PowerApiConfig").field("url", &"<hidden>").field("timeout", &self.timeout).finish()
+    }
 }
 
 impl Provider for PowerApi {
@@ -138,5 +145,7 @@ mod tests {
         let e = block(serde_json::json!({"url": "http://pdu.test", "timout": "2s"})).unwrap_err();
         assert_eq!(e.path, "power-api.timout");
         assert!(e.message.contains("did you mean \"timeout\""), "{e}");
+        let c: PowerApiConfig = serde_json::from_value(serde_json::json!({"url": "https://user:pw@pdu.test"})).unwrap();
+        assert!(!format!("{c:?}").contains("pw@"), "{c:?}");
     }
 }
