@@ -32,6 +32,7 @@ use world::{World, node_name, nodes_res, wait_until};
 
 mod churn;
 mod fakeonly;
+mod leader;
 mod massfail;
 mod model;
 mod procfs;
@@ -96,6 +97,8 @@ enum Cmd {
     /// Slow start's price: N workers failing at once, time until all are rebooted and
     /// back, with `slow-start` off and on.
     MassFailure(massfail::MassArgs),
+    /// Steady traffic at a small size, leader election's part of it separately.
+    LeaderTraffic(leader::LeaderArgs),
     /// The tables again from `--json` files (rows of later files replace those of
     /// earlier ones with the same side and size), and the merged rows to `--json`.
     Report { files: Vec<std::path::PathBuf> },
@@ -444,6 +447,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Cmd::ReferenceModel(m)) => return model::run(m).await,
         Some(Cmd::Fake(f)) => return fakeonly::run(f).await,
         Some(Cmd::MassFailure(m)) => return massfail::run(m).await,
+        Some(Cmd::LeaderTraffic(l)) => return leader::run(l).await,
         Some(Cmd::Report { files }) => {
             let mut rows: Vec<report::Row> = Vec::new();
             for f in files {

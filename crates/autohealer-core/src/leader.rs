@@ -1,19 +1,27 @@
 //! Leader election behind a small trait, so the healer can run as a single replica
 //! (`leader-elect: false`) or elect through a Lease.
 //!
-//! The Lease implementation wraps kube-lease-manager and adds a local deadline:
-//! leadership ends at the last renewal this replica saw plus the lease duration minus
-//! a margin, even when the API cannot be reached to say so. The repair ledger's
-//! resourceVersion precondition remains the real fence.
+//! The Lease elector costs one request per renewal: the leader renews with a JSON patch
+//! whose `test` operations require the Lease to still name it and carry its last
+//! renewal (the apiserver answers 422 otherwise, and leadership is lost), so it never
+//! reads before it writes, and other writers of the Lease (the fleet state in its
+//! annotations) do not disturb it. Only a standby watches the Lease, which is what
+//! makes its takeover fast: it sees a release at once and judges expiry by when it saw
+//! the last renewal, by its own clock (as client-go does), not by the leader's. A
+//! local deadline ends leadership at the last successful renewal plus the lease
+//! duration minus a margin, even when the API cannot be reached to say so. The repair
+//! ledger's resourceVersion precondition remains the real fence.
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::runtime::{WatchStreamExt, watcher};
-use std::sync::Arc;
-use std::time::Duration;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -62,89 +70,324 @@ pub struct LeaseSettings {
 pub struct LeaseElector {
     settings: LeaseSettings,
     state: watch::Sender<bool>,
-    /// The last renewal of our own hold on the Lease seen in the API.
-    renewed: Arc<std::sync::Mutex<Option<Timestamp>>>,
+    /// Our hold, while we have one.
+    held: Mutex<Option<Hold>>,
     stop: CancellationToken,
-    manager_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What the leader knows of its hold without reading the Lease.
+#[derive(Debug, Clone)]
+struct Hold {
+    /// The `renewTime` it last wrote, as the Lease holds it: the next renewal tests it.
+    renew_time: String,
+    /// When that write was sent, by the local clock: the hold lasts from there.
+    sent: Instant,
+}
+
+/// Why a write of the Lease did not take.
+enum WriteError {
+    /// Someone else holds it, or it changed since we looked (409, 422), or it is gone.
+    Lost(String),
+    /// The API did not answer as it should: try again while the hold lasts.
+    Transient(String),
+}
+
+fn classify(call: &str, e: kube::Error) -> WriteError {
+    match &e {
+        kube::Error::Api(s) if [404, 409, 422].contains(&s.code) => WriteError::Lost(format!("{call}: {} {}", s.code, s.message)),
+        _ => WriteError::Transient(format!("{call}: {e}")),
+    }
+}
+
+/// `metav1.MicroTime` as the apiserver writes it: the leader's next test compares it.
+fn micro_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The Lease as a standby sees it, and when it last saw its holder renew.
+#[derive(Debug, Default)]
+struct Observed {
+    lease: Option<Lease>,
+    /// (holder, renewTime) of the last change seen, and when it was seen.
+    changed: Option<(Option<String>, Option<String>, Instant)>,
+}
+
+impl Observed {
+    fn saw(&mut self, lease: Option<Lease>) {
+        let spec = lease.as_ref().and_then(|l| l.spec.as_ref());
+        let holder = spec.and_then(|s| s.holder_identity.clone()).filter(|h| !h.is_empty());
+        let renew = spec.and_then(|s| s.renew_time.as_ref()).map(|t| micro_time(t.0));
+        if self.changed.as_ref().is_none_or(|(h, r, _)| *h != holder || *r != renew) {
+            self.changed = Some((holder, renew, Instant::now()));
+        }
+        self.lease = lease;
+    }
+
+    /// When the holder's hold ends by our clock; `None` when nobody holds the Lease.
+    fn expires(&self) -> Option<Instant> {
+        let spec = self.lease.as_ref()?.spec.as_ref()?;
+        let (holder, _, seen) = self.changed.as_ref()?;
+        holder.as_ref()?;
+        let secs = spec.lease_duration_seconds.unwrap_or(15).max(1);
+        Some(*seen + Duration::from_secs(u64::try_from(secs).unwrap_or(15)))
+    }
 }
 
 impl LeaseElector {
     pub async fn start(client: kube::Client, settings: LeaseSettings) -> anyhow::Result<Arc<Self>> {
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &settings.name)
-            .with_namespace(&settings.namespace)
-            .with_identity(&settings.identity)
-            .with_duration(settings.duration.as_secs().max(1))
-            .with_grace(settings.grace.as_secs().max(1))
-            .build()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot set up the leader Lease {}/{}: {e}", settings.namespace, settings.name))?;
-        let (manager_rx, manager_handle) = manager.watch().await;
+        if settings.grace.is_zero() || settings.grace >= settings.duration {
+            anyhow::bail!(
+                "leader-election: renew-grace ({:?}) must be above zero and below lease-duration ({:?})",
+                settings.grace,
+                settings.duration
+            );
+        }
         let me = Arc::new(Self {
             settings,
             state: watch::channel(false).0,
-            renewed: Arc::default(),
+            held: Mutex::new(None),
             stop: CancellationToken::new(),
-            manager_task: std::sync::Mutex::new(None),
+            task: Mutex::new(None),
         });
         let leases: Api<Lease> = Api::namespaced(client, &me.settings.namespace);
-        let task = tokio::spawn(me.clone().track(leases, manager_rx, manager_handle));
-        *me.manager_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let task = tokio::spawn(me.clone().run(leases));
+        *me.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(me)
     }
 
-    fn deadline(&self) -> Option<Timestamp> {
-        let renewed = (*self.renewed.lock().unwrap_or_else(|p| p.into_inner()))?;
-        let window = self.settings.duration.saturating_sub(self.settings.margin);
-        renewed.checked_add(SignedDuration::try_from(window).ok()?).ok()
+    fn hold(&self) -> Option<Hold> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_hold(&self, hold: Option<Hold>) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = hold;
+        self.publish();
+    }
+
+    /// Leadership ends here: the last renewal sent plus the duration, less the margin.
+    fn deadline(&self) -> Option<Instant> {
+        let h = self.hold()?;
+        Some(h.sent + self.settings.duration.saturating_sub(self.settings.margin))
     }
 
     fn fresh(&self) -> bool {
-        self.deadline().is_some_and(|d| Timestamp::now() < d)
+        self.deadline().is_some_and(|d| Instant::now() < d)
     }
 
-    async fn track(
-        self: Arc<Self>,
-        leases: Api<Lease>,
-        mut manager_rx: watch::Receiver<bool>,
-        manager_handle: tokio::task::JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>,
-    ) {
-        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.settings.name));
-        let mut lease_events = watcher::watcher(leases, cfg).default_backoff().boxed();
-        loop {
-            let wake = self.deadline().map(|d| {
-                let left = d.duration_since(Timestamp::now());
-                Duration::try_from(left).unwrap_or(Duration::ZERO)
-            });
-            tokio::select! {
-                _ = self.stop.cancelled() => break,
-                changed = manager_rx.changed() => if changed.is_err() { break },
-                ev = lease_events.next() => match ev {
-                    Some(Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l))) => self.observe(&l),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => tracing::debug!(error = %e, "watching the leader Lease"),
-                    None => break,
-                },
-                _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => {}
+    fn publish(&self) {
+        let leading = self.fresh();
+        self.state.send_if_modified(|s| {
+            let changed = *s != leading;
+            *s = leading;
+            changed
+        });
+    }
+
+    async fn run(self: Arc<Self>, leases: Api<Lease>) {
+        while !self.stop.is_cancelled() {
+            if self.hold().is_some() {
+                self.lead(&leases).await;
+            } else {
+                self.stand_by(&leases).await;
             }
-            let leading = *manager_rx.borrow() && self.fresh();
-            self.state.send_if_modified(|s| {
-                let changed = *s != leading;
-                *s = leading;
-                changed
-            });
         }
-        self.state.send_replace(false);
-        // Dropping the receiver makes kube-lease-manager release the Lease and end.
-        drop(manager_rx);
-        let _ = tokio::time::timeout(Duration::from_secs(5), manager_handle).await;
+        if let Some(hold) = self.hold() {
+            self.set_hold(None);
+            let released = tokio::time::timeout(Duration::from_secs(5), self.release_lease(&leases, &hold)).await;
+            match released {
+                Ok(Ok(())) => tracing::info!(lease = %self.settings.name, "released the leader Lease"),
+                Ok(Err(WriteError::Lost(why) | WriteError::Transient(why))) => {
+                    tracing::warn!(lease = %self.settings.name, why, "could not release the leader Lease; a standby takes over when it expires")
+                }
+                Err(_) => tracing::warn!(lease = %self.settings.name, "releasing the leader Lease timed out"),
+            }
+        }
+        self.publish();
     }
 
-    fn observe(&self, lease: &Lease) {
-        let spec = lease.spec.as_ref();
-        let ours = spec.and_then(|s| s.holder_identity.as_deref()) == Some(self.settings.identity.as_str());
-        let renew = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
-        *self.renewed.lock().unwrap_or_else(|p| p.into_inner()) = if ours { renew } else { None };
+    /// Renews every `lease-duration - renew-grace` while the hold lasts; a failed renewal
+    /// is tried again every second until the deadline.
+    async fn lead(&self, leases: &Api<Lease>) {
+        let Some(hold) = self.hold() else { return };
+        let period = self.settings.duration.saturating_sub(self.settings.grace);
+        tokio::select! {
+            _ = self.stop.cancelled() => return,
+            _ = tokio::time::sleep_until((hold.sent + period).into()) => {}
+        }
+        // Past the deadline with no renewal in (the API unreachable), it no longer leads.
+        self.publish();
+        let deadline = self.deadline().unwrap_or_else(Instant::now);
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let renewed = tokio::select! {
+            _ = self.stop.cancelled() => return,
+            r = tokio::time::timeout(left, self.renew(leases, &hold)) => r,
+        };
+        match renewed {
+            Ok(Ok(next)) => self.set_hold(Some(next)),
+            Ok(Err(WriteError::Lost(why))) => {
+                tracing::warn!(lease = %self.settings.name, why, "lost the leader Lease");
+                self.set_hold(None);
+            }
+            Ok(Err(WriteError::Transient(why))) => {
+                tracing::warn!(lease = %self.settings.name, why, "cannot renew the leader Lease; trying again");
+                self.publish();
+                tokio::select! {
+                    _ = self.stop.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(_) => {
+                tracing::warn!(lease = %self.settings.name, "renewing the leader Lease timed out");
+                self.publish();
+            }
+        }
     }
+
+    /// One request: the renewal, if the Lease still names us with our last renewal.
+    async fn renew(&self, leases: &Api<Lease>, hold: &Hold) -> Result<Hold, WriteError> {
+        let sent = Instant::now();
+        let now = micro_time(Timestamp::now());
+        let ops = json!([
+            {"op": "test", "path": "/spec/holderIdentity", "value": self.settings.identity},
+            {"op": "test", "path": "/spec/renewTime", "value": hold.renew_time},
+            {"op": "add", "path": "/spec/renewTime", "value": now},
+            {"op": "add", "path": "/spec/leaseDurationSeconds", "value": self.duration_secs()},
+        ]);
+        let lease = self.json_patch(leases, ops, "patch leases (renew)").await?;
+        Ok(Hold { renew_time: written_renew_time(&lease).unwrap_or(now), sent })
+    }
+
+    /// Gives the hold up so that a standby takes over at once (as client-go does: no
+    /// holder, a one-second duration).
+    async fn release_lease(&self, leases: &Api<Lease>, hold: &Hold) -> Result<(), WriteError> {
+        let ops = json!([
+            {"op": "test", "path": "/spec/holderIdentity", "value": self.settings.identity},
+            {"op": "test", "path": "/spec/renewTime", "value": hold.renew_time},
+            {"op": "remove", "path": "/spec/holderIdentity"},
+            {"op": "add", "path": "/spec/leaseDurationSeconds", "value": 1},
+        ]);
+        self.json_patch(leases, ops, "patch leases (release)").await.map(|_| ())
+    }
+
+    fn duration_secs(&self) -> i64 {
+        i64::try_from(self.settings.duration.as_secs().max(1)).unwrap_or(15)
+    }
+
+    async fn json_patch(&self, leases: &Api<Lease>, ops: Value, call: &str) -> Result<Lease, WriteError> {
+        let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| WriteError::Transient(format!("{call}: {e}")))?;
+        leases.patch(&self.settings.name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map_err(|e| classify(call, e))
+    }
+
+    /// Watches the Lease until it is free (absent, released or expired by our clock),
+    /// then tries to take it; returns once it holds it, or on shutdown.
+    async fn stand_by(&self, leases: &Api<Lease>) {
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.settings.name));
+        let mut events = watcher::watcher(leases.clone(), cfg).boxed();
+        let mut observed = Observed::default();
+        let mut synced = false;
+        let mut listed: Option<Lease> = None;
+        let mut failures = 0u32;
+        // The version of the Lease a take was refused for (or `None` for its absence): the
+        // next try waits for the watch to show what changed.
+        let mut refused: Option<Option<String>> = None;
+        loop {
+            let version = observed.lease.as_ref().and_then(|l| l.metadata.resource_version.clone());
+            if synced && refused.as_ref() != Some(&version) {
+                let free = observed.lease.is_none() || observed.expires().is_none_or(|at| Instant::now() >= at);
+                if free {
+                    match self.acquire(leases, observed.lease.as_ref()).await {
+                        Ok(hold) => {
+                            tracing::info!(lease = %self.settings.name, identity = %self.settings.identity, "took the leader Lease");
+                            self.set_hold(Some(hold));
+                            return;
+                        }
+                        Err(WriteError::Lost(why)) => {
+                            tracing::debug!(why, "another replica took the leader Lease first");
+                            refused = Some(version);
+                        }
+                        Err(WriteError::Transient(why)) => {
+                            tracing::warn!(lease = %self.settings.name, why, "cannot take the leader Lease; trying again");
+                            tokio::select! {
+                                _ = self.stop.cancelled() => return,
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            }
+                        }
+                    }
+                }
+            }
+            let wake = observed.expires().filter(|_| synced);
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)).into()), if wake.is_some() => {}
+                ev = events.next() => match ev {
+                    Some(Ok(watcher::Event::Init)) => listed = None,
+                    Some(Ok(watcher::Event::InitApply(l))) => listed = Some(l),
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        observed.saw(listed.take());
+                        synced = true;
+                        failures = 0;
+                    }
+                    Some(Ok(watcher::Event::Apply(l))) => observed.saw(Some(l)),
+                    Some(Ok(watcher::Event::Delete(_))) => observed.saw(None),
+                    Some(Err(e)) => {
+                        failures += 1;
+                        tracing::warn!(lease = %self.settings.name, error = %e, "watching the leader Lease; retrying");
+                        let pause = Duration::from_millis(500u64.saturating_mul(2u64.saturating_pow(failures.min(5))));
+                        tokio::select! {
+                            _ = self.stop.cancelled() => return,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Takes a free Lease: creates it, or writes ourselves in if it is unchanged since
+    /// we saw it (a `test` of its resourceVersion), counting a transition.
+    async fn acquire(&self, leases: &Api<Lease>, seen: Option<&Lease>) -> Result<Hold, WriteError> {
+        let sent = Instant::now();
+        let now = micro_time(Timestamp::now());
+        let spec = json!({
+            "holderIdentity": self.settings.identity,
+            "leaseDurationSeconds": self.duration_secs(),
+            "acquireTime": now,
+            "renewTime": now,
+        });
+        let lease = match seen {
+            None => {
+                let mut spec = spec;
+                spec["leaseTransitions"] = json!(0);
+                let body: Lease = serde_json::from_value(json!({
+                    "metadata": {"name": self.settings.name, "namespace": self.settings.namespace},
+                    "spec": spec,
+                }))
+                .map_err(|e| WriteError::Transient(format!("create leases: {e}")))?;
+                leases.create(&PostParams::default(), &body).await.map_err(|e| classify("create leases", e))?
+            }
+            Some(l) => {
+                let rv = l.metadata.resource_version.clone().unwrap_or_default();
+                let transitions = l.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0);
+                let held_by_other = l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()).is_some_and(|h| h != self.settings.identity);
+                let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
+                if l.spec.is_none() {
+                    ops.push(json!({"op": "add", "path": "/spec", "value": {}}));
+                }
+                for (k, v) in spec.as_object().into_iter().flatten() {
+                    ops.push(json!({"op": "add", "path": format!("/spec/{k}"), "value": v}));
+                }
+                ops.push(json!({"op": "add", "path": "/spec/leaseTransitions", "value": transitions + i32::from(held_by_other)}));
+                self.json_patch(leases, Value::Array(ops), "patch leases (acquire)").await?
+            }
+        };
+        Ok(Hold { renew_time: written_renew_time(&lease).unwrap_or(now), sent })
+    }
+}
+
+fn written_renew_time(l: &Lease) -> Option<String> {
+    l.spec.as_ref()?.renew_time.as_ref().map(|t| micro_time(t.0))
 }
 
 #[async_trait]
@@ -159,7 +402,7 @@ impl LeaderElector for LeaseElector {
 
     async fn release(&self) {
         self.stop.cancel();
-        let task = self.manager_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = task {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }

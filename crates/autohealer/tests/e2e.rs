@@ -895,3 +895,26 @@ async fn the_reason_of_a_condition_picks_replace_reboot_or_nothing() {
     token.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// Leader election costs one request per renewal: the leader patches its Lease (the
+/// patch itself tests that the Lease still names it) and never reads it first, and a
+/// shut-down leader gives the Lease up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_renews_with_one_request_and_reads_nothing_first_on_the_fake() {
+    let e = env(1).await;
+    let Some(api) = fake_apiserver(&e) else { return };
+    let lease = format!("autohealer-{}", e.prefix);
+    let loaded =
+        e.config(&format!("leader-elect: true\nleader-election:\n  lease-name: {lease}\n  lease-duration: 3s\n  renew-grace: 1s\n"));
+    let leases: Api<Lease> = Api::namespaced(e.cluster.client.clone(), "kube-system");
+    let holder = || async { leases.get_opt(&lease).await.ok().flatten().and_then(|l| l.spec).and_then(|s| s.holder_identity) };
+    let (token, task) = e.healer(loaded, "replica-a").await;
+    until_async("replica-a leads", || async { holder().await.as_deref() == Some("replica-a") }).await;
+    let (gets, patches) = (api.requests("get", "leases"), api.requests("patch", "leases"));
+    // Renewals every 2 s (3 s less the 1 s grace): three of them.
+    until("three renewals", || api.requests("patch", "leases") >= patches + 3).await;
+    assert_eq!(api.requests("get", "leases"), gets, "no read of the Lease before a renewal");
+    token.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(holder().await, None, "released on shutdown");
+}

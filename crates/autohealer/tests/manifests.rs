@@ -72,9 +72,9 @@ const NEEDED: &[(&str, &str, &str)] = &[
     ("events.k8s.io", "events", "patch"),        // repeated Events
     ("coordination.k8s.io", "leases", "list"),   // leader Lease watch; Heartbeat
     ("coordination.k8s.io", "leases", "watch"),  // leader Lease watch; Heartbeat
-    ("coordination.k8s.io", "leases", "get"),    // kube-lease-manager
-    ("coordination.k8s.io", "leases", "create"), // kube-lease-manager
-    ("coordination.k8s.io", "leases", "patch"),  // kube-lease-manager
+    ("coordination.k8s.io", "leases", "get"),    // the fleet state, read by a new leader
+    ("coordination.k8s.io", "leases", "create"), // leader election: the first replica
+    ("coordination.k8s.io", "leases", "patch"),  // leader election (take, renew, release); fleet state
     ("", "configmaps", "list"),                  // pause and reload watch; evidence pruning
     ("", "configmaps", "watch"),                 // pause and reload watch
     ("", "configmaps", "create"),                // evidence
@@ -104,6 +104,7 @@ fn alerts_and_dashboard_use_only_metrics_the_healer_exports() {
     m.held.get_or_create(&HeldLabels { role: "worker".into(), gate: "rate".into() }).set(0);
     m.detected("worker", "medium");
     m.notification("slack", "sent");
+    m.node_update(true);
     let exported: BTreeSet<String> =
         m.encode().lines().filter_map(|l| l.strip_prefix("# TYPE ").and_then(|t| t.split_whitespace().next()).map(String::from)).collect();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/monitoring");
