@@ -9,6 +9,7 @@ use autohealer_cloud::{Action, Role};
 use autohealer_core::{Metrics, Status};
 use autohealer_testkit::cluster::{CleanupGuard, NodeRecorder, TestCluster};
 use autohealer_testkit::sim::{Cure, Fault, SIM_LABEL, SimCluster, SimOptions};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -910,10 +911,26 @@ async fn the_leader_renews_with_one_request_and_reads_nothing_first_on_the_fake(
     let holder = || async { leases.get_opt(&lease).await.ok().flatten().and_then(|l| l.spec).and_then(|s| s.holder_identity) };
     let (token, task) = e.healer(loaded, "replica-a").await;
     until_async("replica-a leads", || async { holder().await.as_deref() == Some("replica-a") }).await;
-    let (gets, patches) = (api.requests("get", "leases"), api.requests("patch", "leases"));
-    // Renewals every 2 s (3 s less the 1 s grace): three of them.
-    until("three renewals", || api.requests("patch", "leases") >= patches + 3).await;
-    assert_eq!(api.requests("get", "leases"), gets, "no read of the Lease before a renewal");
+    const LEASES: &str = "leases.coordination.k8s.io";
+    // Renewals seen through a watch (which reads nothing by GET): the new leader reads the
+    // fleet state it keeps in the Lease once; from the first renewal on (every 2 s: 3 s
+    // less the 1 s grace), it reads nothing.
+    let renewals = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let seen = renewals.clone();
+    let cfg = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={lease}"));
+    let watch =
+        tokio::spawn(kube::runtime::WatchStreamExt::applied_objects(kube::runtime::watcher(leases.clone(), cfg)).for_each(move |l| {
+            if let Some(t) = l.ok().and_then(|l| l.spec).and_then(|s| s.renew_time) {
+                seen.lock().unwrap().insert(t.0);
+            }
+            futures::future::ready(())
+        }));
+    let count = || renewals.lock().unwrap().len();
+    until("the first renewal", || count() >= 2).await;
+    let (gets, at) = (api.requests("get", LEASES), count());
+    until("three more renewals", || count() >= at + 3).await;
+    watch.abort();
+    assert_eq!(api.requests("get", LEASES), gets, "no read of the Lease before a renewal");
     token.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(holder().await, None, "released on shutdown");
