@@ -510,7 +510,7 @@ impl Actor {
     async fn still_mine(&self, name: &str, mine: &RepairRecord) -> Result<NodeView, ActError> {
         let fresh = self.cx.nodes.get(name).await.map_err(|source| ActError::Kube { node: name.to_string(), source })?;
         match Ledger::parse(node::annotation(&fresh, REPAIR_ANNOTATION)) {
-            Ledger::Record(x) if x == *mine => Ok(fresh),
+            Ledger::Record(x) if *x == *mine => Ok(fresh),
             _ => Err(ActError::Conflict(name.to_string())),
         }
     }

@@ -104,13 +104,12 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// The ledger as read from a node.
-/// Few at a time, short-lived: the size of the largest variant does not matter.
-#[allow(clippy::large_enum_variant)]
+/// The ledger as read from a node. Every node's is kept between evaluations, and most
+/// nodes have none: the record is boxed so that those cost a pointer, not its 380 bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ledger {
     None,
-    Record(RepairRecord),
+    Record(Box<RepairRecord>),
     /// The annotation is there but unreadable: the healer never repairs when unsure.
     Unreadable(String),
 }
@@ -121,7 +120,7 @@ impl Ledger {
             None => Ledger::None,
             Some(v) if v.trim().is_empty() => Ledger::None,
             Some(v) => match serde_json::from_str(v) {
-                Ok(r) => Ledger::Record(r),
+                Ok(r) => Ledger::Record(Box::new(r)),
                 Err(e) => Ledger::Unreadable(format!("annotation {REPAIR_ANNOTATION} is not a repair record ({e})")),
             },
         }
@@ -204,7 +203,7 @@ mod tests {
             delegated: None,
             workloads_failed: None,
         };
-        assert_eq!(Ledger::parse(Some(&r.to_json())), Ledger::Record(r));
+        assert_eq!(Ledger::parse(Some(&r.to_json())), Ledger::Record(Box::new(r)));
         assert!(matches!(Ledger::parse(Some("{not json")), Ledger::Unreadable(_)));
         assert_eq!(Ledger::parse(Some("")), Ledger::None);
     }

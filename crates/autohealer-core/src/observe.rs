@@ -105,7 +105,8 @@ impl Observations {
 /// The fleet's [`NodeState`]s kept from one evaluation to the next, each judged again
 /// only when it may have changed: its node's view changed, a probe result changed, or
 /// one of its role's checks reads the clock or the Leases ([`HealthCheck::reads_clock`],
-/// [`HealthCheck::needs_node_leases`]). A judgement costs allocations (names,
+/// [`HealthCheck::needs_node_leases`]) and its verdict may have changed since
+/// ([`HealthCheck::verdict_holds_until`]). A judgement costs allocations (names,
 /// attributes, the parsed ledger), so at 65,000 nodes judging only what changed is most
 /// of what keeps an evaluation short. What a fresh judgement would also do to the
 /// [`Observations`] (first-seen and healthy-since instants) it already did when the kept
@@ -114,12 +115,36 @@ impl Observations {
 pub struct Judged {
     states: Vec<NodeState>,
     verdicts: Vec<Vec<CheckVerdict>>,
-    /// Per state: the view it was judged from and the probe generation then.
-    from: Vec<(Arc<autohealer_healthcheck::NodeView>, u64)>,
+    /// Per state: what it was judged from, and until when it holds.
+    from: Vec<Basis>,
     /// Node name (the cache's key, unique) to its index in the vectors above.
     index: HashMap<String, usize>,
     /// How many states the last update judged again, for the logs.
     pub rejudged: usize,
+}
+
+/// What a kept state was judged from.
+#[derive(Debug)]
+struct Basis {
+    view: Arc<autohealer_healthcheck::NodeView>,
+    /// [`Observations::generation`] then.
+    generation: u64,
+    /// The instant from which it must be judged again even if nothing else changed.
+    stale_at: Timestamp,
+}
+
+/// Until when the verdicts of the node's clock- or Lease-reading checks hold (see
+/// [`HealthCheck::verdict_holds_until`]); `now` when one cannot say, and for ever when
+/// no check reads either.
+fn holds_until(n: &autohealer_healthcheck::NodeView, checks: &Checks, now: Timestamp, leases: &LeaseRenewals) -> Timestamp {
+    let ctx = autohealer_healthcheck::Context { now, lease_renewed: leases.get(n.name()).copied() };
+    checks
+        .for_role(node::role(n))
+        .iter()
+        .filter(|c| c.kind() == CheckKind::Pure && (c.reads_clock() || c.needs_node_leases()))
+        .map(|c| c.verdict_holds_until(n, &ctx).unwrap_or(now))
+        .min()
+        .unwrap_or(Timestamp::MAX)
 }
 
 impl Judged {
@@ -133,9 +158,6 @@ impl Judged {
         now: Timestamp,
         leases: &LeaseRenewals,
     ) -> (&[NodeState], &[Vec<CheckVerdict>]) {
-        let volatile =
-            |role: Role| checks.for_role(role).iter().any(|c| c.needs_node_leases() || (c.kind() == CheckKind::Pure && c.reads_clock()));
-        let volatile = [volatile(Role::Master), volatile(Role::Worker)];
         let mut alive = vec![false; self.states.len()];
         self.rejudged = 0;
         // Grown to the fleet's size exactly: doubling a vector of 65,000 states of
@@ -145,20 +167,18 @@ impl Judged {
         self.verdicts.reserve_exact(more);
         self.from.reserve_exact(more);
         for n in snapshot {
-            let fresh = |i: usize, from: &[(Arc<autohealer_healthcheck::NodeView>, u64)], states: &[NodeState]| {
-                let (view, generation) = &from[i];
-                *generation == obs.generation
-                    && !volatile[usize::from(states[i].role == Role::Worker)]
-                    && (Arc::ptr_eq(view, n) || view.same_state(n))
-            };
+            let fresh = |b: &Basis| b.generation == obs.generation && now < b.stale_at && (Arc::ptr_eq(&b.view, n) || b.view.same_state(n));
             match self.index.get(n.name()).copied() {
                 Some(i) if !alive[i] => {
                     alive[i] = true;
-                    if !fresh(i, &self.from, &self.states) {
+                    if fresh(&self.from[i]) {
+                        self.from[i].view = n.clone();
+                    } else {
                         (self.states[i], self.verdicts[i]) = evaluate(&**n, checks, obs, now, leases);
+                        let stale_at = holds_until(n, checks, now, leases);
+                        self.from[i] = Basis { view: n.clone(), generation: obs.generation, stale_at };
                         self.rejudged += 1;
                     }
-                    self.from[i] = (n.clone(), obs.generation);
                 }
                 // A name twice in one snapshot cannot come from the cache, which is keyed by it.
                 Some(_) => tracing::warn!(node = n.name(), "node listed twice; judged once"),
@@ -167,7 +187,7 @@ impl Judged {
                     self.index.insert(n.name().to_string(), self.states.len());
                     self.states.push(state);
                     self.verdicts.push(verdicts);
-                    self.from.push((n.clone(), obs.generation));
+                    self.from.push(Basis { view: n.clone(), generation: obs.generation, stale_at: holds_until(n, checks, now, leases) });
                     alive.push(true);
                     self.rejudged += 1;
                 }
@@ -180,13 +200,13 @@ impl Judged {
                 i += 1;
                 continue;
             }
-            self.index.remove(self.from[i].0.name());
+            self.index.remove(self.from[i].view.name());
             self.states.swap_remove(i);
             self.verdicts.swap_remove(i);
             self.from.swap_remove(i);
             alive.swap_remove(i);
-            if let Some((moved, _)) = self.from.get(i) {
-                self.index.insert(moved.name().to_string(), i);
+            if let Some(moved) = self.from.get(i) {
+                self.index.insert(moved.view.name().to_string(), i);
             }
         }
         (&self.states, &self.verdicts)
@@ -468,6 +488,32 @@ mod tests {
             judged.update(&next, &checks, &mut obs, now, &Default::default());
         }
         assert_eq!(clocked.judged.load(std::sync::atomic::Ordering::Relaxed), 3 * 99);
+    }
+
+    #[test]
+    fn a_heartbeat_verdict_is_kept_until_the_lease_could_be_stale() {
+        let hb: Arc<dyn HealthCheck> =
+            Arc::new(autohealer_healthcheck::Heartbeat::from_params(&serde_json::json!({"unhealthy-duration": "60s"}), "p").unwrap());
+        let checks = Checks { worker: vec![hb], ..Default::default() };
+        let (mut judged, mut obs) = (Judged::default(), Observations::default());
+        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let fleet: Vec<_> = (0..10).map(|i| view(&format!("w{i}"), "True", "2026-01-01T00:00:00Z")).collect();
+        let renewed = |t: i64, stale: &[usize]| -> LeaseRenewals {
+            (0..10).map(|i| (format!("w{i}"), if stale.contains(&i) { at(0) } else { at(t) })).collect()
+        };
+        judged.update(&fleet, &checks, &mut obs, at(0), &renewed(0, &[]));
+        assert_eq!(judged.rejudged, 10);
+        // 15 s later, renewed meanwhile: nothing to judge again.
+        judged.update(&fleet, &checks, &mut obs, at(15), &renewed(10, &[]));
+        assert_eq!(judged.rejudged, 0);
+        // At 60 s the verdicts of the first judgement run out: judged again, and w3,
+        // whose Lease stopped at 0, is found stale.
+        let (states, _) = judged.update(&fleet, &checks, &mut obs, at(60), &renewed(55, &[3]));
+        let stale: Vec<String> = states.iter().filter(|s| !s.findings.is_empty()).map(|s| s.name.clone()).collect();
+        assert_eq!((judged.rejudged, stale), (10, vec!["w3".to_string()]));
+        // A stale one is judged every time (it may renew at any moment), the others not.
+        judged.update(&fleet, &checks, &mut obs, at(61), &renewed(55, &[3]));
+        assert_eq!(judged.rejudged, 1);
     }
 
     // Defect 6: a node whose clock lags a minute keeps renewing; it is never stale.

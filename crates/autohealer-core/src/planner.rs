@@ -1403,7 +1403,7 @@ mod tests {
     #[test]
     fn reboot_is_verified_by_boot_id_and_a_stable_window_then_escalated() {
         let mut n = worker(vec![not_ready("01:00:00")]);
-        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        n.ledger = Ledger::Record(Box::new(record(Action::Reboot, "01:01:00")));
         // Still unhealthy before the rebuild delay: wait, even through flaps.
         let p = run(std::slice::from_ref(&n), "01:03:00");
         assert_eq!(p.nodes[0].decision, Decision::InProgress { action: Action::Reboot, until: t("01:06:00") });
@@ -1429,7 +1429,7 @@ mod tests {
         let mut failed = record(Action::Replace, "01:00:00");
         failed.failed = Some("timed out".into());
         failed.failed_at = Some(t("01:30:00"));
-        n.ledger = Ledger::Record(failed);
+        n.ledger = Ledger::Record(Box::new(failed));
         n.history = vec![HistoryEntry {
             action: Action::Replace,
             started: t("01:00:00"),
@@ -1605,7 +1605,7 @@ mod tests {
     #[test]
     fn a_replace_cut_after_the_stop_is_continued_from_its_recorded_phase() {
         let mut n = worker(vec![not_ready("01:00:00")]);
-        n.ledger = Ledger::Record(replacing(Some(Phase::new("resize").out_of_service()), 0));
+        n.ledger = Ledger::Record(Box::new(replacing(Some(Phase::new("resize").out_of_service()), 0)));
         let busy = Policy { limits: Limits { worker_concurrency: 1, ..Default::default() }, ..Default::default() };
         for run in [
             Run { pause: Pause::Paused, ..Default::default() },
@@ -1627,13 +1627,13 @@ mod tests {
         let mut n = worker(vec![not_ready("01:00:00")]);
         let mut r = replacing(Some(Phase::new("resize").out_of_service()), 2);
         r.retry_at = Some(t("01:07:00"));
-        n.ledger = Ledger::Record(r.clone());
+        n.ledger = Ledger::Record(Box::new(r.clone()));
         let p = run(std::slice::from_ref(&n), "01:06:00");
         assert_eq!(p.nodes[0].decision, Decision::InProgress { action: Action::Replace, until: t("01:07:00") });
         assert_eq!(p.wake_at, Some(t("01:07:00")));
         assert!(matches!(run(std::slice::from_ref(&n), "01:07:00").nodes[0].decision, Decision::Continue { .. }));
         r.stalls = Limits::default().max_stalls;
-        n.ledger = Ledger::Record(r);
+        n.ledger = Ledger::Record(Box::new(r));
         assert!(matches!(run(&[n], "01:08:00").nodes[0].decision, Decision::Restore { .. }));
     }
 
@@ -1643,13 +1643,13 @@ mod tests {
         let mut r = record(Action::Replace, "01:05:00");
         r.attempt = 2;
         r.out_of_service = true;
-        n.ledger = Ledger::Record(r.clone());
+        n.ledger = Ledger::Record(Box::new(r.clone()));
         assert!(matches!(run(std::slice::from_ref(&n), "01:40:00").nodes[0].decision, Decision::Restore { .. }), "never left stopped");
         // If restoring failed for good and the repair failed, the retry cannot begin
         // with a reboot of a stopped server.
         r.failed = Some("x".into());
         r.failed_at = Some(t("01:40:00"));
-        n.ledger = Ledger::Record(r);
+        n.ledger = Ledger::Record(Box::new(r));
         let p = run(&[n], "02:00:00");
         assert!(matches!(p.nodes[0].decision, Decision::Repair { action: Action::Replace, attempt: 1, .. }), "{p:?}");
     }
@@ -1668,7 +1668,7 @@ mod tests {
         let mut n = worker(vec![not_ready("01:07:00")]);
         n.findings[0].since = t("01:07:00");
         n.boot_id = Some("b2".into());
-        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        n.ledger = Ledger::Record(Box::new(record(Action::Reboot, "01:01:00")));
         let p = run(std::slice::from_ref(&n), "01:07:01");
         assert_eq!(p.nodes[0].decision, Decision::InProgress { action: Action::Reboot, until: t("01:08:00") }, "a one-second flap");
         assert!(
@@ -1693,7 +1693,7 @@ mod tests {
     #[test]
     fn a_resumed_drain_does_not_wait_for_a_concurrency_slot() {
         let mut n = worker(vec![not_ready("01:00:00")]);
-        n.ledger = Ledger::Record(RepairRecord { draining: true, ..record(Action::Reboot, "01:01:00") });
+        n.ledger = Ledger::Record(Box::new(RepairRecord { draining: true, ..record(Action::Reboot, "01:01:00") }));
         let run = Run {
             policy: Policy { limits: Limits { worker_concurrency: 1, ..Default::default() }, ..Default::default() },
             ..Default::default()
@@ -1721,7 +1721,7 @@ mod tests {
     #[test]
     fn a_hand_edited_attempt_does_not_overflow() {
         let mut n = worker(vec![not_ready("01:00:00")]);
-        n.ledger = Ledger::Record(RepairRecord { attempt: u32::MAX, ..record(Action::Reboot, "01:01:00") });
+        n.ledger = Ledger::Record(Box::new(RepairRecord { attempt: u32::MAX, ..record(Action::Reboot, "01:01:00") }));
         assert!(matches!(run(&[n], "01:10:00").nodes[0].decision, Decision::Repair { attempt: u32::MAX, .. }));
     }
 
@@ -1729,7 +1729,7 @@ mod tests {
     #[test]
     fn deadlines_that_ran_while_the_healer_was_blind_wait_for_nodes_to_report() {
         let mut n = worker(vec![not_ready("01:00:00")]);
-        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        n.ledger = Ledger::Record(Box::new(record(Action::Reboot, "01:01:00")));
         let at = |n: &NodeState, now: &str, blind_until: Option<Timestamp>| {
             Run { blind_until, ..Default::default() }.plan(std::slice::from_ref(n), now)
         };
@@ -1750,7 +1750,7 @@ mod tests {
         let run = Run { policy, ..Default::default() };
         let mut nodes = workers(10, 3, |_| "a");
         for n in &mut nodes[..2] {
-            n.ledger = Ledger::Record(record(Action::Reboot, "01:30:00"));
+            n.ledger = Ledger::Record(Box::new(record(Action::Reboot, "01:30:00")));
         }
         let p = run.plan(&nodes, "02:00:00");
         assert_eq!(held_by(&p.nodes[2].decision), Some(Gate::Rate), "{p:?}");
@@ -1764,7 +1764,7 @@ mod tests {
         let mut masters: Vec<NodeState> = (0..3).map(|i| node(&format!("m{i}"), Role::Master, vec![])).collect();
         masters[0].findings = vec![not_ready("01:00:00")];
         masters[0].healthy_since = None;
-        masters[0].ledger = Ledger::Record(replacing(Some(Phase::new("detach")), 0));
+        masters[0].ledger = Ledger::Record(Box::new(replacing(Some(Phase::new("detach")), 0)));
         let p = run(&masters, "01:06:00");
         assert!(matches!(p.nodes[0].decision, Decision::Continue { .. }), "alone, it goes on: {p:?}");
         masters[1].findings = vec![not_ready("01:05:00")];
@@ -1788,7 +1788,7 @@ mod tests {
         r.out_of_service = true;
         r.stalls = 1;
         r.retry_at = Some(t("01:41:00"));
-        n.ledger = Ledger::Record(r);
+        n.ledger = Ledger::Record(Box::new(r));
         n.skip = true;
         assert_eq!(
             run(std::slice::from_ref(&n), "01:40:00").nodes[0].decision,
@@ -1810,7 +1810,7 @@ mod tests {
                 "c"
             }
         });
-        nodes[0].ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        nodes[0].ledger = Ledger::Record(Box::new(record(Action::Reboot, "01:01:00")));
         let limits = Limits { worker_max_unhealthy: Threshold::Percent(50.0), ..Default::default() };
         let p = Run { policy: Policy { limits, ..Default::default() }, ..Default::default() }.plan(&nodes, "02:00:00");
         assert_eq!(held_by(&p.nodes[0].decision), Some(Gate::Zone), "{p:?}");
@@ -1826,7 +1826,7 @@ mod tests {
             "{p:?}"
         );
         // Nor is a reboot that did not help followed by a replace.
-        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        n.ledger = Ledger::Record(Box::new(record(Action::Reboot, "01:01:00")));
         assert_eq!(held_by(&run(&[n], "02:00:00").nodes[0].decision), Some(Gate::Removing));
     }
 
@@ -1839,7 +1839,7 @@ mod tests {
     #[test]
     fn a_step_the_cloud_performs_is_handed_over_then_waited_for_then_failed() {
         let mut m = node("m1", Role::Master, vec![not_ready("01:00:00")]);
-        m.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        m.ledger = Ledger::Record(Box::new(record(Action::Reboot, "01:01:00")));
         let p = delegating().plan(&[m.clone()], "01:07:00");
         assert!(
             matches!(&p.nodes[0].decision, Decision::Delegate { action: Action::Replace, to, .. } if to.contains("MachineHealthCheck")),
@@ -1847,7 +1847,7 @@ mod tests {
         );
         // Handed over at 01:07: the healer waits replace-timeout (30 min), with no slot held.
         let delegated = Delegated { action: Action::Replace, to: "the cluster's MachineHealthCheck".into(), at: t("01:07:00") };
-        m.ledger = Ledger::Record(RepairRecord { delegated: Some(delegated), ..record(Action::Reboot, "01:01:00") });
+        m.ledger = Ledger::Record(Box::new(RepairRecord { delegated: Some(delegated), ..record(Action::Reboot, "01:01:00") }));
         let p = delegating().plan(&[m.clone()], "01:20:00");
         assert_eq!(p.nodes[0].decision, Decision::InProgress { action: Action::Replace, until: t("01:37:00") });
         let mut other = node("m2", Role::Master, vec![not_ready("01:10:00")]);
@@ -2038,7 +2038,7 @@ mod tests {
         // Reboot only: a reboot that did not help ends the repair, no replace follows.
         f.steps = Some(vec![Action::Reboot]);
         let mut n = worker(vec![f]);
-        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        n.ledger = Ledger::Record(Box::new(record(Action::Reboot, "01:01:00")));
         assert!(matches!(run(&[n], "01:10:00").nodes[0].decision, Decision::Failed { .. }));
     }
 
@@ -2047,7 +2047,7 @@ mod tests {
     #[test]
     fn a_held_worker_repair_takes_no_slot() {
         let mut a = node("wa", Role::Worker, vec![not_ready("01:00:00")]);
-        a.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        a.ledger = Ledger::Record(Box::new(record(Action::Reboot, "01:01:00")));
         a.skip = true;
         let b = node("wb", Role::Worker, vec![not_ready("01:00:00")]);
         let limits = Limits { worker_concurrency: 1, worker_max_unhealthy: Threshold::Percent(100.0), ..Default::default() };
@@ -2066,7 +2066,7 @@ mod tests {
             Decision::Repair { action: Action::Reboot, .. }
         ));
         let mut n = worker(vec![not_ready("01:00:00")]);
-        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        n.ledger = Ledger::Record(Box::new(record(Action::Reboot, "01:01:00")));
         let p = run.plan(std::slice::from_ref(&n), "01:10:00");
         let Decision::Held { gate: Gate::Approval, why, until } = &p.nodes[0].decision else { panic!("{p:?}") };
         let id = why.split("proposal ").nth(1).and_then(|w| w.split(':').next()).unwrap().to_string();
@@ -2098,8 +2098,10 @@ mod tests {
     fn a_node_back_with_crash_looping_workloads_gets_the_next_step_at_once() {
         let mut n = worker(vec![]);
         n.healthy_since = Some(t("01:02:00"));
-        n.ledger =
-            Ledger::Record(RepairRecord { workloads_failed: Some("pod x crash-loops on it".into()), ..record(Action::Reboot, "01:01:00") });
+        n.ledger = Ledger::Record(Box::new(RepairRecord {
+            workloads_failed: Some("pod x crash-loops on it".into()),
+            ..record(Action::Reboot, "01:01:00")
+        }));
         let p = run(&[n.clone()], "01:04:00");
         assert!(
             matches!(&p.nodes[0].decision, Decision::Repair { action: Action::Replace, reason, .. } if reason.contains("crash-loops")),
@@ -2107,7 +2109,7 @@ mod tests {
         );
         // With the check on, a healthy node is not done before the workload window.
         let workloads = WorkloadCheck { worker: true, window: Duration::from_secs(600), ..Default::default() };
-        n.ledger = Ledger::Record(record(Action::Reboot, "01:01:00"));
+        n.ledger = Ledger::Record(Box::new(record(Action::Reboot, "01:01:00")));
         let run = Run { policy: Policy { workloads, ..Default::default() }, ..Default::default() };
         assert!(matches!(run.plan(std::slice::from_ref(&n), "01:10:00").nodes[0].decision, Decision::InProgress { .. }));
         assert!(matches!(run.plan(&[n], "01:12:00").nodes[0].decision, Decision::Recovered { .. }));

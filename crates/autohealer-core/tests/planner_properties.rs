@@ -42,7 +42,7 @@ prop_compose! {
             failed: failed.then(|| "x".into()), failed_at: failed.then(|| ts(started + 60)), by: "a".into(), draining: false,
             detected: None, severity: None, fenced: false, pending: false, phase: None, out_of_service: false, stalls: 0, stalled: None, retry_at: None, unsent: false, delegated: None, workloads_failed: None,
         };
-        let ledger = match ledger { L::None => Ledger::None, L::InProgress(s) => Ledger::Record(record(s, false)), L::Failed(s) => Ledger::Record(record(s, true)) };
+        let ledger = match ledger { L::None => Ledger::None, L::InProgress(s) => Ledger::Record(Box::new(record(s, false))), L::Failed(s) => Ledger::Record(Box::new(record(s, true))) };
         NodeState {
             name: format!("n{i:03}"),
             uid: format!("u{i:03}"),

@@ -93,7 +93,7 @@ impl SimNode {
 
     fn record(&self) -> Option<RepairRecord> {
         match self.ledger() {
-            Ledger::Record(r) => Some(r),
+            Ledger::Record(r) => Some(*r),
             _ => None,
         }
     }

@@ -1,6 +1,6 @@
 use crate::NodeView;
 use crate::params::{ParamError, parse_params};
-use crate::{Context, Health, HealthCheck};
+use crate::{Context, Health, HealthCheck, Timestamp};
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::time::Duration;
@@ -42,6 +42,14 @@ impl HealthCheck for Heartbeat {
         true
     }
 
+    /// A Lease renewed at `r` is fresh until `r + unhealthy-duration`, and a later
+    /// renewal only moves that later. A stale Lease, or none, is looked at again every
+    /// time: its node may renew or get one at any moment.
+    fn verdict_holds_until(&self, _node: &NodeView, ctx: &Context) -> Option<Timestamp> {
+        let fresh_until = planned(ctx.lease_renewed?, self.unhealthy_duration)?;
+        (ctx.now < fresh_until).then_some(fresh_until)
+    }
+
     fn judge(&self, _node: &NodeView, ctx: &Context) -> Health {
         // Only a Lease already stale is a finding: a renewal that is merely due is not.
         // It counts from the last renewal, so the repair is due at renewal + duration.
@@ -57,6 +65,11 @@ impl HealthCheck for Heartbeat {
             None => Health::Healthy,
         }
     }
+}
+
+/// `at + d`, when it is a representable instant.
+fn planned(at: Timestamp, d: Duration) -> Option<Timestamp> {
+    at.checked_add(k8s_openapi::jiff::SignedDuration::try_from(d).ok()?).ok()
 }
 
 #[cfg(test)]
@@ -75,5 +88,11 @@ mod tests {
         }
         assert!(c.judge(&n, &at("2026-01-01T00:00:39Z", Some("2026-01-01T00:00:00Z"))).is_healthy(), "a renewal merely due is no finding");
         assert!(c.judge(&n, &at("2026-01-01T00:01:00Z", None)).is_healthy(), "no Lease, no verdict");
+        // A fresh Lease's verdict holds until it would go stale; a stale one's, or no
+        // Lease's, is asked again every time.
+        let holds = |now, renewed| c.verdict_holds_until(&n, &at(now, renewed)).map(|t| t.to_string());
+        assert_eq!(holds("2026-01-01T00:00:10Z", Some("2026-01-01T00:00:00Z")).as_deref(), Some("2026-01-01T00:00:40Z"));
+        assert_eq!(holds("2026-01-01T00:00:40Z", Some("2026-01-01T00:00:00Z")), None);
+        assert_eq!(holds("2026-01-01T00:00:10Z", None), None);
     }
 }

@@ -102,6 +102,16 @@ pub trait HealthCheck: Send + Sync + fmt::Debug {
         true
     }
 
+    /// For a check that reads the clock or the Lease: until when the verdict it has just
+    /// given on `node` stays what it is, whatever the clock says and however the Lease
+    /// is renewed meanwhile, as long as the node itself does not change (a healthy
+    /// Heartbeat verdict holds until the last renewal plus `unhealthy-duration`). The
+    /// healer judges the node again from then on; `None`, the default, has it judged
+    /// again at every evaluation.
+    fn verdict_holds_until(&self, _node: &NodeView, _ctx: &Context) -> Option<Timestamp> {
+        None
+    }
+
     /// Whether [`Context::lease_renewed`] must be filled in: the healer then watches
     /// the nodes' Leases in `kube-node-lease`.
     fn needs_node_leases(&self) -> bool {

@@ -400,7 +400,7 @@ async fn status(client: &kube::Client, lease: (&str, &str), pause: &(String, Str
             for n in &nodes {
                 match Ledger::parse(autohealer_core::node::annotation(n, REPAIR_ANNOTATION)) {
                     Ledger::Record(r) => {
-                        in_repair.insert(n.name_any(), r);
+                        in_repair.insert(n.name_any(), *r);
                     }
                     Ledger::Unreadable(why) => unreadable.push((n.name_any(), why)),
                     Ledger::None => {}

@@ -104,7 +104,7 @@ fn alerts_and_dashboard_use_only_metrics_the_healer_exports() {
     m.held.get_or_create(&HeldLabels { role: "worker".into(), gate: "rate".into() }).set(0);
     m.detected("worker", "medium");
     m.notification("slack", "sent");
-    m.node_update(true);
+    m.node_update(false);
     let exported: BTreeSet<String> =
         m.encode().lines().filter_map(|l| l.strip_prefix("# TYPE ").and_then(|t| t.split_whitespace().next()).map(String::from)).collect();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/monitoring");
