@@ -688,11 +688,14 @@ impl Healer {
 
     /// The one writer of the fleet state to the leader Lease: writes go out in order,
     /// the latest wins, only while this replica leads; a failed write is tried again.
+    /// Each write tests that the Lease still names this replica, so a write still in
+    /// flight when leadership moved cannot land over the new leader's state.
     fn fleet_writer(&self) -> Option<tokio::sync::watch::Sender<String>> {
         let (ns, name) = self.settings.fleet_lease.clone()?;
         let (tx, mut rx) = tokio::sync::watch::channel(String::new());
         let api: Api<Lease> = Api::namespaced(self.client.clone(), &ns);
         let leader = self.leader.clone();
+        let identity = self.settings.identity.clone();
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 loop {
@@ -700,13 +703,18 @@ impl Healer {
                     if json.is_empty() || !leader.is_leader() {
                         break;
                     }
-                    let patch = serde_json::json!({"metadata": {"annotations": {FLEET_ANNOTATION: json}}});
-                    let pp = PatchParams { field_manager: Some(crate::actor::FIELD_MANAGER.into()), ..Default::default() };
-                    match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
-                        Ok(_) => break,
-                        Err(e) => {
+                    match tokio::time::timeout(Duration::from_secs(10), write_fleet(&api, &name, &identity, &json)).await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(FleetWrite::NotHolder)) => {
+                            tracing::info!(lease = %format!("{ns}/{name}"), "the Lease no longer names this replica: the fleet state is not written");
+                            break;
+                        }
+                        Ok(Err(FleetWrite::Failed(e))) => {
                             tracing::warn!(lease = %format!("{ns}/{name}"), error = %e, "cannot keep the fleet state (patch leases); trying again");
                             tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
+                        Err(_) => {
+                            tracing::warn!(lease = %format!("{ns}/{name}"), "writing the fleet state timed out; trying again");
                         }
                     }
                 }
@@ -1182,4 +1190,41 @@ async fn configmap_event(recorder: &kube::runtime::events::Recorder, ns: &str, n
     if let Err(e) = recorder.publish(&ev, &reference).await {
         tracing::warn!(%reason, error = %e, "cannot publish an Event");
     }
+}
+
+enum FleetWrite {
+    NotHolder,
+    Failed(kube::Error),
+}
+
+/// The fleet state into the Lease's annotations, if the Lease names `identity`: a JSON
+/// patch with a `test` of the holder. A Lease without annotations yet gets its map in a
+/// second patch that also tests the resourceVersion read, so no one else's is replaced.
+async fn write_fleet(api: &Api<Lease>, name: &str, identity: &str, json: &str) -> Result<(), FleetWrite> {
+    let patch = |ops: serde_json::Value| serde_json::from_value::<json_patch::Patch>(ops).map(Patch::<()>::Json);
+    let holder = serde_json::json!({"op": "test", "path": "/spec/holderIdentity", "value": identity});
+    let key = format!("/metadata/annotations/{}", FLEET_ANNOTATION.replace('~', "~0").replace('/', "~1"));
+    let first = patch(serde_json::json!([holder, {"op": "add", "path": key, "value": json}]))
+        .map_err(|e| FleetWrite::Failed(kube::Error::SerdeError(e)))?;
+    match api.patch(name, &PatchParams::default(), &first).await {
+        Ok(_) => return Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 422 => {}
+        Err(e) => return Err(FleetWrite::Failed(e)),
+    }
+    // Refused: not the holder any more, or no annotations to add the key to.
+    let lease = api.get_opt(name).await.map_err(FleetWrite::Failed)?.ok_or(FleetWrite::NotHolder)?;
+    if lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) != Some(identity) {
+        return Err(FleetWrite::NotHolder);
+    }
+    if lease.metadata.annotations.is_some() {
+        return Err(FleetWrite::Failed(kube::Error::Service("the Lease changed while the fleet state was written".into())));
+    }
+    let rv = lease.metadata.resource_version.unwrap_or_default();
+    let second = patch(serde_json::json!([
+        holder,
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+        {"op": "add", "path": "/metadata/annotations", "value": {FLEET_ANNOTATION: json}},
+    ]))
+    .map_err(|e| FleetWrite::Failed(kube::Error::SerdeError(e)))?;
+    api.patch(name, &PatchParams::default(), &second).await.map(|_| ()).map_err(FleetWrite::Failed)
 }

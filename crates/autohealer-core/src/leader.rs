@@ -72,6 +72,11 @@ pub struct LeaseElector {
     state: watch::Sender<bool>,
     /// Our hold, while we have one.
     held: Mutex<Option<Hold>>,
+    /// The end of leadership, for the watchdog that says so on time even while a renewal
+    /// is still waiting for its answer.
+    deadline: watch::Sender<Option<Instant>>,
+    /// Renewals sent and not answered (`renewTime`, when sent), newest last.
+    unanswered: Mutex<Vec<(String, Instant)>>,
     stop: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -86,6 +91,7 @@ struct Hold {
 }
 
 /// Why a write of the Lease did not take.
+#[derive(Debug)]
 enum WriteError {
     /// Someone else holds it, or it changed since we looked (409, 422), or it is gone.
     Lost(String),
@@ -99,6 +105,10 @@ fn classify(call: &str, e: kube::Error) -> WriteError {
         _ => WriteError::Transient(format!("{call}: {e}")),
     }
 }
+
+/// How long a standby waits to try again after a take was refused, should the watch not
+/// show what changed.
+const REFUSED_RETRY: Duration = Duration::from_secs(2);
 
 /// `metav1.MicroTime` as the apiserver writes it: the leader's next test compares it.
 fn micro_time(t: Timestamp) -> String {
@@ -124,18 +134,22 @@ impl Observed {
         self.lease = lease;
     }
 
-    /// When the holder's hold ends by our clock; `None` when nobody holds the Lease.
-    fn expires(&self) -> Option<Instant> {
+    /// When the holder's hold ends by our clock (`otherwise` when the Lease says no
+    /// duration); `None` when nobody holds the Lease.
+    fn expires(&self, otherwise: Duration) -> Option<Instant> {
         let spec = self.lease.as_ref()?.spec.as_ref()?;
         let (holder, _, seen) = self.changed.as_ref()?;
         holder.as_ref()?;
-        let secs = spec.lease_duration_seconds.unwrap_or(15).max(1);
-        Some(*seen + Duration::from_secs(u64::try_from(secs).unwrap_or(15)))
+        let duration = spec.lease_duration_seconds.and_then(|s| u64::try_from(s.max(1)).ok()).map_or(otherwise, Duration::from_secs);
+        Some(*seen + duration)
     }
 }
 
 impl LeaseElector {
-    pub async fn start(client: kube::Client, settings: LeaseSettings) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(client: kube::Client, mut settings: LeaseSettings) -> anyhow::Result<Arc<Self>> {
+        // The Lease holds whole seconds: the local deadline counts the same, or a standby
+        // could take over while this replica still believes it leads.
+        settings.duration = Duration::from_secs(settings.duration.as_secs().max(1));
         if settings.grace.is_zero() || settings.grace >= settings.duration {
             anyhow::bail!(
                 "leader-election: renew-grace ({:?}) must be above zero and below lease-duration ({:?})",
@@ -147,10 +161,13 @@ impl LeaseElector {
             settings,
             state: watch::channel(false).0,
             held: Mutex::new(None),
+            deadline: watch::channel(None).0,
+            unanswered: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
             task: Mutex::new(None),
         });
         let leases: Api<Lease> = Api::namespaced(client, &me.settings.namespace);
+        tokio::spawn(me.clone().watchdog());
         let task = tokio::spawn(me.clone().run(leases));
         *me.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(me)
@@ -162,7 +179,23 @@ impl LeaseElector {
 
     fn set_hold(&self, hold: Option<Hold>) {
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = hold;
+        self.deadline.send_replace(self.deadline());
         self.publish();
+    }
+
+    /// Says "no longer leading" at the deadline itself, whatever the elector is waiting on.
+    async fn watchdog(self: Arc<Self>) {
+        let mut deadline = self.deadline.subscribe();
+        loop {
+            let at = *deadline.borrow_and_update();
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                changed = deadline.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep_until(at.unwrap_or_else(Instant::now).into()), if at.is_some_and(|a| Instant::now() < a) => {
+                    self.publish();
+                }
+            }
+        }
     }
 
     /// Leadership ends here: the last renewal sent plus the duration, less the margin.
@@ -226,8 +259,18 @@ impl LeaseElector {
         match renewed {
             Ok(Ok(next)) => self.set_hold(Some(next)),
             Ok(Err(WriteError::Lost(why))) => {
-                tracing::warn!(lease = %self.settings.name, why, "lost the leader Lease");
-                self.set_hold(None);
+                // An earlier renewal whose answer never came may have landed: then the
+                // Lease still names us with that renewal, and the hold goes on from it.
+                match self.landed(leases).await {
+                    Some(adopted) => {
+                        tracing::info!(lease = %self.settings.name, "a renewal whose answer was lost had landed; still leading");
+                        self.set_hold(Some(adopted));
+                    }
+                    None => {
+                        tracing::warn!(lease = %self.settings.name, why, "lost the leader Lease");
+                        self.set_hold(None);
+                    }
+                }
             }
             Ok(Err(WriteError::Transient(why))) => {
                 tracing::warn!(lease = %self.settings.name, why, "cannot renew the leader Lease; trying again");
@@ -244,17 +287,41 @@ impl LeaseElector {
         }
     }
 
+    /// After a refused renewal: whether one of the renewals sent since the last answered
+    /// one landed after all (a timeout or a 5xx after the write committed). One read.
+    async fn landed(&self, leases: &Api<Lease>) -> Option<Hold> {
+        let sent: Vec<(String, Instant)> = std::mem::take(&mut *self.unanswered.lock().unwrap_or_else(|p| p.into_inner()));
+        if sent.is_empty() {
+            return None;
+        }
+        let lease = tokio::time::timeout(Duration::from_secs(2), leases.get_opt(&self.settings.name)).await.ok()?.ok()??;
+        let spec = lease.spec.as_ref()?;
+        if spec.holder_identity.as_deref() != Some(self.settings.identity.as_str()) {
+            return None;
+        }
+        let stored = written_renew_time(&lease)?;
+        sent.into_iter().find(|(t, _)| *t == stored).map(|(renew_time, sent)| Hold { renew_time, sent })
+    }
+
     /// One request: the renewal, if the Lease still names us with our last renewal.
     async fn renew(&self, leases: &Api<Lease>, hold: &Hold) -> Result<Hold, WriteError> {
         let sent = Instant::now();
         let now = micro_time(Timestamp::now());
+        self.unanswered.lock().unwrap_or_else(|p| p.into_inner()).push((now.clone(), sent));
         let ops = json!([
             {"op": "test", "path": "/spec/holderIdentity", "value": self.settings.identity},
             {"op": "test", "path": "/spec/renewTime", "value": hold.renew_time},
             {"op": "add", "path": "/spec/renewTime", "value": now},
             {"op": "add", "path": "/spec/leaseDurationSeconds", "value": self.duration_secs()},
         ]);
-        let lease = self.json_patch(leases, ops, "patch leases (renew)").await?;
+        let result = self.json_patch(leases, ops, "patch leases (renew)").await;
+        // Answered either way: only a renewal whose answer never came (a transient error
+        // or a timeout, which drops this future before here) stays a candidate.
+        if !matches!(result, Err(WriteError::Transient(_))) {
+            self.unanswered.lock().unwrap_or_else(|p| p.into_inner()).retain(|(t, _)| *t != now);
+        }
+        let lease = result?;
+        self.unanswered.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(Hold { renew_time: written_renew_time(&lease).unwrap_or(now), sent })
     }
 
@@ -288,15 +355,23 @@ impl LeaseElector {
         let mut synced = false;
         let mut listed: Option<Lease> = None;
         let mut failures = 0u32;
-        // The version of the Lease a take was refused for (or `None` for its absence): the
-        // next try waits for the watch to show what changed.
-        let mut refused: Option<Option<String>> = None;
+        // The version of the Lease a take was refused for (or `None` for its absence), and
+        // when: the next try waits for the watch to show what changed, or a few seconds
+        // should the watch have gone quiet.
+        let mut refused: Option<(Option<String>, Instant)> = None;
         loop {
             let version = observed.lease.as_ref().and_then(|l| l.metadata.resource_version.clone());
-            if synced && refused.as_ref() != Some(&version) {
-                let free = observed.lease.is_none() || observed.expires().is_none_or(|at| Instant::now() >= at);
+            let retry_at = refused.as_ref().filter(|(v, _)| *v == version).map(|(_, at)| *at + REFUSED_RETRY);
+            if synced && retry_at.is_none_or(|at| Instant::now() >= at) {
+                let free = observed.lease.is_none() || observed.expires(self.settings.duration).is_none_or(|at| Instant::now() >= at);
                 if free {
-                    match self.acquire(leases, observed.lease.as_ref()).await {
+                    let taken = tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        t = tokio::time::timeout(Duration::from_secs(10), self.acquire(leases, observed.lease.as_ref())) => {
+                            t.unwrap_or_else(|_| Err(WriteError::Transient("taking the Lease timed out".into())))
+                        }
+                    };
+                    match taken {
                         Ok(hold) => {
                             tracing::info!(lease = %self.settings.name, identity = %self.settings.identity, "took the leader Lease");
                             self.set_hold(Some(hold));
@@ -304,7 +379,7 @@ impl LeaseElector {
                         }
                         Err(WriteError::Lost(why)) => {
                             tracing::debug!(why, "another replica took the leader Lease first");
-                            refused = Some(version);
+                            refused = Some((version, Instant::now()));
                         }
                         Err(WriteError::Transient(why)) => {
                             tracing::warn!(lease = %self.settings.name, why, "cannot take the leader Lease; trying again");
@@ -316,7 +391,10 @@ impl LeaseElector {
                     }
                 }
             }
-            let wake = observed.expires().filter(|_| synced);
+            let wake = match retry_at.filter(|at| Instant::now() < *at) {
+                Some(at) => Some(at),
+                None => observed.expires(self.settings.duration).filter(|at| synced && Instant::now() < *at),
+            };
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)).into()), if wake.is_some() => {}
@@ -365,7 +443,11 @@ impl LeaseElector {
                     "spec": spec,
                 }))
                 .map_err(|e| WriteError::Transient(format!("create leases: {e}")))?;
-                leases.create(&PostParams::default(), &body).await.map_err(|e| classify("create leases", e))?
+                // A missing namespace (404) is not another replica's win: said, and tried again.
+                leases.create(&PostParams::default(), &body).await.map_err(|e| match classify("create leases", e) {
+                    WriteError::Lost(why) if !why.contains(": 409 ") => WriteError::Transient(why),
+                    other => other,
+                })?
             }
             Some(l) => {
                 let rv = l.metadata.resource_version.clone().unwrap_or_default();
@@ -405,6 +487,56 @@ impl LeaderElector for LeaseElector {
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = task {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: Option<&str>, renew: &str, rv: &str) -> Lease {
+        serde_json::from_value(json!({
+            "metadata": {"name": "autohealer", "namespace": "kube-system", "resourceVersion": rv},
+            "spec": {"holderIdentity": holder, "renewTime": renew, "leaseDurationSeconds": 15},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_renewal_time_is_written_as_the_apiserver_stores_it() {
+        let t: Timestamp = "2026-12-02T05:00:00Z".parse().unwrap();
+        assert_eq!(micro_time(t), "2026-12-02T05:00:00.000000Z", "six digits even at a whole second");
+        let t: Timestamp = "2026-12-02T05:00:00.1234567Z".parse().unwrap();
+        assert_eq!(micro_time(t), "2026-12-02T05:00:00.123456Z", "cut to microseconds");
+    }
+
+    #[test]
+    fn a_standby_judges_expiry_by_when_it_saw_the_holder_renew() {
+        let mut o = Observed::default();
+        o.saw(Some(lease(Some("a"), "2026-12-02T05:00:00.000000Z", "1")));
+        let first = o.expires(Duration::from_secs(30)).unwrap();
+        assert!(first > Instant::now() + Duration::from_secs(14), "the Lease's own 15 s, from when it was seen");
+        // Another write that is not a renewal (the fleet state) does not extend the hold.
+        o.saw(Some(lease(Some("a"), "2026-12-02T05:00:00.000000Z", "2")));
+        assert_eq!(o.expires(Duration::from_secs(30)), Some(first));
+        // A renewal does.
+        std::thread::sleep(Duration::from_millis(5));
+        o.saw(Some(lease(Some("a"), "2026-12-02T05:00:10.000000Z", "3")));
+        assert!(o.expires(Duration::from_secs(30)).unwrap() > first);
+        // Released: nobody holds it, it is free at once.
+        o.saw(Some(lease(None, "2026-12-02T05:00:10.000000Z", "4")));
+        assert_eq!(o.expires(Duration::from_secs(30)), None);
+    }
+
+    #[test]
+    fn a_refused_write_is_lost_and_an_unanswered_one_is_transient() {
+        let api = |code| kube::Error::Api(Box::new(kube::core::Status { code, message: "m".into(), ..Default::default() }));
+        for code in [404, 409, 422] {
+            assert!(matches!(classify("patch leases", api(code)), WriteError::Lost(_)), "{code}");
+        }
+        for code in [429, 500, 504] {
+            assert!(matches!(classify("patch leases", api(code)), WriteError::Transient(_)), "{code}");
         }
     }
 }

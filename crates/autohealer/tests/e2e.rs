@@ -302,6 +302,11 @@ async fn two_replicas_one_acts_and_the_standby_takes_over_when_it_dies() {
     assert_eq!(e.sim.calls_for(&first, Action::Reboot), 1, "two replicas, one reboot");
     let writers = record_writers(&recorder.versions());
     assert!(!writers.is_empty() && writers.iter().all(|w| w == "replica-a"), "only the leader writes: {writers:?}");
+    until_async("the leader keeps the repair's start in the fleet state on its Lease", || async {
+        let l = leases.get_opt(&lease).await.ok().flatten();
+        l.and_then(|l| l.metadata.annotations).and_then(|a| a.get("autohealer.dev/fleet").cloned()).is_some_and(|f| f.len() > 2)
+    })
+    .await;
 
     a.kill();
     until_async("replica-b takes over the Lease", || async { holder().await.as_deref() == Some("replica-b") }).await;
