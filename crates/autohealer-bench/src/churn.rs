@@ -20,6 +20,39 @@ pub struct Rates {
     pub lease_period: Duration,
 }
 
+/// The kubelets' churn as the command line sets it, for every mode that runs it.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct ChurnArgs {
+    /// How often each kubelet rewrites its Node's status (0s: no node churn).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub node_status_period: Duration,
+    /// How often each kubelet renews its Lease (0s: no lease churn).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_period: Duration,
+    /// The change history the fake apiserver keeps for watches, in seconds of churn (a
+    /// healer whose initial list takes longer than this gets 410 Gone and lists again).
+    #[arg(long, default_value_t = 60)]
+    pub history_seconds: u64,
+}
+
+impl ChurnArgs {
+    pub fn rates(&self) -> Rates {
+        Rates { node_period: self.node_status_period, lease_period: self.lease_period }
+    }
+
+    /// Whether the kubelets write anything at all.
+    pub fn any(&self) -> bool {
+        !self.node_status_period.is_zero() || !self.lease_period.is_zero()
+    }
+
+    /// The fake apiserver's watch history for `n` nodes: `history-seconds` of changes.
+    pub fn history_window(&self, n: usize) -> usize {
+        let per_s = |p: Duration| if p.is_zero() { 0.0 } else { n as f64 / p.as_secs_f64() };
+        let changes_per_s = per_s(self.node_status_period) + per_s(self.lease_period);
+        ((changes_per_s * self.history_seconds as f64) as usize).max(20_000)
+    }
+}
+
 #[derive(Default)]
 pub struct Counters {
     pub nodes: AtomicU64,

@@ -2,7 +2,7 @@
 //! holds (memory), how fast it is built, what the churn costs it, and how long it takes
 //! to serve a full LIST of the Nodes in pages (as a reflector asks for them) and in one.
 
-use crate::churn::{Churn, Rates};
+use crate::churn::Churn;
 use crate::procfs;
 use crate::world::World;
 use std::sync::Arc;
@@ -17,12 +17,8 @@ pub struct FakeArgs {
     seconds: u64,
     #[arg(long, default_value_t = 40)]
     images: usize,
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    node_status_period: Duration,
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    lease_period: Duration,
-    #[arg(long, default_value_t = 60)]
-    history_seconds: u64,
+    #[command(flatten)]
+    churn: crate::churn::ChurnArgs,
     /// Instead of measuring: build the cluster at the first size, write `kubeconfig`
     /// and a healer `config.yaml` (`heartbeat.yaml` with the Heartbeat check; admin on
     /// 127.0.0.1:9102) into this directory and keep it up, churning, for `--seconds`:
@@ -51,9 +47,8 @@ fn continue_token(body: &[u8]) -> Option<String> {
 pub async fn run(a: FakeArgs) -> anyhow::Result<()> {
     if let Some(dir) = &a.serve {
         let n = *a.nodes.first().unwrap_or(&5000);
-        let rates = Rates { node_period: a.node_status_period, lease_period: a.lease_period };
-        let per_s = n as f64 / rates.node_period.as_secs_f64() + n as f64 / rates.lease_period.as_secs_f64();
-        let w = Arc::new(World::start(n, a.images, "serve", ((per_s * a.history_seconds as f64) as usize).max(20_000), true).await?);
+        let rates = a.churn.rates();
+        let w = Arc::new(World::start(n, a.images, "serve", a.churn.history_window(n), true).await?);
         std::fs::create_dir_all(dir)?;
         w.api.write_kubeconfig(&dir.join("kubeconfig"))?;
         std::fs::write(dir.join("config.yaml"), crate::healer_config(&w, 9102, Duration::from_secs(15), false))?;
@@ -68,10 +63,9 @@ pub async fn run(a: FakeArgs) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for n in a.nodes {
-        let rates = Rates { node_period: a.node_status_period, lease_period: a.lease_period };
-        let per_s = n as f64 / rates.node_period.as_secs_f64() + n as f64 / rates.lease_period.as_secs_f64();
+        let rates = a.churn.rates();
         let t = Instant::now();
-        let w = Arc::new(World::start(n, a.images, "fake", ((per_s * a.history_seconds as f64) as usize).max(20_000), false).await?);
+        let w = Arc::new(World::start(n, a.images, "fake", a.churn.history_window(n), false).await?);
         let build = t.elapsed().as_secs_f64();
         let me = std::process::id();
         let rss_built = procfs::status_kib(me, "VmRSS:").unwrap_or(0) as f64 / 1024.0;

@@ -71,16 +71,8 @@ struct Args {
     /// reference-model.
     #[arg(long, value_delimiter = ',', default_value = "autohealer,autohealer-heartbeat,reference-model")]
     sides: Vec<String>,
-    /// How often each kubelet rewrites its Node's status (0s: no node churn).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    node_status_period: Duration,
-    /// How often each kubelet renews its Lease (0s: no lease churn).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    lease_period: Duration,
-    /// The change history the fake apiserver keeps for watches, in seconds of churn (a
-    /// healer whose initial list takes longer than this gets 410 Gone and lists again).
-    #[arg(long, default_value_t = 60)]
-    history_seconds: u64,
+    #[command(flatten)]
+    churn: churn::ChurnArgs,
     /// Also write every row as JSON here (the plot reads it).
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -245,14 +237,11 @@ fn touch(w: &World, i: usize, k: usize) -> anyhow::Result<()> {
 async fn measure(side: &Side, n: usize, args: &Args) -> anyhow::Result<report::Row> {
     let mut row = report::Row { side: side.name().into(), n, ..Default::default() };
     let setup = Instant::now();
-    let rates = churn::Rates { node_period: args.node_status_period, lease_period: args.lease_period };
-    let per_s = |p: Duration| if p.is_zero() { 0.0 } else { n as f64 / p.as_secs_f64() };
-    let changes_per_s = per_s(rates.node_period) + per_s(rates.lease_period);
-    let window = ((changes_per_s * args.history_seconds as f64) as usize).max(20_000);
-    let w = Arc::new(World::start(n, args.images, side.tag(), window, true).await?);
+    let rates = args.churn.rates();
+    let w = Arc::new(World::start(n, args.images, side.tag(), args.churn.history_window(n), true).await?);
     row.setup_s = setup.elapsed().as_secs_f64();
     row.fake_rss_mib = procfs::status_kib(std::process::id(), "VmRSS:").unwrap_or(0) as f64 / 1024.0;
-    let churn = (changes_per_s > 0.0).then(|| churn::Churn::start(w.clone(), rates));
+    let churn = args.churn.any().then(|| churn::Churn::start(w.clone(), rates));
     let me = std::process::id();
 
     let started = Instant::now();

@@ -126,8 +126,9 @@ async fn measure(args: &MassArgs, slow_start: bool) -> anyhow::Result<Row> {
     std::fs::write(&kubeconfig, cluster.fake.as_ref().map(|f| f.kubeconfig_for("healer")).unwrap_or(cluster.kubeconfig.clone()))?;
     let config = dir.join("config.yaml");
     let s = args.scale;
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let text = format!(
-        "cluster-name: c-{prefix}\ncloud-provider: openstack\nleader-elect: false\nadmin:\n  listen: 127.0.0.1:0\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\n\
+        "cluster-name: c-{prefix}\ncloud-provider: openstack\nleader-elect: false\nadmin:\n  listen: 127.0.0.1:{admin}\nmonitor-interval: 1s\ncheck-delay-after-add: 0s\n\
          recovery-stable-window: {stable}\nrebuild-delay-after-reboot: {rebuild}\nnode-selector: {SIM_LABEL}={prefix}\n\
          pause-configmap: kube-system/autohealer-{prefix}\nmax-unhealthy:\n  worker: 100%\n  zone: 100%\nconcurrency:\n  worker: {c}\n\
          slow-start:\n  enabled: {slow_start}\nhealthcheck:\n  worker:\n    - type: NodeCondition\n      params:\n        unhealthy-duration: {unhealthy}\n\
@@ -160,8 +161,8 @@ async fn measure(args: &MassArgs, slow_start: bool) -> anyhow::Result<Row> {
     workers.sort();
     // Workers spread over the zones, as a mass failure would hit them.
     let failing: Vec<String> = workers.iter().take(args.failing).cloned().collect();
-    // Let the healer start and read the nodes; the faults then all begin together.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The healer has read every node (its /readyz); the faults then all begin together.
+    crate::wait_ready(admin, Duration::from_secs(60)).await.with_context(|| format!("healer log in {}", dir.display()))?;
     let start = Instant::now();
     for n in &failing {
         sim.inject(n, Fault::NotReady("KernelDeadlock".into()), Cure::Reboot);

@@ -99,9 +99,14 @@ enum WriteError {
     Transient(String),
 }
 
-fn classify(call: &str, e: kube::Error) -> WriteError {
+/// A patch is refused for good when the Lease is gone (404), changed (409) or no longer
+/// passes its tests (422).
+const PATCH_LOST: &[u16] = &[404, 409, 422];
+
+/// `lost`: the statuses that mean another replica won, for this call.
+fn classify(call: &str, e: kube::Error, lost: &[u16]) -> WriteError {
     match &e {
-        kube::Error::Api(s) if [404, 409, 422].contains(&s.code) => WriteError::Lost(format!("{call}: {} {}", s.code, s.message)),
+        kube::Error::Api(s) if lost.contains(&s.code) => WriteError::Lost(format!("{call}: {} {}", s.code, s.message)),
         _ => WriteError::Transient(format!("{call}: {e}")),
     }
 }
@@ -343,7 +348,10 @@ impl LeaseElector {
 
     async fn json_patch(&self, leases: &Api<Lease>, ops: Value, call: &str) -> Result<Lease, WriteError> {
         let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| WriteError::Transient(format!("{call}: {e}")))?;
-        leases.patch(&self.settings.name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map_err(|e| classify(call, e))
+        leases
+            .patch(&self.settings.name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .map_err(|e| classify(call, e, PATCH_LOST))
     }
 
     /// Watches the Lease until it is free (absent, released or expired by our clock),
@@ -443,11 +451,9 @@ impl LeaseElector {
                     "spec": spec,
                 }))
                 .map_err(|e| WriteError::Transient(format!("create leases: {e}")))?;
-                // A missing namespace (404) is not another replica's win: said, and tried again.
-                leases.create(&PostParams::default(), &body).await.map_err(|e| match classify("create leases", e) {
-                    WriteError::Lost(why) if !why.contains(": 409 ") => WriteError::Transient(why),
-                    other => other,
-                })?
+                // Only AlreadyExists is another replica's win; a missing namespace (404) is
+                // said, and tried again.
+                leases.create(&PostParams::default(), &body).await.map_err(|e| classify("create leases", e, &[409]))?
             }
             Some(l) => {
                 let rv = l.metadata.resource_version.clone().unwrap_or_default();
@@ -533,10 +539,13 @@ mod tests {
     fn a_refused_write_is_lost_and_an_unanswered_one_is_transient() {
         let api = |code| kube::Error::Api(Box::new(kube::core::Status { code, message: "m".into(), ..Default::default() }));
         for code in [404, 409, 422] {
-            assert!(matches!(classify("patch leases", api(code)), WriteError::Lost(_)), "{code}");
+            assert!(matches!(classify("patch leases", api(code), PATCH_LOST), WriteError::Lost(_)), "{code}");
         }
         for code in [429, 500, 504] {
-            assert!(matches!(classify("patch leases", api(code)), WriteError::Transient(_)), "{code}");
+            assert!(matches!(classify("patch leases", api(code), PATCH_LOST), WriteError::Transient(_)), "{code}");
         }
+        // A create refused for a missing namespace is not another replica's win.
+        assert!(matches!(classify("create leases", api(404), &[409]), WriteError::Transient(_)));
+        assert!(matches!(classify("create leases", api(409), &[409]), WriteError::Lost(_)));
     }
 }
