@@ -28,6 +28,8 @@ const MAGNUM_BUSY: i64 = 120;
 /// How long a machine the healer stopped may stay stopped before the run fails,
 /// unless an Event says why (the stall and restore delays add up to well under it).
 const STOPPED_BOUND: i64 = 4 * 3600;
+/// The shortest `rebuild-delay-after-reboot` a config reload sets.
+const MIN_REBUILD_DELAY: u64 = 120;
 /// The most two replicas' clocks differ.
 const MAX_SKEW: i64 = 10;
 
@@ -503,7 +505,7 @@ impl World {
             80..=82 => {
                 // A config reload: new delays, and the leader forgets what it announced
                 // (check indices may have moved), as the healer does.
-                self.policy.rebuild_delay_after_reboot = Duration::from_secs(self.rng.random_range(120..600));
+                self.policy.rebuild_delay_after_reboot = Duration::from_secs(self.rng.random_range(MIN_REBUILD_DELAY..600));
                 self.policy.limits.retry_delay = Duration::from_secs(self.rng.random_range(60..900));
                 for rep in &mut self.replicas {
                     rep.memory = Memory::default();
@@ -1261,12 +1263,12 @@ impl World {
         }
         for role in [Role::Master, Role::Worker] {
             let max = if role == Role::Master { self.policy.limits.master_concurrency } else { self.policy.limits.worker_concurrency };
-            // A worker whose step is over (its next step held by a gate, or its time up:
+            // A worker whose step is over (its next step held by a gate, or its time up by
             // the shortest rebuild delay a reload sets) is not under way, unless its
             // machine is out of service or a task works on it.
             let waits = |n: &SimNode, r: &RepairRecord| {
                 let over = match r.action {
-                    Action::Reboot => secs(r.started, 120),
+                    Action::Reboot => secs(r.started, MIN_REBUILD_DELAY as i64),
                     Action::Replace => planner::add(r.started, self.policy.replace_timeout),
                 } <= self.now;
                 (over || self.held.contains(&n.uid)) && !r.out_of_service && !self.tasks.iter().any(|t| t.uid == n.uid)
