@@ -70,8 +70,11 @@ impl Effect {
 
 /// What one node's announcements are about: the failure (its incident) and what was
 /// said of it. A new failure is a new incident, so it is announced again.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Said {
+    /// Whom it is about, to close its incident once it is no longer planned one by one.
+    name: String,
+    role: Role,
     incident: String,
     keys: BTreeSet<String>,
     /// An incident opened by a detection, to close when the node heals without a repair.
@@ -80,8 +83,14 @@ struct Said {
     alerts: BTreeSet<(String, Timestamp)>,
 }
 
+impl Said {
+    fn of(s: &NodeState) -> Self {
+        Said { name: s.name.clone(), role: s.role, incident: String::new(), keys: BTreeSet::new(), open: None, alerts: BTreeSet::new() }
+    }
+}
+
 /// What the leader remembers between evaluations of what it said; bounded by the
-/// node count (a node gone is forgotten).
+/// count of nodes planned one by one (a node gone, or plain and healthy, is forgotten).
 #[derive(Debug, Default, Clone)]
 pub struct Memory {
     said: HashMap<String, Said>,
@@ -105,6 +114,9 @@ pub struct Context<'a> {
     pub in_flight: &'a HashSet<String>,
     /// The provider's refusal of a node (`check_node`), asked without I/O.
     pub impossible: &'a dyn Fn(&NodeState) -> Option<String>,
+    /// Whether the node (name, uid) is still there, though not planned one by one: it
+    /// is plain, so healthy (see [`crate::planner::plain`]).
+    pub present: &'a dyn Fn(&str, &str) -> bool,
     pub now: Timestamp,
 }
 
@@ -112,20 +124,51 @@ fn tell(kind: Kind, severity: Severity, s: &NodeState, incident: String, summary
     Effect::Notify(Notification { kind, severity, node: Some(s.name.clone()), role: Some(s.role), summary, incident, dry_run, at })
 }
 
+/// A node reported broken and held back is healthy again: the incident its detection
+/// opened is closed under that incident's key (a pager resolves what it was triggered
+/// with).
+fn recovered(said: &Said, severity: Severity, dry_run: bool, at: Timestamp) -> Effect {
+    Effect::Notify(Notification {
+        kind: Kind::Recovered,
+        severity,
+        node: Some(said.name.clone()),
+        role: Some(said.role),
+        summary: format!("Node {} is healthy again", said.name),
+        incident: said.incident.clone(),
+        dry_run,
+        at,
+    })
+}
+
 /// The effects of one evaluation, in order. `states[i]` is `plan.nodes[i]`'s node.
 pub fn effects(plan: &Plan, states: &[NodeState], memory: &mut Memory, cx: &Context) -> Vec<Effect> {
     let now = cx.now;
     let dry_run = cx.policy.dry_run;
     let mut out = Vec::new();
-    let present: HashSet<&str> = states.iter().map(|s| s.uid.as_str()).collect();
-    memory.said.retain(|uid, _| present.contains(uid.as_str()));
+    // Nodes remembered and no longer planned one by one: healthy, or gone.
+    let planned: HashSet<&str> = states.iter().map(|s| s.uid.as_str()).collect();
+    let mut left: Vec<String> = memory.said.keys().filter(|uid| !planned.contains(uid.as_str())).cloned().collect();
+    left.sort();
+    for uid in left {
+        if let Some(said) = memory.said.remove(&uid)
+            && let Some(sev) = said.open
+            && (cx.present)(&said.name, &uid)
+        {
+            out.push(recovered(&said, sev, dry_run, now));
+        }
+    }
     for (np, state) in plan.nodes.iter().zip(states) {
         alerts(state, memory, dry_run, now, &mut out);
         if cx.in_flight.contains(&state.uid) {
             continue;
         }
         let incident = notice::incident_of(state, now);
-        let said = memory.said.entry(state.uid.clone()).or_default();
+        let said = memory.said.entry(state.uid.clone()).or_insert_with(|| Said::of(state));
+        if matches!(np.decision, Decision::Healthy | Decision::NotMonitored)
+            && let Some(sev) = said.open.take()
+        {
+            out.push(recovered(said, sev, dry_run, now));
+        }
         if said.incident != incident && !matches!(np.decision, Decision::InProgress { .. } | Decision::Continue { .. }) {
             said.incident = incident.clone();
             said.keys.clear();
@@ -133,17 +176,9 @@ pub fn effects(plan: &Plan, states: &[NodeState], memory: &mut Memory, cx: &Cont
         if !matches!(np.decision, Decision::Held { .. } | Decision::Repair { .. }) {
             said.keys.clear();
         }
-        if let Some(sev) = said.open {
-            match &np.decision {
-                Decision::Healthy | Decision::NotMonitored => {
-                    said.open = None;
-                    let summary = format!("Node {} is healthy again", np.name);
-                    out.push(tell(Kind::Recovered, sev, state, said.incident.clone(), summary, dry_run, now));
-                }
-                // A repair under way closes the incident when it succeeds.
-                Decision::InProgress { .. } | Decision::Repair { .. } if !dry_run => said.open = None,
-                _ => {}
-            }
+        // A repair under way closes the incident when it succeeds.
+        if said.open.is_some() && matches!(np.decision, Decision::InProgress { .. } | Decision::Repair { .. }) && !dry_run {
+            said.open = None;
         }
         let impossible = match &np.decision {
             Decision::Repair { action, .. } => {
@@ -239,7 +274,13 @@ pub fn effects(plan: &Plan, states: &[NodeState], memory: &mut Memory, cx: &Cont
 /// Notify-only checks: an Event and a notification once per node, check and problem
 /// when it has lasted its unhealthy-duration; never a repair.
 fn alerts(state: &NodeState, memory: &mut Memory, dry_run: bool, now: Timestamp, out: &mut Vec<Effect>) {
-    let said = memory.said.entry(state.uid.clone()).or_default();
+    if state.alerts.is_empty() {
+        if let Some(said) = memory.said.get_mut(&state.uid) {
+            said.alerts.clear();
+        }
+        return;
+    }
+    let said = memory.said.entry(state.uid.clone()).or_insert_with(|| Said::of(state));
     let current: BTreeSet<(String, Timestamp)> =
         state.alerts.iter().filter(|f| f.actionable_at() <= now).map(|f| (f.check.clone(), f.since)).collect();
     for f in state.alerts.iter().filter(|f| f.actionable_at() <= now) {
@@ -326,7 +367,7 @@ pub fn probe_time_write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::planner::{Finding, Input, Pause, plan};
+    use crate::planner::{Finding, Input, Pause, Rest, plan};
     use autohealer_cloud::RepairGate;
     use std::collections::BTreeMap;
     use std::time::Duration;
@@ -378,6 +419,7 @@ mod tests {
         let supported = [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect();
         let p = plan(&Input {
             nodes: states,
+            rest: &Rest::default(),
             leader: true,
             pause: Pause::Running,
             gate: &RepairGate::Allowed,
@@ -392,7 +434,7 @@ mod tests {
             now: t(now),
         });
         let impossible = |_: &NodeState| refuse.then(|| "node w1 maps to no server".to_string());
-        effects(&p, states, memory, &Context { policy, in_flight: busy, impossible: &impossible, now: t(now) })
+        effects(&p, states, memory, &Context { policy, in_flight: busy, impossible: &impossible, present: &|_, _| true, now: t(now) })
     }
 
     fn events(e: &[Effect]) -> Vec<(Reason, &str)> {
@@ -402,6 +444,35 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A node reported broken and held back is healthy again: the notification closes
+    /// the incident its detection opened (a pager resolves what it was triggered with),
+    /// whether the node is still planned one by one or now counted apart as plain; one
+    /// counted apart is forgotten.
+    #[test]
+    fn a_held_node_healthy_again_closes_the_incident_it_opened() {
+        let policy = Policy::default();
+        let notes = |e: &[Effect], kind: Kind| -> Vec<String> {
+            e.iter()
+                .filter_map(|e| match e {
+                    Effect::Notify(n) if n.kind == kind => Some(n.incident.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        for planned in [true, false] {
+            let mut memory = Memory::default();
+            let n = NodeState { skip: true, ..broken("w1", "01:00:00", "Lease not renewed") };
+            let opened = notes(&evaluate(std::slice::from_ref(&n), &policy, &mut memory, "01:02:00", false), Kind::Detected);
+            assert_eq!(opened.len(), 1);
+            let healthy = NodeState { findings: vec![], healthy_since: Some(t("01:03:00")), skip: false, ..n };
+            let states = if planned { vec![healthy] } else { vec![] };
+            let closed = notes(&evaluate(&states, &policy, &mut memory, "01:05:00", false), Kind::Recovered);
+            assert_eq!(closed, opened, "planned one by one: {planned}");
+            assert_eq!(memory.len(), usize::from(planned));
+            assert!(notes(&evaluate(&states, &policy, &mut memory, "01:06:00", false), Kind::Recovered).is_empty());
+        }
     }
 
     // Defect 8: a reason whose text changes every second (a Heartbeat age) is still one

@@ -27,7 +27,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +63,9 @@ pub struct HealerSettings {
 type Delegations = BTreeMap<(Role, Action), String>;
 
 pub const PAUSED_ANNOTATION: &str = "autohealer.dev/paused";
+
+/// How often everything observed is looked over for nodes gone unjudged.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 const ALL_GATES: &[Gate] = &[
     Gate::Removing,
@@ -357,6 +360,7 @@ impl Healer {
         let mut starting: HashMap<String, Starting> = HashMap::new();
         let last_report: Arc<Mutex<Option<HealthReport>>> = Arc::default();
 
+        let mut swept = tokio::time::Instant::now();
         let probe_nodes: Api<Node> = Api::all(self.client.clone());
         self.publish_provider_info();
         loop {
@@ -386,7 +390,21 @@ impl Healer {
             let snapshot = reader.state();
             let now = Timestamp::now();
             let renewals = leases.as_ref().map(|r| observe::renewals_seen(&lock(r))).unwrap_or_default();
-            let (states, _) = self.evaluate(&mut judged, &snapshot, &obs, now, &renewals);
+            let empty = FleetState::default();
+            let recent = fleet.as_ref().unwrap_or(&empty).recent_starts(now);
+            // A new repair's first write shows in the cache soon after it is made; until
+            // then its task holds its budgets.
+            starting.retain(|uid, s| {
+                snapshot.iter().any(|n| n.metadata.uid.as_deref() == Some(uid.as_str()) && !node_in_repair(n) && !s.seen_in(n))
+            });
+            let starting_now: BTreeSet<String> = starting.keys().cloned().collect();
+            let keep: HashSet<&str> = starting_now.iter().map(String::as_str).chain(recent.iter().map(|(uid, _)| uid.as_str())).collect();
+            let sweep = swept.elapsed() >= SWEEP_EVERY;
+            if sweep {
+                swept = tokio::time::Instant::now();
+            }
+            let judgement = self.evaluate(&mut judged, &snapshot, &obs, now, &renewals, &keep, sweep);
+            let (states, rest) = (judgement.nodes, judgement.rest);
             let pause_now = *lock(&pause);
             let blind_until = {
                 let sight = lock(&sight);
@@ -395,18 +413,10 @@ impl Healer {
             };
             let unsure = (leader && fleet.is_none())
                 .then_some("the fleet state on the leader Lease (annotation autohealer.dev/fleet) is not read yet, or unreadable");
-            let empty = FleetState::default();
-            let f = fleet.as_ref().unwrap_or(&empty);
-            let recent = f.recent_starts(now);
-            // A new repair's first write shows in the cache soon after it is made; until
-            // then its task holds its budgets.
-            starting.retain(|uid, s| {
-                snapshot.iter().any(|n| n.metadata.uid.as_deref() == Some(uid.as_str()) && !node_in_repair(n) && !s.seen_in(n))
-            });
-            let starting_now: BTreeSet<String> = starting.keys().cloned().collect();
             let (supported, delegated) = self.capabilities();
             let mut probe = Input {
                 nodes: states,
+                rest,
                 leader,
                 pause: pause_now,
                 gate: &RepairGate::Allowed,
@@ -457,7 +467,7 @@ impl Healer {
                 decisions = ?p.nodes.iter().filter(|n| !matches!(n.decision, Decision::Healthy)).map(|n| (&n.name, &n.decision)).collect::<Vec<_>>(),
                 "evaluated"
             );
-            self.publish_metrics(states, &p);
+            self.publish_metrics(states, rest, &p);
             // Notify-only findings are not the planner's: their instants wake the loop too.
             let alert_at = states.iter().flat_map(|s| &s.alerts).map(|f| f.actionable_at()).filter(|t| *t > now).min();
             let wake_at = match (p.wake_at, alert_at) {
@@ -470,14 +480,14 @@ impl Healer {
                 retry_after.retain(|_, (until, _)| *until > waiting);
                 let busy: HashSet<String> = in_flight.keys().chain(retry_after.keys()).cloned().collect();
                 let provider = self.provider.clone();
-                let by_uid: HashMap<&str, &Arc<NodeView>> =
-                    snapshot.iter().map(|n| (n.metadata.uid.as_deref().unwrap_or_default(), n)).collect();
-                let impossible = |s: &NodeState| {
-                    by_uid.get(s.uid.as_str()).and_then(|n| provider.check_node(&node::info(n)).err()).map(|e| e.to_string())
-                };
-                let ecx = effects::Context { policy: &self.settings.policy, in_flight: &busy, impossible: &impossible, now };
+                let cached = |name: &str, uid: &str| reader.get(&ObjectRef::new(name)).filter(|n| n.uid() == uid);
+                let impossible =
+                    |s: &NodeState| cached(&s.name, &s.uid).and_then(|n| provider.check_node(&node::info(&n)).err()).map(|e| e.to_string());
+                let present = |name: &str, uid: &str| cached(name, uid).is_some();
+                let ecx =
+                    effects::Context { policy: &self.settings.policy, in_flight: &busy, impossible: &impossible, present: &present, now };
                 let list = effects::effects(&p, states, &mut memory, &ecx);
-                for uid in self.execute(list, &snapshot, &actor, &mut in_flight, &done_tx, &term) {
+                for uid in self.execute(list, &reader, &actor, &mut in_flight, &done_tx, &term) {
                     starting.insert(uid, Starting::default());
                 }
                 if let Some(f) = fleet.as_ref() {
@@ -569,16 +579,15 @@ impl Healer {
     fn execute(
         &self,
         list: Vec<Effect>,
-        snapshot: &[Arc<NodeView>],
+        cache: &Store<NodeView>,
         actor: &Arc<Actor>,
         in_flight: &mut HashMap<String, tokio::task::JoinHandle<()>>,
         done: &mpsc::UnboundedSender<(String, bool)>,
         term: &CancellationToken,
     ) -> Vec<String> {
-        let by_name: HashMap<&str, &Arc<NodeView>> = snapshot.iter().map(|n| (node::name(n), n)).collect();
         let mut started = Vec::new();
         for effect in list {
-            let n = effect.node().and_then(|name| by_name.get(name)).map(|n| (*n).clone());
+            let n = effect.node().and_then(|name| cache.get(&ObjectRef::new(name)));
             match (effect, n) {
                 (Effect::Count(Count::Detected { role, severity }), _) => self.metrics.detected(role.as_str(), severity.as_str()),
                 (Effect::Count(Count::DryRun { role, action }), _) => self.metrics.repair(role.as_str(), action.as_str(), "dry_run"),
@@ -872,6 +881,9 @@ impl Healer {
 
     /// Judges the nodes that may have changed since `judged` last saw them (see
     /// [`observe::Judged`]) and forgets what it observed of nodes gone.
+    /// Forgetting is done per node gone; `sweep` also looks over everything observed,
+    /// for a node probed and deleted before it was ever judged.
+    #[allow(clippy::too_many_arguments)]
     fn evaluate<'j>(
         &self,
         judged: &'j mut observe::Judged,
@@ -879,13 +891,26 @@ impl Healer {
         obs: &Mutex<Observations>,
         now: Timestamp,
         leases: &observe::LeaseRenewals,
-    ) -> (&'j [NodeState], &'j [Vec<CheckVerdict>]) {
+        keep: &HashSet<&str>,
+        sweep: bool,
+    ) -> observe::Judgement<'j> {
         let mut obs = obs.lock().unwrap_or_else(|p| p.into_inner());
-        let uids: HashSet<&str> = snapshot.iter().map(|n| n.uid()).collect();
-        obs.probes.retain(|(uid, _), _| uids.contains(uid.as_str()));
-        obs.first_seen.retain(|(uid, _), _| uids.contains(uid.as_str()));
-        obs.healthy_since.retain(|uid, _| uids.contains(uid.as_str()));
-        judged.update(snapshot, &self.settings.checks, &mut obs, now, leases)
+        let judging = observe::Judging { checks: &self.settings.checks, policy: &self.settings.policy, now, leases, keep };
+        let judgement = judged.update(snapshot, &mut obs, &judging);
+        if sweep {
+            let uids: HashSet<&str> = snapshot.iter().map(|n| n.uid()).collect();
+            obs.probes.retain(|(uid, _), _| uids.contains(uid.as_str()));
+            obs.first_seen.retain(|(uid, _), _| uids.contains(uid.as_str()));
+            obs.healthy_since.retain(|uid, _| uids.contains(uid.as_str()));
+        } else if !judgement.gone.is_empty() {
+            let gone: HashSet<&str> = judgement.gone.iter().map(String::as_str).collect();
+            obs.probes.retain(|(uid, _), _| !gone.contains(uid.as_str()));
+            obs.first_seen.retain(|(uid, _), _| !gone.contains(uid.as_str()));
+            for uid in &judgement.gone {
+                obs.healthy_since.remove(uid);
+            }
+        }
+        judgement
     }
 
     /// One evaluation without acting: what `autohealer plan` prints.
@@ -906,11 +931,14 @@ impl Healer {
             Default::default()
         };
         let mut judged = observe::Judged::default();
-        let (states, verdicts) = self.evaluate(&mut judged, &snapshot, &obs, now, &renewals);
+        self.evaluate(&mut judged, &snapshot, &obs, now, &renewals, &HashSet::new(), false);
+        // Every node one by one: the plan shows each.
+        let (states, verdicts) = judged.all();
         let gate = self.provider.repair_allowed().await.unwrap_or_else(|e| RepairGate::Denied(format!("cannot ask the cloud: {e}")));
         let (supported, delegated) = self.capabilities();
         let p = planner::plan(&Input {
             nodes: states,
+            rest: &planner::Rest::default(),
             leader: true,
             pause: Pause::Running,
             gate: &gate,
@@ -940,14 +968,21 @@ impl Healer {
         Ok((rows, p))
     }
 
-    fn publish_metrics(&self, states: &[NodeState], p: &Plan) {
+    /// From the nodes planned one by one and the counts of the rest (which are healthy
+    /// and held by nothing).
+    fn publish_metrics(&self, states: &[NodeState], rest: &planner::Rest, p: &Plan) {
+        let mut held: HashMap<(Role, Gate), i64> = HashMap::new();
+        for n in &p.nodes {
+            if let Decision::Held { gate, .. } = &n.decision {
+                *held.entry((n.role, *gate)).or_default() += 1;
+            }
+        }
         for role in [Role::Master, Role::Worker] {
-            let count = states.iter().filter(|s| s.role == role).count();
+            let count = states.iter().filter(|s| s.role == role).count() + rest.of_role(role);
             self.metrics.nodes.get_or_create(&RoleLabels { role: role.as_str().into() }).set(count as i64);
             for g in ALL_GATES {
-                let held =
-                    p.nodes.iter().filter(|n| n.role == role && matches!(&n.decision, Decision::Held { gate, .. } if gate == g)).count();
-                self.metrics.held.get_or_create(&HeldLabels { role: role.as_str().into(), gate: g.as_str().into() }).set(held as i64);
+                let held = held.get(&(role, *g)).copied().unwrap_or(0);
+                self.metrics.held.get_or_create(&HeldLabels { role: role.as_str().into(), gate: g.as_str().into() }).set(held);
             }
             let mut per_check: HashMap<&str, i64> = HashMap::new();
             for check in self.settings.checks.for_role(role) {

@@ -2,12 +2,12 @@
 
 use crate::ledger::{Ledger, REPAIR_ANNOTATION};
 use crate::node;
-use crate::planner::{Finding, NodeState};
+use crate::planner::{self, Finding, NodeState, Policy, Rest};
 use autohealer_cloud::Role;
 use autohealer_healthcheck::{AsNodeView, CheckKind, Health, HealthCheck};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// The format of upstream's `unhealthy-timestamp` annotation (Go's `2006-01-02 15:04:05`, UTC).
@@ -111,16 +111,37 @@ impl Observations {
 /// of what keeps an evaluation short. What a fresh judgement would also do to the
 /// [`Observations`] (first-seen and healthy-since instants) it already did when the kept
 /// state was made, and doing it again would change nothing.
+///
+/// It also keeps the fleet split for the planner ([`planner::plain`]): the states to
+/// decide one by one first, the plain ones after them and counted in a [`Rest`] that is
+/// changed only by the states that change, so the planner's work is in proportion to the
+/// nodes that are not simply healthy.
 #[derive(Debug, Default)]
 pub struct Judged {
     states: Vec<NodeState>,
     verdicts: Vec<Vec<CheckVerdict>>,
     /// Per state: what it was judged from, and until when it holds.
     from: Vec<Basis>,
+    /// Per state: whether it is plain and counted in `rest`.
+    plain: Vec<bool>,
+    /// `states[..notable]` are the states to decide one by one.
+    notable: usize,
+    rest: Rest,
     /// Node name (the cache's key, unique) to its index in the vectors above.
     index: HashMap<String, usize>,
     /// How many states the last update judged again, for the logs.
     pub rejudged: usize,
+}
+
+/// The fleet as one update of [`Judged`] leaves it.
+pub struct Judgement<'j> {
+    /// The states to decide one by one (every state not counted in `rest`).
+    pub nodes: &'j [NodeState],
+    /// Their verdicts, in the same order.
+    pub verdicts: &'j [Vec<CheckVerdict>],
+    pub rest: &'j Rest,
+    /// The uids of the nodes gone since the last update.
+    pub gone: Vec<String>,
 }
 
 /// What a kept state was judged from.
@@ -131,6 +152,17 @@ struct Basis {
     generation: u64,
     /// The instant from which it must be judged again even if nothing else changed.
     stale_at: Timestamp,
+}
+
+/// What an update judges with.
+pub struct Judging<'a> {
+    pub checks: &'a Checks,
+    pub policy: &'a Policy,
+    pub now: Timestamp,
+    pub leases: &'a LeaseRenewals,
+    /// Uids of nodes to decide one by one although plain: those the fleet's recent
+    /// starts or a starting repair name (see [`planner::plain`]).
+    pub keep: &'a HashSet<&'a str>,
 }
 
 /// Until when the verdicts of the node's clock- or Lease-reading checks hold (see
@@ -149,16 +181,11 @@ fn holds_until(n: &autohealer_healthcheck::NodeView, checks: &Checks, now: Times
 
 impl Judged {
     /// Brings the states up to date with `snapshot` (the order of the states is their
-    /// own, not the snapshot's) and returns them with their verdicts.
-    pub fn update(
-        &mut self,
-        snapshot: &[Arc<autohealer_healthcheck::NodeView>],
-        checks: &Checks,
-        obs: &mut Observations,
-        now: Timestamp,
-        leases: &LeaseRenewals,
-    ) -> (&[NodeState], &[Vec<CheckVerdict>]) {
+    /// own, not the snapshot's).
+    pub fn update(&mut self, snapshot: &[Arc<autohealer_healthcheck::NodeView>], obs: &mut Observations, j: &Judging) -> Judgement<'_> {
+        let (checks, now, leases) = (j.checks, j.now, j.leases);
         let mut alive = vec![false; self.states.len()];
+        let mut keep = vec![false; self.states.len()];
         self.rejudged = 0;
         // Grown to the fleet's size exactly: doubling a vector of 65,000 states of
         // 700 bytes would leave up to 45 MB unused.
@@ -168,16 +195,22 @@ impl Judged {
         self.from.reserve_exact(more);
         for n in snapshot {
             let fresh = |b: &Basis| b.generation == obs.generation && now < b.stale_at && (Arc::ptr_eq(&b.view, n) || b.view.same_state(n));
+            let kept = !j.keep.is_empty() && j.keep.contains(n.uid());
             match self.index.get(n.name()).copied() {
                 Some(i) if !alive[i] => {
                     alive[i] = true;
+                    keep[i] = kept;
                     if fresh(&self.from[i]) {
                         self.from[i].view = n.clone();
                     } else {
+                        self.unplain(i);
                         (self.states[i], self.verdicts[i]) = evaluate(&**n, checks, obs, now, leases);
                         let stale_at = holds_until(n, checks, now, leases);
                         self.from[i] = Basis { view: n.clone(), generation: obs.generation, stale_at };
                         self.rejudged += 1;
+                    }
+                    if kept {
+                        self.unplain(i);
                     }
                 }
                 // A name twice in one snapshot cannot come from the cache, which is keyed by it.
@@ -188,28 +221,86 @@ impl Judged {
                     self.states.push(state);
                     self.verdicts.push(verdicts);
                     self.from.push(Basis { view: n.clone(), generation: obs.generation, stale_at: holds_until(n, checks, now, leases) });
+                    self.plain.push(false);
                     alive.push(true);
+                    keep.push(kept);
                     self.rejudged += 1;
                 }
             }
         }
         // Nodes gone: their slots are filled from the end.
+        let mut gone = Vec::new();
         let mut i = 0;
         while i < self.states.len() {
             if alive[i] {
                 i += 1;
                 continue;
             }
+            self.unplain(i);
             self.index.remove(self.from[i].view.name());
+            gone.push(std::mem::take(&mut self.states[i].uid));
             self.states.swap_remove(i);
             self.verdicts.swap_remove(i);
             self.from.swap_remove(i);
+            self.plain.swap_remove(i);
             alive.swap_remove(i);
-            if let Some(moved) = self.from.get(i) {
-                self.index.insert(moved.view.name().to_string(), i);
+            keep.swap_remove(i);
+            if let Some(moved) = self.from.get(i)
+                && let Some(at) = self.index.get_mut(moved.view.name())
+            {
+                *at = i;
             }
         }
+        // States that may have become plain: those judged again, and those that were
+        // not plain only for a while (still young, a repair in a window).
+        for (i, kept) in keep.iter().enumerate() {
+            if !self.plain[i] && !kept && planner::plain(&self.states[i], j.policy, now) {
+                self.rest.add(&self.states[i]);
+                self.plain[i] = true;
+            }
+        }
+        // The states to decide one by one go first.
+        let (mut a, mut b) = (0, self.states.len());
+        loop {
+            while a < b && !self.plain[a] {
+                a += 1;
+            }
+            while a < b && self.plain[b - 1] {
+                b -= 1;
+            }
+            if a >= b {
+                break;
+            }
+            self.swap(a, b - 1);
+        }
+        self.notable = a;
+        Judgement { nodes: &self.states[..a], verdicts: &self.verdicts[..a], rest: &self.rest, gone }
+    }
+
+    /// Every state and its verdicts, plain or not (for `autohealer plan`, which plans
+    /// every node one by one).
+    pub fn all(&self) -> (&[NodeState], &[Vec<CheckVerdict>]) {
         (&self.states, &self.verdicts)
+    }
+
+    /// Takes the state out of `rest` if it is counted there.
+    fn unplain(&mut self, i: usize) {
+        if self.plain[i] {
+            self.rest.remove(&self.states[i]);
+            self.plain[i] = false;
+        }
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.states.swap(a, b);
+        self.verdicts.swap(a, b);
+        self.from.swap(a, b);
+        self.plain.swap(a, b);
+        for i in [a, b] {
+            if let Some(at) = self.index.get_mut(self.from[i].view.name()) {
+                *at = i;
+            }
+        }
     }
 }
 
@@ -407,6 +498,7 @@ pub fn evaluate<N: AsNodeView + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     /// A pure check that counts its judgements and may say it reads the clock.
     #[derive(Debug)]
@@ -435,6 +527,20 @@ mod tests {
         }
     }
 
+    /// One update with the default policy; every state after it.
+    fn judge<'j>(
+        judged: &'j mut Judged,
+        fleet: &[Arc<autohealer_healthcheck::NodeView>],
+        checks: &Checks,
+        obs: &mut Observations,
+        now: Timestamp,
+        leases: &LeaseRenewals,
+    ) -> &'j [NodeState] {
+        let policy = Policy::default();
+        judged.update(fleet, obs, &Judging { checks, policy: &policy, now, leases, keep: &HashSet::new() });
+        judged.all().0
+    }
+
     fn view(name: &str, ready: &str, heartbeat: &str) -> Arc<autohealer_healthcheck::NodeView> {
         Arc::new(
             serde_json::from_value(serde_json::json!({
@@ -453,20 +559,20 @@ mod tests {
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         let count = || check.judged.load(std::sync::atomic::Ordering::Relaxed);
         let fleet: Vec<_> = (0..100).map(|i| view(&format!("w{i}"), "True", "2026-01-01T00:00:00Z")).collect();
-        judged.update(&fleet, &checks, &mut obs, now, &Default::default());
+        judge(&mut judged, &fleet, &checks, &mut obs, now, &Default::default());
         assert_eq!(count(), 100);
 
         // A heartbeat on every node and one that stops being Ready: one judgement.
         let mut next: Vec<_> = (0..100).map(|i| view(&format!("w{i}"), "True", "2026-01-01T00:05:00Z")).collect();
         next[7] = view("w7", "False", "2026-01-01T00:05:00Z");
-        let (states, _) = judged.update(&next, &checks, &mut obs, now, &Default::default());
+        let states = judge(&mut judged, &next, &checks, &mut obs, now, &Default::default());
         assert_eq!(count(), 101);
         let unhealthy: Vec<&str> = states.iter().filter(|s| !s.findings.is_empty()).map(|s| s.name.as_str()).collect();
         assert_eq!(unhealthy, ["w7"]);
 
         // A node gone is forgotten, the others keep their states.
         next.remove(3);
-        let (states, _) = judged.update(&next, &checks, &mut obs, now, &Default::default());
+        let states = judge(&mut judged, &next, &checks, &mut obs, now, &Default::default());
         assert_eq!((states.len(), count()), (99, 101));
         assert!(states.iter().all(|s| s.name != "w3"));
         assert_eq!(states.iter().filter(|s| !s.findings.is_empty()).count(), 1);
@@ -474,10 +580,10 @@ mod tests {
         // A probe result that changes makes every state stale (a probing check may sit
         // beside the pure one); one that is the same again does not.
         assert!(obs.probed("w1".into(), 1, Health::unhealthy("no answer")));
-        judged.update(&next, &checks, &mut obs, now, &Default::default());
+        judge(&mut judged, &next, &checks, &mut obs, now, &Default::default());
         assert_eq!(count(), 101 + 99);
         assert!(!obs.probed("w1".into(), 1, Health::unhealthy("no answer")));
-        judged.update(&next, &checks, &mut obs, now, &Default::default());
+        judge(&mut judged, &next, &checks, &mut obs, now, &Default::default());
         assert_eq!(count(), 101 + 99);
 
         // A check that reads the clock is judged every time.
@@ -485,9 +591,60 @@ mod tests {
         let checks = Checks { worker: vec![clocked.clone()], ..Default::default() };
         let mut judged = Judged::default();
         for _ in 0..3 {
-            judged.update(&next, &checks, &mut obs, now, &Default::default());
+            judge(&mut judged, &next, &checks, &mut obs, now, &Default::default());
         }
         assert_eq!(clocked.judged.load(std::sync::atomic::Ordering::Relaxed), 3 * 99);
+    }
+
+    fn zoned(name: &str, zone: &str, kernel: &str, ready: &str) -> Arc<autohealer_healthcheck::NodeView> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": "1",
+                    "labels": {node::ZONE_LABEL: zone}},
+                "status": {"conditions": [{"type": "Ready", "status": ready}], "nodeInfo": {"kernelVersion": kernel}}
+            }))
+            .unwrap(),
+        )
+    }
+
+    /// The counts kept as nodes change are the counts of a split made at once, and the
+    /// nodes given one by one are the others, whatever changes in between.
+    #[test]
+    fn the_rest_kept_as_nodes_change_is_the_split_of_every_state() {
+        let check = Arc::new(Counting { clock: false, judged: Default::default() });
+        let checks = Checks { worker: vec![check], ..Default::default() };
+        let policy = Policy::default();
+        let (mut judged, mut obs) = (Judged::default(), Observations::default());
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut fleet: Vec<_> = (0..40).map(|i| zoned(&format!("w{i}"), ["a", "b", "c"][i % 3], ["k1", "k2"][i % 2], "True")).collect();
+        let (mut rng, mut busy) = (7u64, 0);
+        for round in 0..60 {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let i = (rng >> 33) as usize % fleet.len();
+            let name = fleet[i].name().to_string();
+            match round % 4 {
+                0 => fleet[i] = zoned(&name, "a", "k3", "False"),
+                1 => fleet[i] = zoned(&name, ["a", "b", "c"][i % 3], "k1", "True"),
+                2 => fleet[i] = zoned(&name, "d", "k2", "True"),
+                _ => {
+                    fleet.remove(i);
+                    fleet.push(zoned(&format!("n{round}"), "b", "k1", "True"));
+                }
+            }
+            let keep_uid = format!("uid-w{}", round % 7);
+            let keep: HashSet<&str> = if round % 5 == 0 { HashSet::from([keep_uid.as_str()]) } else { HashSet::new() };
+            let judging = Judging { checks: &checks, policy: &policy, now, leases: &Default::default(), keep: &keep };
+            let j = judged.update(&fleet, &mut obs, &judging);
+            let (nodes, rest) = (j.nodes.iter().map(|s| s.name.clone()).collect::<BTreeSet<_>>(), j.rest.clone());
+            let (all, _) = judged.all();
+            assert_eq!(all.len(), fleet.len());
+            let (kept, split) = planner::split(all, &policy, now, |n| keep.contains(n.uid.as_str()));
+            assert_eq!(rest, split, "round {round}");
+            assert_eq!(nodes, kept.iter().map(|s| s.name.clone()).collect::<BTreeSet<_>>(), "round {round}");
+            assert!(rest.len() > 20, "round {round}: {} counted apart", rest.len());
+            busy += usize::from(!nodes.is_empty());
+        }
+        assert!(busy > 30, "only {busy} rounds had a node to decide one by one");
     }
 
     #[test]
@@ -501,18 +658,18 @@ mod tests {
         let renewed = |t: i64, stale: &[usize]| -> LeaseRenewals {
             (0..10).map(|i| (format!("w{i}"), if stale.contains(&i) { at(0) } else { at(t) })).collect()
         };
-        judged.update(&fleet, &checks, &mut obs, at(0), &renewed(0, &[]));
+        judge(&mut judged, &fleet, &checks, &mut obs, at(0), &renewed(0, &[]));
         assert_eq!(judged.rejudged, 10);
         // 15 s later, renewed meanwhile: nothing to judge again.
-        judged.update(&fleet, &checks, &mut obs, at(15), &renewed(10, &[]));
+        judge(&mut judged, &fleet, &checks, &mut obs, at(15), &renewed(10, &[]));
         assert_eq!(judged.rejudged, 0);
         // At 60 s the verdicts of the first judgement run out: judged again, and w3,
         // whose Lease stopped at 0, is found stale.
-        let (states, _) = judged.update(&fleet, &checks, &mut obs, at(60), &renewed(55, &[3]));
+        let states = judge(&mut judged, &fleet, &checks, &mut obs, at(60), &renewed(55, &[3]));
         let stale: Vec<String> = states.iter().filter(|s| !s.findings.is_empty()).map(|s| s.name.clone()).collect();
         assert_eq!((judged.rejudged, stale), (10, vec!["w3".to_string()]));
         // A stale one is judged every time (it may renew at any moment), the others not.
-        judged.update(&fleet, &checks, &mut obs, at(61), &renewed(55, &[3]));
+        judge(&mut judged, &fleet, &checks, &mut obs, at(61), &renewed(55, &[3]));
         assert_eq!(judged.rejudged, 1);
     }
 

@@ -364,6 +364,144 @@ impl fmt::Display for Scope {
     }
 }
 
+/// The fleet's nodes that the planner is not given one by one ([`plain`] ones), as
+/// what the gates read of them: how many per role and zone, and per attribute value of
+/// the workers (the correlated-failure hold compares the failing nodes against them).
+/// Each would be decided `Healthy`, so at 65,000 nodes planning them one by one is
+/// nearly all of an evaluation's time and memory; [`crate::observe::Judged`] keeps this
+/// as nodes change, so an evaluation costs what changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rest {
+    /// Per zone (`None`: no zone label), with no empty entry, so two are equal exactly
+    /// when they count the same nodes.
+    zones: BTreeMap<Option<String>, Part>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Part {
+    masters: usize,
+    workers: usize,
+    /// Workers per attribute and value.
+    values: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+impl Rest {
+    pub fn add(&mut self, n: &NodeState) {
+        let part = match self.zones.get_mut(&n.zone) {
+            Some(p) => p,
+            None => self.zones.entry(n.zone.clone()).or_default(),
+        };
+        if n.role == Role::Master {
+            part.masters += 1;
+            return;
+        }
+        part.workers += 1;
+        for (k, v) in &n.attributes {
+            let values = match part.values.get_mut(k.as_str()) {
+                Some(m) => m,
+                None => part.values.entry(k.clone()).or_default(),
+            };
+            match values.get_mut(v.as_str()) {
+                Some(c) => *c += 1,
+                None => {
+                    values.insert(v.clone(), 1);
+                }
+            }
+        }
+    }
+
+    /// Takes out a node [`Rest::add`] counted (the same state).
+    pub fn remove(&mut self, n: &NodeState) {
+        let Some(part) = self.zones.get_mut(&n.zone) else { return };
+        if n.role == Role::Master {
+            part.masters = part.masters.saturating_sub(1);
+        } else {
+            part.workers = part.workers.saturating_sub(1);
+            for (k, v) in &n.attributes {
+                if let Some(values) = part.values.get_mut(k.as_str()) {
+                    if let Some(c) = values.get_mut(v.as_str()) {
+                        *c = c.saturating_sub(1);
+                        if *c == 0 {
+                            values.remove(v.as_str());
+                        }
+                    }
+                    if values.is_empty() {
+                        part.values.remove(k.as_str());
+                    }
+                }
+            }
+        }
+        if part.masters == 0 && part.workers == 0 {
+            self.zones.remove(&n.zone);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.zones.values().map(|p| p.masters + p.workers).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty()
+    }
+
+    pub fn of_role(&self, role: Role) -> usize {
+        self.zones.values().map(|p| if role == Role::Master { p.masters } else { p.workers }).sum()
+    }
+
+    fn zones(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.zones.iter().filter_map(|(z, p)| z.as_deref().map(|z| (z, p.masters + p.workers)))
+    }
+
+    fn outside<'a>(&'a self, held: &'a BTreeSet<&str>) -> impl Iterator<Item = &'a Part> {
+        self.zones.iter().filter(|(z, _)| !z.as_deref().is_some_and(|z| held.contains(z))).map(|(_, p)| p)
+    }
+
+    fn workers_outside(&self, held: &BTreeSet<&str>) -> usize {
+        self.outside(held).map(|p| p.workers).sum()
+    }
+
+    fn workers_with(&self, attribute: &str, value: &str, held: &BTreeSet<&str>) -> usize {
+        self.outside(held).filter_map(|p| p.values.get(attribute).and_then(|m| m.get(value))).sum()
+    }
+}
+
+/// Whether the node may be left out of [`Input::nodes`] and counted in [`Rest`]: it is
+/// decided `Healthy` (or `NotMonitored`), and nothing of it but its role, zone and
+/// attributes reaches another node's decision. Every condition only grows truer as
+/// time goes on (a node ages; its history leaves the windows), so a node plain now stays
+/// plain until it changes. A node whose uid the fleet's recent starts or
+/// [`Input::starting`] name is not: the caller keeps those in `nodes`.
+pub fn plain(n: &NodeState, policy: &Policy, now: Timestamp) -> bool {
+    let young = n.created.is_some_and(|t| now < add(t, policy.check_delay_after_add));
+    // The windows in which a gate counts a past repair: the hourly rate, the
+    // correlated hold, slow start's memory.
+    let counted_after = sub(now, HOUR.max(policy.correlated.window));
+    let remembered_after = policy.slow_start.map(|m| sub(now, m));
+    matches!(n.ledger, Ledger::None)
+        && n.findings.is_empty()
+        && n.alerts.is_empty()
+        && !n.remediate
+        && n.removing.is_none()
+        && !young
+        && n.history.iter().all(|h| h.held || (h.started <= counted_after && remembered_after.is_none_or(|m| h.ended < m)))
+}
+
+/// Splits a fleet into the nodes to decide one by one and the [`Rest`]: what
+/// [`crate::observe::Judged`] keeps as nodes change, done at once (for tools and tests).
+/// `keep` names nodes to decide one by one although plain.
+pub fn split(nodes: &[NodeState], policy: &Policy, now: Timestamp, keep: impl Fn(&NodeState) -> bool) -> (Vec<NodeState>, Rest) {
+    let mut rest = Rest::default();
+    let mut kept = Vec::new();
+    for n in nodes {
+        if plain(n, policy, now) && !keep(n) {
+            rest.add(n);
+        } else {
+            kept.push(n.clone());
+        }
+    }
+    (kept, rest)
+}
+
 /// Whether repairs are paused, as read from the healer's ConfigMap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pause {
@@ -375,7 +513,10 @@ pub enum Pause {
 }
 
 pub struct Input<'a> {
+    /// The nodes decided one by one: every node but those counted in `rest`.
     pub nodes: &'a [NodeState],
+    /// The fleet's [`plain`] nodes left out of `nodes`, as counts.
+    pub rest: &'a Rest,
     pub leader: bool,
     pub pause: Pause,
     pub gate: &'a RepairGate,
@@ -556,14 +697,11 @@ const HOUR: Duration = Duration::from_secs(3600);
 pub fn short_circuits(input: &Input) -> Vec<(Scope, String)> {
     let mut out = Vec::new();
     for role in [Role::Master, Role::Worker] {
-        let of_role: Vec<&NodeState> = input.nodes.iter().filter(|n| n.role == role).collect();
-        let unhealthy = of_role.iter().filter(|n| n.counts_unhealthy()).count();
+        let of_role = input.nodes.iter().filter(|n| n.role == role).count() + input.rest.of_role(role);
+        let unhealthy = input.nodes.iter().filter(|n| n.role == role && n.counts_unhealthy()).count();
         let limit = input.policy.max_unhealthy(role);
-        if unhealthy > limit.limit(of_role.len()) {
-            out.push((
-                Scope::Role(role),
-                format!("{unhealthy} of {} {role} nodes are unhealthy, above max-unhealthy {limit}", of_role.len()),
-            ));
+        if unhealthy > limit.limit(of_role) {
+            out.push((Scope::Role(role), format!("{unhealthy} of {of_role} {role} nodes are unhealthy, above max-unhealthy {limit}")));
         }
     }
     let mut zones: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
@@ -573,6 +711,9 @@ pub fn short_circuits(input: &Input) -> Vec<(Scope, String)> {
             e.0 += 1;
             e.1 += usize::from(n.counts_unhealthy());
         }
+    }
+    for (z, count) in input.rest.zones() {
+        zones.entry(z).or_default().0 += count;
     }
     let mut zones_held: BTreeSet<&str> = BTreeSet::new();
     if zones.len() >= 2 {
@@ -645,7 +786,8 @@ fn cohorts(input: &Input, zones_held: &BTreeSet<&str>) -> Vec<(Scope, String)> {
         n.role == Role::Worker && n.removing.is_none() && !young(n) && !n.zone.as_deref().is_some_and(|z| zones_held.contains(z))
     });
     let (failing, healthy): (Vec<&NodeState>, Vec<&NodeState>) = considered.partition(|n| failed_recently(n, since));
-    if failing.len() < c.min_nodes.max(1) || healthy.is_empty() {
+    let healthy_total = healthy.len() + input.rest.workers_outside(zones_held);
+    if failing.len() < c.min_nodes.max(1) || healthy_total == 0 {
         return Vec::new();
     }
     let mut shared: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
@@ -661,8 +803,9 @@ fn cohorts(input: &Input, zones_held: &BTreeSet<&str>) -> Vec<(Scope, String)> {
         if names.len() < c.min_nodes || names.len() * 2 < failing.len() {
             continue;
         }
-        let healthy_with = healthy.iter().filter(|n| n.attributes.iter().any(|(k, v)| k == attribute && v == value)).count();
-        if healthy_with as f64 > c.max_healthy_share * healthy.len() as f64 {
+        let healthy_with = healthy.iter().filter(|n| n.attributes.iter().any(|(k, v)| k == attribute && v == value)).count()
+            + input.rest.workers_with(attribute, value, zones_held);
+        if healthy_with as f64 > c.max_healthy_share * healthy_total as f64 {
             continue;
         }
         found.entry(names).or_default().push((attribute, value, healthy_with));
@@ -680,7 +823,7 @@ fn cohorts(input: &Input, zones_held: &BTreeSet<&str>) -> Vec<(Scope, String)> {
             if values.len() > 1 { "are" } else { "is" },
             names.len(),
             failing.len(),
-            healthy.len()
+            healthy_total
         );
         for (attribute, value, _) in values {
             out.push((Scope::Cohort { attribute: attribute.to_string(), value: value.to_string() }, why.clone()));
@@ -1301,6 +1444,7 @@ mod tests {
         fn plan(&self, nodes: &[NodeState], now: &str) -> Plan {
             plan(&Input {
                 nodes,
+                rest: &Rest::default(),
                 leader: self.leader,
                 pause: self.pause,
                 gate: &self.gate,

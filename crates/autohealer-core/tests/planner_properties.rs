@@ -3,7 +3,7 @@
 
 use autohealer_cloud::{Action, RepairGate, Role};
 use autohealer_core::ledger::{HistoryEntry, Ledger, RepairRecord};
-use autohealer_core::planner::{Decision, Finding, Input, Limits, NodeState, Pause, Policy, Threshold, plan};
+use autohealer_core::planner::{Decision, Finding, Input, Limits, NodeState, Pause, Policy, Rest, Threshold, plan, split};
 use k8s_openapi::jiff::Timestamp;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +34,10 @@ prop_compose! {
         remediate in prop::bool::weighted(0.05),
         failures in 0usize..5,
         healthy_for in 0i64..300,
+        // Hours before now the history ends: from inside every window to outside all.
+        history_age in 0i64..4,
+        kernel in 0..3usize,
+        young in prop::bool::weighted(0.1),
     ) -> NodeState {
         let findings = if broken { vec![Finding { check: "NodeCondition".into(), since: ts(since), unhealthy_duration: Duration::from_secs(dur), reason: "r".into(), steps: None }] } else { vec![] };
         let record = |started: i64, failed: bool| RepairRecord {
@@ -48,17 +52,17 @@ prop_compose! {
             uid: format!("u{i:03}"),
             role: if master { Role::Master } else { Role::Worker },
             zone: Some(format!("z{zone}")),
-            created: Some(ts(-86400)),
+            created: Some(ts(if young { -30 } else { -86400 })),
             boot_id: Some("b".into()),
             healthy_since: (!broken).then(|| ts(-healthy_for)),
             findings,
             alerts: vec![],
             ledger,
-            history: (0..failures).map(|k| HistoryEntry { action: Action::Reboot, started: ts(-(k as i64) * 600 - 60), ended: ts(-(k as i64) * 600), succeeded: k % 2 == 0, reason: String::new(), severity: None, held: false }).collect(),
+            history: (0..failures).map(|k| HistoryEntry { action: Action::Reboot, started: ts(-(k as i64) * 600 - 60 - history_age * 3600), ended: ts(-(k as i64) * 600 - history_age * 3600), succeeded: k % 2 == 0, reason: String::new(), severity: None, held: false }).collect(),
             skip,
             remediate,
             removing: None,
-            attributes: vec![],
+            attributes: vec![("kernelVersion".into(), format!("k{kernel}"))],
             approve: None,
             deny: None,
         }
@@ -91,12 +95,36 @@ fn in_repair(n: &NodeState) -> bool {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
 
+    /// What the healer relies on to plan a large fleet in the time of what changed: the
+    /// plain nodes counted apart change no decision, no short-circuit (the correlated
+    /// hold's shares included) and no wake-up.
+    #[test]
+    fn plain_nodes_counted_apart_change_no_decision(nodes in arb_nodes(), policy in arb_policy(), slow_start in prop::bool::weighted(0.5), leader in prop::bool::weighted(0.8)) {
+        let policy = Policy { slow_start: slow_start.then_some(Duration::from_secs(7200)), ..policy };
+        let supported: BTreeSet<(Role, Action)> = [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect();
+        let (cooldowns, starting) = (BTreeMap::new(), BTreeSet::new());
+        let input = Input { nodes: &nodes, rest: &Rest::default(), leader, pause: Pause::Running, gate: &RepairGate::Allowed, supported: &supported, delegated: &Default::default(), policy: &policy, cooldowns: &cooldowns, recent_starts: &[], unsure: None, starting: &starting, blind_until: None, now: ts(0) };
+        let full = plan(&input);
+        let (kept, rest) = split(&nodes, &policy, ts(0), |_| false);
+        prop_assert_eq!(kept.len() + rest.len(), nodes.len());
+        let apart = plan(&Input { nodes: &kept, rest: &rest, ..input });
+        prop_assert_eq!(&full.short_circuits, &apart.short_circuits);
+        prop_assert_eq!(full.wake_at, apart.wake_at);
+        let decided: BTreeMap<&str, &Decision> = apart.nodes.iter().map(|n| (n.name.as_str(), &n.decision)).collect();
+        for n in &full.nodes {
+            match decided.get(n.name.as_str()) {
+                Some(d) => prop_assert_eq!(*d, &n.decision, "{}", n.name),
+                None => prop_assert!(matches!(n.decision, Decision::Healthy | Decision::NotMonitored), "{} left out but {:?}", n.name, n.decision),
+            }
+        }
+    }
+
     #[test]
     fn safety_properties(nodes in arb_nodes(), policy in arb_policy(), leader in prop::bool::weighted(0.8), paused in prop::bool::weighted(0.2)) {
         let supported: BTreeSet<(Role, Action)> = [Role::Master, Role::Worker].into_iter().flat_map(|r| [(r, Action::Reboot), (r, Action::Replace)]).collect();
         let cooldowns = BTreeMap::new();
         let pause = if paused { Pause::Paused } else { Pause::Running };
-        let p = plan(&Input { nodes: &nodes, leader, pause, gate: &RepairGate::Allowed, supported: &supported, delegated: &Default::default(), policy: &policy, cooldowns: &cooldowns, recent_starts: &[], unsure: None, starting: &std::collections::BTreeSet::new(), blind_until: None, now: ts(0) });
+        let p = plan(&Input { nodes: &nodes, rest: &Rest::default(), leader, pause, gate: &RepairGate::Allowed, supported: &supported, delegated: &Default::default(), policy: &policy, cooldowns: &cooldowns, recent_starts: &[], unsure: None, starting: &std::collections::BTreeSet::new(), blind_until: None, now: ts(0) });
         let repairs: Vec<(&NodeState, &Decision)> = nodes.iter().zip(p.nodes.iter().map(|n| &n.decision)).filter(|(_, d)| matches!(d, Decision::Repair { .. })).collect();
         let new: Vec<&NodeState> = repairs.iter().filter(|(n, _)| !in_repair(n)).map(|(n, _)| *n).collect();
 

@@ -11,7 +11,7 @@ use autohealer_core::effects::{self, Effect, Memory, Work};
 use autohealer_core::fleet::FleetState;
 use autohealer_core::ledger::{HISTORY_ANNOTATION, Ledger, RepairRecord, parse_history, push_history};
 use autohealer_core::planner::{
-    self, Approval, Decision, Finding, Input, Limits, NodeState, Pause, Policy, Scope, Threshold, WorkloadCheck,
+    self, Approval, Decision, Finding, Input, Limits, NodeState, Pause, Plan, Policy, Rest, Scope, Threshold, WorkloadCheck,
 };
 use autohealer_core::reason::Reason;
 use autohealer_core::step::{self, After, Facts};
@@ -244,6 +244,32 @@ struct World {
 }
 
 type Check = Result<(), String>;
+
+/// Whether the plan made with the plain nodes as counts says what the plan of every
+/// node one by one says: the same short-circuits and wake-up, the same decision for each
+/// node it has, and `Healthy` (or `NotMonitored`) for each it left out.
+fn same_plan(full: &Plan, apart: &Plan) -> Check {
+    if full.short_circuits != apart.short_circuits {
+        return Err(format!(
+            "short-circuits differ with plain nodes counted apart: {:?} / {:?}",
+            full.short_circuits, apart.short_circuits
+        ));
+    }
+    if full.wake_at != apart.wake_at {
+        return Err(format!("wake-up differs with plain nodes counted apart: {:?} / {:?}", full.wake_at, apart.wake_at));
+    }
+    let decided: BTreeMap<&str, &Decision> = apart.nodes.iter().map(|n| (n.name.as_str(), &n.decision)).collect();
+    for n in &full.nodes {
+        match decided.get(n.name.as_str()) {
+            Some(d) if *d != &n.decision => return Err(format!("{}: {:?} one by one, {d:?} with plain nodes apart", n.name, n.decision)),
+            None if !matches!(n.decision, Decision::Healthy | Decision::NotMonitored) => {
+                return Err(format!("{} left out as plain but decided {:?}", n.name, n.decision));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 impl World {
     fn new(seed: u64) -> Self {
@@ -650,6 +676,7 @@ impl World {
             self.tasks.iter().filter(|t| t.replica == l && matches!(t.op, Op::Write { begins: true, .. })).map(|t| t.uid.clone()).collect();
         let mut input = Input {
             nodes: &states,
+            rest: &Rest::default(),
             leader: true,
             pause,
             gate: &gate,
@@ -674,6 +701,13 @@ impl World {
         let cooldowns = fleet.as_ref().map(|f| f.cooldowns(now)).unwrap_or_default();
         input.cooldowns = &cooldowns;
         let p = planner::plan(&input);
+        // The healer decides its plain nodes as counts (`Judged` keeps them so): the
+        // same plan, and it is the one acted on.
+        let keep: BTreeSet<&str> = starting.iter().map(String::as_str).chain(recent.iter().map(|(uid, _)| uid.as_str())).collect();
+        let (kept, rest) = planner::split(&states, &self.policy, now, |n| keep.contains(n.uid.as_str()));
+        let apart = planner::plan(&Input { nodes: &kept, rest: &rest, ..input });
+        same_plan(&p, &apart)?;
+        *self.stats.entry("plain nodes, summed").or_default() += rest.len();
         self.held = states
             .iter()
             .zip(&p.nodes)
@@ -683,13 +717,14 @@ impl World {
         let busy: HashSet<String> = self.tasks.iter().map(|t| t.uid.clone()).collect();
         let policy = self.policy.clone();
         let impossible = |_: &NodeState| None;
-        let cx = effects::Context { policy: &policy, in_flight: &busy, impossible: &impossible, now };
+        let present = |name: &str, uid: &str| states.iter().any(|s| s.name == name && s.uid == uid);
+        let cx = effects::Context { policy: &policy, in_flight: &busy, impossible: &impossible, present: &present, now };
         let mut memory = std::mem::take(&mut self.replicas[l].memory);
-        let list = effects::effects(&p, &states, &mut memory, &cx);
+        let list = effects::effects(&apart, &kept, &mut memory, &cx);
         let remembered = memory.len();
         self.replicas[l].memory = memory;
-        if remembered > states.len() {
-            return Err(format!("the announcement memory holds {remembered} nodes for {} nodes", states.len()));
+        if remembered > kept.len() {
+            return Err(format!("the announcement memory holds {remembered} nodes for {} planned one by one", kept.len()));
         }
         for e in list {
             match e {
