@@ -403,7 +403,7 @@ impl Healer {
             if sweep {
                 swept = tokio::time::Instant::now();
             }
-            let judgement = self.evaluate(&mut judged, &snapshot, &obs, now, &renewals, &keep, sweep);
+            let judgement = self.evaluate(&mut judged, &snapshot, &obs, now, &renewals, &keep, true, sweep);
             let (states, rest) = (judgement.nodes, judgement.rest);
             let pause_now = *lock(&pause);
             let blind_until = {
@@ -892,10 +892,11 @@ impl Healer {
         now: Timestamp,
         leases: &observe::LeaseRenewals,
         keep: &HashSet<&str>,
+        apart: bool,
         sweep: bool,
     ) -> observe::Judgement<'j> {
         let mut obs = obs.lock().unwrap_or_else(|p| p.into_inner());
-        let judging = observe::Judging { checks: &self.settings.checks, policy: &self.settings.policy, now, leases, keep };
+        let judging = observe::Judging { checks: &self.settings.checks, policy: &self.settings.policy, now, leases, keep, apart };
         let judgement = judged.update(snapshot, &mut obs, &judging);
         if sweep {
             let uids: HashSet<&str> = snapshot.iter().map(|n| n.uid()).collect();
@@ -931,9 +932,9 @@ impl Healer {
             Default::default()
         };
         let mut judged = observe::Judged::default();
-        self.evaluate(&mut judged, &snapshot, &obs, now, &renewals, &HashSet::new(), false);
         // Every node one by one: the plan shows each.
-        let (states, verdicts) = judged.all();
+        let judgement = self.evaluate(&mut judged, &snapshot, &obs, now, &renewals, &HashSet::new(), false, false);
+        let (states, verdicts) = (judgement.nodes, judgement.verdicts);
         let gate = self.provider.repair_allowed().await.unwrap_or_else(|e| RepairGate::Denied(format!("cannot ask the cloud: {e}")));
         let (supported, delegated) = self.capabilities();
         let p = planner::plan(&Input {

@@ -410,14 +410,16 @@ impl Rest {
         }
     }
 
-    /// Takes out a node [`Rest::add`] counted (the same state).
-    pub fn remove(&mut self, n: &NodeState) {
-        let Some(part) = self.zones.get_mut(&n.zone) else { return };
-        if n.role == Role::Master {
+    /// Takes out a node [`Rest::add`] counted, by the role, zone and attributes its
+    /// state had.
+    pub fn remove(&mut self, role: Role, zone: Option<&str>, attributes: &[(String, String)]) {
+        let zone = zone.map(String::from);
+        let Some(part) = self.zones.get_mut(&zone) else { return };
+        if role == Role::Master {
             part.masters = part.masters.saturating_sub(1);
         } else {
             part.workers = part.workers.saturating_sub(1);
-            for (k, v) in &n.attributes {
+            for (k, v) in attributes {
                 if let Some(values) = part.values.get_mut(k.as_str()) {
                     if let Some(c) = values.get_mut(v.as_str()) {
                         *c = c.saturating_sub(1);
@@ -432,7 +434,7 @@ impl Rest {
             }
         }
         if part.masters == 0 && part.workers == 0 {
-            self.zones.remove(&n.zone);
+            self.zones.remove(&zone);
         }
     }
 
