@@ -389,7 +389,6 @@ impl Healer {
             let mut asking = Duration::ZERO;
             let snapshot = reader.state();
             let now = Timestamp::now();
-            let renewals = leases.as_ref().map(|r| observe::renewals_seen(&lock(r))).unwrap_or_default();
             let empty = FleetState::default();
             let recent = fleet.as_ref().unwrap_or(&empty).recent_starts(now);
             // A new repair's first write shows in the cache soon after it is made; until
@@ -403,8 +402,20 @@ impl Healer {
             if sweep {
                 swept = tokio::time::Instant::now();
             }
-            let judgement = self.evaluate(&mut judged, &snapshot, &obs, now, &renewals, &keep, true, sweep);
+            let judgement = {
+                // Read under the Lease watch's lock, released before anything awaits.
+                let seen = leases.as_ref().map(|r| lock(r));
+                let no_leases = observe::LeaseRenewals::new();
+                let renewals: &dyn observe::Renewed = match &seen {
+                    Some(seen) => &**seen,
+                    None => &no_leases,
+                };
+                self.evaluate(&mut judged, &snapshot, &obs, now, renewals, &keep, true, sweep)
+            };
             let (states, rest) = (judgement.nodes, judgement.rest);
+            // The snapshot's objects of the nodes planned: the work on a node is made
+            // against the one its decision was made on, so a write over a newer one fails.
+            let views: HashMap<&str, &Arc<NodeView>> = judgement.views().map(|n| (n.name(), n)).collect();
             let pause_now = *lock(&pause);
             let blind_until = {
                 let sight = lock(&sight);
@@ -480,14 +491,14 @@ impl Healer {
                 retry_after.retain(|_, (until, _)| *until > waiting);
                 let busy: HashSet<String> = in_flight.keys().chain(retry_after.keys()).cloned().collect();
                 let provider = self.provider.clone();
-                let cached = |name: &str, uid: &str| reader.get(&ObjectRef::new(name)).filter(|n| n.uid() == uid);
-                let impossible =
-                    |s: &NodeState| cached(&s.name, &s.uid).and_then(|n| provider.check_node(&node::info(&n)).err()).map(|e| e.to_string());
-                let present = |name: &str, uid: &str| cached(name, uid).is_some();
+                let impossible = |s: &NodeState| {
+                    views.get(s.name.as_str()).and_then(|n| provider.check_node(&node::info(n)).err()).map(|e| e.to_string())
+                };
+                let present = |name: &str, uid: &str| reader.get(&ObjectRef::new(name)).is_some_and(|n| n.uid() == uid);
                 let ecx =
                     effects::Context { policy: &self.settings.policy, in_flight: &busy, impossible: &impossible, present: &present, now };
                 let list = effects::effects(&p, states, &mut memory, &ecx);
-                for uid in self.execute(list, &reader, &actor, &mut in_flight, &done_tx, &term) {
+                for uid in self.execute(list, &views, &actor, &mut in_flight, &done_tx, &term) {
                     starting.insert(uid, Starting::default());
                 }
                 if let Some(f) = fleet.as_ref() {
@@ -579,7 +590,7 @@ impl Healer {
     fn execute(
         &self,
         list: Vec<Effect>,
-        cache: &Store<NodeView>,
+        views: &HashMap<&str, &Arc<NodeView>>,
         actor: &Arc<Actor>,
         in_flight: &mut HashMap<String, tokio::task::JoinHandle<()>>,
         done: &mpsc::UnboundedSender<(String, bool)>,
@@ -587,7 +598,7 @@ impl Healer {
     ) -> Vec<String> {
         let mut started = Vec::new();
         for effect in list {
-            let n = effect.node().and_then(|name| cache.get(&ObjectRef::new(name)));
+            let n = effect.node().and_then(|name| views.get(name)).map(|n| (*n).clone());
             match (effect, n) {
                 (Effect::Count(Count::Detected { role, severity }), _) => self.metrics.detected(role.as_str(), severity.as_str()),
                 (Effect::Count(Count::DryRun { role, action }), _) => self.metrics.repair(role.as_str(), action.as_str(), "dry_run"),
@@ -890,7 +901,7 @@ impl Healer {
         snapshot: &[Arc<NodeView>],
         obs: &Mutex<Observations>,
         now: Timestamp,
-        leases: &observe::LeaseRenewals,
+        leases: &dyn observe::Renewed,
         keep: &HashSet<&str>,
         apart: bool,
         sweep: bool,
@@ -923,7 +934,7 @@ impl Healer {
         let obs = Mutex::new(Observations::default());
         probe_all(&snapshot, &self.settings, &obs).await;
         let now = Timestamp::now();
-        let renewals = if self.settings.checks.need_leases() {
+        let renewals: observe::LeaseRenewals = if self.settings.checks.need_leases() {
             let leases: Api<observe::NodeLease> = Api::namespaced(self.client.clone(), "kube-node-lease");
             let list = leases.list(&Default::default()).await.map_err(|e| anyhow::anyhow!("list leases in kube-node-lease failed: {e}"))?;
             // One look cannot see a renewal change: the kubelet's own renewTime is all there is.

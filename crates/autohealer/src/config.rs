@@ -1358,7 +1358,7 @@ mod tests {
         let now = "2026-06-01T00:00:00Z".parse().unwrap();
         let judge = |n| {
             let mut obs = autohealer_core::observe::Observations::default();
-            autohealer_core::observe::evaluate(&n, &l.checks, &mut obs, now, &Default::default()).0
+            autohealer_core::observe::evaluate(&n, &l.checks, &mut obs, now, &autohealer_core::observe::LeaseRenewals::default()).0
         };
         assert!(judge(node("m", "node-role.kubernetes.io/control-plane")).findings.is_empty(), "an unready master is not repaired");
         assert!(!judge(node("w", "node-role.kubernetes.io/worker")).findings.is_empty(), "an unready worker is");

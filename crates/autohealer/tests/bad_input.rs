@@ -150,7 +150,7 @@ proptest! {
         let loaded = Config::load_str(VALID, &Registries::builtin()).unwrap();
         let mut obs = Observations::default();
         let now = "2026-06-01T00:00:00Z".parse().unwrap();
-        let (state, _) = evaluate(&n, &loaded.checks, &mut obs, now, &Default::default());
+        let (state, _) = evaluate(&n, &loaded.checks, &mut obs, now, &autohealer_core::observe::LeaseRenewals::default());
         let _ = autohealer_core::node::info(&n);
         prop_assert_eq!(state.name, n.metadata.name.unwrap_or_default());
     }
