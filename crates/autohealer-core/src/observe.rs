@@ -257,18 +257,36 @@ impl Judged {
                     } else {
                         let (role, zone, attributes) = counted(&self.plain[i].view, checks);
                         self.rest.remove(role, zone, &attributes);
-                        moved[i] = true;
-                        self.push(n, checks, obs, now, leases);
-                        alive.push(true);
-                        keep.push(kept);
+                        let (state, verdicts, basis) = self.judge(n, obs, j);
+                        if !kept && planner::plain(&state, j.policy, now) {
+                            // Changed, and plain still: it keeps its slot.
+                            self.rest.add(&state);
+                            self.plain[i] = basis;
+                        } else {
+                            moved[i] = true;
+                            self.keep_state(state, verdicts, basis);
+                            alive.push(true);
+                            keep.push(kept);
+                        }
                     }
                 }
                 // A name twice in one snapshot cannot come from the cache, which is keyed by it.
                 Some(_) => tracing::warn!(node = n.name(), "node listed twice; judged once"),
                 None => {
-                    self.push(n, checks, obs, now, leases);
-                    alive.push(true);
-                    keep.push(kept);
+                    let (state, verdicts, basis) = self.judge(n, obs, j);
+                    // A plain one goes to the plain slots at once: the first update of a
+                    // fleet of 65,000 would otherwise hold 65,000 states for a moment.
+                    if !kept && planner::plain(&state, j.policy, now) {
+                        self.rest.add(&state);
+                        self.index.insert(n.name().to_string(), Slot::Plain(self.plain.len()));
+                        self.plain.push(basis);
+                        seen.push(true);
+                        moved.push(false);
+                    } else {
+                        self.keep_state(state, verdicts, basis);
+                        alive.push(true);
+                        keep.push(kept);
+                    }
                 }
             }
         }
@@ -327,21 +345,30 @@ impl Judged {
         Judgement { nodes: &self.states, verdicts: &self.verdicts, rest: &self.rest, gone, from: &self.from }
     }
 
-    /// Judges a node into the states.
-    fn push(
+    /// Judges a node afresh.
+    fn judge(
         &mut self,
         n: &Arc<autohealer_healthcheck::NodeView>,
-        checks: &Checks,
         obs: &mut Observations,
-        now: Timestamp,
-        leases: &dyn Renewed,
-    ) {
-        let (state, verdicts) = evaluate(&**n, checks, obs, now, leases);
-        self.index.insert(n.name().to_string(), Slot::State(self.states.len()));
+        j: &Judging,
+    ) -> (NodeState, Vec<CheckVerdict>, Basis) {
+        let (state, verdicts) = evaluate(&**n, j.checks, obs, j.now, j.leases);
+        let basis = Basis { view: n.clone(), generation: obs.generation, stale_at: holds_until(n, j.checks, j.now, j.leases) };
+        self.rejudged += 1;
+        (state, verdicts, basis)
+    }
+
+    /// Puts a state at the end of the states and points the index at it.
+    fn keep_state(&mut self, state: NodeState, verdicts: Vec<CheckVerdict>, basis: Basis) {
+        match self.index.get_mut(basis.view.name()) {
+            Some(at) => *at = Slot::State(self.states.len()),
+            None => {
+                self.index.insert(basis.view.name().to_string(), Slot::State(self.states.len()));
+            }
+        }
         self.states.push(state);
         self.verdicts.push(verdicts);
-        self.from.push(Basis { view: n.clone(), generation: obs.generation, stale_at: holds_until(n, checks, now, leases) });
-        self.rejudged += 1;
+        self.from.push(basis);
     }
 
     /// Points the index at what a swap_remove moved into slot `i`.
