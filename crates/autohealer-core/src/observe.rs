@@ -83,7 +83,10 @@ impl Checks {
 pub struct Observations {
     pub probes: HashMap<(String, usize), Health>,
     pub first_seen: HashMap<(String, usize), Timestamp>,
-    /// Per node uid: since when every check has passed, as observed here.
+    /// Per node uid: since when every check has passed, as observed here; kept for
+    /// the nodes decided one by one only (see [`Judged`]): nothing reads a plain node's,
+    /// and when it changes the count begins again then, which can only lengthen a
+    /// repair's stable window.
     pub healthy_since: HashMap<String, Timestamp>,
     /// Moves whenever a probe result changes, so that [`Judged`] knows its verdicts of
     /// probing checks are stale.
@@ -128,17 +131,23 @@ pub struct Judged {
     plain: Vec<Basis>,
     rest: Rest,
     /// Node name (the cache's key, unique) to where it is kept.
-    index: HashMap<String, Slot>,
+    index: HashMap<Box<str>, Slot>,
     /// How many nodes the last update judged again, for the logs.
     pub rejudged: usize,
 }
 
+/// 32-bit indices: the index holds one per node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     /// An index in `states`, `verdicts` and `from`.
-    State(usize),
+    State(u32),
     /// An index in `plain`.
-    Plain(usize),
+    Plain(u32),
+}
+
+/// A slot's index (a fleet has far fewer than 2^32 nodes).
+fn slot(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 /// The fleet as one update of [`Judged`] leaves it.
@@ -227,11 +236,17 @@ impl Judged {
         let mut seen = vec![false; self.plain.len()];
         let mut moved = vec![false; self.plain.len()];
         self.rejudged = 0;
+        if self.index.is_empty() {
+            // Most of a fleet is plain: its first update fills `plain` at once, without
+            // the spare half that growing by doubling leaves.
+            self.plain.reserve_exact(snapshot.len());
+        }
         for n in snapshot {
             let fresh = |b: &Basis| b.generation == obs.generation && now < b.stale_at && (Arc::ptr_eq(&b.view, n) || b.view.same_state(n));
             let kept = !j.apart || (!j.keep.is_empty() && j.keep.contains(n.uid()));
             match self.index.get(n.name()).copied() {
-                Some(Slot::State(i)) if !alive[i] => {
+                Some(Slot::State(i)) if !alive[i as usize] => {
+                    let i = i as usize;
                     alive[i] = true;
                     keep[i] = kept;
                     if fresh(&self.from[i]) {
@@ -243,7 +258,8 @@ impl Judged {
                         self.rejudged += 1;
                     }
                 }
-                Some(Slot::Plain(i)) if !seen[i] => {
+                Some(Slot::Plain(i)) if !seen[i as usize] => {
+                    let i = i as usize;
                     seen[i] = true;
                     let b = &self.plain[i];
                     let same = b.generation == obs.generation && (Arc::ptr_eq(&b.view, n) || b.view.same_state(n));
@@ -260,6 +276,7 @@ impl Judged {
                         let (state, verdicts, basis) = self.judge(n, obs, j);
                         if !kept && planner::plain(&state, j.policy, now) {
                             // Changed, and plain still: it keeps its slot.
+                            obs.healthy_since.remove(&state.uid);
                             self.rest.add(&state);
                             self.plain[i] = basis;
                         } else {
@@ -277,8 +294,9 @@ impl Judged {
                     // A plain one goes to the plain slots at once: the first update of a
                     // fleet of 65,000 would otherwise hold 65,000 states for a moment.
                     if !kept && planner::plain(&state, j.policy, now) {
+                        obs.healthy_since.remove(&state.uid);
                         self.rest.add(&state);
-                        self.index.insert(n.name().to_string(), Slot::Plain(self.plain.len()));
+                        self.index.insert(n.name().into(), Slot::Plain(slot(self.plain.len())));
                         self.plain.push(basis);
                         seen.push(true);
                         moved.push(false);
@@ -333,9 +351,10 @@ impl Judged {
                 continue;
             }
             self.rest.add(&self.states[i]);
+            obs.healthy_since.remove(&self.states[i].uid);
             let basis = self.from.swap_remove(i);
             if let Some(at) = self.index.get_mut(basis.view.name()) {
-                *at = Slot::Plain(self.plain.len());
+                *at = Slot::Plain(slot(self.plain.len()));
             }
             self.plain.push(basis);
             self.states.swap_remove(i);
@@ -361,9 +380,9 @@ impl Judged {
     /// Puts a state at the end of the states and points the index at it.
     fn keep_state(&mut self, state: NodeState, verdicts: Vec<CheckVerdict>, basis: Basis) {
         match self.index.get_mut(basis.view.name()) {
-            Some(at) => *at = Slot::State(self.states.len()),
+            Some(at) => *at = Slot::State(slot(self.states.len())),
             None => {
-                self.index.insert(basis.view.name().to_string(), Slot::State(self.states.len()));
+                self.index.insert(basis.view.name().into(), Slot::State(slot(self.states.len())));
             }
         }
         self.states.push(state);
@@ -376,7 +395,7 @@ impl Judged {
         if let Some(b) = self.from.get(i)
             && let Some(at) = self.index.get_mut(b.view.name())
         {
-            *at = Slot::State(i);
+            *at = Slot::State(slot(i));
         }
     }
 
@@ -386,7 +405,7 @@ impl Judged {
         if let Some(b) = self.plain.get(i)
             && let Some(at @ Slot::Plain(_)) = self.index.get_mut(b.view.name())
         {
-            *at = Slot::Plain(i);
+            *at = Slot::Plain(slot(i));
         }
     }
 }
