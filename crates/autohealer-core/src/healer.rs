@@ -903,9 +903,9 @@ impl Healer {
     }
 
     /// Judges the nodes that may have changed since `judged` last saw them (see
-    /// [`observe::Judged`]) and forgets what it observed of nodes gone.
-    /// Forgetting is done per node gone; `sweep` also looks over everything observed,
-    /// for a node probed and deleted before it was ever judged.
+    /// [`observe::Judged`]) and forgets what it observed of nodes gone: those the update
+    /// found gone, and with `sweep` any other (a node probed and deleted before it was
+    /// ever judged).
     #[allow(clippy::too_many_arguments)]
     fn evaluate<'j>(
         &self,

@@ -242,14 +242,16 @@ impl Judged {
             self.plain.reserve_exact(snapshot.len());
         }
         for n in snapshot {
-            let fresh = |b: &Basis| b.generation == obs.generation && now < b.stale_at && (Arc::ptr_eq(&b.view, n) || b.view.same_state(n));
+            // Judged from the same state and probe results; whether its verdicts still hold
+            // is `stale_at`'s.
+            let same = |b: &Basis| b.generation == obs.generation && (Arc::ptr_eq(&b.view, n) || b.view.same_state(n));
             let kept = !j.apart || (!j.keep.is_empty() && j.keep.contains(n.uid()));
             match self.index.get(n.name()).copied() {
                 Some(Slot::State(i)) if !alive[i as usize] => {
                     let i = i as usize;
                     alive[i] = true;
                     keep[i] = kept;
-                    if fresh(&self.from[i]) {
+                    if same(&self.from[i]) && now < self.from[i].stale_at {
                         self.from[i].view = n.clone();
                     } else {
                         (self.states[i], self.verdicts[i]) = evaluate(&**n, checks, obs, now, leases);
@@ -261,11 +263,10 @@ impl Judged {
                 Some(Slot::Plain(i)) if !seen[i as usize] => {
                     let i = i as usize;
                     seen[i] = true;
-                    let b = &self.plain[i];
-                    let same = b.generation == obs.generation && (Arc::ptr_eq(&b.view, n) || b.view.same_state(n));
-                    if same && !kept && now < b.stale_at {
+                    let unchanged = !kept && same(&self.plain[i]);
+                    if unchanged && now < self.plain[i].stale_at {
                         self.plain[i].view = n.clone();
-                    } else if same && !kept && still_healthy(n, checks, now, leases) {
+                    } else if unchanged && still_healthy(n, checks, now, leases) {
                         // Only its verdict ran out: judged again, it is what it was.
                         self.plain[i] =
                             Basis { view: n.clone(), generation: obs.generation, stale_at: holds_until(n, checks, now, leases) };
